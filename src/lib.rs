@@ -1,0 +1,16 @@
+//! driftguard keeps a Kubernetes cluster equal to what Git declares.
+//!
+//! Data flows one way: `source -> render -> desired -> {admission} -> audit`.
+#![forbid(unsafe_code)]
+
+pub mod admission;
+pub mod api;
+pub mod audit;
+pub mod certs;
+pub mod config;
+pub mod desired;
+pub mod drift;
+pub mod render;
+pub mod server;
+pub mod source;
+pub mod telemetry;
