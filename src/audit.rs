@@ -1,1 +1,218 @@
-//! TODO
+//! Audit events (`driftguard.io/audit/v1`), one JSON object per line.
+//!
+//! This module owns the schema and the sinks. The hash chain (`prev_hash`, `hash`) and the
+//! rotating file sink arrive with the compliance work; events already carry everything else.
+
+use std::io::Write;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+
+use serde::Serialize;
+use serde_json::Value;
+
+/// Schema identifier written into every event.
+pub const SCHEMA: &str = "driftguard.io/audit/v1";
+
+/// What happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventKind {
+    /// The validating webhook denied a change.
+    #[serde(rename = "admission.denied")]
+    AdmissionDenied,
+    /// The mutating webhook patched Git's values back in.
+    #[serde(rename = "admission.reverted")]
+    AdmissionReverted,
+    /// Drift allowed and recorded (audit mode).
+    #[serde(rename = "admission.audited")]
+    AdmissionAudited,
+    /// A managed object was changed by an exempt identity.
+    #[serde(rename = "admission.exempted")]
+    AdmissionExempted,
+}
+
+impl EventKind {
+    /// The event's name as written.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EventKind::AdmissionDenied => "admission.denied",
+            EventKind::AdmissionReverted => "admission.reverted",
+            EventKind::AdmissionAudited => "admission.audited",
+            EventKind::AdmissionExempted => "admission.exempted",
+        }
+    }
+}
+
+/// Who made the request.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Actor {
+    /// Username.
+    pub username: String,
+    /// User uid, when the authenticator sets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uid: Option<String>,
+    /// Groups.
+    pub groups: Vec<String>,
+}
+
+/// Which object.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ObjectRef {
+    /// API group (`""` for core).
+    pub group: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Namespace, for namespaced objects.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// Subresource (`scale`), when the request targets one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subresource: Option<String>,
+}
+
+/// One field that moved away from Git. Values of sensitive fields are replaced by a marker
+/// before they reach this struct.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct FieldRecord {
+    /// Human path, e.g. `spec.template.spec.containers[name=web].image`.
+    pub path: String,
+    /// Git's value (null when Git declares the field absent).
+    pub git: Value,
+    /// The attempted value (null when the request removes the field).
+    pub attempted: Value,
+    /// The value before the request (null on create or when absent).
+    pub previous: Value,
+}
+
+/// One audit record.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AuditEvent {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// Position in this process's stream, assigned by the sink.
+    pub seq: u64,
+    /// RFC 3339 time, assigned when created.
+    pub time: String,
+    /// What happened.
+    pub event: EventKind,
+    /// Who asked.
+    pub actor: Actor,
+    /// Which object.
+    pub object: ObjectRef,
+    /// CREATE, UPDATE, DELETE.
+    pub operation: String,
+    /// `namespace/name` of the Guard.
+    pub guard: String,
+    /// Git revision enforced.
+    pub revision: String,
+    /// Drifting fields.
+    pub fields: Vec<FieldRecord>,
+    /// The text shown to the requester.
+    pub message: String,
+    /// The AdmissionReview uid.
+    pub request_uid: String,
+    /// Whether the request was a dry run (nothing persisted).
+    pub dry_run: bool,
+}
+
+/// Current time in RFC 3339 (UTC, with fractional seconds).
+pub fn now_rfc3339() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_default()
+}
+
+/// Where audit events go. Implementations must not block the request path for long.
+pub trait AuditSink: Send + Sync {
+    /// Record one event; the sink assigns `seq`.
+    fn record(&self, event: AuditEvent);
+}
+
+/// Writes events as JSON lines to stdout from a dedicated thread, so a slow reader of stdout
+/// delays the writer, not admission. Events are never dropped: when the queue is full the
+/// caller writes the line itself.
+pub struct StdoutSink {
+    seq: AtomicU64,
+    queue: Mutex<mpsc::SyncSender<String>>,
+}
+
+impl StdoutSink {
+    /// Start the writer thread.
+    pub fn start() -> std::io::Result<Self> {
+        let (tx, rx) = mpsc::sync_channel::<String>(16 * 1024);
+        std::thread::Builder::new()
+            .name("audit-stdout".into())
+            .spawn(move || {
+                for line in rx {
+                    write_line(&line);
+                }
+            })?;
+        Ok(StdoutSink {
+            seq: AtomicU64::new(0),
+            queue: Mutex::new(tx),
+        })
+    }
+}
+
+fn write_line(line: &str) {
+    let mut out = std::io::stdout().lock();
+    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
+        tracing::error!(%error, "cannot write audit event to stdout");
+    }
+}
+
+impl AuditSink for StdoutSink {
+    fn record(&self, mut event: AuditEvent) {
+        event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
+        let line = match serde_json::to_string(&event) {
+            Ok(line) => line,
+            Err(error) => {
+                tracing::error!(%error, "cannot serialize audit event");
+                return;
+            }
+        };
+        let queue = match self.queue.lock() {
+            Ok(queue) => queue,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(mpsc::TrySendError::Full(line) | mpsc::TrySendError::Disconnected(line)) = queue.try_send(line) {
+            write_line(&line);
+        }
+    }
+}
+
+/// Keeps events in memory (tests, `driftguard check`).
+#[derive(Default)]
+pub struct MemorySink {
+    events: Mutex<Vec<AuditEvent>>,
+}
+
+impl MemorySink {
+    /// An empty sink.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Everything recorded so far.
+    pub fn events(&self) -> Vec<AuditEvent> {
+        match self.events.lock() {
+            Ok(events) => events.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+}
+
+impl AuditSink for MemorySink {
+    fn record(&self, mut event: AuditEvent) {
+        let mut events = match self.events.lock() {
+            Ok(events) => events,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        event.seq = events.len() as u64 + 1;
+        events.push(event);
+    }
+}

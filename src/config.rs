@@ -1,1 +1,594 @@
-//! TODO
+//! Typed settings: a YAML config file (or the embedded default) plus command-line overrides,
+//! validated once at start so nothing downstream handles half-checked strings.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::admission::service_account_username;
+use crate::api::{GitRefSpec, GitSourceSpec, GoDuration, GuardSpec, Mode, SourceReference};
+use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
+use crate::source::GitReference;
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// File.
+        path: PathBuf,
+        /// Cause.
+        error: std::io::Error,
+    },
+    /// The YAML does not match the schema.
+    #[error("config file {path}: {error}")]
+    Parse {
+        /// File.
+        path: String,
+        /// Cause, with line and column.
+        error: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("config: {0}")]
+    Invalid(String),
+    /// An ignore rule does not compile.
+    #[error("config: {0}")]
+    Guard(#[from] DesiredError),
+}
+
+/// TLS material for the webhook port.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain (reloaded when it changes).
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key (reloaded when it changes).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// Generate a development CA and serving certificate here when no files are given.
+    #[serde(default)]
+    pub dev_certs_dir: Option<PathBuf>,
+}
+
+/// `server:` section of the config file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ServerFile {
+    /// HTTPS address of the webhook.
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Plain-HTTP address of `/metrics`; none disables it.
+    #[serde(default = "default_metrics_listen")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Certificates.
+    #[serde(default)]
+    pub tls: TlsFile,
+    /// How often certificate files are re-read.
+    #[serde(default = "default_reload")]
+    pub reload_interval: GoDuration,
+    /// Largest accepted review body.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Reviews decided at once; more wait briefly, then get 503.
+    #[serde(default = "default_max_in_flight")]
+    pub max_in_flight: usize,
+    /// How long shutdown waits for in-flight requests.
+    #[serde(default = "default_grace")]
+    pub shutdown_grace: GoDuration,
+}
+
+fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8443))
+}
+fn default_metrics_listen() -> Option<SocketAddr> {
+    Some(SocketAddr::from(([127, 0, 0, 1], 9090)))
+}
+fn default_reload() -> GoDuration {
+    GoDuration(Duration::from_secs(5))
+}
+fn default_max_body() -> usize {
+    8 * 1024 * 1024
+}
+fn default_max_in_flight() -> usize {
+    256
+}
+fn default_grace() -> GoDuration {
+    GoDuration(Duration::from_secs(20))
+}
+
+impl Default for ServerFile {
+    fn default() -> Self {
+        ServerFile {
+            listen: default_listen(),
+            metrics_listen: default_metrics_listen(),
+            tls: TlsFile::default(),
+            reload_interval: default_reload(),
+            max_body_bytes: default_max_body(),
+            max_in_flight: default_max_in_flight(),
+            shutdown_grace: default_grace(),
+        }
+    }
+}
+
+/// A named GitSource entry: `name`, `namespace` and the CRD spec fields side by side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct SourceEntry {
+    /// Name.
+    pub name: String,
+    /// Namespace (default `default`).
+    pub namespace: String,
+    /// The CRD spec fields.
+    pub spec: GitSourceSpec,
+}
+
+/// A named Guard entry: `name`, `namespace` and the CRD spec fields side by side.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(try_from = "serde_json::Map<String, serde_json::Value>")]
+pub struct GuardEntry {
+    /// Name.
+    pub name: String,
+    /// Namespace (default `default`).
+    pub namespace: String,
+    /// The CRD spec fields.
+    pub spec: GuardSpec,
+}
+
+/// Split `name`/`namespace` off an entry and read the rest strictly as a spec. (serde's
+/// `flatten` would silently accept misspelled spec fields.)
+fn split_entry<S: serde::de::DeserializeOwned>(
+    what: &str,
+    mut map: serde_json::Map<String, serde_json::Value>,
+) -> Result<(String, String, S), String> {
+    let text = |v: Option<serde_json::Value>, field: &str| -> Result<Option<String>, String> {
+        match v {
+            None => Ok(None),
+            Some(serde_json::Value::String(s)) if !s.is_empty() => Ok(Some(s)),
+            Some(other) => Err(format!("{what} {field} must be a non-empty string, got {other}")),
+        }
+    };
+    let name = text(map.remove("name"), "name")?.ok_or_else(|| format!("a {what} entry has no name"))?;
+    let namespace = text(map.remove("namespace"), "namespace")?.unwrap_or_else(default_namespace);
+    let spec = serde_json::from_value(serde_json::Value::Object(map))
+        .map_err(|e| format!("{what} {namespace}/{name}: {e}"))?;
+    Ok((name, namespace, spec))
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for SourceEntry {
+    type Error = String;
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let (name, namespace, spec) = split_entry("source", map)?;
+        Ok(SourceEntry { name, namespace, spec })
+    }
+}
+
+impl TryFrom<serde_json::Map<String, serde_json::Value>> for GuardEntry {
+    type Error = String;
+    fn try_from(map: serde_json::Map<String, serde_json::Value>) -> Result<Self, String> {
+        let (name, namespace, spec) = split_entry("guard", map)?;
+        Ok(GuardEntry { name, namespace, spec })
+    }
+}
+
+fn default_namespace() -> String {
+    "default".to_owned()
+}
+
+fn default_service_account() -> String {
+    "driftguard/driftguard".to_owned()
+}
+
+fn default_cache_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// The config file as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ConfigFile {
+    /// Webhook server.
+    #[serde(default)]
+    pub server: ServerFile,
+    /// driftguard's own service account (`namespace/name`); its writes are exempt.
+    #[serde(default = "default_service_account")]
+    pub service_account: String,
+    /// Bound on cached desired state, in bytes.
+    #[serde(default = "default_cache_bytes")]
+    pub desired_cache_bytes: u64,
+    /// GitSources.
+    pub sources: Vec<SourceEntry>,
+    /// Guards.
+    pub guards: Vec<GuardEntry>,
+}
+
+/// How the webhook gets its certificate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Files provisioned by someone else (cert-manager, a Secret mount).
+    Files {
+        /// Certificate chain.
+        cert: PathBuf,
+        /// Private key.
+        key: PathBuf,
+    },
+    /// A development CA and certificate generated into this directory.
+    Dev(PathBuf),
+}
+
+/// Validated server settings.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// HTTPS address.
+    pub listen: SocketAddr,
+    /// Metrics address.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Certificates.
+    pub tls: TlsSource,
+    /// Certificate re-read period.
+    pub reload_interval: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+    /// Concurrency bound.
+    pub max_in_flight: usize,
+    /// Shutdown grace.
+    pub shutdown_grace: Duration,
+}
+
+/// A validated GitSource.
+#[derive(Debug, Clone)]
+pub struct Source {
+    /// Where and what.
+    pub settings: SourceSettings,
+    /// Fetch period.
+    pub interval: Duration,
+}
+
+/// A validated Guard and its source.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Compiled policy.
+    pub policy: Arc<GuardPolicy>,
+    /// Position in [`Settings::sources`].
+    pub source: usize,
+}
+
+/// Everything `serve` needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Server.
+    pub server: ServerSettings,
+    /// driftguard's own username.
+    pub own_username: String,
+    /// Cache bound in bytes.
+    pub desired_cache_bytes: u64,
+    /// Sources.
+    pub sources: Vec<Source>,
+    /// Guards.
+    pub guards: Vec<Guard>,
+}
+
+/// Command-line overrides (flags and `DRIFTGUARD_*` variables).
+#[derive(Debug, Clone, Default)]
+pub struct Overrides {
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--metrics-listen`.
+    pub metrics_listen: Option<SocketAddr>,
+    /// `--cert-file`.
+    pub cert_file: Option<PathBuf>,
+    /// `--key-file`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl ConfigFile {
+    /// Parse YAML text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        serde_saphyr::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            error: e.to_string(),
+        })
+    }
+
+    /// Read and parse a file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+            path: path.to_owned(),
+            error,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// The embedded default: this repository's `examples/app` at HEAD, denied drift, served on
+    /// https://127.0.0.1:8443 with development certificates in `certs/`.
+    pub fn embedded_default(repo_root: &Path) -> Self {
+        let repo = repo_root.display().to_string();
+        let text = format!(
+            r#"
+server:
+  tls:
+    devCertsDir: {dir:?}
+sources:
+  - name: driftguard-examples
+    url: {repo:?}
+guards:
+  - name: example-app
+    sourceRef: {{ name: driftguard-examples }}
+    path: examples/app
+    mode: deny
+"#,
+            dir = repo_root.join("certs").display().to_string(),
+        );
+        // The text above is a constant shape; a parse failure would be a bug caught by tests.
+        Self::parse(&text, "embedded default").unwrap_or_else(|_| ConfigFile {
+            server: ServerFile::default(),
+            service_account: default_service_account(),
+            desired_cache_bytes: default_cache_bytes(),
+            sources: Vec::new(),
+            guards: Vec::new(),
+        })
+    }
+
+    /// Validate, resolving relative paths against `base_dir`.
+    pub fn validate(self, base_dir: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
+        let server = validate_server(self.server, base_dir, overrides)?;
+        let mut sources = Vec::with_capacity(self.sources.len());
+        let mut source_ids = Vec::with_capacity(self.sources.len());
+        for entry in &self.sources {
+            let id = format!("{}/{}", entry.namespace, entry.name);
+            if source_ids.contains(&id) {
+                return Err(ConfigError::Invalid(format!("source {id} is declared twice")));
+            }
+            let reference = git_reference(&id, entry.spec.reference.as_ref())?;
+            sources.push(Source {
+                settings: SourceSettings {
+                    id: id.clone(),
+                    url: resolve_url(&entry.spec.url, base_dir),
+                    reference,
+                },
+                interval: entry.spec.interval.0.max(Duration::from_secs(1)),
+            });
+            source_ids.push(id);
+        }
+        let mut guards: Vec<Guard> = Vec::with_capacity(self.guards.len());
+        for entry in &self.guards {
+            let id = GuardId {
+                namespace: entry.namespace.clone(),
+                name: entry.name.clone(),
+            };
+            if guards.iter().any(|g| g.policy.id == id) {
+                return Err(ConfigError::Invalid(format!("guard {id} is declared twice")));
+            }
+            let SourceReference { name, namespace } = &entry.spec.source_ref;
+            let source_id = format!("{}/{}", namespace.as_deref().unwrap_or(&entry.namespace), name);
+            let source = source_ids.iter().position(|s| *s == source_id).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "guard {id}: sourceRef {source_id} does not name a source; declared sources: {}",
+                    if source_ids.is_empty() { "none".to_owned() } else { source_ids.join(", ") }
+                ))
+            })?;
+            let url = self
+                .sources
+                .get(source)
+                .map(|s| s.spec.url.as_str())
+                .unwrap_or_default();
+            let policy = GuardPolicy::new(id, &entry.spec, url)?;
+            guards.push(Guard {
+                policy: Arc::new(policy),
+                source,
+            });
+        }
+        if guards.is_empty() {
+            return Err(ConfigError::Invalid(
+                "no guards: declare at least one entry under `guards:`".to_owned(),
+            ));
+        }
+        if self.service_account.split('/').count() != 2 {
+            return Err(ConfigError::Invalid(format!(
+                "serviceAccount {:?} must be written namespace/name",
+                self.service_account
+            )));
+        }
+        Ok(Settings {
+            server,
+            own_username: service_account_username(&self.service_account),
+            desired_cache_bytes: self.desired_cache_bytes,
+            sources,
+            guards,
+        })
+    }
+}
+
+fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> Result<ServerSettings, ConfigError> {
+    let cert = overrides.cert_file.clone().or(file.tls.cert_file);
+    let key = overrides.key_file.clone().or(file.tls.key_file);
+    let tls = match (cert, key, file.tls.dev_certs_dir) {
+        (Some(cert), Some(key), _) => TlsSource::Files {
+            cert: base_dir.join(cert),
+            key: base_dir.join(key),
+        },
+        (None, None, Some(dir)) => TlsSource::Dev(base_dir.join(dir)),
+        (None, None, None) => {
+            return Err(ConfigError::Invalid(
+                "server.tls: set certFile and keyFile (or devCertsDir for a development certificate)".to_owned(),
+            ));
+        }
+        _ => {
+            return Err(ConfigError::Invalid(
+                "server.tls: certFile and keyFile go together; set both".to_owned(),
+            ));
+        }
+    };
+    if file.max_in_flight == 0 || file.max_body_bytes == 0 {
+        return Err(ConfigError::Invalid(
+            "server.maxInFlight and server.maxBodyBytes must be positive".to_owned(),
+        ));
+    }
+    Ok(ServerSettings {
+        listen: overrides.listen.unwrap_or(file.listen),
+        metrics_listen: overrides.metrics_listen.or(file.metrics_listen),
+        tls,
+        reload_interval: file.reload_interval.0.max(Duration::from_millis(50)),
+        max_body_bytes: file.max_body_bytes,
+        max_in_flight: file.max_in_flight,
+        shutdown_grace: file.shutdown_grace.0,
+    })
+}
+
+/// Exactly one of branch, tag, semver, commit; HEAD when none is given.
+pub fn git_reference(source: &str, spec: Option<&GitRefSpec>) -> Result<GitReference, ConfigError> {
+    let Some(spec) = spec else {
+        return Ok(GitReference::Head);
+    };
+    let given: Vec<&str> = [
+        spec.branch.as_ref().map(|_| "branch"),
+        spec.tag.as_ref().map(|_| "tag"),
+        spec.semver.as_ref().map(|_| "semver"),
+        spec.commit.as_ref().map(|_| "commit"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match (given.as_slice(), spec) {
+        (["branch"], GitRefSpec { branch: Some(b), .. }) => Ok(GitReference::Branch(b.clone())),
+        (["tag"], GitRefSpec { tag: Some(t), .. }) => Ok(GitReference::Tag(t.clone())),
+        (["commit"], GitRefSpec { commit: Some(c), .. }) => Ok(GitReference::Commit(c.clone())),
+        (["semver"], _) => Err(ConfigError::Invalid(format!(
+            "source {source}: ref.semver is not supported yet; pin a tag or track a branch"
+        ))),
+        ([], _) => Ok(GitReference::Head),
+        (many, _) => Err(ConfigError::Invalid(format!(
+            "source {source}: ref must set exactly one of branch, tag, semver, commit (got {})",
+            many.join(" and ")
+        ))),
+    }
+}
+
+/// Relative local paths are relative to the config file; URLs pass through.
+fn resolve_url(url: &str, base_dir: &Path) -> String {
+    if url.contains("://") || url.starts_with("git@") || Path::new(url).is_absolute() {
+        url.to_owned()
+    } else {
+        base_dir.join(url).display().to_string()
+    }
+}
+
+/// The Git work tree containing `start` (walking up to a `.git` entry).
+pub fn find_repo_root(start: &Path) -> Option<PathBuf> {
+    start
+        .ancestors()
+        .find(|dir| dir.join(".git").exists())
+        .map(Path::to_path_buf)
+}
+
+/// Admission modes accepted on the command line.
+pub fn parse_mode(text: &str) -> Result<Mode, String> {
+    match text {
+        "deny" => Ok(Mode::Deny),
+        "revert" => Ok(Mode::Revert),
+        "audit" => Ok(Mode::Audit),
+        "off" => Ok(Mode::Off),
+        other => Err(format!("unknown mode {other:?}; use deny, revert, audit or off")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = r#"
+server:
+  listen: 0.0.0.0:9443
+  tls: { certFile: /tls/tls.crt, keyFile: /tls/tls.key }
+sources:
+  - name: platform
+    url: https://git.example.com/platform.git
+    ref: { branch: main }
+    interval: 30s
+guards:
+  - name: apps
+    namespace: team-a
+    sourceRef: { name: platform, namespace: default }
+    path: clusters/prod
+    mode: revert
+    targetNamespace: team-a
+    ignore:
+      - kind: Deployment
+        jsonPointers: [/spec/replicas]
+    exemptions: { groups: [sre] }
+"#;
+
+    #[test]
+    fn parses_and_validates_a_full_file() {
+        let settings = ConfigFile::parse(SAMPLE, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/driftguard"), &Overrides::default())
+            .unwrap();
+        assert_eq!(settings.server.listen.port(), 9443);
+        assert_eq!(settings.sources[0].interval, Duration::from_secs(30));
+        assert_eq!(settings.sources[0].settings.reference, GitReference::Branch("main".into()));
+        let guard = &settings.guards[0].policy;
+        assert_eq!(guard.mode, Mode::Revert);
+        assert_eq!(guard.target_namespace, "team-a");
+        assert_eq!(settings.own_username, "system:serviceaccount:driftguard:driftguard");
+    }
+
+    #[test]
+    fn unknown_fields_are_rejected_with_their_name() {
+        let text = SAMPLE.replace("mode: revert", "mdoe: revert");
+        let err = ConfigFile::parse(&text, "sample").unwrap_err().to_string();
+        assert!(err.contains("mdoe"), "{err}");
+    }
+
+    #[test]
+    fn a_dangling_source_ref_lists_the_sources() {
+        let text = SAMPLE.replace("name: platform, namespace", "name: missing, namespace");
+        let err = ConfigFile::parse(&text, "sample")
+            .unwrap()
+            .validate(Path::new("/"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("default/missing") && err.contains("default/platform"), "{err}");
+    }
+
+    #[test]
+    fn ref_needs_exactly_one_selector() {
+        let both = GitRefSpec {
+            branch: Some("main".into()),
+            tag: Some("v1".into()),
+            ..Default::default()
+        };
+        let err = git_reference("s", Some(&both)).unwrap_err().to_string();
+        assert!(err.contains("exactly one"), "{err}");
+        assert_eq!(git_reference("s", None).unwrap(), GitReference::Head);
+    }
+
+    #[test]
+    fn overrides_win_and_relative_paths_follow_the_file() {
+        let overrides = Overrides {
+            listen: Some("127.0.0.1:1".parse().unwrap()),
+            ..Default::default()
+        };
+        let text = SAMPLE.replace("https://git.example.com/platform.git", "repo");
+        let settings = ConfigFile::parse(&text, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/dg"), &overrides)
+            .unwrap();
+        assert_eq!(settings.server.listen.port(), 1);
+        assert_eq!(settings.sources[0].settings.url, "/etc/dg/repo");
+    }
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let settings = ConfigFile::embedded_default(Path::new("/repo"))
+            .validate(Path::new("/repo"), &Overrides::default())
+            .unwrap();
+        assert_eq!(settings.guards[0].policy.path, "examples/app");
+        assert_eq!(settings.server.tls, TlsSource::Dev(PathBuf::from("/repo/certs")));
+        assert_eq!(settings.sources[0].settings.reference, GitReference::Head);
+    }
+}

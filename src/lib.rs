@@ -11,6 +11,7 @@ pub mod config;
 pub mod desired;
 pub mod drift;
 pub mod render;
+pub mod serve;
 pub mod server;
 pub mod source;
 pub mod telemetry;

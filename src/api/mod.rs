@@ -1,1 +1,251 @@
-//! TODO
+//! driftguard's API (group `driftguard.io`, version `v1alpha1`): GitSource and Guard specs.
+//!
+//! The same types describe the CRDs and the standalone config file (DESIGN.md section 1).
+
+mod duration;
+
+pub use duration::{DurationError, GoDuration};
+
+use serde::{Deserialize, Serialize};
+
+/// API group of driftguard's resources.
+pub const GROUP: &str = "driftguard.io";
+/// Label the enforcer stamps on managed objects; the webhook's objectSelector.
+pub const MANAGED_LABEL: &str = "driftguard.io/managed";
+/// Annotation naming the owning Guard as `<namespace>/<name>`.
+pub const GUARD_ANNOTATION: &str = "driftguard.io/guard";
+
+/// Where desired state comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitSourceSpec {
+    /// `https://`, `ssh://`, `git@host:path`, `file://` or a local path.
+    pub url: String,
+    /// Which revision to track; the repository's HEAD when omitted.
+    #[serde(default, rename = "ref", skip_serializing_if = "Option::is_none")]
+    pub reference: Option<GitRefSpec>,
+    /// How often to fetch.
+    #[serde(default = "GoDuration::one_minute")]
+    pub interval: GoDuration,
+    /// Credentials (a Secret in the source's namespace).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// Commit/tag signature policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<VerifySpec>,
+    /// Timeout of one fetch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<GoDuration>,
+}
+
+/// Exactly one of `branch`, `tag`, `semver`, `commit`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GitRefSpec {
+    /// Track the tip of a branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Pin a tag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// Track the highest tag matching a semver range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Pin a commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+/// A reference to an object in the same namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalObjectReference {
+    /// Object name.
+    pub name: String,
+}
+
+/// Signature verification policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct VerifySpec {
+    /// `head` (the commit) or `tag`.
+    pub mode: String,
+    /// Secret holding the trusted public keys.
+    pub secret_ref: LocalObjectReference,
+}
+
+/// Binds a path of a GitSource to the cluster.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GuardSpec {
+    /// The GitSource to read.
+    pub source_ref: SourceReference,
+    /// Directory inside the repository.
+    #[serde(default)]
+    pub path: String,
+    /// How to turn the directory into manifests.
+    #[serde(default)]
+    pub render: RenderSpec,
+    /// Namespace for namespaced objects that declare none (default `default`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_namespace: Option<String>,
+    /// What admission does with drift.
+    #[serde(default)]
+    pub mode: Mode,
+    /// Whether the enforcer repairs drift that got past admission.
+    #[serde(default = "default_true")]
+    pub self_heal: bool,
+    /// Deletion of objects Git no longer declares.
+    #[serde(default)]
+    pub prune: PruneSpec,
+    /// Full reconcile period.
+    #[serde(default = "GoDuration::five_minutes")]
+    pub interval: GoDuration,
+    /// Fields Git declares but driftguard must not enforce.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ignore: Vec<IgnoreRule>,
+    /// Identities whose edits are always allowed.
+    #[serde(default)]
+    pub exemptions: Exemptions,
+    /// Emergency edits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass: Option<BreakGlass>,
+    /// Stop enforcing (admission allows everything for this Guard).
+    #[serde(default)]
+    pub suspend: bool,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Reference to a GitSource, by default in the Guard's namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SourceReference {
+    /// GitSource name.
+    pub name: String,
+    /// GitSource namespace (defaults to the Guard's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+/// Rendering options.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenderSpec {
+    /// Renderer.
+    #[serde(default, rename = "type")]
+    pub kind: RenderType,
+}
+
+/// Which renderer turns a directory into manifests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenderType {
+    /// Pick from the directory's content.
+    #[default]
+    Auto,
+    /// YAML/JSON files as they are.
+    Plain,
+    /// `kustomization.yaml`.
+    Kustomize,
+    /// A Helm chart.
+    Helm,
+    /// Jsonnet.
+    Jsonnet,
+}
+
+/// Admission behaviour on drift.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The validating webhook denies the change.
+    #[default]
+    Deny,
+    /// The mutating webhook patches Git's values back in and warns.
+    Revert,
+    /// Allow, warn and record.
+    Audit,
+    /// Do nothing.
+    Off,
+}
+
+impl Mode {
+    /// The mode's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Deny => "deny",
+            Mode::Revert => "revert",
+            Mode::Audit => "audit",
+            Mode::Off => "off",
+        }
+    }
+}
+
+/// Prune settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PruneSpec {
+    /// Delete objects Git removed.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Allow an empty render to prune everything.
+    #[serde(default)]
+    pub allow_empty: bool,
+}
+
+impl Default for PruneSpec {
+    fn default() -> Self {
+        PruneSpec {
+            enabled: true,
+            allow_empty: false,
+        }
+    }
+}
+
+/// Declared fields that driftguard must not enforce on matching objects.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IgnoreRule {
+    /// API group (`""` for core); any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Object name; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// JSON pointers; `*` matches any list element or map key.
+    pub json_pointers: Vec<String>,
+}
+
+/// Identities whose edits are always allowed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Exemptions {
+    /// Usernames.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Service accounts as `namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+}
+
+/// Emergency-edit policy.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BreakGlass {
+    /// Groups allowed to break glass.
+    pub groups: Vec<String>,
+    /// How long an object stays detached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<GoDuration>,
+}

@@ -1,0 +1,117 @@
+//! Admission decision cost, in process: a ~20 KB UPDATE review of a managed Deployment (deny
+//! and revert), a scale, and an unmanaged object (DESIGN.md section 10 budgets).
+//!
+//! `cargo bench --bench admission`
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use driftguard::admission::{Admission, AdmissionSettings, Admit, Webhook, service_account_username};
+use driftguard::api::{GuardSpec, Mode};
+use driftguard::audit::{AuditEvent, AuditSink};
+use driftguard::desired::{DesiredSet, DesiredStore, GuardId, GuardPolicy};
+use driftguard::render::render_plain;
+use driftguard::source::{Revision, SourceFile};
+use serde_json::Value;
+
+/// Drops events: the bench measures deciding, not writing.
+struct Discard;
+impl AuditSink for Discard {
+    fn record(&self, _event: AuditEvent) {}
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn admission(mode: Mode) -> Admission {
+    let dir = root().join("examples/app");
+    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| SourceFile {
+            path: Path::new("examples/app").join(p.file_name().unwrap()).to_string_lossy().into_owned(),
+            content: std::fs::read(&p).unwrap(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    let spec: GuardSpec =
+        serde_json::from_value(serde_json::json!({"sourceRef": {"name": "s"}, "path": "examples/app", "mode": mode}))
+            .unwrap();
+    let id = GuardId {
+        namespace: "default".into(),
+        name: "example-app".into(),
+    };
+    let policy = Arc::new(GuardPolicy::new(id, &spec, "bench").unwrap());
+    let revision = Revision {
+        commit: "0".repeat(40),
+        reference: "main".into(),
+    };
+    let set = DesiredSet::build(policy, revision, render_plain(&files).unwrap()).unwrap();
+    let store = Arc::new(DesiredStore::new());
+    store.publish(vec![Arc::new(set)], true);
+    Admission::new(
+        store,
+        AdmissionSettings {
+            own_username: service_account_username("driftguard/driftguard"),
+        },
+        Arc::new(Discard),
+    )
+}
+
+/// The edit-image review grown to ~20 KB the way real objects grow: a last-applied annotation
+/// and a long env list on both old and new objects.
+fn review_20kb(name: &str) -> Vec<u8> {
+    let mut review: Value = serde_json::from_slice(&std::fs::read(root().join("tests/fixtures").join(name)).unwrap()).unwrap();
+    for key in ["object", "oldObject"] {
+        let object = &mut review["request"][key];
+        if object.is_null() {
+            continue;
+        }
+        object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "x".repeat(4000).into();
+        if let Some(containers) = object.pointer_mut("/spec/template/spec/containers/1") {
+            containers["env"] = (0..60)
+                .map(|i| serde_json::json!({"name": format!("SETTING_{i}"), "value": format!("value-{i}-{}", "v".repeat(20))}))
+                .collect();
+        }
+    }
+    let body = serde_json::to_vec(&review).unwrap();
+    assert!(body.len() > 18_000, "review is {} bytes", body.len());
+    body
+}
+
+fn bench(c: &mut Criterion) {
+    let deny = admission(Mode::Deny);
+    let revert = admission(Mode::Revert);
+    let update = review_20kb("edit-image.json");
+    let unmanaged_review = {
+        let mut review: Value = serde_json::from_slice(&update).unwrap();
+        review["request"]["name"] = "not-in-git".into();
+        serde_json::to_vec(&review).unwrap()
+    };
+    let scale = std::fs::read(root().join("tests/fixtures/scale-deployment.json")).unwrap();
+    let restart = review_20kb("rollout-restart.json");
+
+    let mut group = c.benchmark_group("admission");
+    group.throughput(Throughput::Bytes(update.len() as u64));
+    group.bench_function("validate_20kb_update_denied", |b| {
+        b.iter(|| assert_eq!(deny.admit(Webhook::Validate, &update).decision, "denied"))
+    });
+    group.bench_function("validate_20kb_update_allowed", |b| {
+        b.iter(|| assert_eq!(deny.admit(Webhook::Validate, &restart).decision, "allowed"))
+    });
+    group.bench_function("mutate_20kb_update_reverted", |b| {
+        b.iter(|| assert_eq!(revert.admit(Webhook::Mutate, &update).decision, "reverted"))
+    });
+    group.bench_function("validate_20kb_unmanaged", |b| {
+        b.iter(|| assert_eq!(deny.admit(Webhook::Validate, &unmanaged_review).decision, "unmanaged"))
+    });
+    group.bench_function("validate_scale_denied", |b| {
+        b.iter(|| assert_eq!(deny.admit(Webhook::Validate, &scale).decision, "denied"))
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);

@@ -1,0 +1,304 @@
+//! The pure admission decision: a decoded request plus the admission index -> [`Decision`].
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+
+use crate::api::Mode;
+use crate::audit::{Actor, AuditEvent, EventKind, FieldRecord, ObjectRef, SCHEMA, now_rfc3339};
+use crate::desired::{AdmissionIndex, Managed};
+use crate::drift::{self, FieldDrift};
+
+use super::Webhook;
+use super::exempt::{Exemption, exemption};
+use super::message;
+use super::review::{Operation, Request, ReviewError};
+
+/// Fields whose values are never echoed, per (group, kind): top-level keys.
+static SENSITIVE: &[(&str, &str, &[&str])] = &[("", "Secret", &["data", "stringData"])];
+
+/// Where the scale subresource's replicas live in the parent object. Built-in scalable kinds
+/// all use this; custom resources declare `specReplicasPath` (read once discovery lands).
+const REPLICAS_POINTER: &str = "/spec/replicas";
+
+/// What the webhook answers.
+#[derive(Debug)]
+pub enum Verdict {
+    /// Let it through unchanged.
+    Allow,
+    /// Refuse with this message.
+    Deny(String),
+    /// Let it through with this patch applied.
+    Patch(json_patch::Patch),
+}
+
+/// A decision with everything needed to answer and record it.
+#[derive(Debug)]
+pub struct Decision {
+    /// Metric label: `allowed`, `denied`, `reverted`, `audited`, `exempted`, `unmanaged`, `skipped`.
+    pub label: &'static str,
+    /// The answer.
+    pub verdict: Verdict,
+    /// `Warning:` lines for kubectl.
+    pub warnings: Vec<String>,
+    /// Copied into the API server's audit log.
+    pub annotations: BTreeMap<&'static str, String>,
+    /// The audit record, for non-trivial decisions.
+    pub audit: Option<AuditEvent>,
+}
+
+impl Decision {
+    fn pass(label: &'static str) -> Self {
+        Decision {
+            label,
+            verdict: Verdict::Allow,
+            warnings: Vec::new(),
+            annotations: BTreeMap::new(),
+            audit: None,
+        }
+    }
+}
+
+/// Settings admission needs beyond the Guards.
+#[derive(Debug, Clone)]
+pub struct AdmissionSettings {
+    /// driftguard's own username (`system:serviceaccount:<ns>:<name>`); its writes are exempt.
+    pub own_username: String,
+}
+
+/// Decide one request. Errors are malformed reviews (the caller answers 400).
+pub fn decide(webhook: Webhook, request: &Request<'_>, index: &AdmissionIndex, settings: &AdmissionSettings) -> Result<Decision, ReviewError> {
+    let subresource = request.sub_resource.as_deref().filter(|s| !s.is_empty());
+    if subresource.is_some_and(|s| s != "scale") {
+        return Ok(Decision::pass("skipped"));
+    }
+    let name = request.name.as_deref().unwrap_or("");
+    if name.is_empty() || request.operation == Operation::Connect {
+        return Ok(Decision::pass("unmanaged"));
+    }
+    let Some(managed) = index.lookup(
+        &request.resource.group,
+        &request.resource.resource,
+        request.namespace.as_deref(),
+        name,
+    ) else {
+        return Ok(Decision::pass("unmanaged"));
+    };
+    if managed.guard.suspend || managed.guard.mode == Mode::Off {
+        return Ok(Decision::pass("allowed"));
+    }
+    if let Some(why) = exemption(request, &settings.own_username, &managed.guard.exemptions) {
+        let mut decision = Decision::pass("exempted");
+        decision.annotations = annotations("exempted", &managed, "");
+        // Our own writes are the enforcer's; only others' exempt edits are worth a record,
+        // and only once per request (the validating pass).
+        if why != Exemption::Own && webhook == Webhook::Validate {
+            decision.audit = Some(event(EventKind::AdmissionExempted, request, &managed, &[], String::new()));
+        }
+        return Ok(decision);
+    }
+    if request.operation == Operation::Delete {
+        return Ok(decide_delete(webhook, request, &managed));
+    }
+    let drifts = match subresource {
+        Some(_) => scale_drift(request, &managed)?,
+        None => object_drift(request, &managed)?,
+    };
+    if drifts.is_empty() {
+        return Ok(Decision::pass("allowed"));
+    }
+    Ok(decide_drift(webhook, request, &managed, drifts))
+}
+
+fn parse(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {
+    // The review was already checked to be valid JSON, so an embedded object always parses.
+    raw.and_then(|r| serde_json::from_str(r.get()).ok())
+        .filter(|v: &Value| !v.is_null())
+}
+
+fn require(value: Option<Value>, operation: Operation, field: &'static str) -> Result<Value, ReviewError> {
+    value.ok_or(ReviewError::MissingObject {
+        operation: operation.as_str(),
+        field,
+    })
+}
+
+fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<FieldDrift>, ReviewError> {
+    let new = require(parse(request.object), request.operation, "object")?;
+    let old = match request.operation {
+        Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
+        _ => parse(request.old_object),
+    };
+    Ok(drift::detect(&managed.object.object, old.as_ref(), &new, &managed.object.ignore))
+}
+
+/// The scale subresource carries only replicas: compare them with Git's replicas.
+fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<FieldDrift>, ReviewError> {
+    let Some(git) = managed.object.object.pointer(REPLICAS_POINTER) else {
+        return Ok(Vec::new());
+    };
+    let project = |scale: &Value| match scale.pointer(REPLICAS_POINTER) {
+        Some(replicas) => json!({ "spec": { "replicas": replicas } }),
+        None => json!({ "spec": {} }),
+    };
+    let new = require(parse(request.object), request.operation, "object")?;
+    let old = parse(request.old_object);
+    let desired = json!({ "spec": { "replicas": git } });
+    Ok(drift::detect(
+        &desired,
+        old.as_ref().map(project).as_ref(),
+        &project(&new),
+        &managed.object.ignore,
+    ))
+}
+
+fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Decision {
+    match (managed.guard.mode, webhook) {
+        // A delete cannot be reverted by a patch: revert mode denies it like deny mode.
+        (Mode::Deny | Mode::Revert, Webhook::Validate) => {
+            let message = message::delete_denied(managed);
+            Decision {
+                label: "denied",
+                annotations: annotations("denied", managed, ""),
+                audit: Some(event(EventKind::AdmissionDenied, request, managed, &[], message.clone())),
+                verdict: Verdict::Deny(message),
+                warnings: Vec::new(),
+            }
+        }
+        (Mode::Audit, Webhook::Validate) => {
+            let warnings = message::delete_audited_warning(managed);
+            Decision {
+                label: "audited",
+                annotations: annotations("audited", managed, ""),
+                audit: Some(event(EventKind::AdmissionAudited, request, managed, &[], warnings.join("; "))),
+                verdict: Verdict::Allow,
+                warnings,
+            }
+        }
+        _ => Decision::pass("allowed"),
+    }
+}
+
+fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, drifts: Vec<FieldDrift>) -> Decision {
+    let sensitive_keys = sensitive_keys(managed);
+    let is_sensitive = |d: &FieldDrift| sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
+    let fields = field_list(&drifts);
+    match (managed.guard.mode, webhook) {
+        // In revert mode the validating pass only sees drift the mutating pass did not remove
+        // (its patch was not applied): deny rather than let it through.
+        (Mode::Deny | Mode::Revert, Webhook::Validate) => {
+            let message = message::drift_denied(managed, &drifts, is_sensitive);
+            Decision {
+                label: "denied",
+                annotations: annotations("denied", managed, &fields),
+                audit: Some(event(EventKind::AdmissionDenied, request, managed, &drifts, message.clone())),
+                verdict: Verdict::Deny(message),
+                warnings: Vec::new(),
+            }
+        }
+        (Mode::Revert, Webhook::Mutate) => {
+            let new = parse(request.object).unwrap_or(Value::Null);
+            let desired_view = scale_view(request, managed);
+            let patch = drift::revert_patch(&new, desired_view.as_ref().unwrap_or(&managed.object.object), &drifts);
+            let warnings = message::reverted_warnings(managed, &drifts, is_sensitive);
+            Decision {
+                label: "reverted",
+                annotations: annotations("reverted", managed, &fields),
+                audit: Some(event(EventKind::AdmissionReverted, request, managed, &drifts, warnings.join("; "))),
+                verdict: Verdict::Patch(patch),
+                warnings,
+            }
+        }
+        (Mode::Audit, Webhook::Validate) => {
+            let warnings = message::audited_warnings(managed, &drifts, is_sensitive);
+            Decision {
+                label: "audited",
+                annotations: annotations("audited", managed, &fields),
+                audit: Some(event(EventKind::AdmissionAudited, request, managed, &drifts, warnings.join("; "))),
+                verdict: Verdict::Allow,
+                warnings,
+            }
+        }
+        _ => Decision::pass("allowed"),
+    }
+}
+
+/// For a scale request, the desired object as the Scale sees it.
+fn scale_view(request: &Request<'_>, managed: &Managed<'_>) -> Option<Value> {
+    request.sub_resource.as_deref().filter(|s| *s == "scale")?;
+    let git = managed.object.object.pointer(REPLICAS_POINTER)?;
+    Some(json!({ "spec": { "replicas": git } }))
+}
+
+fn sensitive_keys(managed: &Managed<'_>) -> &'static [&'static str] {
+    SENSITIVE
+        .iter()
+        .find(|(group, kind, _)| *group == managed.object.group && *kind == managed.object.kind)
+        .map_or(&[], |(_, _, keys)| keys)
+}
+
+fn field_list(drifts: &[FieldDrift]) -> String {
+    let mut fields: Vec<String> = drifts.iter().take(message::MAX_FIELDS).map(|d| d.path.to_string()).collect();
+    if drifts.len() > message::MAX_FIELDS {
+        fields.push(format!("and {} more", drifts.len() - message::MAX_FIELDS));
+    }
+    fields.join(", ")
+}
+
+fn annotations(decision: &str, managed: &Managed<'_>, fields: &str) -> BTreeMap<&'static str, String> {
+    let mut map = BTreeMap::new();
+    map.insert("decision", decision.to_owned());
+    map.insert("guard", managed.guard.id.to_string());
+    map.insert("revision", managed.revision.commit.clone());
+    if !fields.is_empty() {
+        map.insert("fields", fields.to_owned());
+    }
+    map
+}
+
+fn event(kind: EventKind, request: &Request<'_>, managed: &Managed<'_>, drifts: &[FieldDrift], message: String) -> AuditEvent {
+    let sensitive_keys = sensitive_keys(managed);
+    let value = |v: &Option<Value>, sensitive: bool| match v {
+        Some(_) if sensitive => Value::String(message::HIDDEN.to_owned()),
+        Some(v) => v.clone(),
+        None => Value::Null,
+    };
+    let user = &request.user_info;
+    AuditEvent {
+        schema: SCHEMA,
+        seq: 0,
+        time: now_rfc3339(),
+        event: kind,
+        actor: Actor {
+            username: user.username.to_string(),
+            uid: user.uid.as_deref().map(str::to_owned),
+            groups: user.groups.iter().map(|g| g.to_string()).collect(),
+        },
+        object: ObjectRef {
+            group: managed.object.group.clone(),
+            version: managed.object.version.clone(),
+            kind: managed.object.kind.clone(),
+            namespace: managed.object.namespace.clone(),
+            name: managed.object.name.clone(),
+            subresource: request.sub_resource.as_deref().map(str::to_owned),
+        },
+        operation: request.operation.as_str().to_owned(),
+        guard: managed.guard.id.to_string(),
+        revision: managed.revision.commit.clone(),
+        fields: drifts
+            .iter()
+            .map(|d| {
+                let sensitive = sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
+                FieldRecord {
+                    path: d.path.to_string(),
+                    git: value(&d.git, sensitive),
+                    attempted: value(&d.attempted, sensitive),
+                    previous: value(&d.previous, sensitive),
+                }
+            })
+            .collect(),
+        message,
+        request_uid: request.uid.to_string(),
+        dry_run: request.dry_run.unwrap_or(false),
+    }
+}

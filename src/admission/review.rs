@@ -1,0 +1,236 @@
+//! AdmissionReview v1 on the wire.
+//!
+//! Requests are decoded with borrowed strings and the embedded objects kept as raw JSON, so
+//! an unmanaged object is answered after one syntax pass without building a tree.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+/// `apiVersion` of the only review version driftguard speaks.
+pub const API_VERSION: &str = "admission.k8s.io/v1";
+/// `kind` of a review.
+pub const KIND: &str = "AdmissionReview";
+
+/// Why a body is not a usable AdmissionReview (answered with HTTP 400).
+#[derive(Debug, thiserror::Error)]
+pub enum ReviewError {
+    /// Not JSON, or JSON of the wrong shape.
+    #[error("the body is not an AdmissionReview: {0}")]
+    Malformed(#[from] serde_json::Error),
+    /// Another apiVersion or kind.
+    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got {api_version:?} {kind:?}; register the webhook with admissionReviewVersions: [v1]")]
+    WrongVersion {
+        /// apiVersion received.
+        api_version: String,
+        /// kind received.
+        kind: String,
+    },
+    /// No `request` field.
+    #[error("the AdmissionReview has no request")]
+    MissingRequest,
+    /// Empty `request.uid`.
+    #[error("the AdmissionReview request has no uid")]
+    MissingUid,
+    /// The operation needs an object the review lacks.
+    #[error("a {operation} review must carry request.{field}")]
+    MissingObject {
+        /// Operation.
+        operation: &'static str,
+        /// `object` or `oldObject`.
+        field: &'static str,
+    },
+}
+
+/// Group, version and kind.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Gvk<'a> {
+    /// API group.
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    /// Version.
+    #[serde(borrow, default)]
+    pub version: Cow<'a, str>,
+    /// Kind.
+    #[serde(borrow, default)]
+    pub kind: Cow<'a, str>,
+}
+
+/// Group, version and resource.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct Gvr<'a> {
+    /// API group.
+    #[serde(borrow, default)]
+    pub group: Cow<'a, str>,
+    /// Version.
+    #[serde(borrow, default)]
+    pub version: Cow<'a, str>,
+    /// Resource (plural).
+    #[serde(borrow, default)]
+    pub resource: Cow<'a, str>,
+}
+
+/// The requesting identity.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct UserInfo<'a> {
+    /// Username.
+    #[serde(borrow, default)]
+    pub username: Cow<'a, str>,
+    /// Uid.
+    #[serde(borrow, default)]
+    pub uid: Option<Cow<'a, str>>,
+    /// Groups.
+    #[serde(borrow, default)]
+    pub groups: Vec<Cow<'a, str>>,
+}
+
+/// Admission operation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum Operation {
+    /// CREATE.
+    Create,
+    /// UPDATE.
+    Update,
+    /// DELETE.
+    Delete,
+    /// CONNECT.
+    Connect,
+}
+
+impl Operation {
+    /// As written on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Create => "CREATE",
+            Operation::Update => "UPDATE",
+            Operation::Delete => "DELETE",
+            Operation::Connect => "CONNECT",
+        }
+    }
+}
+
+/// `request` of an AdmissionReview.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Request<'a> {
+    /// Echoed in the response.
+    #[serde(borrow, default)]
+    pub uid: Cow<'a, str>,
+    /// Kind of the object as the webhook was registered for.
+    #[serde(borrow, default)]
+    pub kind: Gvk<'a>,
+    /// Resource as the webhook was registered for.
+    #[serde(borrow, default)]
+    pub resource: Gvr<'a>,
+    /// `scale`, `status`, ...
+    #[serde(borrow, default)]
+    pub sub_resource: Option<Cow<'a, str>>,
+    /// Kind the client actually sent (differs under matchPolicy Equivalent).
+    #[serde(borrow, default)]
+    pub request_kind: Option<Gvk<'a>>,
+    /// Object name (empty on CREATE with generateName).
+    #[serde(borrow, default)]
+    pub name: Option<Cow<'a, str>>,
+    /// Namespace (absent for cluster-scoped).
+    #[serde(borrow, default)]
+    pub namespace: Option<Cow<'a, str>>,
+    /// Operation.
+    pub operation: Operation,
+    /// Who.
+    #[serde(borrow, default)]
+    pub user_info: UserInfo<'a>,
+    /// New object (CREATE/UPDATE).
+    #[serde(borrow, default)]
+    pub object: Option<&'a RawValue>,
+    /// Old object (UPDATE/DELETE).
+    #[serde(borrow, default)]
+    pub old_object: Option<&'a RawValue>,
+    /// Nothing is persisted.
+    #[serde(default)]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewIn<'a> {
+    #[serde(borrow, default)]
+    api_version: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    kind: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    request: Option<Request<'a>>,
+}
+
+/// Decode and validate a review body.
+pub fn decode(body: &[u8]) -> Result<Request<'_>, ReviewError> {
+    let review: ReviewIn<'_> = serde_json::from_slice(body)?;
+    let api_version = review.api_version.as_deref().unwrap_or("");
+    let kind = review.kind.as_deref().unwrap_or("");
+    if api_version != API_VERSION || kind != KIND {
+        return Err(ReviewError::WrongVersion {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+        });
+    }
+    let request = review.request.ok_or(ReviewError::MissingRequest)?;
+    if request.uid.is_empty() {
+        return Err(ReviewError::MissingUid);
+    }
+    Ok(request)
+}
+
+/// `status` of a denial.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// HTTP-like code kube-apiserver returns to the client (403).
+    pub code: u16,
+    /// `Forbidden`.
+    pub reason: &'static str,
+    /// Shown to the person at kubectl.
+    pub message: String,
+}
+
+/// `response` of an AdmissionReview.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Response<'a> {
+    /// The request's uid.
+    pub uid: &'a str,
+    /// Allowed or not.
+    pub allowed: bool,
+    /// Why not.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `JSONPatch` when `patch` is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch_type: Option<&'static str>,
+    /// Base64 of an RFC 6902 patch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub patch: Option<String>,
+    /// Shown by kubectl as `Warning: ...`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+    /// Copied into the API server's audit log.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub audit_annotations: BTreeMap<&'static str, String>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReviewOut<'a> {
+    api_version: &'static str,
+    kind: &'static str,
+    response: Response<'a>,
+}
+
+/// Serialize a response inside an AdmissionReview envelope.
+pub fn encode(response: Response<'_>) -> Result<Vec<u8>, serde_json::Error> {
+    serde_json::to_vec(&ReviewOut {
+        api_version: API_VERSION,
+        kind: KIND,
+        response,
+    })
+}

@@ -1,0 +1,110 @@
+//! A Guard's admission-relevant settings, compiled once per configuration load.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::api::{Exemptions, GuardSpec, IgnoreRule, Mode};
+use crate::drift::IgnorePath;
+
+use super::DesiredError;
+
+/// `namespace/name` of a Guard.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct GuardId {
+    /// Namespace.
+    pub namespace: String,
+    /// Name.
+    pub name: String,
+}
+
+impl fmt::Display for GuardId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
+}
+
+/// An ignore rule with its pointers parsed.
+#[derive(Debug, Clone)]
+struct CompiledIgnore {
+    rule: IgnoreRule,
+    pointers: Vec<IgnorePath>,
+}
+
+impl CompiledIgnore {
+    fn selects(&self, group: &str, kind: &str, namespace: Option<&str>, name: &str) -> bool {
+        let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
+        matches(&self.rule.group, group)
+            && matches(&self.rule.kind, kind)
+            && matches(&self.rule.name, name)
+            && matches(&self.rule.namespace, namespace.unwrap_or(""))
+    }
+}
+
+/// What admission needs to know about a Guard.
+#[derive(Debug, Clone)]
+pub struct GuardPolicy {
+    /// Identity.
+    pub id: GuardId,
+    /// Admission mode.
+    pub mode: Mode,
+    /// Suspended Guards allow everything.
+    pub suspend: bool,
+    /// Repository URL as configured (shown in messages).
+    pub source_url: String,
+    /// Directory inside the repository.
+    pub path: String,
+    /// Namespace given to namespaced objects that declare none.
+    pub target_namespace: String,
+    /// Identities whose edits are allowed.
+    pub exemptions: Exemptions,
+    ignore: Vec<CompiledIgnore>,
+}
+
+impl GuardPolicy {
+    /// Compile a Guard spec; fails on malformed ignore pointers.
+    pub fn new(id: GuardId, spec: &GuardSpec, source_url: &str) -> Result<Self, DesiredError> {
+        let ignore = spec
+            .ignore
+            .iter()
+            .map(|rule| {
+                let pointers = rule
+                    .json_pointers
+                    .iter()
+                    .map(|p| {
+                        IgnorePath::parse(p).map_err(|e| DesiredError::InvalidIgnore {
+                            guard: id.to_string(),
+                            pointer: p.clone(),
+                            reason: e.to_string(),
+                        })
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(CompiledIgnore {
+                    rule: rule.clone(),
+                    pointers,
+                })
+            })
+            .collect::<Result<Vec<_>, DesiredError>>()?;
+        Ok(GuardPolicy {
+            target_namespace: spec
+                .target_namespace
+                .clone()
+                .unwrap_or_else(|| "default".to_owned()),
+            id,
+            mode: spec.mode,
+            suspend: spec.suspend,
+            source_url: source_url.to_owned(),
+            path: spec.path.clone(),
+            exemptions: spec.exemptions.clone(),
+            ignore,
+        })
+    }
+
+    /// The ignore pointers that apply to one object.
+    pub fn ignore_for(&self, group: &str, kind: &str, namespace: Option<&str>, name: &str) -> Arc<[IgnorePath]> {
+        self.ignore
+            .iter()
+            .filter(|c| c.selects(group, kind, namespace, name))
+            .flat_map(|c| c.pointers.iter().cloned())
+            .collect()
+    }
+}

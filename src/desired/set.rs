@@ -1,0 +1,198 @@
+//! One Guard's desired objects at one revision, normalized like the API server stores them.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde_json::Value;
+
+use crate::api::{GUARD_ANNOTATION, MANAGED_LABEL};
+use crate::drift::IgnorePath;
+use crate::drift::normalize::normalize_desired;
+use crate::render::{Manifest, Origin};
+use crate::source::Revision;
+
+use super::{DesiredError, GuardPolicy, kinds};
+
+/// One object Git declares.
+#[derive(Debug, Clone)]
+pub struct DesiredObject {
+    /// API group (`""` for core).
+    pub group: String,
+    /// API version.
+    pub version: String,
+    /// Kind.
+    pub kind: String,
+    /// Resource (plural) it is served as.
+    pub resource: String,
+    /// Namespace (None for cluster-scoped kinds).
+    pub namespace: Option<String>,
+    /// Name.
+    pub name: String,
+    /// The normalized object as Git declares it.
+    pub object: Value,
+    /// Where in Git it is declared.
+    pub origin: Origin,
+    /// Ignore pointers of the Guard that select this object.
+    pub ignore: Arc<[IgnorePath]>,
+}
+
+impl DesiredObject {
+    /// `Kind namespace/name` or `Kind name`, for messages.
+    pub fn display_name(&self) -> String {
+        match &self.namespace {
+            Some(ns) => format!("{} {}/{}", self.kind, ns, self.name),
+            None => format!("{} {}", self.kind, self.name),
+        }
+    }
+}
+
+/// Desired objects of one Guard at one revision.
+#[derive(Debug)]
+pub struct DesiredSet {
+    /// The Guard these objects belong to.
+    pub guard: Arc<GuardPolicy>,
+    /// The revision they were rendered from.
+    pub revision: Revision,
+    /// Objects in render order.
+    pub objects: Vec<DesiredObject>,
+    weight: u32,
+}
+
+impl DesiredSet {
+    /// Build from rendered manifests: default namespaces, normalize, reject duplicates.
+    pub fn build(guard: Arc<GuardPolicy>, revision: Revision, manifests: Vec<Manifest>) -> Result<Self, DesiredError> {
+        let mut objects = Vec::with_capacity(manifests.len());
+        let mut seen: HashMap<(String, String, Option<String>, String), usize> = HashMap::new();
+        let mut weight = 0usize;
+        for manifest in manifests {
+            let object = desired_object(&guard, manifest)?;
+            let key = (
+                object.group.clone(),
+                object.kind.clone(),
+                object.namespace.clone(),
+                object.name.clone(),
+            );
+            if let Some(&first) = seen.get(&key) {
+                let first = objects
+                    .get(first)
+                    .map(|o: &DesiredObject| o.origin.to_string())
+                    .unwrap_or_default();
+                return Err(DesiredError::Duplicate {
+                    object: object.display_name(),
+                    first,
+                    second: object.origin.to_string(),
+                });
+            }
+            seen.insert(key, objects.len());
+            weight += estimate_bytes(&object.object) + 256;
+            objects.push(object);
+        }
+        Ok(DesiredSet {
+            guard,
+            revision,
+            objects,
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        })
+    }
+
+    /// Approximate heap bytes held, for the cache's weigher.
+    pub fn weight(&self) -> u32 {
+        self.weight
+    }
+}
+
+fn desired_object(guard: &GuardPolicy, manifest: Manifest) -> Result<DesiredObject, DesiredError> {
+    let Manifest { mut object, origin } = manifest;
+    let invalid = |reason: &str| DesiredError::InvalidManifest {
+        origin: origin.to_string(),
+        reason: reason.to_owned(),
+    };
+    let api_version = object
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("missing apiVersion"))?;
+    let (group, version) = kinds::split_api_version(api_version);
+    let (group, version) = (group.to_owned(), version.to_owned());
+    let kind = object
+        .get("kind")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("missing kind"))?
+        .to_owned();
+    let resolved = kinds::resolve(&group, &kind);
+    let metadata = object
+        .get_mut("metadata")
+        .and_then(Value::as_object_mut)
+        .ok_or_else(|| invalid("missing metadata"))?;
+    let name = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| invalid("missing metadata.name (generateName cannot be managed from Git)"))?
+        .to_owned();
+    let namespace = if resolved.namespaced {
+        let ns = metadata
+            .get("namespace")
+            .and_then(Value::as_str)
+            .filter(|ns| !ns.is_empty())
+            .map(str::to_owned)
+            .unwrap_or_else(|| guard.target_namespace.clone());
+        metadata.insert("namespace".into(), Value::String(ns.clone()));
+        Some(ns)
+    } else {
+        // The API server ignores a namespace on cluster-scoped objects; so do we.
+        metadata.remove("namespace");
+        None
+    };
+    stamp_ownership(&mut object, guard);
+    normalize_desired(&mut object);
+    let ignore = guard.ignore_for(&group, &kind, namespace.as_deref(), &name);
+    Ok(DesiredObject {
+        group,
+        version,
+        kind,
+        resource: resolved.resource,
+        namespace,
+        name,
+        object,
+        origin,
+        ignore,
+    })
+}
+
+/// Add what the enforcer stamps on every object it applies: the label the webhook's
+/// objectSelector matches and the owning Guard. Declaring them makes removing them drift, so
+/// nobody can detach an object from admission by editing its labels.
+fn stamp_ownership(object: &mut Value, guard: &GuardPolicy) {
+    let Some(metadata) = object.get_mut("metadata").and_then(Value::as_object_mut) else {
+        return;
+    };
+    let mut insert = |field: &str, key: &str, value: String| {
+        let entry = metadata
+            .entry(field)
+            .or_insert_with(|| Value::Object(serde_json::Map::new()));
+        if !entry.is_object() {
+            *entry = Value::Object(serde_json::Map::new());
+        }
+        if let Some(map) = entry.as_object_mut() {
+            map.insert(key.to_owned(), Value::String(value));
+        }
+    };
+    insert("labels", MANAGED_LABEL, "true".to_owned());
+    insert("annotations", GUARD_ANNOTATION, guard.id.to_string());
+}
+
+/// Rough heap size of a JSON value (serde_json's Value nodes plus string bytes).
+fn estimate_bytes(value: &Value) -> usize {
+    const NODE: usize = 32;
+    match value {
+        Value::String(s) => NODE + s.len(),
+        Value::Array(items) => NODE + items.iter().map(estimate_bytes).sum::<usize>(),
+        Value::Object(map) => {
+            NODE + map
+                .iter()
+                .map(|(k, v)| NODE + k.len() + estimate_bytes(v))
+                .sum::<usize>()
+        }
+        _ => NODE,
+    }
+}

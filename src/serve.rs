@@ -1,0 +1,164 @@
+//! `driftguard serve`: load every Guard's desired state, keep it fresh, serve admission.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::admission::{Admission, AdmissionSettings};
+use crate::audit::StdoutSink;
+use crate::certs;
+use crate::config::{Settings, TlsSource};
+use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, load_guard};
+use crate::server::{self, ServerOptions};
+use crate::telemetry::Metrics;
+
+/// Why `serve` stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Development certificates could not be prepared.
+    #[error(transparent)]
+    Certs(#[from] certs::CertError),
+    /// The server failed to start or run.
+    #[error(transparent)]
+    Server(#[from] server::ServerError),
+    /// The audit writer could not start.
+    #[error("cannot start the audit writer: {0}")]
+    Audit(std::io::Error),
+}
+
+/// Loads all Guards, keeping each Guard's last good set when a refresh fails.
+struct Loader {
+    settings: Arc<Settings>,
+    cache: DesiredCache,
+    last_good: HashMap<GuardId, Arc<DesiredSet>>,
+}
+
+impl Loader {
+    /// Load every Guard once; returns the sets to publish and whether all Guards loaded.
+    fn load_all(&mut self) -> (Vec<Arc<DesiredSet>>, bool) {
+        let mut complete = true;
+        for guard in &self.settings.guards {
+            let Some(source) = self.settings.sources.get(guard.source) else {
+                continue;
+            };
+            match load_guard(guard.policy.clone(), &source.settings, &self.cache) {
+                Ok(set) => {
+                    let changed = self
+                        .last_good
+                        .get(&guard.policy.id)
+                        .is_none_or(|old| !Arc::ptr_eq(old, &set));
+                    if changed {
+                        tracing::info!(guard = %guard.policy.id, revision = %set.revision.reference, objects = set.objects.len(), "desired state loaded");
+                    }
+                    self.last_good.insert(guard.policy.id.clone(), set);
+                }
+                Err(error) => {
+                    complete = false;
+                    tracing::error!(guard = %guard.policy.id, %error, "cannot load desired state; keeping the last good revision");
+                }
+            }
+        }
+        (self.last_good.values().cloned().collect(), complete)
+    }
+}
+
+fn publish(store: &DesiredStore, metrics: &Metrics, sets: Vec<Arc<DesiredSet>>, complete: bool) {
+    for set in &sets {
+        metrics.set_desired_objects(&set.guard.id.to_string(), set.objects.len() as u64);
+    }
+    for conflict in store.publish(sets, complete) {
+        tracing::error!(object = %conflict.object, kept_by = %conflict.kept_by, ignored_in = %conflict.ignored_in, "two guards declare the same object");
+    }
+}
+
+/// Run until SIGTERM/Ctrl-C. `embedded` prints how to try the embedded default.
+pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
+    let settings = Arc::new(settings);
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(DesiredStore::new());
+    let mut loader = Loader {
+        settings: settings.clone(),
+        cache: DesiredCache::new(settings.desired_cache_bytes),
+        last_good: HashMap::new(),
+    };
+    // libgit2 blocks: load on the blocking pool, then hand the loader back.
+    let (loader_back, (sets, complete)) = tokio::task::spawn_blocking(move || {
+        let loaded = loader.load_all();
+        (loader, loaded)
+    })
+    .await
+    .map_err(|e| ServeError::Audit(std::io::Error::other(e)))?;
+    let mut loader = loader_back;
+    publish(&store, &metrics, sets, complete);
+
+    let (cert_file, key_file, ca_file) = match &settings.server.tls {
+        TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
+        TlsSource::Dev(dir) => {
+            let hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            let paths = certs::ensure_dev_certs(dir, &hosts)?;
+            (paths.cert, paths.key, Some(paths.ca_cert))
+        }
+    };
+    let audit = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
+    let admission = Arc::new(Admission::new(
+        store.clone(),
+        AdmissionSettings {
+            own_username: settings.own_username.clone(),
+        },
+        audit,
+    ));
+    let options = ServerOptions {
+        listen: settings.server.listen,
+        metrics_listen: settings.server.metrics_listen,
+        cert_file,
+        key_file,
+        reload_interval: settings.server.reload_interval,
+        max_body_bytes: settings.server.max_body_bytes,
+        max_in_flight: settings.server.max_in_flight,
+        shutdown_grace: settings.server.shutdown_grace,
+    };
+    let bound = server::bind(options, admission, metrics.clone()).await?;
+    let addr = bound.https_addr();
+    tracing::info!(%addr, metrics = ?bound.metrics_addr(), "driftguard is serving admission");
+    if let (true, Some(ca)) = (embedded, ca_file) {
+        eprintln!(
+            "driftguard serves examples/app on https://{addr} (CA: {ca})\nTry: curl --cacert {ca} -H 'Content-Type: application/json' --data @examples/reviews/scale-deployment.json https://{addr}/validate",
+            ca = ca.display()
+        );
+    }
+
+    let period = settings
+        .sources
+        .iter()
+        .map(|s| s.interval)
+        .min()
+        .unwrap_or(Duration::from_secs(60));
+    let refresh_store = store.clone();
+    let refresh_metrics = metrics.clone();
+    let refresher = tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(period);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            ticker.tick().await;
+            let joined = tokio::task::spawn_blocking(move || {
+                let loaded = loader.load_all();
+                (loader, loaded)
+            })
+            .await;
+            match joined {
+                Ok((back, (sets, complete))) => {
+                    loader = back;
+                    publish(&refresh_store, &refresh_metrics, sets, complete);
+                }
+                Err(error) => {
+                    tracing::error!(%error, "desired-state refresh task failed; refresh stops");
+                    return;
+                }
+            }
+        }
+    });
+    let result = bound.run(server::shutdown_signal()).await;
+    refresher.abort();
+    Ok(result?)
+}

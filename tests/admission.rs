@@ -1,0 +1,335 @@
+//! Admission decisions over AdmissionReviews shaped like kube-apiserver's, for each kubectl
+//! command a person runs against a Git-managed Deployment (tests/fixtures/generate.py).
+
+mod support;
+
+use base64::Engine;
+use driftguard::admission::{Admit, Webhook};
+use driftguard::api::{Exemptions, IgnoreRule, Mode};
+use driftguard::audit::EventKind;
+use serde_json::Value;
+use support::{fixture, stack_with};
+
+fn ask(stack: &support::Stack, webhook: Webhook, name: &str) -> (Value, &'static str) {
+    let body = fixture(&format!("{name}.json"));
+    let reply = stack.admission.admit(webhook, &body);
+    assert_eq!(reply.status, 200, "{name}: {}", String::from_utf8_lossy(&reply.body));
+    let review: Value = serde_json::from_slice(&reply.body).unwrap();
+    let request: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
+    assert_eq!(review["kind"], "AdmissionReview");
+    assert_eq!(review["response"]["uid"], request["request"]["uid"], "{name}: uid echoed");
+    (review["response"].clone(), reply.decision)
+}
+
+struct Case {
+    fixture: &'static str,
+    allowed: bool,
+    decision: &'static str,
+    /// Every one must appear in the denial message.
+    message: &'static [&'static str],
+    event: Option<EventKind>,
+}
+
+const fn case(
+    fixture: &'static str,
+    allowed: bool,
+    decision: &'static str,
+    message: &'static [&'static str],
+    event: Option<EventKind>,
+) -> Case {
+    Case {
+        fixture,
+        allowed,
+        decision,
+        message,
+        event,
+    }
+}
+
+const DENIED: Option<EventKind> = Some(EventKind::AdmissionDenied);
+
+#[test]
+fn deny_mode_decides_each_kubectl_command() {
+    const WHERE: &str = "examples/app/deployment.yaml:2";
+    let cases = [
+        case("scale-deployment", false, "denied", &["spec.replicas", "Git has 3", "request has 5", WHERE], DENIED),
+        case("scale-dry-run", false, "denied", &["spec.replicas", "request has 7"], DENIED),
+        case("scale-by-hpa", true, "exempted", &[], Some(EventKind::AdmissionExempted)),
+        case("edit-image", false, "denied", &["image", "\"nginx:1.27.3\"", "\"nginx:latest\"", WHERE], DENIED),
+        case("set-image", false, "denied", &["metrics-sidecar", "prom/statsd-exporter:v0.28.0"], DENIED),
+        case("patch-merge-replicas", false, "denied", &["spec.replicas", "request has 10"], DENIED),
+        case("patch-strategic-env", false, "denied", &["LOG_LEVEL", "\"info\"", "\"debug\""], DENIED),
+        case("patch-json-remove-env", false, "denied", &["GREETING", "(absent)"], DENIED),
+        case("label-declared", false, "denied", &["tier", "\"frontend\"", "\"backend\""], DENIED),
+        case("label-undeclared", true, "allowed", &[], None),
+        case("rollout-restart", true, "allowed", &[], None),
+        case("edit-undeclared-field", true, "allowed", &[], None),
+        case("delete-by-user", false, "denied", &["Deployment default/web", "cannot be deleted", WHERE], DENIED),
+        case("delete-by-garbage-collector", true, "exempted", &[], Some(EventKind::AdmissionExempted)),
+        case("create-differs", false, "denied", &["\"nginx:1.25\""], DENIED),
+        case("edit-unmanaged", true, "unmanaged", &[], None),
+        case("status-update", true, "skipped", &[], None),
+        case("edit-secret", false, "denied", &["Secret default/web-credentials", "(hidden)"], DENIED),
+    ];
+    for case in cases {
+        let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+        let (response, decision) = ask(&stack, Webhook::Validate, case.fixture);
+        let name = case.fixture;
+        assert_eq!(response["allowed"], case.allowed, "{name}: {response}");
+        assert_eq!(decision, case.decision, "{name}");
+        if case.allowed {
+            assert!(response.get("status").is_none(), "{name}: no status when allowed");
+        } else {
+            assert_eq!(response["status"]["code"], 403, "{name}");
+            assert_eq!(response["status"]["reason"], "Forbidden", "{name}");
+            let message = response["status"]["message"].as_str().unwrap();
+            for needle in case.message {
+                assert!(message.contains(needle), "{name}: {needle:?} missing from:\n{message}");
+            }
+            assert_eq!(response["auditAnnotations"]["decision"], "denied", "{name}");
+            assert_eq!(response["auditAnnotations"]["guard"], "default/example-app", "{name}");
+        }
+        assert!(response.get("patch").is_none(), "{name}: validate never patches");
+        let events = stack.audit.events();
+        match case.event {
+            Some(kind) => {
+                assert_eq!(events.len(), 1, "{name}: one audit event");
+                assert_eq!(events[0].event, kind, "{name}");
+                assert_eq!(events[0].actor.username.is_empty(), false, "{name}");
+                assert_eq!(events[0].request_uid, response["uid"].as_str().unwrap(), "{name}");
+            }
+            None => assert!(events.is_empty(), "{name}: no audit event for {events:?}"),
+        }
+        // Deny mode leaves mutation alone.
+        let (mutated, _) = ask(&stack, Webhook::Mutate, case.fixture);
+        assert_eq!(mutated["allowed"], true, "{name}");
+        assert!(mutated.get("patch").is_none(), "{name}: deny mode never patches");
+    }
+}
+
+#[test]
+fn audit_event_records_fields_actor_and_dry_run() {
+    let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+    ask(&stack, Webhook::Validate, "scale-dry-run");
+    let event = stack.audit.events().remove(0);
+    assert!(event.dry_run);
+    assert_eq!(event.actor.username, "alice@example.com");
+    assert!(event.actor.groups.contains(&"developers".to_owned()));
+    assert_eq!(event.object.kind, "Deployment");
+    assert_eq!(event.object.subresource.as_deref(), Some("scale"));
+    assert_eq!(event.operation, "UPDATE");
+    assert_eq!(event.guard, "default/example-app");
+    assert_eq!(event.fields.len(), 1);
+    assert_eq!(event.fields[0].path, "spec.replicas");
+    assert_eq!(event.fields[0].git, 3);
+    assert_eq!(event.fields[0].attempted, 7);
+    assert_eq!(event.fields[0].previous, 3);
+    let line = serde_json::to_value(&event).unwrap();
+    assert_eq!(line["schema"], "driftguard.io/audit/v1");
+    assert_eq!(line["event"], "admission.denied");
+    assert_eq!(line["dry_run"], true);
+}
+
+#[test]
+fn secret_values_are_never_echoed() {
+    let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+    let reply = stack.admission.admit(Webhook::Validate, &fixture("edit-secret.json"));
+    let engine = base64::engine::general_purpose::STANDARD;
+    let attempted = engine.encode("attacker-chosen-token");
+    let git = engine.encode("example-placeholder-token");
+    let body = String::from_utf8(reply.body).unwrap();
+    let audit = serde_json::to_string(&stack.audit.events()).unwrap();
+    for text in [&body, &audit] {
+        for secret in [&attempted, &git, "attacker-chosen-token", "example-placeholder-token"] {
+            assert!(!text.contains(secret), "secret value leaked: {text}");
+        }
+    }
+    assert!(audit.contains("(hidden)"), "{audit}");
+
+    let revert = stack_with(Mode::Revert, vec![], Exemptions::default());
+    let reply = revert.admission.admit(Webhook::Mutate, &fixture("edit-secret.json"));
+    let review: Value = serde_json::from_slice(&reply.body).unwrap();
+    let warnings = review["response"]["warnings"].to_string();
+    assert!(!warnings.contains(&attempted) && !warnings.contains(&git), "{warnings}");
+    assert!(review["response"]["patch"].is_string(), "a Secret is still reverted");
+}
+
+fn apply_patch(review_fixture: &str, response: &Value) -> Value {
+    let request: Value = serde_json::from_slice(&fixture(review_fixture)).unwrap();
+    assert_eq!(response["patchType"], "JSONPatch");
+    let patch = base64::engine::general_purpose::STANDARD
+        .decode(response["patch"].as_str().unwrap())
+        .unwrap();
+    let patch: json_patch::Patch = serde_json::from_slice(&patch).unwrap();
+    let mut object = request["request"]["object"].clone();
+    json_patch::patch(&mut object, &patch).unwrap();
+    object
+}
+
+#[test]
+fn revert_mode_patches_git_values_back_and_warns() {
+    for (name, pointer, git) in [
+        ("scale-deployment", "/spec/replicas", serde_json::json!(3)),
+        ("edit-image", "/spec/template/spec/containers/0/image", serde_json::json!("nginx:1.27.3")),
+        ("patch-strategic-env", "/spec/template/spec/containers/0/env/0/value", serde_json::json!("info")),
+        ("label-declared", "/metadata/labels/tier", serde_json::json!("frontend")),
+    ] {
+        let stack = stack_with(Mode::Revert, vec![], Exemptions::default());
+        let (response, decision) = ask(&stack, Webhook::Mutate, name);
+        assert_eq!(response["allowed"], true, "{name}");
+        assert_eq!(decision, "reverted", "{name}");
+        let patched = apply_patch(name, &response);
+        assert_eq!(patched.pointer(pointer), Some(&git), "{name}: {patched}");
+        let warnings = response["warnings"].as_array().unwrap();
+        assert!(!warnings.is_empty(), "{name}");
+        for w in warnings {
+            let w = w.as_str().unwrap();
+            assert!(w.chars().count() <= 120, "{name}: warning too long: {w}");
+        }
+        assert!(warnings[0].as_str().unwrap().contains("reverted"), "{name}: {warnings:?}");
+        assert_eq!(stack.audit.events()[0].event, EventKind::AdmissionReverted);
+
+        // The validating pass then sees the patched object and finds nothing.
+        let mut review: Value = serde_json::from_slice(&fixture(&format!("{name}.json"))).unwrap();
+        review["request"]["object"] = patched;
+        let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+        let after: Value = serde_json::from_slice(&reply.body).unwrap();
+        assert_eq!(after["response"]["allowed"], true, "{name}: {after}");
+        assert_eq!(reply.decision, "allowed", "{name}");
+    }
+}
+
+#[test]
+fn revert_mode_still_denies_what_mutation_cannot_fix() {
+    let stack = stack_with(Mode::Revert, vec![], Exemptions::default());
+    // A delete cannot be patched back.
+    let (mutated, _) = ask(&stack, Webhook::Mutate, "delete-by-user");
+    assert_eq!(mutated["allowed"], true);
+    let (validated, _) = ask(&stack, Webhook::Validate, "delete-by-user");
+    assert_eq!(validated["allowed"], false);
+    // If the mutating webhook was skipped, the validating webhook is the safety net.
+    let (validated, _) = ask(&stack, Webhook::Validate, "scale-deployment");
+    assert_eq!(validated["allowed"], false);
+}
+
+#[test]
+fn audit_mode_allows_warns_and_records() {
+    let stack = stack_with(Mode::Audit, vec![], Exemptions::default());
+    let (response, decision) = ask(&stack, Webhook::Validate, "scale-deployment");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(decision, "audited");
+    assert!(response["warnings"][0].as_str().unwrap().contains("spec.replicas"));
+    assert_eq!(response["auditAnnotations"]["decision"], "audited");
+    assert_eq!(stack.audit.events()[0].event, EventKind::AdmissionAudited);
+    let (response, _) = ask(&stack, Webhook::Validate, "delete-by-user");
+    assert_eq!(response["allowed"], true);
+}
+
+#[test]
+fn off_mode_and_ignore_rules_and_exemptions_allow() {
+    let off = stack_with(Mode::Off, vec![], Exemptions::default());
+    assert_eq!(ask(&off, Webhook::Validate, "scale-deployment").0["allowed"], true);
+
+    let ignore_replicas = IgnoreRule {
+        kind: Some("Deployment".into()),
+        json_pointers: vec!["/spec/replicas".into()],
+        ..Default::default()
+    };
+    let ignoring = stack_with(Mode::Deny, vec![ignore_replicas], Exemptions::default());
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).decision, "allowed");
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("patch-merge-replicas.json")).decision, "allowed");
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("edit-image.json")).decision, "denied");
+
+    let wildcard = IgnoreRule {
+        json_pointers: vec!["/spec/template/spec/containers/*/image".into()],
+        ..Default::default()
+    };
+    let ignoring = stack_with(Mode::Deny, vec![wildcard], Exemptions::default());
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("edit-image.json")).decision, "allowed");
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("set-image.json")).decision, "allowed");
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("patch-strategic-env.json")).decision, "denied");
+
+    let other_kind = IgnoreRule {
+        kind: Some("StatefulSet".into()),
+        json_pointers: vec!["/spec/replicas".into()],
+        ..Default::default()
+    };
+    let ignoring = stack_with(Mode::Deny, vec![other_kind], Exemptions::default());
+    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).decision, "denied");
+
+    let sre = Exemptions {
+        groups: vec!["developers".into()],
+        ..Default::default()
+    };
+    let exempt = stack_with(Mode::Deny, vec![], sre);
+    let (response, decision) = ask(&exempt, Webhook::Validate, "edit-image");
+    assert_eq!(response["allowed"], true);
+    assert_eq!(decision, "exempted");
+    assert_eq!(exempt.audit.events()[0].event, EventKind::AdmissionExempted);
+
+    let own = Exemptions::default();
+    let stack = stack_with(Mode::Deny, vec![], own);
+    let mut review: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    review["request"]["userInfo"]["username"] = "system:serviceaccount:driftguard:driftguard".into();
+    let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+    assert_eq!(reply.decision, "exempted");
+    assert!(stack.audit.events().is_empty(), "driftguard's own writes are not audited as exemptions");
+}
+
+#[test]
+fn many_drifting_fields_are_capped_at_five() {
+    let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+    let mut review: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    let object = &mut review["request"]["object"];
+    object["spec"]["replicas"] = 9.into();
+    object["metadata"]["labels"]["tier"] = "x".into();
+    object["metadata"]["labels"]["app.kubernetes.io/name"] = "y".into();
+    object["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "z".into();
+    object["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = "w".into();
+    object["spec"]["template"]["spec"]["containers"][1]["image"] = "v".into();
+    let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+    let review: Value = serde_json::from_slice(&reply.body).unwrap();
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("changes 7 declared fields"), "{message}");
+    assert_eq!(message.matches("\n  - ").count(), 5, "{message}");
+    assert!(message.contains("and 2 more"), "{message}");
+}
+
+#[test]
+fn malformed_reviews_get_clear_400s() {
+    let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+    let mut wrong_version: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    wrong_version["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let mut no_uid = serde_json::from_slice::<Value>(&fixture("edit-image.json")).unwrap();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let mut no_object = serde_json::from_slice::<Value>(&fixture("edit-image.json")).unwrap();
+    no_object["request"]["object"] = Value::Null;
+    let cases: Vec<(Vec<u8>, &str)> = vec![
+        (b"not json at all".to_vec(), "not an AdmissionReview"),
+        (b"".to_vec(), "not an AdmissionReview"),
+        (serde_json::to_vec(&wrong_version).unwrap(), "admission.k8s.io/v1"),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), "no request"),
+        (serde_json::to_vec(&no_uid).unwrap(), "no uid"),
+        (serde_json::to_vec(&no_object).unwrap(), "request.object"),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview","request":{"uid":"x","operation":"PATCH"}}"#.to_vec(), "not an AdmissionReview"),
+    ];
+    for (body, needle) in cases {
+        let reply = stack.admission.admit(Webhook::Validate, &body);
+        assert_eq!(reply.status, 400, "{needle}");
+        let error: Value = serde_json::from_slice(&reply.body).unwrap();
+        let text = error["error"].as_str().unwrap();
+        assert!(text.contains(needle), "{needle:?} not in {text:?}");
+    }
+    // And it keeps deciding afterwards.
+    assert_eq!(stack.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).status, 200);
+}
+
+#[test]
+fn readiness_follows_the_store() {
+    let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
+    assert!(stack.admission.is_ready());
+    let fresh = driftguard::desired::DesiredStore::new();
+    assert!(!fresh.is_ready());
+    let _ = &stack.store;
+}

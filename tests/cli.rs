@@ -1,0 +1,96 @@
+//! The `check` and `render` commands against a real Git repository.
+
+mod support;
+
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use support::{example_repo, root};
+
+fn driftguard(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("driftguard runs")
+}
+
+fn check(repo: &str, reference: &str, mode: &str, fixture: &str) -> (i32, Value, String) {
+    let review = root().join("tests/fixtures").join(fixture);
+    let out = driftguard(&[
+        "check",
+        "--repo",
+        repo,
+        "--ref",
+        reference,
+        "--path",
+        "examples/app",
+        "--mode",
+        mode,
+        "--review",
+        review.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let body = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), body, stderr)
+}
+
+#[test]
+fn check_exits_by_decision() {
+    let (dir, commit) = example_repo();
+    let repo = dir.path().to_str().unwrap();
+    for reference in ["HEAD", "main", "v1", commit.as_str(), &commit[..10]] {
+        let (code, body, stderr) = check(repo, reference, "deny", "scale-deployment.json");
+        assert_eq!(code, 1, "{reference}: {stderr}");
+        assert_eq!(body["response"]["allowed"], false, "{reference}");
+        assert!(stderr.contains("admission.denied"), "the audit event goes to stderr: {stderr}");
+    }
+    let (code, body, _) = check(repo, "main", "deny", "rollout-restart.json");
+    assert_eq!(code, 0);
+    assert_eq!(body["response"]["allowed"], true);
+
+    let (code, body, _) = check(repo, "main", "revert", "scale-deployment.json");
+    assert_eq!(code, 0, "revert mode allows with a patch");
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
+
+    let url = format!("file://{repo}");
+    let (code, _, stderr) = check(&url, "main", "deny", "delete-by-user.json");
+    assert_eq!(code, 1, "{stderr}");
+}
+
+#[test]
+fn check_errors_exit_2_with_a_reason() {
+    let (dir, _) = example_repo();
+    let repo = dir.path().to_str().unwrap();
+    let (code, _, stderr) = check(repo, "no-such-branch", "deny", "scale-deployment.json");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("no-such-branch"), "{stderr}");
+
+    let (code, _, stderr) = check("/nonexistent/repo", "HEAD", "deny", "scale-deployment.json");
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/repo"), "{stderr}");
+
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{not json").unwrap();
+    let out = driftguard(&[
+        "check", "--repo", repo, "--path", "examples/app", "--review", garbage.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not an AdmissionReview"));
+}
+
+#[test]
+fn render_prints_normalized_objects_with_origins() {
+    let (dir, _) = example_repo();
+    let out = driftguard(&["render", "--repo", dir.path().to_str().unwrap(), "--path", "examples/app"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let yaml = String::from_utf8(out.stdout).unwrap();
+    assert!(yaml.contains("# Source: examples/app/deployment.yaml:2"), "{yaml}");
+    assert!(yaml.contains("# Source: examples/app/config.yaml:"), "{yaml}");
+    assert!(yaml.contains("cpu: 500m"), "quantities canonical: {yaml}");
+    assert!(yaml.contains("defaultMode: 420"), "0644 parsed as octal: {yaml}");
+    assert!(yaml.contains("namespace: default"), "namespace defaulted: {yaml}");
+    assert!(!yaml.contains("stringData"), "stringData folded into data: {yaml}");
+    assert!(yaml.contains("driftguard.io/managed"), "ownership stamped: {yaml}");
+    assert_eq!(yaml.matches("---\n").count(), 5, "five objects: {yaml}");
+}

@@ -1,0 +1,127 @@
+//! Shared helpers for integration tests: the example app as desired state, fixtures, and
+//! an in-process admission stack.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use driftguard::admission::{Admission, AdmissionSettings, service_account_username};
+use driftguard::api::{Exemptions, GuardSpec, IgnoreRule, Mode};
+use driftguard::audit::MemorySink;
+use driftguard::desired::{DesiredSet, DesiredStore, GuardId, GuardPolicy};
+use driftguard::render::render_plain;
+use driftguard::source::{Revision, SourceFile};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Read a file under tests/fixtures/.
+pub fn fixture(name: &str) -> Vec<u8> {
+    let path = root().join("tests/fixtures").join(name);
+    std::fs::read(&path).unwrap_or_else(|e| panic!("fixture {}: {e}", path.display()))
+}
+
+/// Files of examples/app with repo-relative paths, as the Git source would return them.
+pub fn example_files() -> Vec<SourceFile> {
+    let dir = root().join("examples/app");
+    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| SourceFile {
+            path: Path::new("examples/app")
+                .join(p.file_name().unwrap())
+                .to_string_lossy()
+                .into_owned(),
+            content: std::fs::read(&p).unwrap(),
+        })
+        .collect();
+    files.sort_by(|a, b| a.path.cmp(&b.path));
+    files
+}
+
+/// A Guard spec for the example app.
+pub fn example_guard(mode: Mode) -> GuardSpec {
+    serde_json::from_value(serde_json::json!({
+        "sourceRef": { "name": "driftguard-examples" },
+        "path": "examples/app",
+        "mode": mode,
+    }))
+    .unwrap()
+}
+
+/// The example app's desired set under a Guard `default/example-app`.
+pub fn example_set(spec: &GuardSpec) -> Arc<DesiredSet> {
+    let id = GuardId {
+        namespace: "default".into(),
+        name: "example-app".into(),
+    };
+    let policy = Arc::new(GuardPolicy::new(id, spec, "https://git.example.com/platform.git").unwrap());
+    let revision = Revision {
+        commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
+        reference: "main@sha1:4b825dc642cb".into(),
+    };
+    let manifests = render_plain(&example_files()).unwrap();
+    Arc::new(DesiredSet::build(policy, revision, manifests).unwrap())
+}
+
+/// An admission stack over the example app.
+pub struct Stack {
+    pub admission: Admission,
+    pub audit: Arc<MemorySink>,
+    pub store: Arc<DesiredStore>,
+}
+
+/// Build a stack from a Guard spec.
+pub fn stack(spec: &GuardSpec) -> Stack {
+    let store = Arc::new(DesiredStore::new());
+    store.publish(vec![example_set(spec)], true);
+    let audit = Arc::new(MemorySink::new());
+    let admission = Admission::new(
+        store.clone(),
+        AdmissionSettings {
+            own_username: service_account_username("driftguard/driftguard"),
+        },
+        audit.clone(),
+    );
+    Stack { admission, audit, store }
+}
+
+/// A stack in `mode` with optional ignore rules and exemptions.
+pub fn stack_with(mode: Mode, ignore: Vec<IgnoreRule>, exemptions: Exemptions) -> Stack {
+    let mut spec = example_guard(mode);
+    spec.ignore = ignore;
+    spec.exemptions = exemptions;
+    stack(&spec)
+}
+
+/// A throwaway Git repository holding a copy of examples/app, committed on `main` and
+/// tagged `v1`. Returns the temp dir (keep it alive) and the commit id.
+pub fn example_repo() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let app = dir.path().join("examples/app");
+    std::fs::create_dir_all(&app).unwrap();
+    for file in example_files() {
+        std::fs::write(dir.path().join(&file.path), &file.content).unwrap();
+    }
+    git(dir.path(), &["init", "-q", "-b", "main"]);
+    git(dir.path(), &["add", "-A"]);
+    git(dir.path(), &["commit", "-q", "-m", "example app"]);
+    git(dir.path(), &["tag", "v1"]);
+    let commit = git(dir.path(), &["rev-parse", "HEAD"]);
+    (dir, commit)
+}
+
+/// Run git in `dir` with a fixed identity; panics with stderr on failure.
+pub fn git(dir: &Path, args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(["-c", "user.name=driftguard tests", "-c", "user.email=tests@driftguard.invalid"])
+        .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("git runs");
+    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
