@@ -1,12 +1,176 @@
-//! TEMP interface stand-in; replaced by wip/source at merge.
-#![allow(missing_docs, dead_code)]
+//! Rendering: the files of a revision become Kubernetes manifests, each remembering the
+//! `file:line` that declares it (admission messages point people there).
+//!
+//! Only plain YAML/JSON exists so far. Kustomize, Helm and Jsonnet become further
+//! [`Renderer`] variants with the same contract: files in, manifests with origins out, every
+//! problem reported at once. Parsing is pure: no I/O happens here.
+
+mod documents;
+mod json;
+mod plain;
+
+use std::fmt;
+
 use crate::source::SourceFile;
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Origin { pub file: String, pub line: u32 }
-impl std::fmt::Display for Origin { fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result { write!(f, "{}:{}", self.file, self.line) } }
-#[derive(Debug, Clone)]
-pub struct Manifest { pub object: serde_json::Value, pub origin: Origin }
+
+/// How many problems a [`RenderError::Many`] message lists before summarizing the rest.
+const MAX_LISTED_ERRORS: usize = 50;
+
+/// Where in Git an object is declared.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Origin {
+    /// Repository-relative path of the file, `/`-separated.
+    pub file: String,
+    /// 1-based line where the object starts: the first content line of its document (after
+    /// any `---` and comments), or of its entry in a `List`'s `items`.
+    pub line: u32,
+}
+
+impl fmt::Display for Origin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.file, self.line)
+    }
+}
+
+/// One object declared in Git.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Manifest {
+    /// The object as written (a mapping with at least apiVersion, kind and metadata.name).
+    pub object: serde_json::Value,
+    /// Where it is declared.
+    pub origin: Origin,
+}
+
+/// The ways of turning a directory of source files into manifests (the Guard's
+/// `render.type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Renderer {
+    /// YAML and JSON files as they are; see [`render_plain`].
+    Plain,
+}
+
+impl Renderer {
+    /// Renders `files` (as read from one directory at one revision).
+    pub fn render(&self, files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> {
+        match self {
+            Renderer::Plain => render_plain(files),
+        }
+    }
+}
+
+/// Renders every `*.yaml`, `*.yml` and `*.json` file in path order, each possibly holding
+/// several documents (`---` in YAML, concatenated values in JSON). Hidden files and
+/// directories are skipped, as are other extensions; empty and comment-only documents are
+/// skipped; `List` documents expand into their items.
+///
+/// YAML follows Kubernetes' reading: `0644` is octal (420). Every problem in every file is
+/// reported in one error ([`RenderError::Many`] when there are several).
+pub fn render_plain(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> {
+    plain::render(files)
+}
+
+/// A problem with the manifests; each names the `file:line` to fix.
 #[derive(Debug, thiserror::Error)]
-#[error("render")]
-pub struct RenderError;
-pub fn render_plain(_files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> { Err(RenderError) }
+#[non_exhaustive]
+pub enum RenderError {
+    /// The file is not UTF-8 text.
+    #[error("{origin}: not valid UTF-8; manifests must be UTF-8 text")]
+    NotUtf8 {
+        /// The file and the line of the first invalid byte.
+        origin: Origin,
+    },
+    /// A YAML syntax error.
+    #[error("{origin}: invalid YAML: {message}")]
+    InvalidYaml {
+        /// The file and line of the error.
+        origin: Origin,
+        /// What the parser found, with the column.
+        message: String,
+    },
+    /// A JSON syntax error.
+    #[error("{origin}: invalid JSON: {message}")]
+    InvalidJson {
+        /// The file and line of the error.
+        origin: Origin,
+        /// What the parser found, with the column.
+        message: String,
+    },
+    /// A document that is a list, string, number... instead of a mapping.
+    #[error(
+        "{origin}: document is {found}, not a Kubernetes object; each document must be a \
+         mapping with apiVersion, kind and metadata.name"
+    )]
+    NotAnObject {
+        /// Where the document starts.
+        origin: Origin,
+        /// What it is instead.
+        found: &'static str,
+    },
+    /// A mapping without the identity every object needs.
+    #[error(
+        "{origin}: not a valid Kubernetes object: {}; every object needs apiVersion, kind and \
+         metadata.name",
+        problems.join(", ")
+    )]
+    InvalidObject {
+        /// Where the object starts.
+        origin: Origin,
+        /// Each missing or mistyped field.
+        problems: Vec<String>,
+    },
+    /// The same object (API group, kind, namespace, name) declared twice.
+    #[error("{origin}: {object} is declared twice, here and at {first}; keep only one declaration")]
+    Duplicate {
+        /// The object, e.g. `Deployment.apps prod/web`.
+        object: String,
+        /// The later declaration.
+        origin: Origin,
+        /// The earlier declaration.
+        first: Origin,
+    },
+    /// Several of the above, in file order (duplicates last).
+    #[error("{}", list_errors(errors))]
+    Many {
+        /// Each problem; none is itself `Many`.
+        errors: Vec<RenderError>,
+    },
+}
+
+impl RenderError {
+    /// The individual problems: the list of a [`RenderError::Many`], else just this error.
+    pub fn errors(&self) -> &[RenderError] {
+        match self {
+            RenderError::Many { errors } => errors,
+            single => std::slice::from_ref(single),
+        }
+    }
+
+    /// Where the problem is, unless this is a [`RenderError::Many`].
+    pub fn origin(&self) -> Option<&Origin> {
+        match self {
+            RenderError::NotUtf8 { origin }
+            | RenderError::InvalidYaml { origin, .. }
+            | RenderError::InvalidJson { origin, .. }
+            | RenderError::NotAnObject { origin, .. }
+            | RenderError::InvalidObject { origin, .. }
+            | RenderError::Duplicate { origin, .. } => Some(origin),
+            RenderError::Many { .. } => None,
+        }
+    }
+}
+
+fn list_errors(errors: &[RenderError]) -> String {
+    let mut text = format!("{} problems in the manifests:", errors.len());
+    for error in errors.iter().take(MAX_LISTED_ERRORS) {
+        text.push_str("\n  ");
+        text.push_str(&error.to_string());
+    }
+    if errors.len() > MAX_LISTED_ERRORS {
+        text.push_str(&format!(
+            "\n  ... and {} more",
+            errors.len() - MAX_LISTED_ERRORS
+        ));
+    }
+    text
+}
