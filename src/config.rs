@@ -95,7 +95,7 @@ fn default_max_body() -> usize {
     8 * 1024 * 1024
 }
 fn default_max_in_flight() -> usize {
-    256
+    64
 }
 fn default_grace() -> GoDuration {
     GoDuration(Duration::from_secs(20))

@@ -94,7 +94,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let (cert_file, key_file, ca_file) = match &settings.server.tls {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
         TlsSource::Dev(dir) => {
-            let hosts = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+            let hosts: Vec<String> = certs::DEFAULT_DEV_HOSTS.iter().map(|h| h.to_string()).collect();
             let paths = certs::ensure_dev_certs(dir, &hosts)?;
             (paths.cert, paths.key, Some(paths.ca_cert))
         }
@@ -107,16 +107,13 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
         },
         audit,
     ));
-    let options = ServerOptions {
-        listen: settings.server.listen,
-        metrics_listen: settings.server.metrics_listen,
-        cert_file,
-        key_file,
-        reload_interval: settings.server.reload_interval,
-        max_body_bytes: settings.server.max_body_bytes,
-        max_in_flight: settings.server.max_in_flight,
-        shutdown_grace: settings.server.shutdown_grace,
-    };
+    let mut options = ServerOptions::new(cert_file, key_file);
+    options.listen = settings.server.listen;
+    options.metrics_listen = settings.server.metrics_listen;
+    options.reload_interval = settings.server.reload_interval;
+    options.max_body_bytes = settings.server.max_body_bytes;
+    options.max_in_flight = settings.server.max_in_flight;
+    options.shutdown_grace = settings.server.shutdown_grace;
     let bound = server::bind(options, admission, metrics.clone()).await?;
     let addr = bound.https_addr();
     tracing::info!(%addr, metrics = ?bound.metrics_addr(), "driftguard is serving admission");

@@ -1,9 +1,235 @@
-//! TEMP interface stand-in; replaced by wip/server at merge.
-#![allow(missing_docs)]
-pub struct Metrics;
-impl Default for Metrics { fn default() -> Self { Metrics } }
-impl Metrics {
-    pub fn new() -> Self { Metrics }
-    pub fn set_desired_objects(&self, _g: &str, _n: u64) {}
+//! Telemetry: structured logs (tracing) and the Prometheus registry served on the metrics port.
+//!
+//! Label values on the admission hot path are `&'static str` so recording a request never
+//! allocates; only the per-Guard gauge carries owned strings, and it changes once per reload.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::sync::atomic::AtomicU64;
+
+use crate::admission::Webhook;
+
+/// Content type of [`Metrics::encode`]'s output (the OpenMetrics text format, which Prometheus
+/// negotiates and scrapes natively).
+pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Smallest admission latency bucket: the budget for an unmanaged object is 50 µs.
+const DURATION_FIRST_BUCKET_SECONDS: f64 = 50e-6;
+/// 50 µs * 2^15 ≈ 1.6 s, past which kube-apiserver's 3 s webhook timeout is near anyway.
+const DURATION_BUCKET_COUNT: u16 = 16;
+
+/// Labels of `driftguard_admission_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AdmissionLabels {
+    webhook: &'static str,
+    operation: &'static str,
+    decision: &'static str,
 }
-pub fn init_tracing() {}
+
+/// Labels of `driftguard_desired_objects`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct GuardLabels {
+    guard: String,
+}
+
+/// Labels of `driftguard_certificate_reloads_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReloadLabels {
+    result: &'static str,
+}
+
+/// The process-wide Prometheus registry and the metric handles driftguard records into.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    admission_requests: Family<AdmissionLabels, Counter>,
+    admission_duration: Histogram,
+    desired_objects: Family<GuardLabels, Gauge<u64, AtomicU64>>,
+    certificate_expiry: Gauge,
+    certificate_reloads: Family<ReloadLabels, Counter>,
+}
+
+impl Metrics {
+    /// Creates the registry with every driftguard metric family registered.
+    pub fn new() -> Self {
+        let mut registry = Registry::with_prefix("driftguard");
+        let admission_requests = Family::<AdmissionLabels, Counter>::default();
+        registry.register(
+            "admission_requests",
+            "Admission reviews answered, by webhook, operation and decision",
+            admission_requests.clone(),
+        );
+        let admission_duration = Histogram::new(exponential_buckets(
+            DURATION_FIRST_BUCKET_SECONDS,
+            2.0,
+            DURATION_BUCKET_COUNT,
+        ));
+        registry.register(
+            "admission_duration_seconds",
+            "Time to answer an admission review, from request start to reply",
+            admission_duration.clone(),
+        );
+        let desired_objects = Family::<GuardLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "desired_objects",
+            "Objects in the desired state of each Guard",
+            desired_objects.clone(),
+        );
+        let certificate_expiry = Gauge::default();
+        registry.register(
+            "certificate_expiry_timestamp_seconds",
+            "Expiry (Unix time) of the TLS serving certificate in use",
+            certificate_expiry.clone(),
+        );
+        let certificate_reloads = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "certificate_reloads",
+            "Changes of the TLS certificate files seen, by result (reloaded or rejected)",
+            certificate_reloads.clone(),
+        );
+        Self {
+            registry,
+            admission_requests,
+            admission_duration,
+            desired_objects,
+            certificate_expiry,
+            certificate_reloads,
+        }
+    }
+
+    /// Records one answered admission request.
+    pub fn observe_admission(
+        &self,
+        webhook: Webhook,
+        operation: &'static str,
+        decision: &'static str,
+        elapsed: Duration,
+    ) {
+        self.admission_requests
+            .get_or_create(&AdmissionLabels {
+                webhook: webhook.as_str(),
+                operation,
+                decision,
+            })
+            .inc();
+        self.admission_duration.observe(elapsed.as_secs_f64());
+    }
+
+    /// Sets the number of desired objects of `guard` (`namespace/name`).
+    pub fn set_desired_objects(&self, guard: &str, count: u64) {
+        self.desired_objects
+            .get_or_create(&GuardLabels {
+                guard: guard.to_owned(),
+            })
+            .set(count);
+    }
+
+    /// Records the expiry (Unix seconds) of the serving certificate now in use.
+    pub fn set_certificate_expiry(&self, unix_seconds: i64) {
+        self.certificate_expiry.set(unix_seconds);
+    }
+
+    /// Counts one look at changed certificate files: `reloaded` or `rejected`.
+    pub fn observe_certificate_reload(&self, result: &'static str) {
+        self.certificate_reloads
+            .get_or_create(&ReloadLabels { result })
+            .inc();
+    }
+
+    /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
+    pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
+        Ok(out)
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Installs the global tracing subscriber: human-readable lines on stderr, filtered by
+/// `RUST_LOG` (default `info`). Safe to call more than once; later calls do nothing.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // A second call (tests, embedding) finds a subscriber installed already; that is fine.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_the_three_families_with_labels() {
+        let metrics = Metrics::new();
+        metrics.observe_admission(
+            Webhook::Validate,
+            "UPDATE",
+            "denied",
+            Duration::from_micros(70),
+        );
+        metrics.observe_admission(
+            Webhook::Validate,
+            "UPDATE",
+            "denied",
+            Duration::from_micros(70),
+        );
+        metrics.set_desired_objects("team-a/web", 42);
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains(
+                r#"driftguard_admission_requests_total{webhook="validate",operation="UPDATE",decision="denied"} 2"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"driftguard_desired_objects{guard="team-a/web"} 42"#),
+            "{text}"
+        );
+        assert!(
+            text.contains("driftguard_admission_duration_seconds_count 2"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn duration_buckets_start_at_50_microseconds() {
+        let metrics = Metrics::new();
+        metrics.observe_admission(
+            Webhook::Mutate,
+            "CREATE",
+            "allowed",
+            Duration::from_micros(40),
+        );
+        let text = metrics.encode().unwrap();
+        let first = text
+            .lines()
+            .find(|l| l.starts_with("driftguard_admission_duration_seconds_bucket"))
+            .unwrap();
+        assert_eq!(
+            first,
+            r#"driftguard_admission_duration_seconds_bucket{le="0.00005"} 1"#
+        );
+        // The largest finite bucket covers ~1.6 s.
+        assert!(text.contains(r#"le="1.6384""#), "{text}");
+    }
+
+    #[test]
+    fn init_tracing_twice_does_not_panic() {
+        init_tracing();
+        init_tracing();
+    }
+}

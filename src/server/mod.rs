@@ -1,12 +1,288 @@
-//! TEMP interface stand-in; replaced by wip/server at merge.
-#![allow(missing_docs)]
-use std::{net::SocketAddr, path::PathBuf, sync::Arc, time::Duration};
-use crate::{admission::Admit, telemetry::Metrics};
-pub struct ServerOptions { pub listen: SocketAddr, pub metrics_listen: Option<SocketAddr>, pub cert_file: PathBuf, pub key_file: PathBuf, pub reload_interval: Duration, pub max_body_bytes: usize, pub max_in_flight: usize, pub shutdown_grace: Duration }
+//! The admission HTTPS server: axum routes over rustls (ring; TLS 1.2/1.3; h2 and http/1.1),
+//! served connection by connection with hyper-util so handshakes, limits and shutdown are ours.
+//!
+//! - certificates are re-read every `reload_interval` and swapped in live when they change
+//!   and are valid; a broken update is logged and the previous pair kept;
+//! - webhook requests are bounded in size and in concurrency (503 rather than a queue);
+//! - on shutdown the listener closes, in-flight requests finish, kept-alive connections close
+//!   after their current request, all within `shutdown_grace`;
+//! - metrics are served in plain HTTP on a separate port.
+
+mod body;
+mod conn;
+mod routes;
+mod shutdown;
+mod tls;
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
+
+pub use routes::{metrics_router, router};
+pub use shutdown::shutdown_signal;
+
+use crate::admission::Admit;
+use crate::certs::CertError;
+use crate::telemetry::Metrics;
+
+/// Default webhook port.
+pub const DEFAULT_HTTPS_PORT: u16 = 8443;
+/// Default metrics port.
+pub const DEFAULT_METRICS_PORT: u16 = 9090;
+/// Default request body limit: far above any AdmissionReview kube-apiserver sends (objects
+/// are capped at ~1.5 MiB in etcd, and a review carries at most two of them).
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+
+/// How the server listens, where its certificate is, and its limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerOptions {
+    /// HTTPS (webhook) listen address.
+    pub listen: SocketAddr,
+    /// Plain-HTTP metrics listen address; `None` serves no metrics.
+    pub metrics_listen: Option<SocketAddr>,
+    /// PEM certificate chain, leaf first. Re-read every `reload_interval`.
+    pub cert_file: PathBuf,
+    /// PEM private key of the leaf. Re-read with the certificate.
+    pub key_file: PathBuf,
+    /// How often the certificate files are checked for changes.
+    pub reload_interval: Duration,
+    /// Largest request body accepted on the webhook routes; larger ones get 413.
+    pub max_body_bytes: usize,
+    /// Reviews decided at the same time at most.
+    pub max_in_flight: usize,
+    /// How long a review waits for a free slot before it is answered 503.
+    pub in_flight_wait: Duration,
+    /// How long a client may take to complete the TLS handshake.
+    pub tls_handshake_timeout: Duration,
+    /// How long shutdown waits for in-flight requests before closing connections.
+    pub shutdown_grace: Duration,
+}
+
+impl ServerOptions {
+    /// Production defaults: HTTPS on 0.0.0.0:8443, metrics on 0.0.0.0:9090, reload every 10 s,
+    /// 8 MiB bodies, 64 reviews in flight (100 ms wait; bodies of in-flight reviews are what
+    /// bounds memory), 10 s handshakes, 20 s grace (inside the kubelet's default 30 s
+    /// termination grace period).
+    pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Self {
+        Self {
+            listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_HTTPS_PORT)),
+            metrics_listen: Some(SocketAddr::from((
+                Ipv4Addr::UNSPECIFIED,
+                DEFAULT_METRICS_PORT,
+            ))),
+            cert_file,
+            key_file,
+            reload_interval: Duration::from_secs(10),
+            max_body_bytes: DEFAULT_MAX_BODY_BYTES,
+            max_in_flight: 64,
+            in_flight_wait: Duration::from_millis(100),
+            tls_handshake_timeout: Duration::from_secs(10),
+            shutdown_grace: Duration::from_secs(20),
+        }
+    }
+
+    /// Rejects settings the server cannot run with.
+    fn validate(&self) -> Result<(), ServerError> {
+        let invalid = |reason: &str| Err(ServerError::Options(reason.to_owned()));
+        if self.reload_interval.is_zero() {
+            return invalid("the certificate reload interval must be greater than zero");
+        }
+        if self.max_body_bytes == 0 {
+            return invalid("the maximum body size must be greater than zero");
+        }
+        if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
+            return invalid(
+                "the maximum of in-flight requests must be at least 1 (and fit a semaphore)",
+            );
+        }
+        if self.tls_handshake_timeout.is_zero() {
+            return invalid("the TLS handshake timeout must be greater than zero");
+        }
+        Ok(())
+    }
+}
+
+/// Why the server could not start or stopped.
 #[derive(Debug, thiserror::Error)]
-#[error("server")]
-pub struct ServerError;
-pub struct BoundServer;
-impl BoundServer { pub fn https_addr(&self) -> SocketAddr { SocketAddr::from(([127,0,0,1],0)) } pub fn metrics_addr(&self) -> Option<SocketAddr> { None } pub async fn run(self, _s: impl std::future::Future<Output = ()> + Send + 'static) -> Result<(), ServerError> { Ok(()) } }
-pub async fn bind(_o: ServerOptions, _a: Arc<dyn Admit>, _m: Arc<Metrics>) -> Result<BoundServer, ServerError> { Err(ServerError) }
-pub async fn shutdown_signal() {}
+pub enum ServerError {
+    /// A listen address is unavailable.
+    #[error("cannot listen on {addr} for {what}: {source}; is another process using the port?")]
+    Bind {
+        /// `webhooks (HTTPS)` or `metrics`.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The serving certificate or key cannot be loaded (the message names the file).
+    #[error("cannot load the TLS serving certificate: {0}")]
+    Certificate(#[from] CertError),
+    /// The TLS configuration was refused by rustls.
+    #[error("cannot configure TLS: {0}")]
+    Tls(#[from] rustls::Error),
+    /// The options are unusable.
+    #[error("invalid server options: {0}")]
+    Options(String),
+    /// The metrics server failed.
+    #[error("metrics server failed: {0}")]
+    Metrics(std::io::Error),
+}
+
+/// A server whose listeners are bound and whose certificate is loaded; [`BoundServer::run`]
+/// starts serving.
+pub struct BoundServer {
+    https: TcpListener,
+    https_addr: SocketAddr,
+    metrics: Option<(TcpListener, SocketAddr)>,
+    acceptor: TlsAcceptor,
+    router: Router,
+    metrics_router: Router,
+    reloader: tls::CertReloader,
+    opts: ServerOptions,
+}
+
+impl std::fmt::Debug for BoundServer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BoundServer")
+            .field("https_addr", &self.https_addr)
+            .field("metrics_addr", &self.metrics_addr())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds both listeners and loads the initial certificate pair. Fails with the file named if
+/// the certificate or key is missing or invalid, and with the address if a port is taken.
+pub async fn bind(
+    opts: ServerOptions,
+    admit: Arc<dyn Admit>,
+    metrics: Arc<Metrics>,
+) -> Result<BoundServer, ServerError> {
+    opts.validate()?;
+    let reloader =
+        tls::CertReloader::load(&opts.cert_file, &opts.key_file, metrics.clone()).await?;
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(reloader.resolver())?));
+    let https = listen(opts.listen, "webhooks (HTTPS)").await?;
+    let https_addr = local_addr(&https, opts.listen, "webhooks (HTTPS)")?;
+    let metrics_listener = match opts.metrics_listen {
+        Some(addr) => {
+            let listener = listen(addr, "metrics").await?;
+            let bound = local_addr(&listener, addr, "metrics")?;
+            Some((listener, bound))
+        }
+        None => None,
+    };
+    tracing::info!(https = %https_addr, metrics = ?metrics_listener.as_ref().map(|m| m.1), "listening");
+    Ok(BoundServer {
+        router: router(admit, metrics.clone(), &opts),
+        metrics_router: metrics_router(metrics),
+        https,
+        https_addr,
+        metrics: metrics_listener,
+        acceptor,
+        reloader,
+        opts,
+    })
+}
+
+async fn listen(addr: SocketAddr, what: &'static str) -> Result<TcpListener, ServerError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+fn local_addr(
+    listener: &TcpListener,
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<SocketAddr, ServerError> {
+    listener
+        .local_addr()
+        .map_err(|source| ServerError::Bind { what, addr, source })
+}
+
+impl BoundServer {
+    /// The bound webhook address (with the real port when the options said port 0).
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https_addr
+    }
+
+    /// The bound metrics address, if metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// Serves until `shutdown` resolves, then shuts down gracefully (see the module docs).
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
+        let BoundServer {
+            https,
+            metrics,
+            acceptor,
+            router,
+            metrics_router,
+            reloader,
+            opts,
+            ..
+        } = self;
+        let (signal, trigger) = shutdown::trigger_on(shutdown);
+        let reload = tokio::spawn(reloader.run(opts.reload_interval, signal.clone()));
+        let metrics_server = metrics.map(|(listener, _)| {
+            tokio::spawn(serve_metrics(
+                listener,
+                metrics_router,
+                signal.clone(),
+                opts.shutdown_grace,
+            ))
+        });
+        conn::Https {
+            listener: https,
+            acceptor,
+            router,
+            handshake_timeout: opts.tls_handshake_timeout,
+            shutdown_grace: opts.shutdown_grace,
+        }
+        .serve(signal)
+        .await;
+        let metrics_result = match metrics_server {
+            Some(task) => task
+                .await
+                .map_err(|e| ServerError::Metrics(std::io::Error::other(e)))
+                .and_then(|r| r.map_err(ServerError::Metrics)),
+            None => Ok(()),
+        };
+        reload.abort();
+        trigger.abort();
+        tracing::info!("server stopped");
+        metrics_result
+    }
+}
+
+/// Plain-HTTP metrics until shutdown, then at most `grace` for open scrapes.
+async fn serve_metrics(
+    listener: TcpListener,
+    router: Router,
+    shutdown: shutdown::Shutdown,
+    grace: Duration,
+) -> std::io::Result<()> {
+    let mut on_shutdown = shutdown.clone();
+    let serve = axum::serve(listener, router)
+        .with_graceful_shutdown(async move { on_shutdown.started().await });
+    let mut deadline = shutdown;
+    tokio::select! {
+        result = serve => result,
+        () = async move {
+            deadline.started().await;
+            tokio::time::sleep(grace).await;
+        } => Ok(()),
+    }
+}

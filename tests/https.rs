@@ -1,0 +1,773 @@
+//! The admission server end to end: real TLS on loopback, certificates generated at run time
+//! into temporary directories, clients that trust only the generated CA.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use driftguard::admission::{Admit, Reply, Webhook};
+use driftguard::certs::{CertificateAuthority, IssuedCert, parse_cert_chain};
+use driftguard::server::{ServerError, ServerOptions, bind};
+use driftguard::telemetry::Metrics;
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt as _, Empty, Full};
+use hyper::body::{Bytes, Frame};
+use hyper::client::conn::{http1, http2};
+use hyper::{Request, StatusCode};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, RootCertStore};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::sync::{Notify, oneshot};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+/// Every wait in these tests polls a condition until this deadline.
+const DEADLINE: Duration = Duration::from_secs(10);
+const POLL: Duration = Duration::from_millis(20);
+const HOUR: Duration = Duration::from_secs(3600);
+
+type Body = BoxBody<Bytes, Infallible>;
+
+// ---------------------------------------------------------------------------------------------
+// Test admission: answers a fixed review shape; can be held until released.
+
+/// Blocks `admit` until opened, and says when a request reached it.
+#[derive(Default)]
+struct Gate {
+    open: Mutex<bool>,
+    opened: Condvar,
+    entered: Notify,
+}
+
+impl Gate {
+    fn open(&self) {
+        *self.open.lock().unwrap() = true;
+        self.opened.notify_all();
+    }
+}
+
+#[derive(Default)]
+struct TestAdmit {
+    ready: AtomicBool,
+    gate: Option<Arc<Gate>>,
+}
+
+impl TestAdmit {
+    fn ready() -> Arc<Self> {
+        Arc::new(Self {
+            ready: AtomicBool::new(true),
+            gate: None,
+        })
+    }
+}
+
+impl Admit for TestAdmit {
+    fn admit(&self, webhook: Webhook, body: &[u8]) -> Reply {
+        if let Some(gate) = &self.gate {
+            gate.entered.notify_one();
+            let mut open = gate.open.lock().unwrap();
+            while !*open {
+                open = gate.opened.wait(open).unwrap();
+            }
+        }
+        Reply {
+            status: 200,
+            body: format!(
+                r#"{{"webhook":"{}","received":{}}}"#,
+                webhook.as_str(),
+                body.len()
+            )
+            .into_bytes(),
+            operation: "UPDATE",
+            decision: "allowed",
+        }
+    }
+
+    fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::SeqCst)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Certificates in a kubelet-style Secret volume.
+
+fn hosts() -> Vec<String> {
+    vec!["localhost".into(), "127.0.0.1".into()]
+}
+
+fn leaf_der(issued: &IssuedCert) -> CertificateDer<'static> {
+    parse_cert_chain(issued.cert_pem.as_bytes(), "test")
+        .unwrap()
+        .remove(0)
+}
+
+/// What the kubelet does for a mounted Secret: files live in a timestamped directory,
+/// `..data` points at it, `tls.crt -> ..data/tls.crt`; an update writes a new directory, and
+/// renames a fresh `..data` symlink over the old one, then removes the old directory.
+struct SecretVolume {
+    dir: PathBuf,
+    current: Option<String>,
+    generation: u32,
+}
+
+impl SecretVolume {
+    fn new(dir: &Path, issued: &IssuedCert) -> Self {
+        let mut volume = Self {
+            dir: dir.to_path_buf(),
+            current: None,
+            generation: 0,
+        };
+        volume.publish(issued);
+        std::os::unix::fs::symlink("..data/tls.crt", volume.cert()).unwrap();
+        std::os::unix::fs::symlink("..data/tls.key", volume.key()).unwrap();
+        volume
+    }
+
+    fn publish(&mut self, issued: &IssuedCert) {
+        self.generation += 1;
+        let stamp = format!(
+            "..2026_01_01_00_00_{:02}.{}",
+            self.generation,
+            4000 + self.generation
+        );
+        let data = self.dir.join(&stamp);
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("tls.crt"), &issued.cert_pem).unwrap();
+        std::fs::write(data.join("tls.key"), &issued.key_pem).unwrap();
+        let tmp = self.dir.join("..data_tmp");
+        std::os::unix::fs::symlink(&stamp, &tmp).unwrap();
+        std::fs::rename(&tmp, self.dir.join("..data")).unwrap();
+        if let Some(old) = self.current.replace(stamp) {
+            std::fs::remove_dir_all(self.dir.join(old)).unwrap();
+        }
+    }
+
+    fn cert(&self) -> PathBuf {
+        self.dir.join("tls.crt")
+    }
+
+    fn key(&self) -> PathBuf {
+        self.dir.join("tls.key")
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server under test.
+
+struct Running {
+    https: SocketAddr,
+    metrics: SocketAddr,
+    registry: Arc<Metrics>,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<Result<(), ServerError>>,
+}
+
+impl Running {
+    fn begin_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            stop.send(()).unwrap();
+        }
+    }
+
+    async fn stop(mut self) {
+        self.begin_shutdown();
+        tokio::time::timeout(DEADLINE, self.task)
+            .await
+            .expect("run() returns after shutdown")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+async fn start(
+    admit: Arc<dyn Admit>,
+    volume: &SecretVolume,
+    tweak: impl FnOnce(&mut ServerOptions),
+) -> Running {
+    let mut opts = ServerOptions::new(volume.cert(), volume.key());
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
+    opts.reload_interval = Duration::from_millis(50);
+    tweak(&mut opts);
+    let registry = Arc::new(Metrics::new());
+    let server = bind(opts, admit, registry.clone()).await.unwrap();
+    let https = server.https_addr();
+    let metrics = server.metrics_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Running {
+        https,
+        metrics,
+        registry,
+        stop: Some(stop),
+        task,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients: hyper over tokio-rustls, trusting exactly one CA.
+
+fn client_config(
+    ca: &CertificateDer<'static>,
+    alpn: &[&[u8]],
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let mut config =
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_protocol_versions(versions)
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Arc::new(config)
+}
+
+async fn tls_connect_with(
+    addr: SocketAddr,
+    config: Arc<ClientConfig>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    let tcp = TcpStream::connect(addr).await?;
+    TlsConnector::from(config)
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await
+}
+
+async fn tls_connect(
+    addr: SocketAddr,
+    ca: &CertificateDer<'static>,
+) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_with(
+        addr,
+        client_config(ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS),
+    )
+    .await
+}
+
+fn presented_leaf(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
+    tls.get_ref().1.peer_certificates().unwrap()[0].clone()
+}
+
+async fn http1_over<T>(io: T) -> http1::SendRequest<Body>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (sender, connection) = http1::handshake(TokioIo::new(io)).await.unwrap();
+    tokio::spawn(connection);
+    sender
+}
+
+fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed()
+}
+
+fn empty() -> Body {
+    Empty::new().boxed()
+}
+
+/// A body of unknown length (sent chunked).
+struct Chunked(VecDeque<Bytes>);
+
+impl hyper::body::Body for Chunked {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        _cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
+    }
+}
+
+struct Answer {
+    status: StatusCode,
+    content_type: String,
+    body: String,
+}
+
+impl Answer {
+    fn error_message(&self) -> String {
+        assert_eq!(self.content_type, "application/json", "{}", self.body);
+        let json: serde_json::Value = serde_json::from_str(&self.body).unwrap();
+        json["error"].as_str().unwrap().to_owned()
+    }
+}
+
+async fn send(
+    sender: &mut http1::SendRequest<Body>,
+    method: &str,
+    path: &str,
+    body: Body,
+) -> hyper::Result<Answer> {
+    sender.ready().await?;
+    let request = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("host", "localhost")
+        .header("content-type", "application/json")
+        .body(body)
+        .unwrap();
+    answer(sender.send_request(request).await?).await
+}
+
+async fn answer(response: hyper::Response<hyper::body::Incoming>) -> hyper::Result<Answer> {
+    let status = response.status();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    let body = response.into_body().collect().await?.to_bytes();
+    Ok(Answer {
+        status,
+        content_type,
+        body: String::from_utf8(body.to_vec()).unwrap(),
+    })
+}
+
+/// A new HTTP/1.1 connection trusting `ca`.
+async fn connect(addr: SocketAddr, ca: &CertificateDer<'static>) -> http1::SendRequest<Body> {
+    http1_over(tls_connect(addr, ca).await.unwrap()).await
+}
+
+async fn scrape(metrics: SocketAddr) -> String {
+    let mut sender = http1_over(TcpStream::connect(metrics).await.unwrap()).await;
+    let answer = send(&mut sender, "GET", "/metrics", empty()).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert!(
+        answer
+            .content_type
+            .starts_with("application/openmetrics-text"),
+        "{}",
+        answer.content_type
+    );
+    answer.body
+}
+
+/// Polls `check` until it returns `Some`, failing the test at the deadline.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    ca: CertificateAuthority,
+    issued: IssuedCert,
+    volume: SecretVolume,
+}
+
+fn fixture() -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("driftguard test CA").unwrap();
+    let issued = ca.issue_serving(&hosts(), HOUR).unwrap();
+    let volume = SecretVolume::new(dir.path(), &issued);
+    Fixture {
+        _dir: dir,
+        ca,
+        issued,
+        volume,
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tests.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_clients_that_trust_only_the_generated_ca() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
+
+    let tls = tls_connect(server.https, f.ca.cert_der()).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+    assert_eq!(presented_leaf(&tls), leaf_der(&f.issued));
+    let mut sender = http1_over(tls).await;
+    let answer = send(
+        &mut sender,
+        "POST",
+        "/validate",
+        full(r#"{"kind":"AdmissionReview"}"#),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.content_type, "application/json");
+    assert_eq!(answer.body, r#"{"webhook":"validate","received":26}"#);
+
+    let other = CertificateAuthority::generate("some other CA").unwrap();
+    let error = tls_connect(server.https, other.cert_der())
+        .await
+        .unwrap_err();
+    let tls_error = error
+        .get_ref()
+        .and_then(|e| e.downcast_ref::<rustls::Error>())
+        .unwrap_or_else(|| panic!("not a TLS error: {error}"));
+    assert!(
+        matches!(tls_error, rustls::Error::InvalidCertificate(_)),
+        "{tls_error:?}"
+    );
+
+    // The kept-alive connection and new ones still work after the failed handshake.
+    let answer = send(&mut sender, "POST", "/mutate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.body, r#"{"webhook":"mutate","received":2}"#);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn negotiates_h2_and_accepts_tls12_and_tls13() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
+
+    let config = client_config(
+        f.ca.cert_der(),
+        &[b"h2", b"http/1.1"],
+        rustls::DEFAULT_VERSIONS,
+    );
+    let tls = tls_connect_with(server.https, config).await.unwrap();
+    assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_3)
+    );
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method("POST")
+        .uri("https://localhost/mutate")
+        .body(full("{}"))
+        .unwrap();
+    let answer = answer(sender.send_request(request).await.unwrap())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, r#"{"webhook":"mutate","received":2}"#);
+
+    let config = client_config(f.ca.cert_der(), &[b"http/1.1"], &[&rustls::version::TLS12]);
+    let tls = tls_connect_with(server.https, config).await.unwrap();
+    assert_eq!(
+        tls.get_ref().1.protocol_version(),
+        Some(rustls::ProtocolVersion::TLSv1_2)
+    );
+    let answer = send(&mut http1_over(tls).await, "GET", "/healthz", empty())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rotates_on_a_kubelet_symlink_swap_without_dropping_open_connections() {
+    let mut f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
+
+    let tls = tls_connect(server.https, f.ca.cert_der()).await.unwrap();
+    assert_eq!(presented_leaf(&tls), leaf_der(&f.issued));
+    let mut kept_alive = http1_over(tls).await;
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+
+    let new_ca = CertificateAuthority::generate("rotated test CA").unwrap();
+    let new_issued = new_ca.issue_serving(&hosts(), HOUR).unwrap();
+    f.volume.publish(&new_issued);
+
+    let presented = eventually("a handshake with the rotated certificate", || async {
+        tls_connect(server.https, new_ca.cert_der())
+            .await
+            .ok()
+            .map(|tls| presented_leaf(&tls))
+    })
+    .await;
+    assert_eq!(presented, leaf_der(&new_issued));
+    // New handshakes no longer get the old certificate...
+    assert!(tls_connect(server.https, f.ca.cert_der()).await.is_err());
+    // ...while the connection opened before the swap keeps working.
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+
+    // A second rotation (same CA, new serial) is picked up as well.
+    let third = new_ca.issue_serving(&hosts(), HOUR).unwrap();
+    f.volume.publish(&third);
+    eventually("a handshake with the second rotation", || async {
+        let tls = tls_connect(server.https, new_ca.cert_der()).await.ok()?;
+        (presented_leaf(&tls) == leaf_der(&third)).then_some(())
+    })
+    .await;
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_certificate_written_in_place_keeps_the_old_one_in_service() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
+    let mut kept_alive = connect(server.https, f.ca.cert_der()).await;
+
+    // Written through the symlinks, in place, as a careless `cp` or editor would.
+    std::fs::write(
+        f.volume.cert(),
+        b"-----BEGIN CERTIFICATE-----\nnot base64 !!\n",
+    )
+    .unwrap();
+    eventually("the broken file to be seen and rejected", || async {
+        scrape(server.metrics)
+            .await
+            .contains(r#"driftguard_certificate_reloads_total{result="rejected"} 1"#)
+            .then_some(())
+    })
+    .await;
+
+    let tls = tls_connect(server.https, f.ca.cert_der()).await.unwrap();
+    assert_eq!(presented_leaf(&tls), leaf_der(&f.issued));
+    let answer = send(&mut http1_over(tls).await, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_a_json_413_and_the_server_keeps_serving() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
+    let ten_mib = 10 * 1024 * 1024;
+
+    // With a Content-Length, rejected before reading...
+    let mut sender = connect(server.https, f.ca.cert_der()).await;
+    let answer = send(&mut sender, "POST", "/validate", full(vec![b' '; ten_mib]))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    let message = answer.error_message();
+    assert!(message.contains("8388608 bytes"), "{message}");
+    // The rest of the body was drained rather than reset, so the connection stays usable.
+    let answer = send(&mut sender, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+
+    // ...and chunked, rejected once the limit is crossed.
+    let mut sender = connect(server.https, f.ca.cert_der()).await;
+    let chunks = (0..10)
+        .map(|_| Bytes::from(vec![b' '; 1024 * 1024]))
+        .collect();
+    let answer = send(&mut sender, "POST", "/mutate", Chunked(chunks).boxed())
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(answer.error_message().contains("8388608 bytes"));
+
+    // A body just under the limit is fine, and the server is still serving.
+    let mut sender = connect(server.https, f.ca.cert_der()).await;
+    let answer = send(
+        &mut sender,
+        "POST",
+        "/validate",
+        full(vec![b' '; 8 * 1024 * 1024]),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, r#"{"webhook":"validate","received":8388608}"#);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn probes_metrics_and_json_errors() {
+    let f = fixture();
+    let admit = Arc::new(TestAdmit::default());
+    let server = start(admit.clone(), &f.volume, |_| {}).await;
+    let mut sender = connect(server.https, f.ca.cert_der()).await;
+
+    let health = send(&mut sender, "GET", "/healthz", empty()).await.unwrap();
+    assert_eq!(
+        (health.status, health.body.as_str()),
+        (StatusCode::OK, "ok")
+    );
+    let ready = send(&mut sender, "GET", "/readyz", empty()).await.unwrap();
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+    admit.ready.store(true, Ordering::SeqCst);
+    let ready = send(&mut sender, "GET", "/readyz", empty()).await.unwrap();
+    assert_eq!(ready.status, StatusCode::OK);
+
+    let wrong_method = send(&mut sender, "GET", "/validate", empty())
+        .await
+        .unwrap();
+    assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
+    assert!(wrong_method.error_message().contains("GET"));
+    let unknown = send(&mut sender, "POST", "/nope", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(unknown.status, StatusCode::NOT_FOUND);
+    assert!(unknown.error_message().contains("/nope"));
+
+    let answer = send(&mut sender, "POST", "/validate", full("{}"))
+        .await
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    // Families without samples are left out of the exposition; the desired-state loader sets
+    // this one per Guard.
+    server.registry.set_desired_objects("team-a/web", 3);
+    let text = scrape(server.metrics).await;
+    for expected in [
+        r#"driftguard_admission_requests_total{webhook="validate",operation="UPDATE",decision="allowed"} 1"#,
+        "driftguard_admission_duration_seconds_count 1",
+        r#"driftguard_desired_objects{guard="team-a/web"} 3"#,
+        "driftguard_certificate_expiry_timestamp_seconds ",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in\n{text}");
+    }
+    // Metrics are not on the webhook port.
+    let on_https = send(&mut sender, "GET", "/metrics", empty()).await.unwrap();
+    assert_eq!(on_https.status, StatusCode::NOT_FOUND);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_and_garbage_handshakes_do_not_hold_or_break_the_server() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |opts| {
+        opts.tls_handshake_timeout = Duration::from_millis(200);
+    })
+    .await;
+
+    // A client that connects and says nothing is disconnected after the handshake timeout.
+    let mut silent = TcpStream::connect(server.https).await.unwrap();
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(DEADLINE, silent.read(&mut buf))
+        .await
+        .expect("the server closes a silent connection");
+    assert!(matches!(read, Ok(0) | Err(_)), "{read:?}");
+
+    // Plain HTTP on the TLS port fails the handshake and nothing else.
+    let mut plain = TcpStream::connect(server.https).await.unwrap();
+    plain
+        .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(DEADLINE, plain.read(&mut buf))
+        .await
+        .unwrap();
+
+    let answer = send(
+        &mut connect(server.https, f.ca.cert_der()).await,
+        "GET",
+        "/healthz",
+        empty(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn graceful_shutdown_lets_the_in_flight_request_finish() {
+    let f = fixture();
+    let gate = Arc::new(Gate::default());
+    let admit = Arc::new(TestAdmit {
+        ready: AtomicBool::new(true),
+        gate: Some(gate.clone()),
+    });
+    // A grace far longer than the test deadline: run() must return because the connections
+    // finish, not because the grace ran out.
+    let mut server = start(admit, &f.volume, |opts| {
+        opts.shutdown_grace = Duration::from_secs(60);
+    })
+    .await;
+
+    // An idle kept-alive connection...
+    let mut idle = connect(server.https, f.ca.cert_der()).await;
+    let answer = send(&mut idle, "GET", "/healthz", empty()).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    // ...and a request held inside admit.
+    let mut busy = connect(server.https, f.ca.cert_der()).await;
+    let in_flight =
+        tokio::spawn(async move { send(&mut busy, "POST", "/validate", full("{}")).await });
+    tokio::time::timeout(DEADLINE, gate.entered.notified())
+        .await
+        .expect("the request reaches admit");
+
+    server.begin_shutdown();
+    let https = server.https;
+    eventually("the listener to close", || async {
+        TcpStream::connect(https).await.is_err().then_some(())
+    })
+    .await;
+    assert!(!in_flight.is_finished());
+
+    gate.open();
+    let answer = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("the in-flight request completes")
+        .unwrap()
+        .unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    assert_eq!(answer.body, r#"{"webhook":"validate","received":2}"#);
+
+    tokio::time::timeout(DEADLINE, server.task)
+        .await
+        .expect("run() returns once connections are done")
+        .unwrap()
+        .unwrap();
+    assert!(send(&mut idle, "GET", "/healthz", empty()).await.is_err());
+}
+
+#[tokio::test]
+async fn bind_names_the_missing_or_invalid_certificate_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = ServerOptions::new(
+        dir.path().join("missing.crt"),
+        dir.path().join("missing.key"),
+    );
+    opts.listen = "127.0.0.1:0".parse().unwrap();
+    opts.metrics_listen = None;
+    let error = bind(opts.clone(), TestAdmit::ready(), Arc::new(Metrics::new()))
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("missing.crt"), "{error}");
+
+    std::fs::write(&opts.cert_file, "not a certificate").unwrap();
+    std::fs::write(&opts.key_file, "not a key").unwrap();
+    let error = bind(opts, TestAdmit::ready(), Arc::new(Metrics::new()))
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ServerError::Certificate(_)) && error.to_string().contains("missing.crt"),
+        "{error}"
+    );
+}
