@@ -118,12 +118,15 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let addr = bound.https_addr();
     tracing::info!(%addr, metrics = ?bound.metrics_addr(), "driftguard is serving admission");
     if let (true, Some(ca)) = (embedded, ca_file) {
+        let metrics_url = bound
+            .metrics_addr()
+            .map(|m| format!("; metrics on http://{m}/metrics"))
+            .unwrap_or_default();
         eprintln!(
-            "driftguard serves examples/app on https://{addr} (CA: {ca})\nTry: curl --cacert {ca} -H 'Content-Type: application/json' --data @examples/reviews/scale-deployment.json https://{addr}/validate",
+            "driftguard serves examples/app on https://{addr} (CA: {ca}){metrics_url}\nTry: curl --cacert {ca} -H 'Content-Type: application/json' --data @examples/reviews/scale-deployment.json https://{addr}/validate",
             ca = ca.display()
         );
     }
-
     let period = settings
         .sources
         .iter()

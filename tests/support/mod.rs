@@ -2,6 +2,8 @@
 //! an in-process admission stack.
 #![allow(dead_code)]
 
+pub mod https;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 

@@ -1,0 +1,256 @@
+//! `driftguard serve` end to end: the real binary, real TLS with generated certificates, the
+//! real admission stack over a real Git repository.
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use hyper::StatusCode;
+use rustls::pki_types::CertificateDer;
+use serde_json::Value;
+use support::https::{Answer, Body, DEADLINE, connect, empty, eventually, full, send};
+use support::{example_repo, fixture, root};
+
+/// A running `driftguard serve` with its output streamed into channels.
+struct Served {
+    child: Child,
+    https: SocketAddr,
+    metrics: SocketAddr,
+    ca: CertificateDer<'static>,
+    curl: String,
+    audit: mpsc::Receiver<String>,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stream).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn recv_until(rx: &mpsc::Receiver<String>, what: &str, mut found: impl FnMut(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut seen = Vec::new();
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) if found(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no line with {what}; saw:\n{}", seen.join("\n")),
+        }
+    }
+}
+
+fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
+    let from = text.find(start).map(|i| i + start.len()).unwrap_or_else(|| panic!("{start:?} in {text}"));
+    let rest = &text[from..];
+    &rest[..rest.find(end).unwrap_or(rest.len())]
+}
+
+/// Start the embedded default (no config) inside a repository that holds examples/app.
+fn serve_embedded(repo: &Path) -> Served {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+        .current_dir(repo)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("driftguard starts");
+    let stderr = lines(child.stderr.take().unwrap());
+    let audit = lines(child.stdout.take().unwrap());
+    let banner = recv_until(&stderr, "the serving banner", |l| l.contains("driftguard serves examples/app on"));
+    let curl = recv_until(&stderr, "the curl hint", |l| l.starts_with("Try: curl"));
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || while stderr.recv().is_ok() {});
+    let https: SocketAddr = between(&banner, "https://", " ").parse().unwrap();
+    let metrics: SocketAddr = between(&banner, "metrics on http://", "/metrics").parse().unwrap();
+    let ca_path = PathBuf::from(between(&banner, "(CA: ", ")"));
+    assert!(ca_path.starts_with(repo.join("certs")), "dev certs go to certs/: {}", ca_path.display());
+    let pem = std::fs::read(&ca_path).unwrap();
+    let ca = driftguard::certs::parse_cert_chain(&pem, "ca").unwrap().remove(0);
+    Served {
+        child,
+        https,
+        metrics,
+        ca,
+        curl: curl.trim_start_matches("Try: ").to_owned(),
+        audit,
+    }
+}
+
+async fn post(served: &Served, path: &str, body: Body) -> Answer {
+    let mut sender = connect(served.https, &served.ca).await;
+    send(&mut sender, "POST", path, body).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_default_serves_decisions_over_https() {
+    let (dir, commit) = example_repo();
+    // The README's curl hint posts examples/reviews/: give the repository a copy.
+    let reviews = dir.path().join("examples/reviews");
+    std::fs::create_dir_all(&reviews).unwrap();
+    for entry in std::fs::read_dir(root().join("examples/reviews")).unwrap() {
+        let path = entry.unwrap().path();
+        std::fs::copy(&path, reviews.join(path.file_name().unwrap())).unwrap();
+    }
+    let served = serve_embedded(dir.path());
+
+    // Ready once the example app's desired state is loaded.
+    eventually("readyz", || async {
+        let mut sender = connect(served.https, &served.ca).await;
+        let answer = send(&mut sender, "GET", "/readyz", empty()).await.ok()?;
+        (answer.status == StatusCode::OK).then_some(())
+    })
+    .await;
+
+    // One kept-alive connection decides several reviews.
+    let mut sender = connect(served.https, &served.ca).await;
+    let denied = send(&mut sender, "POST", "/validate", full(fixture("scale-deployment.json"))).await.unwrap();
+    assert_eq!(denied.status, StatusCode::OK);
+    let review: Value = serde_json::from_str(&denied.body).unwrap();
+    assert_eq!(review["response"]["allowed"], false);
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains("spec.replicas") && message.contains("examples/app/deployment.yaml:2"), "{message}");
+    assert!(message.contains(&commit[..12]), "names the revision: {message}");
+    let allowed = send(&mut sender, "POST", "/validate", full(fixture("rollout-restart.json"))).await.unwrap();
+    assert!(allowed.body.contains(r#""allowed":true"#), "{}", allowed.body);
+    let mutate = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json"))).await.unwrap();
+    assert!(mutate.body.contains(r#""allowed":true"#) && !mutate.body.contains("patch"), "deny mode: {}", mutate.body);
+
+    // The denial is one audit line on stdout.
+    let line = recv_until(&served.audit, "the audit event", |l| l.contains("admission.denied"));
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["request_uid"], "a3c1e2f0-0001-4000-8000-000000000001");
+    assert_eq!(event["actor"]["username"], "alice@example.com");
+    assert_eq!(event["revision"], commit.as_str());
+
+    // Bad input gets a clear 4xx and the server keeps serving.
+    let mut wrong_version: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    wrong_version["apiVersion"] = "admission.k8s.io/v1beta1".into();
+    let mut no_uid: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    no_uid["request"].as_object_mut().unwrap().remove("uid");
+    let bad: Vec<(Vec<u8>, StatusCode, &str)> = vec![
+        (b"<html>not json</html>".to_vec(), StatusCode::BAD_REQUEST, "not an AdmissionReview"),
+        (serde_json::to_vec(&wrong_version).unwrap(), StatusCode::BAD_REQUEST, "admission.k8s.io/v1"),
+        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), StatusCode::BAD_REQUEST, "no request"),
+        (serde_json::to_vec(&no_uid).unwrap(), StatusCode::BAD_REQUEST, "no uid"),
+        (vec![b' '; 10 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "8388608"),
+    ];
+    for (body, status, needle) in bad {
+        let answer = post(&served, "/validate", full(body)).await;
+        assert_eq!(answer.status, status, "{needle}: {}", answer.body);
+        assert!(answer.error_message().contains(needle), "{needle:?} in {}", answer.body);
+    }
+    let again = post(&served, "/validate", full(fixture("delete-by-user.json"))).await;
+    assert!(again.body.contains(r#""allowed":false"#), "still serving: {}", again.body);
+
+    // The README's curl hint works as printed.
+    let out = tokio::task::spawn_blocking({
+        let (curl, cwd) = (served.curl.clone(), dir.path().to_owned());
+        move || Command::new("sh").arg("-c").arg(format!("{curl} --silent --show-error")).current_dir(cwd).output()
+    })
+    .await
+    .unwrap()
+    .expect("curl runs");
+    let printed = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}: {}", served.curl, String::from_utf8_lossy(&out.stderr));
+    assert!(printed.contains(r#""allowed":false"#), "{printed}");
+
+    // Metrics on the plain-HTTP port.
+    let scraped = support::https::scrape(served.metrics).await;
+    assert!(scraped.contains(r#"driftguard_desired_objects{guard="default/example-app"} 5"#), "{scraped}");
+    assert!(
+        scraped.contains(r#"driftguard_admission_requests_total{webhook="validate",operation="UPDATE",decision="denied"}"#),
+        "{scraped}"
+    );
+    assert!(scraped.contains("driftguard_admission_duration_seconds_bucket{le=\"5e-5\"}"), "{scraped}");
+
+    // SIGTERM: a clean exit.
+    let mut served = served;
+    let status = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + DEADLINE;
+    let exit = loop {
+        if let Some(exit) = served.child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(Instant::now() < deadline, "serve did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "{exit:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_in_revert_mode_patches_and_warns() {
+    let (dir, _) = example_repo();
+    let tls = tempfile::tempdir().unwrap();
+    let ca = driftguard::certs::CertificateAuthority::generate("test CA").unwrap();
+    let issued = ca
+        .issue_serving(&["localhost".to_owned(), "127.0.0.1".to_owned()], Duration::from_secs(3600))
+        .unwrap();
+    std::fs::write(tls.path().join("tls.crt"), &issued.cert_pem).unwrap();
+    std::fs::write(tls.path().join("tls.key"), &issued.key_pem).unwrap();
+    let config = tls.path().join("driftguard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server:
+  listen: 127.0.0.1:0
+  metricsListen: null
+  tls: {{ certFile: tls.crt, keyFile: tls.key }}
+sources:
+  - name: apps
+    url: {repo:?}
+    ref: {{ branch: main }}
+guards:
+  - name: example-app
+    sourceRef: {{ name: apps }}
+    path: examples/app
+    mode: revert
+"#,
+            repo = dir.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .args(["serve", "--config", config.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = lines(child.stderr.take().unwrap());
+    let line = recv_until(&stderr, "the listening address", |l| l.contains("driftguard is serving admission"));
+    std::thread::spawn(move || while stderr.recv().is_ok() {});
+    let addr: SocketAddr = line
+        .split_whitespace()
+        .find_map(|w| w.strip_prefix("addr=").and_then(|a| a.parse().ok()))
+        .unwrap_or_else(|| panic!("no addr= in {line}"));
+    let mut sender = connect(addr, ca.cert_der()).await;
+    let answer = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json"))).await.unwrap();
+    let review: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(review["response"]["allowed"], true, "{}", answer.body);
+    assert_eq!(review["response"]["patchType"], "JSONPatch");
+    assert!(review["response"]["warnings"][0].as_str().unwrap().contains("reverted spec.replicas"));
+    let _ = child.kill();
+    let _ = child.wait();
+}
