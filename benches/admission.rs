@@ -31,7 +31,10 @@ fn admission(mode: Mode) -> Admission {
         .unwrap()
         .map(|e| e.unwrap().path())
         .map(|p| SourceFile {
-            path: Path::new("examples/app").join(p.file_name().unwrap()).to_string_lossy().into_owned(),
+            path: Path::new("examples/app")
+                .join(p.file_name().unwrap())
+                .to_string_lossy()
+                .into_owned(),
             content: std::fs::read(&p).unwrap(),
         })
         .collect();
@@ -63,7 +66,8 @@ fn admission(mode: Mode) -> Admission {
 /// The edit-image review grown to ~20 KB the way real objects grow: a last-applied annotation
 /// and a long env list on both old and new objects.
 fn review_20kb(name: &str) -> Vec<u8> {
-    let mut review: Value = serde_json::from_slice(&std::fs::read(root().join("tests/fixtures").join(name)).unwrap()).unwrap();
+    let mut review: Value =
+        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures").join(name)).unwrap()).unwrap();
     for key in ["object", "oldObject"] {
         let object = &mut review["request"][key];
         if object.is_null() {

@@ -150,14 +150,11 @@ fn build_repository(root: &Path) {
 
     let repo = git2::Repository::init(root).unwrap();
     let mut index = repo.index().unwrap();
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .unwrap();
+    index.add_all(["*"], git2::IndexAddOption::DEFAULT, None).unwrap();
     index.write().unwrap();
     let tree = repo.find_tree(index.write_tree().unwrap()).unwrap();
     let who = git2::Signature::now("bench", "bench@example.com").unwrap();
-    repo.commit(Some("HEAD"), &who, &who, "fleet", &tree, &[])
-        .unwrap();
+    repo.commit(Some("HEAD"), &who, &who, "fleet", &tree, &[]).unwrap();
 }
 
 fn bench_render(c: &mut Criterion) {

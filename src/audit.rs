@@ -144,13 +144,11 @@ impl StdoutSink {
     /// Start the writer thread.
     pub fn start() -> std::io::Result<Self> {
         let (tx, rx) = mpsc::sync_channel::<String>(16 * 1024);
-        std::thread::Builder::new()
-            .name("audit-stdout".into())
-            .spawn(move || {
-                for line in rx {
-                    write_line(&line);
-                }
-            })?;
+        std::thread::Builder::new().name("audit-stdout".into()).spawn(move || {
+            for line in rx {
+                write_line(&line);
+            }
+        })?;
         Ok(StdoutSink {
             seq: AtomicU64::new(0),
             queue: Mutex::new(tx),

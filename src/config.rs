@@ -368,7 +368,11 @@ guards:
             let source = source_ids.iter().position(|s| *s == source_id).ok_or_else(|| {
                 ConfigError::Invalid(format!(
                     "guard {id}: sourceRef {source_id} does not name a source; declared sources: {}",
-                    if source_ids.is_empty() { "none".to_owned() } else { source_ids.join(", ") }
+                    if source_ids.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        source_ids.join(", ")
+                    }
                 ))
             })?;
             let url = self
@@ -530,7 +534,10 @@ guards:
             .unwrap();
         assert_eq!(settings.server.listen.port(), 9443);
         assert_eq!(settings.sources[0].interval, Duration::from_secs(30));
-        assert_eq!(settings.sources[0].settings.reference, GitReference::Branch("main".into()));
+        assert_eq!(
+            settings.sources[0].settings.reference,
+            GitReference::Branch("main".into())
+        );
         let guard = &settings.guards[0].policy;
         assert_eq!(guard.mode, Mode::Revert);
         assert_eq!(guard.target_namespace, "team-a");
@@ -552,7 +559,10 @@ guards:
             .validate(Path::new("/"), &Overrides::default())
             .unwrap_err()
             .to_string();
-        assert!(err.contains("default/missing") && err.contains("default/platform"), "{err}");
+        assert!(
+            err.contains("default/missing") && err.contains("default/platform"),
+            "{err}"
+        );
     }
 
     #[test]

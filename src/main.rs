@@ -225,7 +225,11 @@ fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Pa
         eprintln!("{}", serde_json::to_string(&event)?);
     }
     if reply.status != 200 {
-        bail!("the review was not decided (HTTP {}): {}", reply.status, String::from_utf8_lossy(&reply.body));
+        bail!(
+            "the review was not decided (HTTP {}): {}",
+            reply.status,
+            String::from_utf8_lossy(&reply.body)
+        );
     }
     Ok(if reply.decision == "denied" {
         ExitCode::from(1)

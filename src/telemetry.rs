@@ -137,9 +137,7 @@ impl Metrics {
 
     /// Counts one look at changed certificate files: `reloaded` or `rejected`.
     pub fn observe_certificate_reload(&self, result: &'static str) {
-        self.certificate_reloads
-            .get_or_create(&ReloadLabels { result })
-            .inc();
+        self.certificate_reloads.get_or_create(&ReloadLabels { result }).inc();
     }
 
     /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
@@ -177,18 +175,8 @@ mod tests {
     #[test]
     fn encodes_the_three_families_with_labels() {
         let metrics = Metrics::new();
-        metrics.observe_admission(
-            Webhook::Validate,
-            "UPDATE",
-            "denied",
-            Duration::from_micros(70),
-        );
-        metrics.observe_admission(
-            Webhook::Validate,
-            "UPDATE",
-            "denied",
-            Duration::from_micros(70),
-        );
+        metrics.observe_admission(Webhook::Validate, "UPDATE", "denied", Duration::from_micros(70));
+        metrics.observe_admission(Webhook::Validate, "UPDATE", "denied", Duration::from_micros(70));
         metrics.set_desired_objects("team-a/web", 42);
         let text = metrics.encode().unwrap();
         assert!(
@@ -201,30 +189,19 @@ mod tests {
             text.contains(r#"driftguard_desired_objects{guard="team-a/web"} 42"#),
             "{text}"
         );
-        assert!(
-            text.contains("driftguard_admission_duration_seconds_count 2"),
-            "{text}"
-        );
+        assert!(text.contains("driftguard_admission_duration_seconds_count 2"), "{text}");
     }
 
     #[test]
     fn duration_buckets_start_at_50_microseconds() {
         let metrics = Metrics::new();
-        metrics.observe_admission(
-            Webhook::Mutate,
-            "CREATE",
-            "allowed",
-            Duration::from_micros(40),
-        );
+        metrics.observe_admission(Webhook::Mutate, "CREATE", "allowed", Duration::from_micros(40));
         let text = metrics.encode().unwrap();
         let first = text
             .lines()
             .find(|l| l.starts_with("driftguard_admission_duration_seconds_bucket"))
             .unwrap();
-        assert_eq!(
-            first,
-            r#"driftguard_admission_duration_seconds_bucket{le="0.00005"} 1"#
-        );
+        assert_eq!(first, r#"driftguard_admission_duration_seconds_bucket{le="0.00005"} 1"#);
         // The largest finite bucket covers ~1.6 s.
         assert!(text.contains(r#"le="1.6384""#), "{text}");
     }

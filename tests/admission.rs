@@ -18,7 +18,10 @@ fn ask(stack: &support::Stack, webhook: Webhook, name: &str) -> (Value, &'static
     let request: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(review["apiVersion"], "admission.k8s.io/v1");
     assert_eq!(review["kind"], "AdmissionReview");
-    assert_eq!(review["response"]["uid"], request["request"]["uid"], "{name}: uid echoed");
+    assert_eq!(
+        review["response"]["uid"], request["request"]["uid"],
+        "{name}: uid echoed"
+    );
     (review["response"].clone(), reply.decision)
 }
 
@@ -53,24 +56,96 @@ const DENIED: Option<EventKind> = Some(EventKind::AdmissionDenied);
 fn deny_mode_decides_each_kubectl_command() {
     const WHERE: &str = "examples/app/deployment.yaml:2";
     let cases = [
-        case("scale-deployment", false, "denied", &["spec.replicas", "Git has 3", "request has 5", WHERE], DENIED),
-        case("scale-dry-run", false, "denied", &["spec.replicas", "request has 7"], DENIED),
-        case("scale-by-hpa", true, "exempted", &[], Some(EventKind::AdmissionExempted)),
-        case("edit-image", false, "denied", &["image", "\"nginx:1.27.3\"", "\"nginx:latest\"", WHERE], DENIED),
-        case("set-image", false, "denied", &["metrics-sidecar", "prom/statsd-exporter:v0.28.0"], DENIED),
-        case("patch-merge-replicas", false, "denied", &["spec.replicas", "request has 10"], DENIED),
-        case("patch-strategic-env", false, "denied", &["LOG_LEVEL", "\"info\"", "\"debug\""], DENIED),
-        case("patch-json-remove-env", false, "denied", &["GREETING", "(absent)"], DENIED),
-        case("label-declared", false, "denied", &["tier", "\"frontend\"", "\"backend\""], DENIED),
+        case(
+            "scale-deployment",
+            false,
+            "denied",
+            &["spec.replicas", "Git has 3", "request has 5", WHERE],
+            DENIED,
+        ),
+        case(
+            "scale-dry-run",
+            false,
+            "denied",
+            &["spec.replicas", "request has 7"],
+            DENIED,
+        ),
+        case(
+            "scale-by-hpa",
+            true,
+            "exempted",
+            &[],
+            Some(EventKind::AdmissionExempted),
+        ),
+        case(
+            "edit-image",
+            false,
+            "denied",
+            &["image", "\"nginx:1.27.3\"", "\"nginx:latest\"", WHERE],
+            DENIED,
+        ),
+        case(
+            "set-image",
+            false,
+            "denied",
+            &["metrics-sidecar", "prom/statsd-exporter:v0.28.0"],
+            DENIED,
+        ),
+        case(
+            "patch-merge-replicas",
+            false,
+            "denied",
+            &["spec.replicas", "request has 10"],
+            DENIED,
+        ),
+        case(
+            "patch-strategic-env",
+            false,
+            "denied",
+            &["LOG_LEVEL", "\"info\"", "\"debug\""],
+            DENIED,
+        ),
+        case(
+            "patch-json-remove-env",
+            false,
+            "denied",
+            &["GREETING", "(absent)"],
+            DENIED,
+        ),
+        case(
+            "label-declared",
+            false,
+            "denied",
+            &["tier", "\"frontend\"", "\"backend\""],
+            DENIED,
+        ),
         case("label-undeclared", true, "allowed", &[], None),
         case("rollout-restart", true, "allowed", &[], None),
         case("edit-undeclared-field", true, "allowed", &[], None),
-        case("delete-by-user", false, "denied", &["Deployment default/web", "cannot be deleted", WHERE], DENIED),
-        case("delete-by-garbage-collector", true, "exempted", &[], Some(EventKind::AdmissionExempted)),
+        case(
+            "delete-by-user",
+            false,
+            "denied",
+            &["Deployment default/web", "cannot be deleted", WHERE],
+            DENIED,
+        ),
+        case(
+            "delete-by-garbage-collector",
+            true,
+            "exempted",
+            &[],
+            Some(EventKind::AdmissionExempted),
+        ),
         case("create-differs", false, "denied", &["\"nginx:1.25\""], DENIED),
         case("edit-unmanaged", true, "unmanaged", &[], None),
         case("status-update", true, "skipped", &[], None),
-        case("edit-secret", false, "denied", &["Secret default/web-credentials", "(hidden)"], DENIED),
+        case(
+            "edit-secret",
+            false,
+            "denied",
+            &["Secret default/web-credentials", "(hidden)"],
+            DENIED,
+        ),
     ];
     for case in cases {
         let stack = stack_with(Mode::Deny, vec![], Exemptions::default());
@@ -96,7 +171,7 @@ fn deny_mode_decides_each_kubectl_command() {
             Some(kind) => {
                 assert_eq!(events.len(), 1, "{name}: one audit event");
                 assert_eq!(events[0].event, kind, "{name}");
-                assert_eq!(events[0].actor.username.is_empty(), false, "{name}");
+                assert!(!events[0].actor.username.is_empty(), "{name}");
                 assert_eq!(events[0].request_uid, response["uid"].as_str().unwrap(), "{name}");
             }
             None => assert!(events.is_empty(), "{name}: no audit event for {events:?}"),
@@ -171,8 +246,16 @@ fn apply_patch(review_fixture: &str, response: &Value) -> Value {
 fn revert_mode_patches_git_values_back_and_warns() {
     for (name, pointer, git) in [
         ("scale-deployment", "/spec/replicas", serde_json::json!(3)),
-        ("edit-image", "/spec/template/spec/containers/0/image", serde_json::json!("nginx:1.27.3")),
-        ("patch-strategic-env", "/spec/template/spec/containers/0/env/0/value", serde_json::json!("info")),
+        (
+            "edit-image",
+            "/spec/template/spec/containers/0/image",
+            serde_json::json!("nginx:1.27.3"),
+        ),
+        (
+            "patch-strategic-env",
+            "/spec/template/spec/containers/0/env/0/value",
+            serde_json::json!("info"),
+        ),
         ("label-declared", "/metadata/labels/tier", serde_json::json!("frontend")),
     ] {
         let stack = stack_with(Mode::Revert, vec![], Exemptions::default());
@@ -187,13 +270,18 @@ fn revert_mode_patches_git_values_back_and_warns() {
             let w = w.as_str().unwrap();
             assert!(w.chars().count() <= 120, "{name}: warning too long: {w}");
         }
-        assert!(warnings[0].as_str().unwrap().contains("reverted"), "{name}: {warnings:?}");
+        assert!(
+            warnings[0].as_str().unwrap().contains("reverted"),
+            "{name}: {warnings:?}"
+        );
         assert_eq!(stack.audit.events()[0].event, EventKind::AdmissionReverted);
 
         // The validating pass then sees the patched object and finds nothing.
         let mut review: Value = serde_json::from_slice(&fixture(&format!("{name}.json"))).unwrap();
         review["request"]["object"] = patched;
-        let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+        let reply = stack
+            .admission
+            .admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
         let after: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(after["response"]["allowed"], true, "{name}: {after}");
         assert_eq!(reply.decision, "allowed", "{name}");
@@ -237,18 +325,54 @@ fn off_mode_and_ignore_rules_and_exemptions_allow() {
         ..Default::default()
     };
     let ignoring = stack_with(Mode::Deny, vec![ignore_replicas], Exemptions::default());
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).decision, "allowed");
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("patch-merge-replicas.json")).decision, "allowed");
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("edit-image.json")).decision, "denied");
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("scale-deployment.json"))
+            .decision,
+        "allowed"
+    );
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("patch-merge-replicas.json"))
+            .decision,
+        "allowed"
+    );
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("edit-image.json"))
+            .decision,
+        "denied"
+    );
 
     let wildcard = IgnoreRule {
         json_pointers: vec!["/spec/template/spec/containers/*/image".into()],
         ..Default::default()
     };
     let ignoring = stack_with(Mode::Deny, vec![wildcard], Exemptions::default());
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("edit-image.json")).decision, "allowed");
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("set-image.json")).decision, "allowed");
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("patch-strategic-env.json")).decision, "denied");
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("edit-image.json"))
+            .decision,
+        "allowed"
+    );
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("set-image.json"))
+            .decision,
+        "allowed"
+    );
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("patch-strategic-env.json"))
+            .decision,
+        "denied"
+    );
 
     let other_kind = IgnoreRule {
         kind: Some("StatefulSet".into()),
@@ -256,7 +380,13 @@ fn off_mode_and_ignore_rules_and_exemptions_allow() {
         ..Default::default()
     };
     let ignoring = stack_with(Mode::Deny, vec![other_kind], Exemptions::default());
-    assert_eq!(ignoring.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).decision, "denied");
+    assert_eq!(
+        ignoring
+            .admission
+            .admit(Webhook::Validate, &fixture("scale-deployment.json"))
+            .decision,
+        "denied"
+    );
 
     let sre = Exemptions {
         groups: vec!["developers".into()],
@@ -272,9 +402,14 @@ fn off_mode_and_ignore_rules_and_exemptions_allow() {
     let stack = stack_with(Mode::Deny, vec![], own);
     let mut review: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
     review["request"]["userInfo"]["username"] = "system:serviceaccount:driftguard:driftguard".into();
-    let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+    let reply = stack
+        .admission
+        .admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
     assert_eq!(reply.decision, "exempted");
-    assert!(stack.audit.events().is_empty(), "driftguard's own writes are not audited as exemptions");
+    assert!(
+        stack.audit.events().is_empty(),
+        "driftguard's own writes are not audited as exemptions"
+    );
 }
 
 #[test]
@@ -288,7 +423,9 @@ fn many_drifting_fields_are_capped_at_five() {
     object["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "z".into();
     object["spec"]["template"]["spec"]["containers"][0]["env"][1]["value"] = "w".into();
     object["spec"]["template"]["spec"]["containers"][1]["image"] = "v".into();
-    let reply = stack.admission.admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+    let reply = stack
+        .admission
+        .admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
     let review: Value = serde_json::from_slice(&reply.body).unwrap();
     let message = review["response"]["status"]["message"].as_str().unwrap();
     assert!(message.contains("changes 7 declared fields"), "{message}");
@@ -322,7 +459,13 @@ fn malformed_reviews_get_clear_400s() {
         assert!(text.contains(needle), "{needle:?} not in {text:?}");
     }
     // And it keeps deciding afterwards.
-    assert_eq!(stack.admission.admit(Webhook::Validate, &fixture("scale-deployment.json")).status, 200);
+    assert_eq!(
+        stack
+            .admission
+            .admit(Webhook::Validate, &fixture("scale-deployment.json"))
+            .status,
+        200
+    );
 }
 
 #[test]

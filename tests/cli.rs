@@ -43,7 +43,10 @@ fn check_exits_by_decision() {
         let (code, body, stderr) = check(repo, reference, "deny", "scale-deployment.json");
         assert_eq!(code, 1, "{reference}: {stderr}");
         assert_eq!(body["response"]["allowed"], false, "{reference}");
-        assert!(stderr.contains("admission.denied"), "the audit event goes to stderr: {stderr}");
+        assert!(
+            stderr.contains("admission.denied"),
+            "the audit event goes to stderr: {stderr}"
+        );
     }
     let (code, body, _) = check(repo, "main", "deny", "rollout-restart.json");
     assert_eq!(code, 0);
@@ -73,7 +76,13 @@ fn check_errors_exit_2_with_a_reason() {
     let garbage = dir.path().join("garbage.json");
     std::fs::write(&garbage, "{not json").unwrap();
     let out = driftguard(&[
-        "check", "--repo", repo, "--path", "examples/app", "--review", garbage.to_str().unwrap(),
+        "check",
+        "--repo",
+        repo,
+        "--path",
+        "examples/app",
+        "--review",
+        garbage.to_str().unwrap(),
     ]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not an AdmissionReview"));
@@ -82,7 +91,13 @@ fn check_errors_exit_2_with_a_reason() {
 #[test]
 fn render_prints_normalized_objects_with_origins() {
     let (dir, _) = example_repo();
-    let out = driftguard(&["render", "--repo", dir.path().to_str().unwrap(), "--path", "examples/app"]);
+    let out = driftguard(&[
+        "render",
+        "--repo",
+        dir.path().to_str().unwrap(),
+        "--path",
+        "examples/app",
+    ]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let yaml = String::from_utf8(out.stdout).unwrap();
     assert!(yaml.contains("# Source: examples/app/deployment.yaml:2"), "{yaml}");

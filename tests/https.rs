@@ -28,7 +28,6 @@ use tokio::task::JoinHandle;
 
 const HOUR: Duration = Duration::from_secs(3600);
 
-
 // ---------------------------------------------------------------------------------------------
 // Test admission: answers a fixed review shape; can be held until released.
 
@@ -73,12 +72,7 @@ impl Admit for TestAdmit {
         }
         Reply {
             status: 200,
-            body: format!(
-                r#"{{"webhook":"{}","received":{}}}"#,
-                webhook.as_str(),
-                body.len()
-            )
-            .into_bytes(),
+            body: format!(r#"{{"webhook":"{}","received":{}}}"#, webhook.as_str(), body.len()).into_bytes(),
             operation: "UPDATE",
             decision: "allowed",
         }
@@ -97,9 +91,7 @@ fn hosts() -> Vec<String> {
 }
 
 fn leaf_der(issued: &IssuedCert) -> CertificateDer<'static> {
-    parse_cert_chain(issued.cert_pem.as_bytes(), "test")
-        .unwrap()
-        .remove(0)
+    parse_cert_chain(issued.cert_pem.as_bytes(), "test").unwrap().remove(0)
 }
 
 /// What the kubelet does for a mounted Secret: files live in a timestamped directory,
@@ -126,11 +118,7 @@ impl SecretVolume {
 
     fn publish(&mut self, issued: &IssuedCert) {
         self.generation += 1;
-        let stamp = format!(
-            "..2026_01_01_00_00_{:02}.{}",
-            self.generation,
-            4000 + self.generation
-        );
+        let stamp = format!("..2026_01_01_00_00_{:02}.{}", self.generation, 4000 + self.generation);
         let data = self.dir.join(&stamp);
         std::fs::create_dir(&data).unwrap();
         std::fs::write(data.join("tls.crt"), &issued.cert_pem).unwrap();
@@ -180,11 +168,7 @@ impl Running {
     }
 }
 
-async fn start(
-    admit: Arc<dyn Admit>,
-    volume: &SecretVolume,
-    tweak: impl FnOnce(&mut ServerOptions),
-) -> Running {
+async fn start(admit: Arc<dyn Admit>, volume: &SecretVolume, tweak: impl FnOnce(&mut ServerOptions)) -> Running {
     let mut opts = ServerOptions::new(volume.cert(), volume.key());
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
@@ -239,22 +223,15 @@ async fn serves_clients_that_trust_only_the_generated_ca() {
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
     assert_eq!(presented_leaf(&tls), leaf_der(&f.issued));
     let mut sender = http1_over(tls).await;
-    let answer = send(
-        &mut sender,
-        "POST",
-        "/validate",
-        full(r#"{"kind":"AdmissionReview"}"#),
-    )
-    .await
-    .unwrap();
+    let answer = send(&mut sender, "POST", "/validate", full(r#"{"kind":"AdmissionReview"}"#))
+        .await
+        .unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.content_type, "application/json");
     assert_eq!(answer.body, r#"{"webhook":"validate","received":26}"#);
 
     let other = CertificateAuthority::generate("some other CA").unwrap();
-    let error = tls_connect(server.https, other.cert_der())
-        .await
-        .unwrap_err();
+    let error = tls_connect(server.https, other.cert_der()).await.unwrap_err();
     let tls_error = error
         .get_ref()
         .and_then(|e| e.downcast_ref::<rustls::Error>())
@@ -265,9 +242,7 @@ async fn serves_clients_that_trust_only_the_generated_ca() {
     );
 
     // The kept-alive connection and new ones still work after the failed handshake.
-    let answer = send(&mut sender, "POST", "/mutate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut sender, "POST", "/mutate", full("{}")).await.unwrap();
     assert_eq!(answer.body, r#"{"webhook":"mutate","received":2}"#);
     server.stop().await;
 }
@@ -277,29 +252,21 @@ async fn negotiates_h2_and_accepts_tls12_and_tls13() {
     let f = fixture();
     let server = start(TestAdmit::ready(), &f.volume, |_| {}).await;
 
-    let config = client_config(
-        f.ca.cert_der(),
-        &[b"h2", b"http/1.1"],
-        rustls::DEFAULT_VERSIONS,
-    );
+    let config = client_config(f.ca.cert_der(), &[b"h2", b"http/1.1"], rustls::DEFAULT_VERSIONS);
     let tls = tls_connect_with(server.https, config).await.unwrap();
     assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     assert_eq!(
         tls.get_ref().1.protocol_version(),
         Some(rustls::ProtocolVersion::TLSv1_3)
     );
-    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
-        .await
-        .unwrap();
+    let (mut sender, connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
     tokio::spawn(connection);
     let request = Request::builder()
         .method("POST")
         .uri("https://localhost/mutate")
         .body(full("{}"))
         .unwrap();
-    let answer = answer(sender.send_request(request).await.unwrap())
-        .await
-        .unwrap();
+    let answer = answer(sender.send_request(request).await.unwrap()).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, r#"{"webhook":"mutate","received":2}"#);
 
@@ -324,9 +291,7 @@ async fn rotates_on_a_kubelet_symlink_swap_without_dropping_open_connections() {
     let tls = tls_connect(server.https, f.ca.cert_der()).await.unwrap();
     assert_eq!(presented_leaf(&tls), leaf_der(&f.issued));
     let mut kept_alive = http1_over(tls).await;
-    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}")).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
 
     let new_ca = CertificateAuthority::generate("rotated test CA").unwrap();
@@ -344,9 +309,7 @@ async fn rotates_on_a_kubelet_symlink_swap_without_dropping_open_connections() {
     // New handshakes no longer get the old certificate...
     assert!(tls_connect(server.https, f.ca.cert_der()).await.is_err());
     // ...while the connection opened before the swap keeps working.
-    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}")).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
 
     // A second rotation (same CA, new serial) is picked up as well.
@@ -367,11 +330,7 @@ async fn a_broken_certificate_written_in_place_keeps_the_old_one_in_service() {
     let mut kept_alive = connect(server.https, f.ca.cert_der()).await;
 
     // Written through the symlinks, in place, as a careless `cp` or editor would.
-    std::fs::write(
-        f.volume.cert(),
-        b"-----BEGIN CERTIFICATE-----\nnot base64 !!\n",
-    )
-    .unwrap();
+    std::fs::write(f.volume.cert(), b"-----BEGIN CERTIFICATE-----\nnot base64 !!\n").unwrap();
     eventually("the broken file to be seen and rejected", || async {
         scrape(server.metrics)
             .await
@@ -386,9 +345,7 @@ async fn a_broken_certificate_written_in_place_keeps_the_old_one_in_service() {
         .await
         .unwrap();
     assert_eq!(answer.status, StatusCode::OK);
-    let answer = send(&mut kept_alive, "POST", "/validate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut kept_alive, "POST", "/validate", full("{}")).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     server.stop().await;
 }
@@ -408,16 +365,12 @@ async fn oversized_bodies_get_a_json_413_and_the_server_keeps_serving() {
     let message = answer.error_message();
     assert!(message.contains("8388608 bytes"), "{message}");
     // The rest of the body was drained rather than reset, so the connection stays usable.
-    let answer = send(&mut sender, "POST", "/validate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut sender, "POST", "/validate", full("{}")).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
 
     // ...and chunked, rejected once the limit is crossed.
     let mut sender = connect(server.https, f.ca.cert_der()).await;
-    let chunks = (0..10)
-        .map(|_| Bytes::from(vec![b' '; 1024 * 1024]))
-        .collect();
+    let chunks = (0..10).map(|_| Bytes::from(vec![b' '; 1024 * 1024])).collect();
     let answer = send(&mut sender, "POST", "/mutate", Chunked(chunks).boxed())
         .await
         .unwrap();
@@ -426,14 +379,9 @@ async fn oversized_bodies_get_a_json_413_and_the_server_keeps_serving() {
 
     // A body just under the limit is fine, and the server is still serving.
     let mut sender = connect(server.https, f.ca.cert_der()).await;
-    let answer = send(
-        &mut sender,
-        "POST",
-        "/validate",
-        full(vec![b' '; 8 * 1024 * 1024]),
-    )
-    .await
-    .unwrap();
+    let answer = send(&mut sender, "POST", "/validate", full(vec![b' '; 8 * 1024 * 1024]))
+        .await
+        .unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert_eq!(answer.body, r#"{"webhook":"validate","received":8388608}"#);
     server.stop().await;
@@ -447,30 +395,21 @@ async fn probes_metrics_and_json_errors() {
     let mut sender = connect(server.https, f.ca.cert_der()).await;
 
     let health = send(&mut sender, "GET", "/healthz", empty()).await.unwrap();
-    assert_eq!(
-        (health.status, health.body.as_str()),
-        (StatusCode::OK, "ok")
-    );
+    assert_eq!((health.status, health.body.as_str()), (StatusCode::OK, "ok"));
     let ready = send(&mut sender, "GET", "/readyz", empty()).await.unwrap();
     assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
     admit.ready.store(true, Ordering::SeqCst);
     let ready = send(&mut sender, "GET", "/readyz", empty()).await.unwrap();
     assert_eq!(ready.status, StatusCode::OK);
 
-    let wrong_method = send(&mut sender, "GET", "/validate", empty())
-        .await
-        .unwrap();
+    let wrong_method = send(&mut sender, "GET", "/validate", empty()).await.unwrap();
     assert_eq!(wrong_method.status, StatusCode::METHOD_NOT_ALLOWED);
     assert!(wrong_method.error_message().contains("GET"));
-    let unknown = send(&mut sender, "POST", "/nope", full("{}"))
-        .await
-        .unwrap();
+    let unknown = send(&mut sender, "POST", "/nope", full("{}")).await.unwrap();
     assert_eq!(unknown.status, StatusCode::NOT_FOUND);
     assert!(unknown.error_message().contains("/nope"));
 
-    let answer = send(&mut sender, "POST", "/validate", full("{}"))
-        .await
-        .unwrap();
+    let answer = send(&mut sender, "POST", "/validate", full("{}")).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     // Families without samples are left out of the exposition; the desired-state loader sets
     // this one per Guard.
@@ -512,9 +451,7 @@ async fn slow_and_garbage_handshakes_do_not_hold_or_break_the_server() {
         .write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
         .await
         .unwrap();
-    let _ = tokio::time::timeout(DEADLINE, plain.read(&mut buf))
-        .await
-        .unwrap();
+    let _ = tokio::time::timeout(DEADLINE, plain.read(&mut buf)).await.unwrap();
 
     let answer = send(
         &mut connect(server.https, f.ca.cert_der()).await,
@@ -549,8 +486,7 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
     assert_eq!(answer.status, StatusCode::OK);
     // ...and a request held inside admit.
     let mut busy = connect(server.https, f.ca.cert_der()).await;
-    let in_flight =
-        tokio::spawn(async move { send(&mut busy, "POST", "/validate", full("{}")).await });
+    let in_flight = tokio::spawn(async move { send(&mut busy, "POST", "/validate", full("{}")).await });
     tokio::time::timeout(DEADLINE, gate.entered.notified())
         .await
         .expect("the request reaches admit");
@@ -583,10 +519,7 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
 #[tokio::test]
 async fn bind_names_the_missing_or_invalid_certificate_file() {
     let dir = tempfile::tempdir().unwrap();
-    let mut opts = ServerOptions::new(
-        dir.path().join("missing.crt"),
-        dir.path().join("missing.key"),
-    );
+    let mut opts = ServerOptions::new(dir.path().join("missing.crt"), dir.path().join("missing.key"));
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.metrics_listen = None;
     let error = bind(opts.clone(), TestAdmit::ready(), Arc::new(Metrics::new()))

@@ -59,7 +59,10 @@ fn recv_until(rx: &mpsc::Receiver<String>, what: &str, mut found: impl FnMut(&st
 }
 
 fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text.find(start).map(|i| i + start.len()).unwrap_or_else(|| panic!("{start:?} in {text}"));
+    let from = text
+        .find(start)
+        .map(|i| i + start.len())
+        .unwrap_or_else(|| panic!("{start:?} in {text}"));
     let rest = &text[from..];
     &rest[..rest.find(end).unwrap_or(rest.len())]
 }
@@ -76,14 +79,20 @@ fn serve_embedded(repo: &Path) -> Served {
         .expect("driftguard starts");
     let stderr = lines(child.stderr.take().unwrap());
     let audit = lines(child.stdout.take().unwrap());
-    let banner = recv_until(&stderr, "the serving banner", |l| l.contains("driftguard serves examples/app on"));
+    let banner = recv_until(&stderr, "the serving banner", |l| {
+        l.contains("driftguard serves examples/app on")
+    });
     let curl = recv_until(&stderr, "the curl hint", |l| l.starts_with("Try: curl"));
     // Keep draining stderr so the child never blocks on a full pipe.
     std::thread::spawn(move || while stderr.recv().is_ok() {});
     let https: SocketAddr = between(&banner, "https://", " ").parse().unwrap();
     let metrics: SocketAddr = between(&banner, "metrics on http://", "/metrics").parse().unwrap();
     let ca_path = PathBuf::from(between(&banner, "(CA: ", ")"));
-    assert!(ca_path.starts_with(repo.join("certs")), "dev certs go to certs/: {}", ca_path.display());
+    assert!(
+        ca_path.starts_with(repo.join("certs")),
+        "dev certs go to certs/: {}",
+        ca_path.display()
+    );
     let pem = std::fs::read(&ca_path).unwrap();
     let ca = driftguard::certs::parse_cert_chain(&pem, "ca").unwrap().remove(0);
     Served {
@@ -123,17 +132,30 @@ async fn embedded_default_serves_decisions_over_https() {
 
     // One kept-alive connection decides several reviews.
     let mut sender = connect(served.https, &served.ca).await;
-    let denied = send(&mut sender, "POST", "/validate", full(fixture("scale-deployment.json"))).await.unwrap();
+    let denied = send(&mut sender, "POST", "/validate", full(fixture("scale-deployment.json")))
+        .await
+        .unwrap();
     assert_eq!(denied.status, StatusCode::OK);
     let review: Value = serde_json::from_str(&denied.body).unwrap();
     assert_eq!(review["response"]["allowed"], false);
     let message = review["response"]["status"]["message"].as_str().unwrap();
-    assert!(message.contains("spec.replicas") && message.contains("examples/app/deployment.yaml:2"), "{message}");
+    assert!(
+        message.contains("spec.replicas") && message.contains("examples/app/deployment.yaml:2"),
+        "{message}"
+    );
     assert!(message.contains(&commit[..12]), "names the revision: {message}");
-    let allowed = send(&mut sender, "POST", "/validate", full(fixture("rollout-restart.json"))).await.unwrap();
+    let allowed = send(&mut sender, "POST", "/validate", full(fixture("rollout-restart.json")))
+        .await
+        .unwrap();
     assert!(allowed.body.contains(r#""allowed":true"#), "{}", allowed.body);
-    let mutate = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json"))).await.unwrap();
-    assert!(mutate.body.contains(r#""allowed":true"#) && !mutate.body.contains("patch"), "deny mode: {}", mutate.body);
+    let mutate = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json")))
+        .await
+        .unwrap();
+    assert!(
+        mutate.body.contains(r#""allowed":true"#) && !mutate.body.contains("patch"),
+        "deny mode: {}",
+        mutate.body
+    );
 
     // The denial is one audit line on stdout.
     let line = recv_until(&served.audit, "the audit event", |l| l.contains("admission.denied"));
@@ -148,9 +170,21 @@ async fn embedded_default_serves_decisions_over_https() {
     let mut no_uid: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
     no_uid["request"].as_object_mut().unwrap().remove("uid");
     let bad: Vec<(Vec<u8>, StatusCode, &str)> = vec![
-        (b"<html>not json</html>".to_vec(), StatusCode::BAD_REQUEST, "not an AdmissionReview"),
-        (serde_json::to_vec(&wrong_version).unwrap(), StatusCode::BAD_REQUEST, "admission.k8s.io/v1"),
-        (br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(), StatusCode::BAD_REQUEST, "no request"),
+        (
+            b"<html>not json</html>".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "not an AdmissionReview",
+        ),
+        (
+            serde_json::to_vec(&wrong_version).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "admission.k8s.io/v1",
+        ),
+        (
+            br#"{"apiVersion":"admission.k8s.io/v1","kind":"AdmissionReview"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "no request",
+        ),
         (serde_json::to_vec(&no_uid).unwrap(), StatusCode::BAD_REQUEST, "no uid"),
         (vec![b' '; 10 * 1024 * 1024], StatusCode::PAYLOAD_TOO_LARGE, "8388608"),
     ];
@@ -160,32 +194,58 @@ async fn embedded_default_serves_decisions_over_https() {
         assert!(answer.error_message().contains(needle), "{needle:?} in {}", answer.body);
     }
     let again = post(&served, "/validate", full(fixture("delete-by-user.json"))).await;
-    assert!(again.body.contains(r#""allowed":false"#), "still serving: {}", again.body);
+    assert!(
+        again.body.contains(r#""allowed":false"#),
+        "still serving: {}",
+        again.body
+    );
 
     // The README's curl hint works as printed.
     let out = tokio::task::spawn_blocking({
         let (curl, cwd) = (served.curl.clone(), dir.path().to_owned());
-        move || Command::new("sh").arg("-c").arg(format!("{curl} --silent --show-error")).current_dir(cwd).output()
+        move || {
+            Command::new("sh")
+                .arg("-c")
+                .arg(format!("{curl} --silent --show-error"))
+                .current_dir(cwd)
+                .output()
+        }
     })
     .await
     .unwrap()
     .expect("curl runs");
     let printed = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}: {}", served.curl, String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}: {}",
+        served.curl,
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(printed.contains(r#""allowed":false"#), "{printed}");
 
     // Metrics on the plain-HTTP port.
     let scraped = support::https::scrape(served.metrics).await;
-    assert!(scraped.contains(r#"driftguard_desired_objects{guard="default/example-app"} 5"#), "{scraped}");
     assert!(
-        scraped.contains(r#"driftguard_admission_requests_total{webhook="validate",operation="UPDATE",decision="denied"}"#),
+        scraped.contains(r#"driftguard_desired_objects{guard="default/example-app"} 5"#),
         "{scraped}"
     );
-    assert!(scraped.contains("driftguard_admission_duration_seconds_bucket{le=\"5e-5\"}"), "{scraped}");
+    assert!(
+        scraped.contains(
+            r#"driftguard_admission_requests_total{webhook="validate",operation="UPDATE",decision="denied"}"#
+        ),
+        "{scraped}"
+    );
+    assert!(
+        scraped.contains("driftguard_admission_duration_seconds_bucket{le=\"5e-5\"}"),
+        "{scraped}"
+    );
 
     // SIGTERM: a clean exit.
     let mut served = served;
-    let status = Command::new("kill").args(["-TERM", &served.child.id().to_string()]).status().unwrap();
+    let status = Command::new("kill")
+        .args(["-TERM", &served.child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(status.success());
     let deadline = Instant::now() + DEADLINE;
     let exit = loop {
@@ -204,7 +264,10 @@ async fn config_file_in_revert_mode_patches_and_warns() {
     let tls = tempfile::tempdir().unwrap();
     let ca = driftguard::certs::CertificateAuthority::generate("test CA").unwrap();
     let issued = ca
-        .issue_serving(&["localhost".to_owned(), "127.0.0.1".to_owned()], Duration::from_secs(3600))
+        .issue_serving(
+            &["localhost".to_owned(), "127.0.0.1".to_owned()],
+            Duration::from_secs(3600),
+        )
         .unwrap();
     std::fs::write(tls.path().join("tls.crt"), &issued.cert_pem).unwrap();
     std::fs::write(tls.path().join("tls.key"), &issued.key_pem).unwrap();
@@ -239,18 +302,27 @@ guards:
         .spawn()
         .unwrap();
     let stderr = lines(child.stderr.take().unwrap());
-    let line = recv_until(&stderr, "the listening address", |l| l.contains("driftguard is serving admission"));
+    let line = recv_until(&stderr, "the listening address", |l| {
+        l.contains("driftguard is serving admission")
+    });
     std::thread::spawn(move || while stderr.recv().is_ok() {});
     let addr: SocketAddr = line
         .split_whitespace()
         .find_map(|w| w.strip_prefix("addr=").and_then(|a| a.parse().ok()))
         .unwrap_or_else(|| panic!("no addr= in {line}"));
     let mut sender = connect(addr, ca.cert_der()).await;
-    let answer = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json"))).await.unwrap();
+    let answer = send(&mut sender, "POST", "/mutate", full(fixture("scale-deployment.json")))
+        .await
+        .unwrap();
     let review: Value = serde_json::from_str(&answer.body).unwrap();
     assert_eq!(review["response"]["allowed"], true, "{}", answer.body);
     assert_eq!(review["response"]["patchType"], "JSONPatch");
-    assert!(review["response"]["warnings"][0].as_str().unwrap().contains("reverted spec.replicas"));
+    assert!(
+        review["response"]["warnings"][0]
+            .as_str()
+            .unwrap()
+            .contains("reverted spec.replicas")
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

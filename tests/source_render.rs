@@ -154,10 +154,7 @@ fn resolves_branches_tags_and_commits() {
     let dev = resolve(GitReference::Branch("dev".into()));
     assert_eq!(dev.commit, fx.c3);
     assert_eq!(dev.reference, format!("dev@sha1:{}", fx.c3));
-    assert_eq!(
-        resolve(GitReference::Branch("refs/heads/dev".into())).commit,
-        fx.c3
-    );
+    assert_eq!(resolve(GitReference::Branch("refs/heads/dev".into())).commit, fx.c3);
 
     // The annotated tag is its own object; resolution must peel it to the commit.
     let tag_object = git(&fx.path, &["rev-parse", "v1.0.0"]);
@@ -209,11 +206,7 @@ fn read_files_sees_the_revision_not_the_work_tree() {
     let old = repo.read_files(&c1, "apps").unwrap();
     assert_eq!(
         paths(&old),
-        vec![
-            "apps/old.yaml",
-            "apps/web/config/settings.yaml",
-            "apps/web/deploy.yaml"
-        ]
+        vec!["apps/old.yaml", "apps/web/config/settings.yaml", "apps/web/deploy.yaml"]
     );
     assert!(file(&old, "apps/web/deploy.yaml").contains("replicas: 1\n"));
 
@@ -240,11 +233,7 @@ fn read_files_normalizes_the_directory() {
     let root = repo.read_files(&head, "").unwrap();
     assert_eq!(
         paths(&root),
-        vec![
-            "README.md",
-            "apps/web/config/settings.yaml",
-            "apps/web/deploy.yaml"
-        ]
+        vec!["README.md", "apps/web/config/settings.yaml", "apps/web/deploy.yaml"]
     );
     for dir in [".", "./", "/"] {
         assert_eq!(repo.read_files(&head, dir).unwrap(), root, "dir {dir:?}");
@@ -264,13 +253,8 @@ fn missing_references_say_what_was_tried() {
     let fx = fixture();
     let repo = fx.open();
 
-    let err = repo
-        .resolve(&GitReference::Branch("nope".into()))
-        .unwrap_err();
-    assert!(
-        matches!(err, SourceError::ReferenceNotFound { .. }),
-        "{err}"
-    );
+    let err = repo.resolve(&GitReference::Branch("nope".into())).unwrap_err();
+    assert!(matches!(err, SourceError::ReferenceNotFound { .. }), "{err}");
     let msg = err.to_string();
     for needle in [
         "branch \"nope\"",
@@ -281,30 +265,20 @@ fn missing_references_say_what_was_tried() {
         assert!(msg.contains(needle), "{needle:?} missing from: {msg}");
     }
 
-    let msg = repo
-        .resolve(&GitReference::Tag("v9".into()))
-        .unwrap_err()
-        .to_string();
+    let msg = repo.resolve(&GitReference::Tag("v9".into())).unwrap_err().to_string();
     assert!(msg.contains("refs/tags/v9"), "{msg}");
     assert!(msg.contains("existing: light, v1.0.0"), "{msg}");
 
     let absent = "0123456789abcdef0123456789abcdef01234567";
-    let err = repo
-        .resolve(&GitReference::Commit(absent.into()))
-        .unwrap_err();
-    assert!(
-        matches!(err, SourceError::ReferenceNotFound { .. }),
-        "{err}"
-    );
+    let err = repo.resolve(&GitReference::Commit(absent.into())).unwrap_err();
+    assert!(matches!(err, SourceError::ReferenceNotFound { .. }), "{err}");
     assert!(err.to_string().contains(absent), "{err}");
 
     for bad in ["xyz", "abc", ""] {
         let err = repo.resolve(&GitReference::Commit(bad.into())).unwrap_err();
         assert!(matches!(err, SourceError::InvalidReference { .. }), "{err}");
     }
-    let err = repo
-        .resolve(&GitReference::Branch("a..b".into()))
-        .unwrap_err();
+    let err = repo.resolve(&GitReference::Branch("a..b".into())).unwrap_err();
     assert!(matches!(err, SourceError::InvalidReference { .. }), "{err}");
 }
 
@@ -345,10 +319,7 @@ fn opening_errors_are_clear() {
     let err = LocalRepository::open(plain_dir.to_str().unwrap()).unwrap_err();
     assert!(matches!(err, SourceError::NotARepository { .. }), "{err}");
     assert!(err.to_string().contains("is not a Git repository"), "{err}");
-    assert!(
-        err.to_string().contains(plain_dir.to_str().unwrap()),
-        "{err}"
-    );
+    assert!(err.to_string().contains(plain_dir.to_str().unwrap()), "{err}");
 
     let missing = tmp.path().join("missing");
     let err = LocalRepository::open(missing.to_str().unwrap()).unwrap_err();
@@ -361,10 +332,7 @@ fn opening_errors_are_clear() {
         "git@github.com:org/repo.git",
     ] {
         let err = LocalRepository::open(url).unwrap_err();
-        assert!(
-            matches!(err, SourceError::Unsupported { .. }),
-            "{url}: {err}"
-        );
+        assert!(matches!(err, SourceError::Unsupported { .. }), "{url}: {err}");
         assert!(err.to_string().contains("later release"), "{err}");
     }
 
@@ -376,10 +344,7 @@ fn opening_errors_are_clear() {
         .unwrap()
         .resolve(&GitReference::Head)
         .unwrap_err();
-    assert!(
-        matches!(err, SourceError::ReferenceNotFound { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, SourceError::ReferenceNotFound { .. }), "{err}");
 }
 
 // ---------------------------------------------------------------------------------------
@@ -511,8 +476,7 @@ items:
     name: y2
     namespace: shop
 ";
-    let manifests =
-        render_plain(&[src("b/list.yaml", yaml_list), src("a/list.json", json_list)]).unwrap();
+    let manifests = render_plain(&[src("b/list.yaml", yaml_list), src("a/list.json", json_list)]).unwrap();
     assert_eq!(
         summary(&manifests),
         vec![
@@ -550,10 +514,7 @@ spec:
     let manifests = render_plain(&[src("pod.yaml", pod)]).unwrap();
     let spec = &manifests[0].object["spec"];
     assert_eq!(spec["volumes"][0]["configMap"]["defaultMode"], json!(420));
-    assert_eq!(
-        spec["volumes"][0]["configMap"]["items"][0]["mode"],
-        json!(493)
-    );
+    assert_eq!(spec["volumes"][0]["configMap"]["items"][0]["mode"], json!(493));
     assert_eq!(spec["quoted"], json!("0644"));
     assert_eq!(spec["decimal"], json!(644));
 }
@@ -587,10 +548,7 @@ fn invalid_json_is_reported_at_the_file_line() {
     let err = render_plain(&[src("x/cm.json", text)]).unwrap_err();
     assert!(matches!(err, RenderError::InvalidJson { .. }), "{err}");
     assert_eq!(err.origin(), Some(&origin("x/cm.json", 4)));
-    assert!(
-        err.to_string().starts_with("x/cm.json:4: invalid JSON: "),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("x/cm.json:4: invalid JSON: "), "{err}");
 }
 
 #[test]
@@ -630,12 +588,7 @@ metadata:
   name: web
   namespace: other
 ";
-    let err = render_plain(&[
-        src("b.yaml", second),
-        src("a.yaml", first),
-        src("c.yaml", third),
-    ])
-    .unwrap_err();
+    let err = render_plain(&[src("b.yaml", second), src("a.yaml", first), src("c.yaml", third)]).unwrap_err();
     let problems: Vec<String> = err.errors().iter().map(ToString::to_string).collect();
     assert_eq!(problems.len(), 5, "{err}");
     assert!(matches!(err, RenderError::Many { .. }));
@@ -646,9 +599,8 @@ metadata:
         problems[0]
     );
     assert!(
-        problems[1].starts_with(
-            "a.yaml:10: not a valid Kubernetes object: apiVersion is missing, metadata.name is missing"
-        ),
+        problems[1]
+            .starts_with("a.yaml:10: not a valid Kubernetes object: apiVersion is missing, metadata.name is missing"),
         "{}",
         problems[1]
     );
@@ -668,9 +620,7 @@ metadata:
         "b.yaml:2: Deployment.apps shop/web is declared twice, here and at a.yaml:1; keep only one declaration"
     );
     let RenderError::Duplicate {
-        origin: here,
-        first,
-        ..
+        origin: here, first, ..
     } = &err.errors()[4]
     else {
         panic!("expected a duplicate: {err}");

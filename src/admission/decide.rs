@@ -67,7 +67,12 @@ pub struct AdmissionSettings {
 }
 
 /// Decide one request. Errors are malformed reviews (the caller answers 400).
-pub fn decide(webhook: Webhook, request: &Request<'_>, index: &AdmissionIndex, settings: &AdmissionSettings) -> Result<Decision, ReviewError> {
+pub fn decide(
+    webhook: Webhook,
+    request: &Request<'_>,
+    index: &AdmissionIndex,
+    settings: &AdmissionSettings,
+) -> Result<Decision, ReviewError> {
     let subresource = request.sub_resource.as_deref().filter(|s| !s.is_empty());
     if subresource.is_some_and(|s| s != "scale") {
         return Ok(Decision::pass("skipped"));
@@ -93,7 +98,13 @@ pub fn decide(webhook: Webhook, request: &Request<'_>, index: &AdmissionIndex, s
         // Our own writes are the enforcer's; only others' exempt edits are worth a record,
         // and only once per request (the validating pass).
         if why != Exemption::Own && webhook == Webhook::Validate {
-            decision.audit = Some(event(EventKind::AdmissionExempted, request, &managed, &[], String::new()));
+            decision.audit = Some(event(
+                EventKind::AdmissionExempted,
+                request,
+                &managed,
+                &[],
+                String::new(),
+            ));
         }
         return Ok(decision);
     }
@@ -129,7 +140,12 @@ fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<Fiel
         Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
         _ => parse(request.old_object),
     };
-    Ok(drift::detect(&managed.object.object, old.as_ref(), &new, &managed.object.ignore))
+    Ok(drift::detect(
+        &managed.object.object,
+        old.as_ref(),
+        &new,
+        &managed.object.ignore,
+    ))
 }
 
 /// The scale subresource carries only replicas: compare them with Git's replicas.
@@ -160,7 +176,13 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
             Decision {
                 label: "denied",
                 annotations: annotations("denied", managed, ""),
-                audit: Some(event(EventKind::AdmissionDenied, request, managed, &[], message.clone())),
+                audit: Some(event(
+                    EventKind::AdmissionDenied,
+                    request,
+                    managed,
+                    &[],
+                    message.clone(),
+                )),
                 verdict: Verdict::Deny(message),
                 warnings: Vec::new(),
             }
@@ -170,7 +192,13 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
             Decision {
                 label: "audited",
                 annotations: annotations("audited", managed, ""),
-                audit: Some(event(EventKind::AdmissionAudited, request, managed, &[], warnings.join("; "))),
+                audit: Some(event(
+                    EventKind::AdmissionAudited,
+                    request,
+                    managed,
+                    &[],
+                    warnings.join("; "),
+                )),
                 verdict: Verdict::Allow,
                 warnings,
             }
@@ -191,7 +219,13 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
             Decision {
                 label: "denied",
                 annotations: annotations("denied", managed, &fields),
-                audit: Some(event(EventKind::AdmissionDenied, request, managed, &drifts, message.clone())),
+                audit: Some(event(
+                    EventKind::AdmissionDenied,
+                    request,
+                    managed,
+                    &drifts,
+                    message.clone(),
+                )),
                 verdict: Verdict::Deny(message),
                 warnings: Vec::new(),
             }
@@ -204,7 +238,13 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
             Decision {
                 label: "reverted",
                 annotations: annotations("reverted", managed, &fields),
-                audit: Some(event(EventKind::AdmissionReverted, request, managed, &drifts, warnings.join("; "))),
+                audit: Some(event(
+                    EventKind::AdmissionReverted,
+                    request,
+                    managed,
+                    &drifts,
+                    warnings.join("; "),
+                )),
                 verdict: Verdict::Patch(patch),
                 warnings,
             }
@@ -214,7 +254,13 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
             Decision {
                 label: "audited",
                 annotations: annotations("audited", managed, &fields),
-                audit: Some(event(EventKind::AdmissionAudited, request, managed, &drifts, warnings.join("; "))),
+                audit: Some(event(
+                    EventKind::AdmissionAudited,
+                    request,
+                    managed,
+                    &drifts,
+                    warnings.join("; "),
+                )),
                 verdict: Verdict::Allow,
                 warnings,
             }
@@ -238,7 +284,11 @@ fn sensitive_keys(managed: &Managed<'_>) -> &'static [&'static str] {
 }
 
 fn field_list(drifts: &[FieldDrift]) -> String {
-    let mut fields: Vec<String> = drifts.iter().take(message::MAX_FIELDS).map(|d| d.path.to_string()).collect();
+    let mut fields: Vec<String> = drifts
+        .iter()
+        .take(message::MAX_FIELDS)
+        .map(|d| d.path.to_string())
+        .collect();
     if drifts.len() > message::MAX_FIELDS {
         fields.push(format!("and {} more", drifts.len() - message::MAX_FIELDS));
     }
@@ -256,7 +306,13 @@ fn annotations(decision: &str, managed: &Managed<'_>, fields: &str) -> BTreeMap<
     map
 }
 
-fn event(kind: EventKind, request: &Request<'_>, managed: &Managed<'_>, drifts: &[FieldDrift], message: String) -> AuditEvent {
+fn event(
+    kind: EventKind,
+    request: &Request<'_>,
+    managed: &Managed<'_>,
+    drifts: &[FieldDrift],
+    message: String,
+) -> AuditEvent {
     let sensitive_keys = sensitive_keys(managed);
     let value = |v: &Option<Value>, sensitive: bool| match v {
         Some(_) if sensitive => Value::String(message::HIDDEN.to_owned()),

@@ -18,9 +18,15 @@ enum Covers {
 /// scales. `system:kube-controller-manager` is their identity when the controller manager
 /// runs without per-controller service accounts.
 static SYSTEM: &[(&str, Covers)] = &[
-    ("system:serviceaccount:kube-system:generic-garbage-collector", Covers::Delete),
+    (
+        "system:serviceaccount:kube-system:generic-garbage-collector",
+        Covers::Delete,
+    ),
     ("system:serviceaccount:kube-system:namespace-controller", Covers::Delete),
-    ("system:serviceaccount:kube-system:horizontal-pod-autoscaler", Covers::Scale),
+    (
+        "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
+        Covers::Scale,
+    ),
     ("system:kube-controller-manager", Covers::Delete),
     ("system:kube-controller-manager", Covers::Scale),
 ];
@@ -58,10 +64,7 @@ pub fn exemption(request: &Request<'_>, own_username: &str, configured: &Exempti
         return Some(Exemption::System);
     }
     let configured_match = configured.users.iter().any(|u| u == username)
-        || user
-            .groups
-            .iter()
-            .any(|g| configured.groups.iter().any(|c| c == g))
+        || user.groups.iter().any(|g| configured.groups.iter().any(|c| c == g))
         || configured
             .service_accounts
             .iter()

@@ -54,7 +54,11 @@ fn where_in_git(managed: &Managed<'_>) -> String {
 }
 
 /// The denial message for drifting fields.
-pub fn drift_denied(managed: &Managed<'_>, drifts: &[FieldDrift], is_sensitive: impl Fn(&FieldDrift) -> bool) -> String {
+pub fn drift_denied(
+    managed: &Managed<'_>,
+    drifts: &[FieldDrift],
+    is_sensitive: impl Fn(&FieldDrift) -> bool,
+) -> String {
     let mut msg = format!(
         "{} is managed by Git (guard {}); this request changes {} declared field{} away from Git:",
         managed.object.display_name(),
@@ -94,16 +98,30 @@ pub fn delete_denied(managed: &Managed<'_>) -> String {
 }
 
 /// Warnings for reverted fields (revert mode), each within [`MAX_WARNING`].
-pub fn reverted_warnings(managed: &Managed<'_>, drifts: &[FieldDrift], is_sensitive: impl Fn(&FieldDrift) -> bool) -> Vec<String> {
+pub fn reverted_warnings(
+    managed: &Managed<'_>,
+    drifts: &[FieldDrift],
+    is_sensitive: impl Fn(&FieldDrift) -> bool,
+) -> Vec<String> {
     field_warnings(managed, drifts, is_sensitive, |drift, git, attempted| {
-        format!("driftguard reverted {} to Git's {git} (requested {attempted})", drift.path)
+        format!(
+            "driftguard reverted {} to Git's {git} (requested {attempted})",
+            drift.path
+        )
     })
 }
 
 /// Warnings for drift allowed in audit mode, each within [`MAX_WARNING`].
-pub fn audited_warnings(managed: &Managed<'_>, drifts: &[FieldDrift], is_sensitive: impl Fn(&FieldDrift) -> bool) -> Vec<String> {
+pub fn audited_warnings(
+    managed: &Managed<'_>,
+    drifts: &[FieldDrift],
+    is_sensitive: impl Fn(&FieldDrift) -> bool,
+) -> Vec<String> {
     field_warnings(managed, drifts, is_sensitive, |drift, git, attempted| {
-        format!("driftguard: {} drifts from Git (Git {git}, requested {attempted})", drift.path)
+        format!(
+            "driftguard: {} drifts from Git (Git {git}, requested {attempted})",
+            drift.path
+        )
     })
 }
 
@@ -111,7 +129,10 @@ pub fn audited_warnings(managed: &Managed<'_>, drifts: &[FieldDrift], is_sensiti
 pub fn delete_audited_warning(managed: &Managed<'_>) -> Vec<String> {
     vec![
         clip(
-            &format!("driftguard: {} is managed by Git; deleting it drifts from Git", managed.object.display_name()),
+            &format!(
+                "driftguard: {} is managed by Git; deleting it drifts from Git",
+                managed.object.display_name()
+            ),
             MAX_WARNING,
         ),
         change_in_git_warning(managed),
@@ -145,5 +166,8 @@ fn field_warnings(
 }
 
 fn change_in_git_warning(managed: &Managed<'_>) -> String {
-    clip(&format!("driftguard: change it in Git: {}", managed.object.origin), MAX_WARNING)
+    clip(
+        &format!("driftguard: change it in Git: {}", managed.object.origin),
+        MAX_WARNING,
+    )
 }

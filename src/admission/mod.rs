@@ -97,7 +97,11 @@ impl Admission {
                 None,
             ),
             Verdict::Patch(patch) => match serde_json::to_vec(&patch) {
-                Ok(bytes) => (true, None, Some(base64::engine::general_purpose::STANDARD.encode(bytes))),
+                Ok(bytes) => (
+                    true,
+                    None,
+                    Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+                ),
                 Err(error) => return Ok(internal_error(operation, &error)),
             },
         };
@@ -145,7 +149,12 @@ impl Admit for Admission {
 
 fn internal_error(operation: &'static str, error: &dyn std::error::Error) -> Reply {
     tracing::error!(%error, "admission failed internally");
-    error_reply(500, operation, "error", &format!("driftguard failed to answer: {error}"))
+    error_reply(
+        500,
+        operation,
+        "error",
+        &format!("driftguard failed to answer: {error}"),
+    )
 }
 
 /// A JSON error body for non-review answers (4xx/5xx).

@@ -21,7 +21,9 @@ pub enum ReviewError {
     #[error("the body is not an AdmissionReview: {0}")]
     Malformed(#[from] serde_json::Error),
     /// Another apiVersion or kind.
-    #[error("expected apiVersion {API_VERSION} and kind {KIND}, got {api_version:?} {kind:?}; register the webhook with admissionReviewVersions: [v1]")]
+    #[error(
+        "expected apiVersion {API_VERSION} and kind {KIND}, got {api_version:?} {kind:?}; register the webhook with admissionReviewVersions: [v1]"
+    )]
     WrongVersion {
         /// apiVersion received.
         api_version: String,

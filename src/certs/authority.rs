@@ -4,8 +4,8 @@ use std::fmt;
 use std::time::Duration;
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, PublicKeyData, SanType,
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
+    PublicKeyData, SanType,
 };
 use rustls::pki_types::{CertificateDer, ServerName};
 use time::OffsetDateTime;
@@ -66,19 +66,11 @@ impl CertificateAuthority {
     }
 
     /// Generates a new self-signed CA named `common_name`, valid for `validity` from now.
-    pub fn generate_with_validity(
-        common_name: &str,
-        validity: Duration,
-    ) -> Result<Self, CertError> {
-        let key = KeyPair::generate().map_err(|source| CertError::Generate {
-            what: "CA key",
-            source,
-        })?;
+    pub fn generate_with_validity(common_name: &str, validity: Duration) -> Result<Self, CertError> {
+        let key = KeyPair::generate().map_err(|source| CertError::Generate { what: "CA key", source })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, common_name);
+        params.distinguished_name.push(DnType::CommonName, common_name);
         // Path length 0: this CA signs serving certificates only, never other CAs.
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![
@@ -87,12 +79,10 @@ impl CertificateAuthority {
             KeyUsagePurpose::DigitalSignature,
         ];
         (params.not_before, params.not_after) = validity_window(validity)?;
-        let cert = params
-            .self_signed(&key)
-            .map_err(|source| CertError::Generate {
-                what: "CA certificate",
-                source,
-            })?;
+        let cert = params.self_signed(&key).map_err(|source| CertError::Generate {
+            what: "CA certificate",
+            source,
+        })?;
         let not_after = params.not_after;
         Ok(Self {
             cert_pem: cert.pem(),
@@ -116,12 +106,9 @@ impl CertificateAuthority {
         key_origin: &str,
     ) -> Result<Self, CertError> {
         let chain = parse_cert_chain(cert_pem.as_bytes(), cert_origin)?;
-        let cert_der = chain
-            .into_iter()
-            .next()
-            .ok_or_else(|| CertError::NoCertificate {
-                origin: cert_origin.to_owned(),
-            })?;
+        let cert_der = chain.into_iter().next().ok_or_else(|| CertError::NoCertificate {
+            origin: cert_origin.to_owned(),
+        })?;
         let info = cert_info_from(&cert_der, cert_origin)?;
         if !info.is_ca {
             return Err(CertError::NotCa {
@@ -132,22 +119,20 @@ impl CertificateAuthority {
             origin: key_origin.to_owned(),
             reason: e.to_string(),
         })?;
-        let (_, parsed) =
-            x509_parser::parse_x509_certificate(&cert_der).map_err(|e| CertError::Malformed {
-                origin: cert_origin.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(&cert_der).map_err(|e| CertError::Malformed {
+            origin: cert_origin.to_owned(),
+            reason: e.to_string(),
+        })?;
         if parsed.public_key().raw != key.subject_public_key_info().as_slice() {
             return Err(CertError::KeyMismatch {
                 cert: cert_origin.to_owned(),
                 key: key_origin.to_owned(),
             });
         }
-        let issuer =
-            Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CertError::Malformed {
-                origin: cert_origin.to_owned(),
-                reason: e.to_string(),
-            })?;
+        let issuer = Issuer::from_ca_cert_der(&cert_der, key).map_err(|e| CertError::Malformed {
+            origin: cert_origin.to_owned(),
+            reason: e.to_string(),
+        })?;
         Ok(Self {
             issuer,
             cert_pem: pem_of(&cert_der),
@@ -178,25 +163,16 @@ impl CertificateAuthority {
 
     /// Issues a serving certificate for `hosts` (DNS names and IP addresses, all of which go
     /// into the subjectAltName), valid for `validity` from now, with a fresh key.
-    pub fn issue_serving(
-        &self,
-        hosts: &[String],
-        validity: Duration,
-    ) -> Result<IssuedCert, CertError> {
+    pub fn issue_serving(&self, hosts: &[String], validity: Duration) -> Result<IssuedCert, CertError> {
         let first = hosts.first().ok_or(CertError::NoHosts)?;
-        let sans = hosts
-            .iter()
-            .map(|host| san_of(host))
-            .collect::<Result<Vec<_>, _>>()?;
+        let sans = hosts.iter().map(|host| san_of(host)).collect::<Result<Vec<_>, _>>()?;
         let key = KeyPair::generate().map_err(|source| CertError::Generate {
             what: "serving key",
             source,
         })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, first.trim());
+        params.distinguished_name.push(DnType::CommonName, first.trim());
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
@@ -232,16 +208,10 @@ fn validity_window(validity: Duration) -> Result<(OffsetDateTime, OffsetDateTime
 
 /// The subjectAltName entry for one host: an IP address or a DNS name.
 fn san_of(host: &str) -> Result<SanType, CertError> {
-    let invalid = || CertError::InvalidHost {
-        host: host.to_owned(),
-    };
+    let invalid = || CertError::InvalidHost { host: host.to_owned() };
     match server_name(host)? {
         ServerName::IpAddress(ip) => Ok(SanType::IpAddress(std::net::IpAddr::from(ip))),
-        ServerName::DnsName(dns) => dns
-            .as_ref()
-            .try_into()
-            .map(SanType::DnsName)
-            .map_err(|_| invalid()),
+        ServerName::DnsName(dns) => dns.as_ref().try_into().map(SanType::DnsName).map_err(|_| invalid()),
         _ => Err(invalid()),
     }
 }
@@ -275,29 +245,13 @@ mod tests {
         let names = hosts(&["driftguard.driftguard.svc", "127.0.0.1", "::1"]);
         let issued = ca.issue_serving(&names, Duration::from_secs(3600)).unwrap();
 
-        let certified = load_certified_key(
-            issued.cert_pem.as_bytes(),
-            issued.key_pem.as_bytes(),
-            "c",
-            "k",
-        )
-        .unwrap();
+        let certified = load_certified_key(issued.cert_pem.as_bytes(), issued.key_pem.as_bytes(), "c", "k").unwrap();
         assert_eq!(certified.cert.len(), 2, "leaf then CA");
-        verify_serving(
-            &certified.cert,
-            ca.cert_der(),
-            &names,
-            SystemTime::now(),
-            "c",
-        )
-        .unwrap();
+        verify_serving(&certified.cert, ca.cert_der(), &names, SystemTime::now(), "c").unwrap();
 
         let leaf = cert_info(&certified.cert[0]).unwrap();
         assert!(!leaf.is_ca);
-        assert_eq!(
-            leaf.not_after.unix_timestamp(),
-            issued.not_after.unix_timestamp()
-        );
+        assert_eq!(leaf.not_after.unix_timestamp(), issued.not_after.unix_timestamp());
         let remaining = leaf.not_after - OffsetDateTime::now_utc();
         assert!(remaining <= time::Duration::hours(1) && remaining > time::Duration::minutes(59));
         assert!(cert_info(ca.cert_der()).unwrap().is_ca);
@@ -338,14 +292,9 @@ mod tests {
         let ca = CertificateAuthority::generate("round trip").unwrap();
         let loaded = CertificateAuthority::from_pem(ca.cert_pem(), &ca.key_pem()).unwrap();
         assert_eq!(loaded.cert_der(), ca.cert_der());
-        assert_eq!(
-            loaded.not_after().unix_timestamp(),
-            ca.not_after().unix_timestamp()
-        );
+        assert_eq!(loaded.not_after().unix_timestamp(), ca.not_after().unix_timestamp());
         let names = hosts(&["localhost"]);
-        let issued = loaded
-            .issue_serving(&names, Duration::from_secs(600))
-            .unwrap();
+        let issued = loaded.issue_serving(&names, Duration::from_secs(600)).unwrap();
         let chain = parse_cert_chain(issued.cert_pem.as_bytes(), "c").unwrap();
         verify_serving(&chain, ca.cert_der(), &names, SystemTime::now(), "c").unwrap();
     }
@@ -375,10 +324,7 @@ mod tests {
     fn rejects_bad_hosts_and_validities() {
         let ca = CertificateAuthority::generate("ca").unwrap();
         let hour = Duration::from_secs(3600);
-        assert!(matches!(
-            ca.issue_serving(&[], hour),
-            Err(CertError::NoHosts)
-        ));
+        assert!(matches!(ca.issue_serving(&[], hour), Err(CertError::NoHosts)));
         assert!(matches!(
             ca.issue_serving(&hosts(&["not a host"]), hour),
             Err(CertError::InvalidHost { .. })
@@ -409,17 +355,9 @@ mod tests {
         let names = hosts(&["localhost"]);
         let a = ca.issue_serving(&names, Duration::from_secs(600)).unwrap();
         let b = ca.issue_serving(&names, Duration::from_secs(600)).unwrap();
-        let err = load_certified_key(
-            a.cert_pem.as_bytes(),
-            b.key_pem.as_bytes(),
-            "/x/tls.crt",
-            "/x/tls.key",
-        )
-        .unwrap_err();
+        let err =
+            load_certified_key(a.cert_pem.as_bytes(), b.key_pem.as_bytes(), "/x/tls.crt", "/x/tls.key").unwrap_err();
         let msg = err.to_string();
-        assert!(
-            msg.contains("/x/tls.crt") && msg.contains("/x/tls.key"),
-            "{msg}"
-        );
+        assert!(msg.contains("/x/tls.crt") && msg.contains("/x/tls.key"), "{msg}");
     }
 }

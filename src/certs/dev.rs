@@ -82,8 +82,7 @@ pub fn ensure_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, Ce
     let (ca, ca_is_new) = match existing_ca {
         Some(ca) => (ca, false),
         None => {
-            let ca =
-                CertificateAuthority::generate_with_validity(DEV_CA_NAME, DEFAULT_CA_VALIDITY)?;
+            let ca = CertificateAuthority::generate_with_validity(DEV_CA_NAME, DEFAULT_CA_VALIDITY)?;
             write_file(&paths.ca_key, ca.key_pem().as_bytes(), true)?;
             write_file(&paths.ca_cert, ca.cert_pem().as_bytes(), false)?;
             (ca, true)
@@ -110,10 +109,7 @@ pub fn ensure_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, Ce
 
 /// Outer error: the files exist but cannot be read (the user must act). Inner error: the CA
 /// is missing, broken or expiring, so a new one is generated.
-fn load_ca(
-    paths: &DevCertPaths,
-    deadline: SystemTime,
-) -> Result<Result<CertificateAuthority, CertError>, CertError> {
+fn load_ca(paths: &DevCertPaths, deadline: SystemTime) -> Result<Result<CertificateAuthority, CertError>, CertError> {
     let (cert, key) = match read_pair(&paths.ca_cert, &paths.ca_key)? {
         Ok(pair) => pair,
         Err(missing) => return Ok(Err(missing)),
@@ -149,8 +145,7 @@ fn serving_is_usable(
         Err(missing) => return Ok(Err(missing)),
     };
     let origin = paths.cert.display().to_string();
-    let certified = match load_certified_key(&cert, &key, &origin, &paths.key.display().to_string())
-    {
+    let certified = match load_certified_key(&cert, &key, &origin, &paths.key.display().to_string()) {
         Ok(certified) => certified,
         Err(e) => return Ok(Err(e)),
     };
@@ -245,8 +240,7 @@ mod tests {
 
         // The files verify together for every host.
         let ca = parse_cert_chain(&read(&second.ca_cert), "ca").unwrap();
-        let certified =
-            load_certified_key(&read(&second.cert), &read(&second.key), "cert", "key").unwrap();
+        let certified = load_certified_key(&read(&second.cert), &read(&second.key), "cert", "key").unwrap();
         verify_serving(&certified.cert, &ca[0], &hosts(), SystemTime::now(), "cert").unwrap();
     }
 
@@ -261,11 +255,7 @@ mod tests {
             assert_eq!(mode, 0o600, "{}", key.display());
         }
         let mode = fs::metadata(&paths.cert).unwrap().permissions().mode() & 0o077;
-        assert_eq!(
-            mode & 0o022,
-            0,
-            "certificate must not be group/world writable"
-        );
+        assert_eq!(mode & 0o022, 0, "certificate must not be group/world writable");
     }
 
     #[test]
@@ -278,8 +268,7 @@ mod tests {
         assert_eq!(second.outcome, DevCertOutcome::ReissuedServing);
         assert_eq!(read(&second.ca_cert), ca_before);
         let ca = parse_cert_chain(&ca_before, "ca").unwrap();
-        let certified =
-            load_certified_key(&read(&second.cert), &read(&second.key), "cert", "key").unwrap();
+        let certified = load_certified_key(&read(&second.cert), &read(&second.key), "cert", "key").unwrap();
         verify_serving(&certified.cert, &ca[0], &hosts(), SystemTime::now(), "cert").unwrap();
     }
 
@@ -292,9 +281,7 @@ mod tests {
             &String::from_utf8(read(&first.ca_key)).unwrap(),
         )
         .unwrap();
-        let short = ca
-            .issue_serving(&hosts(), Duration::from_secs(10 * 24 * 3600))
-            .unwrap();
+        let short = ca.issue_serving(&hosts(), Duration::from_secs(10 * 24 * 3600)).unwrap();
         fs::write(&first.cert, &short.cert_pem).unwrap();
         fs::write(&first.key, &short.key_pem).unwrap();
 
@@ -318,12 +305,8 @@ mod tests {
     #[test]
     fn expiring_ca_regenerates_everything() {
         let dir = tempfile::tempdir().unwrap();
-        let ca =
-            CertificateAuthority::generate_with_validity("old", Duration::from_secs(5 * 24 * 3600))
-                .unwrap();
-        let issued = ca
-            .issue_serving(&hosts(), Duration::from_secs(3600))
-            .unwrap();
+        let ca = CertificateAuthority::generate_with_validity("old", Duration::from_secs(5 * 24 * 3600)).unwrap();
+        let issued = ca.issue_serving(&hosts(), Duration::from_secs(3600)).unwrap();
         fs::write(dir.path().join("ca.crt"), ca.cert_pem()).unwrap();
         fs::write(dir.path().join("ca.key"), ca.key_pem()).unwrap();
         fs::write(dir.path().join("tls.crt"), &issued.cert_pem).unwrap();
@@ -360,9 +343,6 @@ mod tests {
     #[test]
     fn no_hosts_is_rejected() {
         let dir = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            ensure_dev_certs(dir.path(), &[]),
-            Err(CertError::NoHosts)
-        ));
+        assert!(matches!(ensure_dev_certs(dir.path(), &[]), Err(CertError::NoHosts)));
     }
 }

@@ -11,24 +11,16 @@ mod pem;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use authority::{
-    CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_SERVING_VALIDITY, IssuedCert,
-};
-pub use dev::{
-    DEFAULT_DEV_HOSTS, DEV_MIN_REMAINING, DevCertOutcome, DevCertPaths, ensure_dev_certs,
-};
-pub use pem::{
-    CertInfo, cert_info, load_certified_key, parse_cert_chain, parse_private_key, verify_serving,
-};
+pub use authority::{CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_SERVING_VALIDITY, IssuedCert};
+pub use dev::{DEFAULT_DEV_HOSTS, DEV_MIN_REMAINING, DevCertOutcome, DevCertPaths, ensure_dev_certs};
+pub use pem::{CertInfo, cert_info, load_certified_key, parse_cert_chain, parse_private_key, verify_serving};
 
 /// Everything that can go wrong creating, reading or checking certificates. Messages name the
 /// file (or input) involved and say what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum CertError {
     /// A certificate or key file could not be read.
-    #[error(
-        "cannot read {path}: {source}; check that the file exists and is readable by driftguard"
-    )]
+    #[error("cannot read {path}: {source}; check that the file exists and is readable by driftguard")]
     Read {
         /// The file.
         path: PathBuf,
@@ -54,9 +46,7 @@ pub enum CertError {
         source: std::io::Error,
     },
     /// The input holds no certificate.
-    #[error(
-        "{origin} contains no certificate; expected a PEM block starting with '-----BEGIN CERTIFICATE-----'"
-    )]
+    #[error("{origin} contains no certificate; expected a PEM block starting with '-----BEGIN CERTIFICATE-----'")]
     NoCertificate {
         /// The file or input described.
         origin: String,
@@ -70,9 +60,7 @@ pub enum CertError {
         origin: String,
     },
     /// The private key is of a type the TLS stack cannot sign with.
-    #[error(
-        "{origin}: unsupported private key ({reason}); use an ECDSA P-256/P-384, Ed25519 or RSA key"
-    )]
+    #[error("{origin}: unsupported private key ({reason}); use an ECDSA P-256/P-384, Ed25519 or RSA key")]
     UnsupportedKey {
         /// The file or input described.
         origin: String,

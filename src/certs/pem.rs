@@ -28,10 +28,7 @@ pub struct CertInfo {
 
 /// Parses every `CERTIFICATE` block of `pem` (leaf first), checking each is well-formed X.509.
 /// `origin` names the file or input in errors.
-pub fn parse_cert_chain(
-    pem: &[u8],
-    origin: &str,
-) -> Result<Vec<CertificateDer<'static>>, CertError> {
+pub fn parse_cert_chain(pem: &[u8], origin: &str) -> Result<Vec<CertificateDer<'static>>, CertError> {
     let mut reader = pem;
     let chain = rustls_pemfile::certs(&mut reader)
         .collect::<Result<Vec<_>, _>>()
@@ -85,9 +82,7 @@ pub fn load_certified_key(
     let certified = CertifiedKey::new(chain, signing_key);
     match certified.keys_match() {
         // Some key types cannot report their public half; rustls itself accepts those.
-        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => {
-            Ok(certified)
-        }
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(certified),
         Err(rustls::Error::InconsistentKeys(_)) => Err(CertError::KeyMismatch {
             cert: cert_origin.to_owned(),
             key: key_origin.to_owned(),
@@ -109,8 +104,7 @@ pub(super) fn cert_info_from(der: &[u8], origin: &str) -> Result<CertInfo, CertE
         origin: origin.to_owned(),
         reason,
     };
-    let (_, cert) =
-        x509_parser::parse_x509_certificate(der).map_err(|e| malformed(e.to_string()))?;
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| malformed(e.to_string()))?;
     let validity = cert.validity();
     let at = |t: &x509_parser::time::ASN1Time| {
         OffsetDateTime::from_unix_timestamp(t.timestamp()).map_err(|e| malformed(e.to_string()))
@@ -142,21 +136,18 @@ pub fn verify_serving(
         host: host.to_owned(),
         reason,
     };
-    let (leaf, intermediates) = chain
-        .split_first()
-        .ok_or_else(|| CertError::NoCertificate {
-            origin: origin.to_owned(),
-        })?;
+    let (leaf, intermediates) = chain.split_first().ok_or_else(|| CertError::NoCertificate {
+        origin: origin.to_owned(),
+    })?;
     let bad_ca = |reason: String| CertError::Malformed {
         origin: "CA certificate".to_owned(),
         reason,
     };
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).map_err(|e| bad_ca(e.to_string()))?;
-    let verifier =
-        WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
-            .build()
-            .map_err(|e| bad_ca(e.to_string()))?;
+    let verifier = WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::new(default_provider()))
+        .build()
+        .map_err(|e| bad_ca(e.to_string()))?;
     let now = UnixTime::since_unix_epoch(at.duration_since(UNIX_EPOCH).unwrap_or_default());
     if hosts.is_empty() {
         return Err(CertError::NoHosts);
@@ -172,7 +163,5 @@ pub fn verify_serving(
 
 /// Parses a host as a TLS server name (DNS name or IP address).
 pub(super) fn server_name(host: &str) -> Result<ServerName<'static>, CertError> {
-    ServerName::try_from(host.trim().to_owned()).map_err(|_| CertError::InvalidHost {
-        host: host.to_owned(),
-    })
+    ServerName::try_from(host.trim().to_owned()).map_err(|_| CertError::InvalidHost { host: host.to_owned() })
 }

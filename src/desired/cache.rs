@@ -28,8 +28,7 @@ impl DesiredCache {
         E: Send + Sync + 'static,
         F: FnOnce() -> Result<Arc<DesiredSet>, E>,
     {
-        self.inner
-            .try_get_with((guard.clone(), commit.to_owned()), build)
+        self.inner.try_get_with((guard.clone(), commit.to_owned()), build)
     }
 
     /// Number of cached sets (after pending maintenance).

@@ -61,7 +61,12 @@ impl AdmissionIndex {
                     });
                     continue;
                 }
-                let hash = index.hash(&object.group, &object.resource, object.namespace.as_deref(), &object.name);
+                let hash = index.hash(
+                    &object.group,
+                    &object.resource,
+                    object.namespace.as_deref(),
+                    &object.name,
+                );
                 index
                     .buckets
                     .entry(hash)
@@ -74,7 +79,12 @@ impl AdmissionIndex {
     }
 
     fn find<'a>(&self, sets: &'a [Arc<DesiredSet>], object: &DesiredObject) -> Option<&'a DesiredSet> {
-        let hash = self.hash(&object.group, &object.resource, object.namespace.as_deref(), &object.name);
+        let hash = self.hash(
+            &object.group,
+            &object.resource,
+            object.namespace.as_deref(),
+            &object.name,
+        );
         self.buckets.get(&hash)?.iter().find_map(|&(s, o)| {
             let set = sets.get(s as usize)?;
             let other = set.objects.get(o as usize)?;

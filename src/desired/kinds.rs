@@ -39,33 +39,78 @@ static BUILTIN: &[KindInfo] = &[
     k("", "Secret", "secrets", true),
     k("", "Service", "services", true),
     k("", "ServiceAccount", "serviceaccounts", true),
-    k("admissionregistration.k8s.io", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", false),
-    k("admissionregistration.k8s.io", "ValidatingAdmissionPolicy", "validatingadmissionpolicies", false),
-    k("admissionregistration.k8s.io", "ValidatingAdmissionPolicyBinding", "validatingadmissionpolicybindings", false),
-    k("admissionregistration.k8s.io", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", false),
-    k("apiextensions.k8s.io", "CustomResourceDefinition", "customresourcedefinitions", false),
+    k(
+        "admissionregistration.k8s.io",
+        "MutatingWebhookConfiguration",
+        "mutatingwebhookconfigurations",
+        false,
+    ),
+    k(
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicy",
+        "validatingadmissionpolicies",
+        false,
+    ),
+    k(
+        "admissionregistration.k8s.io",
+        "ValidatingAdmissionPolicyBinding",
+        "validatingadmissionpolicybindings",
+        false,
+    ),
+    k(
+        "admissionregistration.k8s.io",
+        "ValidatingWebhookConfiguration",
+        "validatingwebhookconfigurations",
+        false,
+    ),
+    k(
+        "apiextensions.k8s.io",
+        "CustomResourceDefinition",
+        "customresourcedefinitions",
+        false,
+    ),
     k("apiregistration.k8s.io", "APIService", "apiservices", false),
     k("apps", "ControllerRevision", "controllerrevisions", true),
     k("apps", "DaemonSet", "daemonsets", true),
     k("apps", "Deployment", "deployments", true),
     k("apps", "ReplicaSet", "replicasets", true),
     k("apps", "StatefulSet", "statefulsets", true),
-    k("autoscaling", "HorizontalPodAutoscaler", "horizontalpodautoscalers", true),
+    k(
+        "autoscaling",
+        "HorizontalPodAutoscaler",
+        "horizontalpodautoscalers",
+        true,
+    ),
     k("batch", "CronJob", "cronjobs", true),
     k("batch", "Job", "jobs", true),
-    k("certificates.k8s.io", "CertificateSigningRequest", "certificatesigningrequests", false),
+    k(
+        "certificates.k8s.io",
+        "CertificateSigningRequest",
+        "certificatesigningrequests",
+        false,
+    ),
     k("coordination.k8s.io", "Lease", "leases", true),
     k("discovery.k8s.io", "EndpointSlice", "endpointslices", true),
     k("events.k8s.io", "Event", "events", true),
     k("flowcontrol.apiserver.k8s.io", "FlowSchema", "flowschemas", false),
-    k("flowcontrol.apiserver.k8s.io", "PriorityLevelConfiguration", "prioritylevelconfigurations", false),
+    k(
+        "flowcontrol.apiserver.k8s.io",
+        "PriorityLevelConfiguration",
+        "prioritylevelconfigurations",
+        false,
+    ),
     k("networking.k8s.io", "Ingress", "ingresses", true),
     k("networking.k8s.io", "IngressClass", "ingressclasses", false),
     k("networking.k8s.io", "NetworkPolicy", "networkpolicies", true),
     k("node.k8s.io", "RuntimeClass", "runtimeclasses", false),
     k("policy", "PodDisruptionBudget", "poddisruptionbudgets", true),
     k("rbac.authorization.k8s.io", "ClusterRole", "clusterroles", false),
-    k("rbac.authorization.k8s.io", "ClusterRoleBinding", "clusterrolebindings", false),
+    k(
+        "rbac.authorization.k8s.io",
+        "ClusterRoleBinding",
+        "clusterrolebindings",
+        false,
+    ),
     k("rbac.authorization.k8s.io", "Role", "roles", true),
     k("rbac.authorization.k8s.io", "RoleBinding", "rolebindings", true),
     k("scheduling.k8s.io", "PriorityClass", "priorityclasses", false),
@@ -107,12 +152,17 @@ pub fn resolve(group: &str, kind: &str) -> Resolved {
 /// kubectl's fallback pluralisation of a kind (lowercased).
 fn pluralize(kind: &str) -> String {
     let lower = kind.to_ascii_lowercase();
-    if let Some(stem) = lower.strip_suffix('y') {
-        if !stem.ends_with(['a', 'e', 'i', 'o', 'u']) {
-            return format!("{stem}ies");
-        }
+    if let Some(stem) = lower.strip_suffix('y')
+        && !stem.ends_with(['a', 'e', 'i', 'o', 'u'])
+    {
+        return format!("{stem}ies");
     }
-    if lower.ends_with('s') || lower.ends_with("ch") || lower.ends_with("sh") || lower.ends_with('x') || lower.ends_with('z') {
+    if lower.ends_with('s')
+        || lower.ends_with("ch")
+        || lower.ends_with("sh")
+        || lower.ends_with('x')
+        || lower.ends_with('z')
+    {
         return format!("{lower}es");
     }
     format!("{lower}s")
@@ -134,7 +184,10 @@ mod tests {
     fn builtins_resolve_with_scope() {
         assert_eq!(
             resolve("apps", "Deployment"),
-            Resolved { resource: "deployments".into(), namespaced: true }
+            Resolved {
+                resource: "deployments".into(),
+                namespaced: true
+            }
         );
         assert!(!resolve("rbac.authorization.k8s.io", "ClusterRole").namespaced);
         assert!(!resolve("", "Namespace").namespaced);

@@ -29,7 +29,7 @@ pub enum LoadError {
         /// GitSource id.
         source_id: String,
         /// Cause.
-        error: SourceError,
+        error: Box<SourceError>,
     },
     /// The manifests could not be rendered.
     #[error("guard {guard}: {error}")]
@@ -37,7 +37,7 @@ pub enum LoadError {
         /// Guard id.
         guard: String,
         /// Cause.
-        error: RenderError,
+        error: Box<RenderError>,
     },
     /// The manifests do not form a valid desired state.
     #[error("guard {guard}: {error}")]
@@ -45,7 +45,7 @@ pub enum LoadError {
         /// Guard id.
         guard: String,
         /// Cause.
-        error: DesiredError,
+        error: Box<DesiredError>,
     },
     /// The same failure, shared by concurrent loads of one revision.
     #[error("{0}")]
@@ -54,11 +54,15 @@ pub enum LoadError {
 
 /// Load one Guard: resolve its reference, then build (or reuse from `cache`) the desired set
 /// of that revision. Blocking (libgit2): call from a blocking context.
-pub fn load_guard(guard: Arc<GuardPolicy>, source: &SourceSettings, cache: &DesiredCache) -> Result<Arc<DesiredSet>, LoadError> {
+pub fn load_guard(
+    guard: Arc<GuardPolicy>,
+    source: &SourceSettings,
+    cache: &DesiredCache,
+) -> Result<Arc<DesiredSet>, LoadError> {
     let source_error = |error| LoadError::Source {
         guard: guard.id.to_string(),
         source_id: source.id.clone(),
-        error,
+        error: Box::new(error),
     };
     let repo = LocalRepository::open(&source.url).map_err(source_error)?;
     let revision = repo.resolve(&source.reference).map_err(source_error)?;
@@ -69,11 +73,11 @@ pub fn load_guard(guard: Arc<GuardPolicy>, source: &SourceSettings, cache: &Desi
             let files = repo.read_files(&revision, &guard.path).map_err(source_error)?;
             let manifests = render_plain(&files).map_err(|error| LoadError::Render {
                 guard: guard.id.to_string(),
-                error,
+                error: Box::new(error),
             })?;
             let set = DesiredSet::build(guard.clone(), revision, manifests).map_err(|error| LoadError::Desired {
                 guard: guard.id.to_string(),
-                error,
+                error: Box::new(error),
             })?;
             Ok(Arc::new(set))
         })

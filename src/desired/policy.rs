@@ -85,10 +85,7 @@ impl GuardPolicy {
             })
             .collect::<Result<Vec<_>, DesiredError>>()?;
         Ok(GuardPolicy {
-            target_namespace: spec
-                .target_namespace
-                .clone()
-                .unwrap_or_else(|| "default".to_owned()),
+            target_namespace: spec.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
             id,
             mode: spec.mode,
             suspend: spec.suspend,

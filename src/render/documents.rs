@@ -110,9 +110,7 @@ mod tests {
         let docs = split(text);
         let joined: String = docs.iter().map(|d| d.text).collect();
         assert_eq!(joined, text, "documents must cover the input exactly");
-        docs.iter()
-            .map(|d| (d.first_line, d.content_line))
-            .collect()
+        docs.iter().map(|d| (d.first_line, d.content_line)).collect()
     }
 
     #[test]
@@ -123,10 +121,7 @@ mod tests {
     #[test]
     fn separators_and_empty_documents() {
         let text = "---\na: 1\n---\n# only a comment\n---\n\n---\nb: 2\n";
-        assert_eq!(
-            summary(text),
-            vec![(1, Some(2)), (3, None), (5, None), (7, Some(8))]
-        );
+        assert_eq!(summary(text), vec![(1, Some(2)), (3, None), (5, None), (7, Some(8))]);
     }
 
     #[test]
@@ -153,18 +148,12 @@ mod tests {
     #[test]
     fn markers_need_a_boundary() {
         // `----` and `---x` are content, not separators; indented `---` is block content.
-        assert_eq!(
-            summary("a: |\n  ---\n  x\nb: ----\n---x: 1\n"),
-            vec![(1, Some(1))]
-        );
+        assert_eq!(summary("a: |\n  ---\n  x\nb: ----\n---x: 1\n"), vec![(1, Some(1))]);
     }
 
     #[test]
     fn crlf_and_missing_final_newline() {
-        assert_eq!(
-            summary("a: 1\r\n---\r\nb: 2"),
-            vec![(1, Some(1)), (2, Some(3))]
-        );
+        assert_eq!(summary("a: 1\r\n---\r\nb: 2"), vec![(1, Some(1)), (2, Some(3))]);
     }
 
     #[test]

@@ -141,9 +141,7 @@ impl<'a> LineIndex<'a> {
             .as_bytes()
             .get(self.offset..offset)
             .map_or(0, |skipped| skipped.iter().filter(|&&b| b == b'\n').count());
-        self.line = self
-            .line
-            .saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
+        self.line = self.line.saturating_add(u32::try_from(newlines).unwrap_or(u32::MAX));
         self.offset = offset;
         self.line
     }
@@ -158,10 +156,7 @@ mod tests {
         let text = "\n {\"a\": 1}\n\n[1, 2] \"s\"";
         let (values, error) = values(text);
         assert!(error.is_none());
-        let ranges: Vec<_> = values
-            .iter()
-            .map(|v| text.get(v.start..v.end).unwrap())
-            .collect();
+        let ranges: Vec<_> = values.iter().map(|v| text.get(v.start..v.end).unwrap()).collect();
         assert_eq!(ranges, vec!["{\"a\": 1}", "[1, 2]", "\"s\""]);
     }
 

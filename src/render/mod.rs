@@ -167,10 +167,7 @@ fn list_errors(errors: &[RenderError]) -> String {
         text.push_str(&error.to_string());
     }
     if errors.len() > MAX_LISTED_ERRORS {
-        text.push_str(&format!(
-            "\n  ... and {} more",
-            errors.len() - MAX_LISTED_ERRORS
-        ));
+        text.push_str(&format!("\n  ... and {} more", errors.len() - MAX_LISTED_ERRORS));
     }
     text
 }

@@ -25,10 +25,7 @@ const OPTIONAL_STRINGS: [(&str, &str); 1] = [("metadata.namespace", "/metadata/n
 
 /// Renders every manifest file in `files`. See [`super::render_plain`].
 pub(super) fn render(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> {
-    let mut selected: Vec<&SourceFile> = files
-        .iter()
-        .filter(|file| is_manifest_path(&file.path))
-        .collect();
+    let mut selected: Vec<&SourceFile> = files.iter().filter(|file| is_manifest_path(&file.path)).collect();
     selected.sort_unstable_by(|a, b| a.path.cmp(&b.path));
 
     let mut collector = Collector::default();
@@ -65,9 +62,7 @@ fn decode<'a>(file: &'a SourceFile, errors: &mut Vec<RenderError>) -> Option<&'a
             errors.push(RenderError::NotUtf8 {
                 origin: Origin {
                     file: file.path.clone(),
-                    line: u32::try_from(newlines)
-                        .unwrap_or(u32::MAX)
-                        .saturating_add(1),
+                    line: u32::try_from(newlines).unwrap_or(u32::MAX).saturating_add(1),
                 },
             });
             None
@@ -164,16 +159,12 @@ impl Collector {
             return;
         }
         match check_object(&value) {
-            Ok(()) => self.manifests.push(Manifest {
-                object: value,
-                origin,
-            }),
+            Ok(()) => self.manifests.push(Manifest { object: value, origin }),
             Err(Invalid::NotAnObject(found)) => {
                 self.errors.push(RenderError::NotAnObject { origin, found });
             }
             Err(Invalid::Fields(problems)) => {
-                self.errors
-                    .push(RenderError::InvalidObject { origin, problems });
+                self.errors.push(RenderError::InvalidObject { origin, problems });
             }
         }
     }
@@ -191,8 +182,7 @@ impl Collector {
     }
 
     fn find_duplicates(&mut self) {
-        let mut seen: HashMap<ObjectKey<'_>, &Origin> =
-            HashMap::with_capacity(self.manifests.len());
+        let mut seen: HashMap<ObjectKey<'_>, &Origin> = HashMap::with_capacity(self.manifests.len());
         let mut duplicates = Vec::new();
         for manifest in &self.manifests {
             let key = ObjectKey::of(&manifest.object);
@@ -250,13 +240,10 @@ fn yaml_item_lines(document: &Document<'_>) -> Vec<u32> {
 
 fn yaml_error(path: &str, document: &Document<'_>, err: &serde_saphyr::Error) -> RenderError {
     let offset = document.first_line.saturating_sub(1);
-    let located = err
-        .location()
-        .filter(|location| location.line() > 0)
-        .map(|location| {
-            let line = u32::try_from(location.line()).unwrap_or(u32::MAX);
-            (offset.saturating_add(line), location.column())
-        });
+    let located = err.location().filter(|location| location.line() > 0).map(|location| {
+        let line = u32::try_from(location.line()).unwrap_or(u32::MAX);
+        (offset.saturating_add(line), location.column())
+    });
     // The user formatter drops hints aimed at programmers ("set DuplicateKeyPolicy...").
     let rendered = err.render_with_options(serde_saphyr::render_options! {
         formatter: &serde_saphyr::UserMessageFormatter,
@@ -269,10 +256,7 @@ fn yaml_error(path: &str, document: &Document<'_>, err: &serde_saphyr::Error) ->
             let text = rendered.strip_suffix(&suffix).unwrap_or(&rendered);
             (line, format!("{text} (column {column})"))
         }
-        None => (
-            document.content_line.unwrap_or(document.first_line),
-            rendered,
-        ),
+        None => (document.content_line.unwrap_or(document.first_line), rendered),
     };
     RenderError::InvalidYaml {
         origin: Origin {
@@ -307,10 +291,7 @@ fn check_object(value: &Value) -> Result<(), Invalid> {
         && !metadata.is_object()
         && !metadata.is_null()
     {
-        problems.push(format!(
-            "metadata must be a mapping, found {}",
-            type_name(metadata)
-        ));
+        problems.push(format!("metadata must be a mapping, found {}", type_name(metadata)));
     }
     for (name, pointer) in REQUIRED_STRINGS {
         match value.pointer(pointer) {
@@ -319,19 +300,13 @@ fn check_object(value: &Value) -> Result<(), Invalid> {
                 problems.push(format!("{name} is empty"));
             }
             Some(Value::String(_)) => {}
-            Some(other) => problems.push(format!(
-                "{name} must be a string, found {}",
-                type_name(other)
-            )),
+            Some(other) => problems.push(format!("{name} must be a string, found {}", type_name(other))),
         }
     }
     for (name, pointer) in OPTIONAL_STRINGS {
         match value.pointer(pointer) {
             None | Some(Value::Null | Value::String(_)) => {}
-            Some(other) => problems.push(format!(
-                "{name} must be a string, found {}",
-                type_name(other)
-            )),
+            Some(other) => problems.push(format!("{name} must be a string, found {}", type_name(other))),
         }
     }
     if problems.is_empty() {
@@ -365,17 +340,10 @@ struct ObjectKey<'a> {
 impl<'a> ObjectKey<'a> {
     /// Reads the key of a checked object (missing parts read as empty).
     fn of(object: &'a Value) -> Self {
-        let text = |pointer: &str| {
-            object
-                .pointer(pointer)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-        };
+        let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
         let api_version = text("/apiVersion");
         ObjectKey {
-            group: api_version
-                .rsplit_once('/')
-                .map_or("", |(group, _version)| group),
+            group: api_version.rsplit_once('/').map_or("", |(group, _version)| group),
             kind: text("/kind"),
             namespace: text("/metadata/namespace"),
             name: text("/metadata/name"),
@@ -445,7 +413,8 @@ mod tests {
     #[test]
     fn keys_ignore_the_version() {
         let v1 = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"}});
-        let beta = json!({"apiVersion": "apps/v1beta2", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"}});
+        let beta =
+            json!({"apiVersion": "apps/v1beta2", "kind": "Deployment", "metadata": {"name": "w", "namespace": "n"}});
         let core = json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "w"}});
         assert!(ObjectKey::of(&v1) == ObjectKey::of(&beta));
         assert!(ObjectKey::of(&v1) != ObjectKey::of(&core));

@@ -80,10 +80,7 @@ impl Https {
             grace = ?shutdown_grace,
             "stopped accepting; letting open connections finish"
         );
-        if tokio::time::timeout(shutdown_grace, graceful.shutdown())
-            .await
-            .is_err()
-        {
+        if tokio::time::timeout(shutdown_grace, graceful.shutdown()).await.is_err() {
             tracing::warn!(
                 remaining = connections.len(),
                 "grace period over; closing the remaining connections"

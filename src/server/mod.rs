@@ -72,10 +72,7 @@ impl ServerOptions {
     pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_HTTPS_PORT)),
-            metrics_listen: Some(SocketAddr::from((
-                Ipv4Addr::UNSPECIFIED,
-                DEFAULT_METRICS_PORT,
-            ))),
+            metrics_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_METRICS_PORT))),
             cert_file,
             key_file,
             reload_interval: Duration::from_secs(10),
@@ -97,9 +94,7 @@ impl ServerOptions {
             return invalid("the maximum body size must be greater than zero");
         }
         if self.max_in_flight == 0 || self.max_in_flight > tokio::sync::Semaphore::MAX_PERMITS {
-            return invalid(
-                "the maximum of in-flight requests must be at least 1 (and fit a semaphore)",
-            );
+            return invalid("the maximum of in-flight requests must be at least 1 (and fit a semaphore)");
         }
         if self.tls_handshake_timeout.is_zero() {
             return invalid("the TLS handshake timeout must be greater than zero");
@@ -166,8 +161,7 @@ pub async fn bind(
     metrics: Arc<Metrics>,
 ) -> Result<BoundServer, ServerError> {
     opts.validate()?;
-    let reloader =
-        tls::CertReloader::load(&opts.cert_file, &opts.key_file, metrics.clone()).await?;
+    let reloader = tls::CertReloader::load(&opts.cert_file, &opts.key_file, metrics.clone()).await?;
     let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(reloader.resolver())?));
     let https = listen(opts.listen, "webhooks (HTTPS)").await?;
     let https_addr = local_addr(&https, opts.listen, "webhooks (HTTPS)")?;
@@ -198,11 +192,7 @@ async fn listen(addr: SocketAddr, what: &'static str) -> Result<TcpListener, Ser
         .map_err(|source| ServerError::Bind { what, addr, source })
 }
 
-fn local_addr(
-    listener: &TcpListener,
-    addr: SocketAddr,
-    what: &'static str,
-) -> Result<SocketAddr, ServerError> {
+fn local_addr(listener: &TcpListener, addr: SocketAddr, what: &'static str) -> Result<SocketAddr, ServerError> {
     listener
         .local_addr()
         .map_err(|source| ServerError::Bind { what, addr, source })
@@ -220,10 +210,7 @@ impl BoundServer {
     }
 
     /// Serves until `shutdown` resolves, then shuts down gracefully (see the module docs).
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), ServerError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
         let BoundServer {
             https,
             metrics,
@@ -275,8 +262,7 @@ async fn serve_metrics(
     grace: Duration,
 ) -> std::io::Result<()> {
     let mut on_shutdown = shutdown.clone();
-    let serve = axum::serve(listener, router)
-        .with_graceful_shutdown(async move { on_shutdown.started().await });
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move { on_shutdown.started().await });
     let mut deadline = shutdown;
     tokio::select! {
         result = serve => result,

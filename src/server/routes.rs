@@ -106,14 +106,7 @@ async fn review(state: AppState, webhook: Webhook, req: Request) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_limited(
-        req.into_body(),
-        declared_len,
-        state.max_body_bytes,
-        BODY_READ_TIMEOUT,
-    )
-    .await
-    {
+    let body = match read_limited(req.into_body(), declared_len, state.max_body_bytes, BODY_READ_TIMEOUT).await {
         Ok(body) => body,
         Err(error) => {
             let decision = match error {
@@ -132,10 +125,7 @@ async fn review(state: AppState, webhook: Webhook, req: Request) -> Response {
     let status = StatusCode::from_u16(reply.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     (
         status,
-        [(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        )],
+        [(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
         reply.body,
     )
         .into_response()
@@ -168,17 +158,11 @@ async fn readyz(State(state): State<AppState>) -> Response {
 async fn scrape(State(metrics): State<Arc<Metrics>>) -> Response {
     match metrics.encode() {
         Ok(text) => (
-            [(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static(METRICS_CONTENT_TYPE),
-            )],
+            [(header::CONTENT_TYPE, HeaderValue::from_static(METRICS_CONTENT_TYPE))],
             text,
         )
             .into_response(),
-        Err(e) => json_error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            format!("cannot encode metrics: {e}"),
-        ),
+        Err(e) => json_error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot encode metrics: {e}")),
     }
 }
 
@@ -216,12 +200,7 @@ mod tests {
         fn admit(&self, webhook: Webhook, body: &[u8]) -> Reply {
             Reply {
                 status: 200,
-                body: format!(
-                    r#"{{"webhook":"{}","len":{}}}"#,
-                    webhook.as_str(),
-                    body.len()
-                )
-                .into_bytes(),
+                body: format!(r#"{{"webhook":"{}","len":{}}}"#, webhook.as_str(), body.len()).into_bytes(),
                 operation: "UPDATE",
                 decision: "allowed",
             }
@@ -237,12 +216,7 @@ mod tests {
         opts
     }
 
-    async fn call(
-        router: Router,
-        method: &str,
-        path: &str,
-        body: Vec<u8>,
-    ) -> (StatusCode, String, String) {
+    async fn call(router: Router, method: &str, path: &str, body: Vec<u8>) -> (StatusCode, String, String) {
         let req = Request::builder()
             .method(method)
             .uri(path)
@@ -294,25 +268,13 @@ mod tests {
     #[tokio::test]
     async fn too_large_body_is_413_json() {
         let metrics = Arc::new(Metrics::new());
-        let r = router(
-            Arc::new(Fixed(AtomicBool::new(true))),
-            metrics.clone(),
-            &opts(),
-        );
+        let r = router(Arc::new(Fixed(AtomicBool::new(true))), metrics.clone(), &opts());
         let (status, ctype, body) = call(r, "POST", "/validate", vec![b' '; 1025]).await;
         assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(ctype, "application/json");
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
-        assert!(
-            json["error"].as_str().unwrap().contains("1024 bytes"),
-            "{body}"
-        );
-        assert!(
-            metrics
-                .encode()
-                .unwrap()
-                .contains(r#"decision="too_large"} 1"#)
-        );
+        assert!(json["error"].as_str().unwrap().contains("1024 bytes"), "{body}");
+        assert!(metrics.encode().unwrap().contains(r#"decision="too_large"} 1"#));
     }
 
     #[tokio::test]
@@ -341,10 +303,7 @@ mod tests {
             .uri("/validate")
             .body(axum::body::Body::from("{}"))
             .unwrap();
-        assert_eq!(
-            review(state, Webhook::Validate, req).await.status(),
-            StatusCode::OK
-        );
+        assert_eq!(review(state, Webhook::Validate, req).await.status(), StatusCode::OK);
     }
 
     #[tokio::test]
@@ -356,10 +315,7 @@ mod tests {
             StatusCode::SERVICE_UNAVAILABLE
         );
         admit.0.store(true, Ordering::SeqCst);
-        assert_eq!(
-            call(r.clone(), "GET", "/readyz", vec![]).await.0,
-            StatusCode::OK
-        );
+        assert_eq!(call(r.clone(), "GET", "/readyz", vec![]).await.0, StatusCode::OK);
         assert_eq!(call(r, "GET", "/healthz", vec![]).await.2, "ok");
     }
 }

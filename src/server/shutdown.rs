@@ -47,9 +47,7 @@ impl Shutdown {
 }
 
 /// Starts shutdown when `signal` resolves. Abort the returned task once the server has ended.
-pub(super) fn trigger_on(
-    signal: impl Future<Output = ()> + Send + 'static,
-) -> (Shutdown, JoinHandle<()>) {
+pub(super) fn trigger_on(signal: impl Future<Output = ()> + Send + 'static) -> (Shutdown, JoinHandle<()>) {
     let (tx, rx) = watch::channel(false);
     let task = tokio::spawn(async move {
         signal.await;

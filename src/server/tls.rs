@@ -35,9 +35,7 @@ impl ResolvesServerCert for ReloadingResolver {
 
 /// The rustls configuration: ring, TLS 1.3 and 1.2 only, h2 and http/1.1, certificates from
 /// `resolver`.
-pub(super) fn server_config(
-    resolver: Arc<ReloadingResolver>,
-) -> Result<ServerConfig, rustls::Error> {
+pub(super) fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -73,11 +71,7 @@ pub(super) struct CertReloader {
 
 impl CertReloader {
     /// Loads the initial pair; failing here fails the start, with the files named.
-    pub(super) async fn load(
-        cert_file: &Path,
-        key_file: &Path,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, CertError> {
+    pub(super) async fn load(cert_file: &Path, key_file: &Path, metrics: Arc<Metrics>) -> Result<Self, CertError> {
         let (cert, key) = read_pair(cert_file, key_file).await?;
         let certified = parse_pair(&cert, &key, cert_file, key_file)?;
         record_loaded(&certified, cert_file, &metrics);
@@ -180,12 +174,7 @@ async fn read_pair(cert_file: &Path, key_file: &Path) -> Result<(Vec<u8>, Vec<u8
     Ok((read(cert_file).await?, read(key_file).await?))
 }
 
-fn parse_pair(
-    cert: &[u8],
-    key: &[u8],
-    cert_file: &Path,
-    key_file: &Path,
-) -> Result<CertifiedKey, CertError> {
+fn parse_pair(cert: &[u8], key: &[u8], cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, CertError> {
     load_certified_key(
         cert,
         key,

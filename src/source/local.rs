@@ -39,11 +39,12 @@ impl LocalRepository {
         if !path.exists() {
             return Err(SourceError::NotFound { path });
         }
-        let repo = Repository::open_ext(&path, RepositoryOpenFlags::NO_SEARCH, &[] as &[&OsStr])
-            .map_err(|source| SourceError::NotARepository {
+        let repo = Repository::open_ext(&path, RepositoryOpenFlags::NO_SEARCH, &[] as &[&OsStr]).map_err(|source| {
+            SourceError::NotARepository {
                 path: path.clone(),
                 source,
-            })?;
+            }
+        })?;
         Ok(LocalRepository { repo, path })
     }
 
@@ -65,17 +66,9 @@ impl LocalRepository {
                 let candidates = if name.starts_with("refs/") {
                     vec![name.clone()]
                 } else {
-                    vec![
-                        format!("refs/heads/{name}"),
-                        format!("refs/remotes/origin/{name}"),
-                    ]
+                    vec![format!("refs/heads/{name}"), format!("refs/remotes/origin/{name}")]
                 };
-                self.resolve_named(
-                    reference,
-                    name,
-                    &candidates,
-                    &["refs/heads/*", "refs/remotes/origin/*"],
-                )
+                self.resolve_named(reference, name, &candidates, &["refs/heads/*", "refs/remotes/origin/*"])
             }
             GitReference::Tag(name) => {
                 let candidates = if name.starts_with("refs/") {
@@ -95,11 +88,7 @@ impl LocalRepository {
     /// `dir` is relative to the repository root (`""`, `"."`, `"./apps/"` are accepted).
     /// Symlinks and submodules are skipped: their targets are not part of this tree, so
     /// following them would render content that the revision does not pin.
-    pub fn read_files(
-        &self,
-        revision: &Revision,
-        dir: &str,
-    ) -> Result<Vec<SourceFile>, SourceError> {
+    pub fn read_files(&self, revision: &Revision, dir: &str) -> Result<Vec<SourceFile>, SourceError> {
         let dir = normalize_dir(dir)?;
         let not_found = || SourceError::RevisionNotFound {
             revision: revision.reference.clone(),
@@ -268,23 +257,19 @@ impl LocalRepository {
                 reason: "a commit is 4 to 40 hexadecimal digits".to_owned(),
             });
         }
-        let commit = self
-            .repo
-            .find_commit_by_prefix(&id)
-            .map_err(|e| match e.code() {
-                ErrorCode::NotFound | ErrorCode::InvalidSpec => SourceError::ReferenceNotFound {
-                    reference: reference.to_string(),
-                    repository: self.display(),
-                    tried: vec![id.clone()],
-                    hint: "no commit has this id; check that it was pushed to this repository"
-                        .to_owned(),
-                },
-                ErrorCode::Ambiguous => SourceError::AmbiguousCommit {
-                    prefix: id.clone(),
-                    repository: self.display(),
-                },
-                _ => self.git_error(format!("looking up commit {id}"), e),
-            })?;
+        let commit = self.repo.find_commit_by_prefix(&id).map_err(|e| match e.code() {
+            ErrorCode::NotFound | ErrorCode::InvalidSpec => SourceError::ReferenceNotFound {
+                reference: reference.to_string(),
+                repository: self.display(),
+                tried: vec![id.clone()],
+                hint: "no commit has this id; check that it was pushed to this repository".to_owned(),
+            },
+            ErrorCode::Ambiguous => SourceError::AmbiguousCommit {
+                prefix: id.clone(),
+                repository: self.display(),
+            },
+            _ => self.git_error(format!("looking up commit {id}"), e),
+        })?;
         let full = commit.id().to_string();
         Ok(Revision {
             reference: format!("sha1:{full}"),
@@ -329,10 +314,7 @@ impl LocalRepository {
         } else {
             String::new()
         };
-        format!(
-            "existing: {}{more}; check the GitSource ref",
-            names.join(", ")
-        )
+        format!("existing: {}{more}; check the GitSource ref", names.join(", "))
     }
 
     fn display(&self) -> String {

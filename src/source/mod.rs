@@ -218,8 +218,7 @@ pub(crate) fn normalize_dir(dir: &str) -> Result<String, SourceError> {
             ".." => {
                 return Err(SourceError::InvalidPath {
                     dir: dir.to_owned(),
-                    reason: "'..' is not allowed; paths are relative to the repository root"
-                        .to_owned(),
+                    reason: "'..' is not allowed; paths are relative to the repository root".to_owned(),
                 });
             }
             other => parts.push(other),
@@ -258,14 +257,8 @@ mod tests {
     #[test]
     fn reference_display_names_the_kind() {
         assert_eq!(GitReference::Head.to_string(), "HEAD");
-        assert_eq!(
-            GitReference::Branch("main".into()).to_string(),
-            "branch \"main\""
-        );
+        assert_eq!(GitReference::Branch("main".into()).to_string(), "branch \"main\"");
         assert_eq!(GitReference::Tag("v1".into()).to_string(), "tag \"v1\"");
-        assert_eq!(
-            GitReference::Commit("abcd".into()).to_string(),
-            "commit \"abcd\""
-        );
+        assert_eq!(GitReference::Commit("abcd".into()).to_string(), "commit \"abcd\"");
     }
 }

@@ -20,17 +20,13 @@ pub(crate) fn local_path(url: &str) -> Result<PathBuf, SourceError> {
     if let Some((scheme, _)) = trimmed.split_once("://")
         && is_scheme(scheme)
     {
-        return Err(SourceError::Unsupported {
-            url: url.to_owned(),
-        });
+        return Err(SourceError::Unsupported { url: url.to_owned() });
     }
     if let Some((before, _)) = trimmed.split_once(':')
         && !before.is_empty()
         && !before.contains('/')
     {
-        return Err(SourceError::Unsupported {
-            url: url.to_owned(),
-        });
+        return Err(SourceError::Unsupported { url: url.to_owned() });
     }
     Ok(PathBuf::from(trimmed))
 }
@@ -48,8 +44,7 @@ fn file_url_path(url: &str, rest: &str) -> Result<PathBuf, SourceError> {
             "a file:// URL must name an absolute local path, e.g. file:///srv/git/repo",
         ));
     };
-    let decoded = percent_decode(path)
-        .ok_or_else(|| invalid(url, "percent-encoded bytes do not form UTF-8"))?;
+    let decoded = percent_decode(path).ok_or_else(|| invalid(url, "percent-encoded bytes do not form UTF-8"))?;
     Ok(PathBuf::from(decoded))
 }
 
@@ -109,9 +104,7 @@ fn percent_decode(s: &str) -> Option<String> {
 }
 
 fn hex_value(b: u8) -> Option<u8> {
-    char::from(b)
-        .to_digit(16)
-        .and_then(|d| u8::try_from(d).ok())
+    char::from(b).to_digit(16).and_then(|d| u8::try_from(d).ok())
 }
 
 #[cfg(test)]
@@ -147,10 +140,7 @@ mod tests {
             "github.com:org/repo.git",
         ] {
             let err = local_path(url).unwrap_err();
-            assert!(
-                matches!(err, SourceError::Unsupported { .. }),
-                "{url}: {err}"
-            );
+            assert!(matches!(err, SourceError::Unsupported { .. }), "{url}: {err}");
             assert!(err.to_string().contains("later release"), "{err}");
         }
     }
@@ -159,10 +149,7 @@ mod tests {
     fn bad_file_urls() {
         for url in ["", "  ", "file://server/share/repo", "file:///tmp/%ff"] {
             let err = local_path(url).unwrap_err();
-            assert!(
-                matches!(err, SourceError::InvalidUrl { .. }),
-                "{url}: {err}"
-            );
+            assert!(matches!(err, SourceError::InvalidUrl { .. }), "{url}: {err}");
         }
     }
 }

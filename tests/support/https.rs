@@ -36,35 +36,24 @@ pub fn client_config(
 ) -> Arc<ClientConfig> {
     let mut roots = RootCertStore::empty();
     roots.add(ca.clone()).unwrap();
-    let mut config =
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(versions)
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Arc::new(config)
 }
 
-pub async fn tls_connect_with(
-    addr: SocketAddr,
-    config: Arc<ClientConfig>,
-) -> std::io::Result<TlsStream<TcpStream>> {
+pub async fn tls_connect_with(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(config)
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await
 }
 
-pub async fn tls_connect(
-    addr: SocketAddr,
-    ca: &CertificateDer<'static>,
-) -> std::io::Result<TlsStream<TcpStream>> {
-    tls_connect_with(
-        addr,
-        client_config(ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS),
-    )
-    .await
+pub async fn tls_connect(addr: SocketAddr, ca: &CertificateDer<'static>) -> std::io::Result<TlsStream<TcpStream>> {
+    tls_connect_with(addr, client_config(ca, &[b"http/1.1"], rustls::DEFAULT_VERSIONS)).await
 }
 
 pub fn presented_leaf(tls: &TlsStream<TcpStream>) -> CertificateDer<'static> {
@@ -95,10 +84,7 @@ impl hyper::body::Body for Chunked {
     type Data = Bytes;
     type Error = Infallible;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
         Poll::Ready(self.0.pop_front().map(|chunk| Ok(Frame::data(chunk))))
     }
 }
@@ -159,9 +145,7 @@ pub async fn scrape(metrics: SocketAddr) -> String {
     let answer = send(&mut sender, "GET", "/metrics", empty()).await.unwrap();
     assert_eq!(answer.status, StatusCode::OK);
     assert!(
-        answer
-            .content_type
-            .starts_with("application/openmetrics-text"),
+        answer.content_type.starts_with("application/openmetrics-text"),
         "{}",
         answer.content_type
     );
@@ -183,4 +167,3 @@ where
         tokio::time::sleep(POLL).await;
     }
 }
-

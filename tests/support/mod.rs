@@ -87,7 +87,11 @@ pub fn stack(spec: &GuardSpec) -> Stack {
         },
         audit.clone(),
     );
-    Stack { admission, audit, store }
+    Stack {
+        admission,
+        audit,
+        store,
+    }
 }
 
 /// A stack in `mode` with optional ignore rules and exemptions.
@@ -118,12 +122,21 @@ pub fn example_repo() -> (tempfile::TempDir, String) {
 /// Run git in `dir` with a fixed identity; panics with stderr on failure.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
-        .args(["-c", "user.name=driftguard tests", "-c", "user.email=tests@driftguard.invalid"])
+        .args([
+            "-c",
+            "user.name=driftguard tests",
+            "-c",
+            "user.email=tests@driftguard.invalid",
+        ])
         .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
         .args(args)
         .current_dir(dir)
         .output()
         .expect("git runs");
-    assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
