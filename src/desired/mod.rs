@@ -54,3 +54,6 @@ pub enum DesiredError {
         reason: String,
     },
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,221 @@
+use std::sync::Arc;
+
+use serde_json::json;
+
+use super::*;
+use crate::api::GuardSpec;
+use crate::render::{Manifest, Origin};
+use crate::source::Revision;
+
+fn policy(name: &str, target_namespace: Option<&str>) -> Arc<GuardPolicy> {
+    let mut spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "s"}, "path": "apps"})).unwrap();
+    spec.target_namespace = target_namespace.map(str::to_owned);
+    let id = GuardId {
+        namespace: "default".into(),
+        name: name.into(),
+    };
+    Arc::new(GuardPolicy::new(id, &spec, "file:///repo").unwrap())
+}
+
+fn manifest(line: u32, object: serde_json::Value) -> Manifest {
+    Manifest {
+        object,
+        origin: Origin {
+            file: "apps/all.yaml".into(),
+            line,
+        },
+    }
+}
+
+fn revision(commit: &str) -> Revision {
+    Revision {
+        commit: commit.into(),
+        reference: format!("main@sha1:{commit}"),
+    }
+}
+
+fn cm(name: &str, namespace: Option<&str>) -> serde_json::Value {
+    let mut object = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}, "data": {"k": "v"}});
+    if let Some(ns) = namespace {
+        object["metadata"]["namespace"] = ns.into();
+    }
+    object
+}
+
+#[test]
+fn namespaces_are_defaulted_and_cluster_scope_comes_from_the_table() {
+    let set = DesiredSet::build(
+        policy("g", Some("team-a")),
+        revision("a"),
+        vec![
+            manifest(1, cm("plain", None)),
+            manifest(5, cm("explicit", Some("other"))),
+            manifest(
+                9,
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                       "metadata": {"name": "reader", "namespace": "ignored"}, "rules": []}),
+            ),
+        ],
+    )
+    .unwrap();
+    let namespaces: Vec<_> = set.objects.iter().map(|o| o.namespace.as_deref()).collect();
+    assert_eq!(namespaces, [Some("team-a"), Some("other"), None]);
+    assert_eq!(set.objects[0].object["metadata"]["namespace"], "team-a");
+    assert!(set.objects[2].object["metadata"].get("namespace").is_none());
+    assert_eq!(set.objects[2].resource, "clusterroles");
+    // Ownership is stamped so that removing it is drift.
+    assert_eq!(
+        set.objects[0].object["metadata"]["labels"]["driftguard.io/managed"],
+        "true"
+    );
+    assert_eq!(
+        set.objects[0].object["metadata"]["annotations"]["driftguard.io/guard"],
+        "default/g"
+    );
+    assert!(set.weight() > 0);
+}
+
+#[test]
+fn duplicates_after_namespace_defaulting_name_both_places() {
+    let err = DesiredSet::build(
+        policy("g", None),
+        revision("a"),
+        vec![manifest(1, cm("web", None)), manifest(7, cm("web", Some("default")))],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("apps/all.yaml:1") && err.contains("apps/all.yaml:7"),
+        "{err}"
+    );
+    assert!(err.contains("ConfigMap default/web"), "{err}");
+}
+
+#[test]
+fn manifests_without_identity_are_rejected_with_their_origin() {
+    let err = DesiredSet::build(
+        policy("g", None),
+        revision("a"),
+        vec![manifest(
+            3,
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}}),
+        )],
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains("apps/all.yaml:3") && err.contains("metadata.name"),
+        "{err}"
+    );
+}
+
+#[test]
+fn index_finds_managed_objects_and_reports_cross_guard_conflicts() {
+    let a =
+        Arc::new(DesiredSet::build(policy("a", None), revision("1"), vec![manifest(1, cm("shared", None))]).unwrap());
+    let b = Arc::new(
+        DesiredSet::build(
+            policy("b", None),
+            revision("2"),
+            vec![manifest(1, cm("shared", None)), manifest(4, cm("own", None))],
+        )
+        .unwrap(),
+    );
+    let store = DesiredStore::new();
+    assert!(!store.is_ready());
+    let conflicts = store.publish(vec![b, a], true);
+    assert!(store.is_ready());
+    assert_eq!(
+        conflicts,
+        [Conflict {
+            object: "ConfigMap default/shared".into(),
+            kept_by: "default/a".into(),
+            ignored_in: "default/b".into(),
+        }]
+    );
+    let index = store.index();
+    assert_eq!(index.len(), 2);
+    let shared = index.lookup("", "configmaps", Some("default"), "shared").unwrap();
+    assert_eq!(shared.guard.id.name, "a");
+    assert_eq!(shared.revision.commit, "1");
+    assert_eq!(
+        index
+            .lookup("", "configmaps", Some("default"), "own")
+            .unwrap()
+            .guard
+            .id
+            .name,
+        "b"
+    );
+    assert!(index.lookup("", "configmaps", Some("other"), "own").is_none());
+    assert!(index.lookup("", "secrets", Some("default"), "own").is_none());
+    assert!(index.lookup("apps", "configmaps", Some("default"), "own").is_none());
+}
+
+#[test]
+fn cluster_scoped_lookup_accepts_empty_namespace() {
+    let set = DesiredSet::build(
+        policy("g", None),
+        revision("1"),
+        vec![manifest(
+            1,
+            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team-a"}}),
+        )],
+    )
+    .unwrap();
+    let (index, _) = AdmissionIndex::build(vec![Arc::new(set)]);
+    assert!(index.lookup("", "namespaces", None, "team-a").is_some());
+    assert!(index.lookup("", "namespaces", Some(""), "team-a").is_some());
+}
+
+#[test]
+fn cache_builds_a_revision_once_and_keeps_build_errors_readable() {
+    let cache = DesiredCache::new(64 * 1024 * 1024);
+    let guard = policy("g", None);
+    let mut builds = 0;
+    for _ in 0..3 {
+        let set = cache
+            .get_or_try_build::<DesiredError, _>(&guard.id, "abc", || {
+                builds += 1;
+                Ok(Arc::new(DesiredSet::build(
+                    guard.clone(),
+                    revision("abc"),
+                    vec![manifest(1, cm("x", None))],
+                )?))
+            })
+            .unwrap();
+        assert_eq!(set.objects.len(), 1);
+    }
+    assert_eq!(builds, 1);
+    assert_eq!(cache.len(), 1);
+    let err = cache
+        .get_or_try_build(&guard.id, "bad", || {
+            DesiredSet::build(
+                guard.clone(),
+                revision("bad"),
+                vec![manifest(2, json!({"kind": "ConfigMap"}))],
+            )
+            .map(Arc::new)
+        })
+        .unwrap_err();
+    assert!(err.to_string().contains("apiVersion"), "{err}");
+}
+
+#[test]
+fn cache_evicts_by_weight() {
+    let cache = DesiredCache::new(4 * 1024);
+    let guard = policy("g", None);
+    for commit in ["1", "2", "3", "4", "5", "6", "7", "8"] {
+        let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(1500)}});
+        cache
+            .get_or_try_build::<DesiredError, _>(&guard.id, commit, || {
+                Ok(Arc::new(DesiredSet::build(
+                    guard.clone(),
+                    revision(commit),
+                    vec![manifest(1, big)],
+                )?))
+            })
+            .unwrap();
+    }
+    assert!(cache.len() < 8, "bounded by bytes, holds {}", cache.len());
+}
