@@ -231,7 +231,7 @@ fn secret_values_are_never_echoed() {
 }
 
 fn apply_patch(review_fixture: &str, response: &Value) -> Value {
-    let request: Value = serde_json::from_slice(&fixture(review_fixture)).unwrap();
+    let request: Value = serde_json::from_slice(&fixture(&format!("{review_fixture}.json"))).unwrap();
     assert_eq!(response["patchType"], "JSONPatch");
     let patch = base64::engine::general_purpose::STANDARD
         .decode(response["patch"].as_str().unwrap())

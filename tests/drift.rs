@@ -3,9 +3,7 @@
 
 use std::path::Path;
 
-use driftguard::drift::{
-    FieldDrift, IgnorePath, PathSegment, detect, normalize_desired, revert_patch,
-};
+use driftguard::drift::{FieldDrift, IgnorePath, PathSegment, detect, normalize_desired, revert_patch};
 use json_patch::PatchOperation;
 use proptest::prelude::*;
 use serde_json::{Value, json};
@@ -53,8 +51,7 @@ fn del(v: &mut Value, pointer: &str) {
     let last = unescape(last);
     match v.pointer_mut(parent) {
         Some(Value::Object(m)) => {
-            m.remove(&last)
-                .unwrap_or_else(|| panic!("nothing at {pointer}"));
+            m.remove(&last).unwrap_or_else(|| panic!("nothing at {pointer}"));
         }
         Some(Value::Array(a)) => {
             a.remove(last.parse::<usize>().expect("index"));
@@ -116,19 +113,11 @@ fn cases() -> Vec<Case> {
         case("server defaults are not drift", "deployment", noop),
         Case {
             create: true,
-            ..case(
-                "CREATE of the defaulted object is not drift",
-                "deployment",
-                noop,
-            )
+            ..case("CREATE of the defaulted object is not drift", "deployment", noop)
         },
         case("undeclared labels and annotations", "deployment", |n| {
             put(n, "/metadata/labels/debug", json!("true"));
-            put(
-                n,
-                "/metadata/annotations/note",
-                json!("investigating INC-42"),
-            );
+            put(n, "/metadata/annotations/note", json!("investigating INC-42"));
         }),
         case("rollout restart annotation", "deployment", |n| {
             put(
@@ -141,35 +130,23 @@ fn cases() -> Vec<Case> {
             let containers = n.pointer_mut("/spec/template/spec/containers").unwrap();
             containers.as_array_mut().unwrap().reverse();
         }),
-        case(
-            "reordered env, ports, mounts and volumes",
-            "deployment",
-            |n| {
-                for list in ["env", "ports", "volumeMounts"] {
-                    let l = n.pointer_mut(&format!("{WEB}/{list}")).unwrap();
-                    l.as_array_mut().unwrap().reverse();
-                }
-                let v = n.pointer_mut("/spec/template/spec/volumes").unwrap();
-                v.as_array_mut().unwrap().reverse();
-            },
-        ),
+        case("reordered env, ports, mounts and volumes", "deployment", |n| {
+            for list in ["env", "ports", "volumeMounts"] {
+                let l = n.pointer_mut(&format!("{WEB}/{list}")).unwrap();
+                l.as_array_mut().unwrap().reverse();
+            }
+            let v = n.pointer_mut("/spec/template/spec/volumes").unwrap();
+            v.as_array_mut().unwrap().reverse();
+        }),
         case("0.5 is 500m", "deployment", |n| {
             put(n, &format!("{WEB}/resources/limits/cpu"), json!("0.5"));
         }),
         case("a number quantity is its value", "deployment", |n| {
             put(n, &format!("{WEB}/resources/limits/cpu"), json!(0.5));
-            put(
-                n,
-                &format!("{WEB}/resources/requests/memory"),
-                json!(268435456),
-            );
+            put(n, &format!("{WEB}/resources/requests/memory"), json!(268435456));
         }),
         case("1Gi sizeLimit spelled 1024Mi", "deployment", |n| {
-            put(
-                n,
-                "/spec/template/spec/volumes/1/emptyDir/sizeLimit",
-                json!("1024Mi"),
-            );
+            put(n, "/spec/template/spec/volumes/1/emptyDir/sizeLimit", json!("1024Mi"));
         }),
         case("replicas as a float", "deployment", |n| {
             put(n, "/spec/replicas", json!(3.0));
@@ -179,50 +156,22 @@ fn cases() -> Vec<Case> {
             put(n, "/metadata/resourceVersion", json!("4815999"));
             put(n, "/metadata/generation", json!(13));
             put(n, "/metadata/managedFields", json!([]));
-            put(
-                n,
-                "/metadata/creationTimestamp",
-                json!("2030-01-01T00:00:00Z"),
-            );
-            put(
-                n,
-                "/metadata/uid",
-                json!("00000000-0000-0000-0000-000000000000"),
-            );
+            put(n, "/metadata/creationTimestamp", json!("2030-01-01T00:00:00Z"));
+            put(n, "/metadata/uid", json!("00000000-0000-0000-0000-000000000000"));
         }),
         case("a declared empty nodeSelector", "deployment", |n| {
-            put(
-                n,
-                "/spec/template/spec/nodeSelector",
-                json!({"disk": "ssd"}),
-            );
+            put(n, "/spec/template/spec/nodeSelector", json!({"disk": "ssd"}));
         }),
         case("undeclared spec fields", "deployment", |n| {
             put(n, "/spec/minReadySeconds", json!(10));
             put(n, "/spec/revisionHistoryLimit", json!(2));
             put(n, &format!("{WEB}/imagePullPolicy"), json!("Always"));
-            put(
-                n,
-                &format!("{WEB}/resources/limits/ephemeral-storage"),
-                json!("1Gi"),
-            );
-            put(
-                n,
-                "/spec/template/spec/nodeSelector",
-                json!({"disk": "ssd"}),
-            );
-            put(
-                n,
-                "/spec/template/spec/securityContext/runAsUser",
-                json!(1000),
-            );
+            put(n, &format!("{WEB}/resources/limits/ephemeral-storage"), json!("1Gi"));
+            put(n, "/spec/template/spec/nodeSelector", json!({"disk": "ssd"}));
+            put(n, "/spec/template/spec/securityContext/runAsUser", json!(1000));
         }),
         case("added container and env entry", "deployment", |n| {
-            put(
-                n,
-                &format!("{WEB}/env/-"),
-                json!({"name": "FEATURE_X", "value": "on"}),
-            );
+            put(n, &format!("{WEB}/env/-"), json!({"name": "FEATURE_X", "value": "on"}));
             put(
                 n,
                 "/spec/template/spec/containers/-",
@@ -233,18 +182,12 @@ fn cases() -> Vec<Case> {
         Case {
             expect: &["spec.template.spec.containers[name=web].image"],
             ..case("image", "deployment", |n| {
-                put(
-                    n,
-                    &format!("{WEB}/image"),
-                    json!("registry.example.com/shop/web:1.5.0"),
-                );
+                put(n, &format!("{WEB}/image"), json!("registry.example.com/shop/web:1.5.0"));
             })
         },
         Case {
             expect: &["spec.replicas"],
-            ..case("scale", "deployment", |n| {
-                put(n, "/spec/replicas", json!(5))
-            })
+            ..case("scale", "deployment", |n| put(n, "/spec/replicas", json!(5)))
         },
         Case {
             expect: &["spec.template.spec.containers[name=web].env[name=LOG_LEVEL].value"],
@@ -253,17 +196,10 @@ fn cases() -> Vec<Case> {
             })
         },
         Case {
-            expect: &[
-                "metadata.labels[app.kubernetes.io/part-of]",
-                "metadata.labels.team",
-            ],
+            expect: &["metadata.labels[app.kubernetes.io/part-of]", "metadata.labels.team"],
             ..case("declared labels", "deployment", |n| {
                 put(n, "/metadata/labels/team", json!("checkout"));
-                put(
-                    n,
-                    "/metadata/labels/app.kubernetes.io~1part-of",
-                    json!("legacy"),
-                );
+                put(n, "/metadata/labels/app.kubernetes.io~1part-of", json!("legacy"));
             })
         },
         Case {
@@ -323,11 +259,7 @@ fn cases() -> Vec<Case> {
         Case {
             expect: &["spec.template.spec.tolerations"],
             ..case("field added inside an atomic list", "deployment", |n| {
-                put(
-                    n,
-                    "/spec/template/spec/tolerations/0/tolerationSeconds",
-                    json!(30),
-                );
+                put(n, "/spec/template/spec/tolerations/0/tolerationSeconds", json!(30));
             })
         },
         Case {
@@ -391,33 +323,21 @@ fn cases() -> Vec<Case> {
                 let containers = n.pointer_mut("/spec/template/spec/containers").unwrap();
                 containers.as_array_mut().unwrap().reverse();
                 // `web` is now at index 1 in the new object, still 0 in Git.
-                put(
-                    n,
-                    "/spec/template/spec/containers/1/image",
-                    json!("web:canary"),
-                );
+                put(n, "/spec/template/spec/containers/1/image", json!("web:canary"));
             })
         },
         Case {
             ignore: &["/spec/template/spec/containers/log-shipper/image"],
             expect: &["spec.template.spec.containers[name=web].image"],
-            ..case(
-                "ignoring one container does not hide another",
-                "deployment",
-                |n| {
-                    put(n, &format!("{WEB}/image"), json!("web:canary"));
-                },
-            )
+            ..case("ignoring one container does not hide another", "deployment", |n| {
+                put(n, &format!("{WEB}/image"), json!("web:canary"));
+            })
         },
         Case {
             ignore: &["/metadata/labels/app.kubernetes.io~1part-of"],
             expect: &["metadata.labels.team"],
             ..case("ignored label with an escaped key", "deployment", |n| {
-                put(
-                    n,
-                    "/metadata/labels/app.kubernetes.io~1part-of",
-                    json!("legacy"),
-                );
+                put(n, "/metadata/labels/app.kubernetes.io~1part-of", json!("legacy"));
                 put(n, "/metadata/labels/team", json!("checkout"));
             })
         },
@@ -453,23 +373,15 @@ fn cases() -> Vec<Case> {
         Case {
             before: |o| put(o, &format!("{WEB}/image"), json!("web:hotfix")),
             expect: &["spec.replicas"],
-            ..case(
-                "pre-existing image drift, unrelated scale",
-                "deployment",
-                |n| {
-                    put(n, "/spec/replicas", json!(4));
-                },
-            )
+            ..case("pre-existing image drift, unrelated scale", "deployment", |n| {
+                put(n, "/spec/replicas", json!(4));
+            })
         },
         Case {
             before: |o| {
                 del(o, "/metadata/labels/team");
                 del(o, &format!("{SHIPPER}/resources"));
-                put(
-                    o,
-                    "/spec/template/spec/tolerations/0/tolerationSeconds",
-                    json!(60),
-                );
+                put(o, "/spec/template/spec/tolerations/0/tolerationSeconds", json!(60));
             },
             ..case("pre-existing removals, unrelated edit", "deployment", |n| {
                 put(n, "/metadata/annotations/note", json!("hello"));
@@ -515,18 +427,10 @@ fn cases() -> Vec<Case> {
             put(n, "/data/extra", json!("eA=="));
         }),
         // --- StatefulSet: defaults inside an atomic list
-        case(
-            "volumeClaimTemplates defaults on UPDATE",
-            "statefulset",
-            noop,
-        ),
+        case("volumeClaimTemplates defaults on UPDATE", "statefulset", noop),
         Case {
             create: true,
-            ..case(
-                "volumeClaimTemplates defaults on CREATE",
-                "statefulset",
-                noop,
-            )
+            ..case("volumeClaimTemplates defaults on CREATE", "statefulset", noop)
         },
         Case {
             expect: &["spec.volumeClaimTemplates"],
@@ -548,23 +452,15 @@ fn cases() -> Vec<Case> {
                 );
             })
         },
-        case(
-            "volumeClaimTemplates storage spelled differently",
-            "statefulset",
-            |n| {
-                put(
-                    n,
-                    "/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
-                    json!("20480Mi"),
-                );
-            },
-        ),
+        case("volumeClaimTemplates storage spelled differently", "statefulset", |n| {
+            put(
+                n,
+                "/spec/volumeClaimTemplates/0/spec/resources/requests/storage",
+                json!("20480Mi"),
+            );
+        }),
         // --- NetworkPolicy: `{}` selects everything; defaults inside atomic rules
-        case(
-            "NetworkPolicy defaults inside atomic rules",
-            "networkpolicy",
-            noop,
-        ),
+        case("NetworkPolicy defaults inside atomic rules", "networkpolicy", noop),
         Case {
             create: true,
             ..case("NetworkPolicy CREATE", "networkpolicy", noop)
@@ -634,20 +530,11 @@ fn table() {
         }
         // Every case doubles as a revert round trip.
         let patch = revert_patch(&n, &d, &drifts);
-        assert_eq!(
-            patch.0.is_empty(),
-            drifts.is_empty(),
-            "{}: {patch:?}",
-            c.name
-        );
+        assert_eq!(patch.0.is_empty(), drifts.is_empty(), "{}: {patch:?}", c.name);
         let reverted = apply(&n, &patch);
         let left = detect(&d, old, &reverted, &ignore);
         if !left.is_empty() {
-            failures.push(format!(
-                "{}: drift left after revert: {:?}",
-                c.name,
-                paths(&left)
-            ));
+            failures.push(format!("{}: drift left after revert: {:?}", c.name, paths(&left)));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
@@ -665,15 +552,9 @@ fn drift_values_are_git_attempted_previous() {
         .iter()
         .find(|f| f.path.to_string().ends_with("image"))
         .expect("image drift");
-    assert_eq!(
-        image.git,
-        Some(json!("registry.example.com/shop/web:1.4.2"))
-    );
+    assert_eq!(image.git, Some(json!("registry.example.com/shop/web:1.4.2")));
     assert_eq!(image.attempted, Some(json!("web:canary")));
-    assert_eq!(
-        image.previous,
-        Some(json!("registry.example.com/shop/web:1.4.2"))
-    );
+    assert_eq!(image.previous, Some(json!("registry.example.com/shop/web:1.4.2")));
     let label = drifts
         .iter()
         .find(|f| f.path.to_string() == "metadata.labels.team")
@@ -694,10 +575,7 @@ fn secret_paths_are_recognizable_for_masking() {
     assert_eq!(drifts.len(), 1);
     assert!(drifts[0].path.starts_with_key("data"));
     // Git's value is the base64 of the stringData the manifest declared.
-    assert_eq!(
-        drifts[0].git,
-        Some(json!("Y29ycmVjdCBob3JzZSBiYXR0ZXJ5IHN0YXBsZQ=="))
-    );
+    assert_eq!(drifts[0].git, Some(json!("Y29ycmVjdCBob3JzZSBiYXR0ZXJ5IHN0YXBsZQ==")));
 }
 
 #[test]
@@ -711,11 +589,7 @@ fn revert_patch_operations() {
         .and_then(Value::as_array_mut)
         .unwrap()
         .reverse();
-    put(
-        &mut n,
-        "/spec/template/spec/containers/1/image",
-        json!("web:canary"),
-    );
+    put(&mut n, "/spec/template/spec/containers/1/image", json!("web:canary"));
     let patch = revert_patch(&n, &d, &detect(&d, Some(&o), &n, &[]));
     assert_eq!(
         serde_json::to_value(&patch).unwrap(),
@@ -744,11 +618,7 @@ fn revert_patch_operations() {
 
     // An atomic list: replaced whole.
     let mut n = o.clone();
-    put(
-        &mut n,
-        "/spec/template/spec/tolerations/0/value",
-        json!("batch"),
-    );
+    put(&mut n, "/spec/template/spec/tolerations/0/value", json!("batch"));
     let patch = revert_patch(&n, &d, &detect(&d, Some(&o), &n, &[]));
     assert_eq!(
         serde_json::to_value(&patch).unwrap(),
@@ -775,11 +645,7 @@ fn pointer_in_follows_keys_not_positions() {
         .and_then(Value::as_array_mut)
         .unwrap()
         .reverse();
-    put(
-        &mut n,
-        "/spec/template/spec/containers/1/env/0/value",
-        json!("debug"),
-    );
+    put(&mut n, "/spec/template/spec/containers/1/env/0/value", json!("debug"));
     let drifts = detect(&d, Some(&o), &n, &[]);
     assert_eq!(drifts.len(), 1);
     let path = &drifts[0].path;
@@ -814,9 +680,7 @@ fn field_path_serializes_as_display() {
     let path = &drifts[0].path;
     assert_eq!(
         serde_json::to_value(path).unwrap(),
-        json!(
-            "spec.template.spec.containers[name=web].ports[containerPort=9090,protocol=TCP].name"
-        )
+        json!("spec.template.spec.containers[name=web].ports[containerPort=9090,protocol=TCP].name")
     );
 }
 
@@ -897,18 +761,10 @@ fn edit_strategy() -> impl Strategy<Value = Edit> {
     prop_oneof![
         (any::<usize>(), tag).prop_map(|(i, t)| Edit::Image(i, t)),
         (0u8..6).prop_map(Edit::Replicas),
-        (any::<usize>(), any::<usize>(), word.clone())
-            .prop_map(|(c, e, v)| Edit::EnvValue(c, e, v)),
+        (any::<usize>(), any::<usize>(), word.clone()).prop_map(|(c, e, v)| Edit::EnvValue(c, e, v)),
         (any::<usize>(), any::<usize>()).prop_map(|(c, e)| Edit::RemoveEnv(c, e)),
-        (
-            any::<usize>(),
-            prop::sample::select(vec!["LOG_LEVEL", "NEW_VAR"])
-        )
-            .prop_map(|(c, n)| Edit::AddEnv(c, n)),
-        (
-            any::<usize>(),
-            prop::sample::select(vec!["LOG_LEVEL", "DB_HOST"])
-        )
+        (any::<usize>(), prop::sample::select(vec!["LOG_LEVEL", "NEW_VAR"])).prop_map(|(c, n)| Edit::AddEnv(c, n)),
+        (any::<usize>(), prop::sample::select(vec!["LOG_LEVEL", "DB_HOST"]))
             .prop_map(|(c, n)| Edit::DuplicateEnvFront(c, n)),
         any::<usize>().prop_map(Edit::RemoveContainer),
         prop::sample::select(vec!["web", "log-shipper", "debug"]).prop_map(Edit::AddContainer),
@@ -917,8 +773,7 @@ fn edit_strategy() -> impl Strategy<Value = Edit> {
         (label_key.clone(), label_value).prop_map(|(k, v)| Edit::SetLabel(k, v)),
         label_key.prop_map(Edit::RemoveLabel),
         Just(Edit::RemoveLabels),
-        prop::sample::select(vec!["2025-04-01T00:00:00Z", "2025-04-02T00:00:00Z"])
-            .prop_map(Edit::RestartedAt),
+        prop::sample::select(vec!["2025-04-01T00:00:00Z", "2025-04-02T00:00:00Z"]).prop_map(Edit::RestartedAt),
         (
             any::<usize>(),
             prop::sample::select(vec!["limits", "requests"]),
@@ -931,8 +786,7 @@ fn edit_strategy() -> impl Strategy<Value = Edit> {
         prop::sample::select(vec!["web", "batch"]).prop_map(Edit::Toleration),
         Just(Edit::RemoveTolerations),
         prop::option::of(0i64..2000).prop_map(Edit::SecurityContext),
-        (any::<usize>(), prop::sample::select(vec!["TCP", "UDP"]))
-            .prop_map(|(p, proto)| Edit::PortProtocol(p, proto)),
+        (any::<usize>(), prop::sample::select(vec!["TCP", "UDP"])).prop_map(|(p, proto)| Edit::PortProtocol(p, proto)),
         any::<usize>().prop_map(Edit::RemoveVolume),
         prop::sample::select(vec![
             ("/spec/minReadySeconds", json!(5)),
@@ -1078,7 +932,8 @@ fn apply_edit(v: &mut Value, edit: &Edit) {
             }
         }
         Edit::Toleration(val) => {
-            v["spec"]["template"]["spec"]["tolerations"] = json!([{"key": "dedicated", "operator": "Equal", "value": val, "effect": "NoSchedule"}]);
+            v["spec"]["template"]["spec"]["tolerations"] =
+                json!([{"key": "dedicated", "operator": "Equal", "value": val, "effect": "NoSchedule"}]);
         }
         Edit::RemoveTolerations => {
             object(&mut v["spec"]["template"]["spec"]).remove("tolerations");

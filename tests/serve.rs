@@ -236,7 +236,7 @@ async fn embedded_default_serves_decisions_over_https() {
         "{scraped}"
     );
     assert!(
-        scraped.contains("driftguard_admission_duration_seconds_bucket{le=\"5e-5\"}"),
+        scraped.contains("driftguard_admission_duration_seconds_bucket{le=\"0.00005\"}"),
         "{scraped}"
     );
 

@@ -87,12 +87,7 @@ fn is_vacuous(v: &Value) -> bool {
     }
 }
 
-fn subset_eq<'a>(
-    stack: &mut Vec<Seg<'a>>,
-    d: &'a Value,
-    n: Option<&'a Value>,
-    o: Option<&'a Value>,
-) -> bool {
+fn subset_eq<'a>(stack: &mut Vec<Seg<'a>>, d: &'a Value, n: Option<&'a Value>, o: Option<&'a Value>) -> bool {
     let n = present(n);
     match (d, n) {
         (Value::Null, _) => true,
@@ -111,11 +106,7 @@ fn subset_eq<'a>(
             let om = present(o).and_then(Value::as_object);
             object_subset_eq(stack, dm, nm, om)
         }
-        (Value::Object(dm), None)
-            if dm.is_empty() && empty_map_meaning(stack) == EmptyMap::Nothing =>
-        {
-            true
-        }
+        (Value::Object(dm), None) if dm.is_empty() && empty_map_meaning(stack) == EmptyMap::Nothing => true,
         (Value::Array(_) | Value::Object(_), _) => false,
         (_, Some(nv)) => scalar_eq(stack, d, nv),
         (_, None) => false,
@@ -153,11 +144,7 @@ fn object_subset_eq<'a>(
 }
 
 /// Full semantic equality, used for "did this request change the field" (`N[p] == O[p]`).
-pub(crate) fn same<'a>(
-    stack: &mut Vec<Seg<'a>>,
-    a: Option<&'a Value>,
-    b: Option<&'a Value>,
-) -> bool {
+pub(crate) fn same<'a>(stack: &mut Vec<Seg<'a>>, a: Option<&'a Value>, b: Option<&'a Value>) -> bool {
     match (present(a), present(b)) {
         (None, None) => true,
         (Some(Value::Array(x)), None) | (None, Some(Value::Array(x))) => x.is_empty(),
@@ -181,8 +168,9 @@ pub(crate) fn same<'a>(
                 .iter()
                 .all(|(k, yv)| x.contains_key(k.as_str()) || yv.is_null() || is_empty_list(yv))
         }
-        (Some(Value::Array(_) | Value::Object(_)), Some(_))
-        | (Some(_), Some(Value::Array(_) | Value::Object(_))) => false,
+        (Some(Value::Array(_) | Value::Object(_)), Some(_)) | (Some(_), Some(Value::Array(_) | Value::Object(_))) => {
+            false
+        }
         (Some(x), Some(y)) => scalar_eq(stack, x, y),
     }
 }
@@ -226,11 +214,7 @@ mod tests {
         assert!(desired_ok(&json!([]), None, None));
         assert!(desired_ok(&json!([]), Some(&Value::Null), None));
         assert!(!desired_ok(&json!(["a"]), None, None));
-        assert!(same(
-            &mut Vec::new(),
-            Some(&json!({"a": null})),
-            Some(&json!({}))
-        ));
+        assert!(same(&mut Vec::new(), Some(&json!({"a": null})), Some(&json!({}))));
     }
 
     #[test]
@@ -274,10 +258,6 @@ mod tests {
         added[0]["spec"]["storageClassName"] = json!("fast");
         assert!(!desired_ok(&d, Some(&added), Some(&live)));
         // Order matters in atomic lists.
-        assert!(!desired_ok(
-            &json!(["a", "b"]),
-            Some(&json!(["b", "a"])),
-            None
-        ));
+        assert!(!desired_ok(&json!(["a", "b"]), Some(&json!(["b", "a"])), None));
     }
 }

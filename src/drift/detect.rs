@@ -18,12 +18,7 @@ struct Walker<'a, 'i> {
 }
 
 /// See [`super::detect`].
-pub(crate) fn detect(
-    desired: &Value,
-    old: Option<&Value>,
-    new: &Value,
-    ignore: &[IgnorePath],
-) -> Vec<FieldDrift> {
+pub(crate) fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: &[IgnorePath]) -> Vec<FieldDrift> {
     let mut w = Walker {
         ignore,
         has_old: old.is_some(),
@@ -98,20 +93,12 @@ impl<'a> Walker<'a, '_> {
             }
             Value::Array(da) => match keyed_list(&self.stack, da) {
                 Some(list) => {
-                    let mut nl = n
-                        .and_then(Value::as_array)
-                        .map(|l| KeyedLookup::new(list, l));
-                    let mut ol = o
-                        .and_then(Value::as_array)
-                        .map(|l| KeyedLookup::new(list, l));
+                    let mut nl = n.and_then(Value::as_array).map(|l| KeyedLookup::new(list, l));
+                    let mut ol = o.and_then(Value::as_array).map(|l| KeyedLookup::new(list, l));
                     for (index, de) in da.iter().enumerate() {
                         let ne = nl.as_mut().and_then(|l| l.find(de, index));
                         let oe = ol.as_mut().and_then(|l| l.find(de, index));
-                        self.stack.push(Seg::Elem {
-                            list,
-                            elem: de,
-                            index,
-                        });
+                        self.stack.push(Seg::Elem { list, elem: de, index });
                         if !self.ignored() {
                             self.walk(de, ne, oe);
                         }

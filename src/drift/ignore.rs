@@ -40,14 +40,10 @@ impl IgnorePath {
         } else {
             let rest = s
                 .strip_prefix('/')
-                .ok_or_else(|| DriftError::PointerStart {
-                    pointer: s.to_owned(),
-                })?;
+                .ok_or_else(|| DriftError::PointerStart { pointer: s.to_owned() })?;
             rest.split('/')
                 .map(|raw| {
-                    let text = unescape(raw).ok_or_else(|| DriftError::PointerEscape {
-                        pointer: s.to_owned(),
-                    })?;
+                    let text = unescape(raw).ok_or_else(|| DriftError::PointerEscape { pointer: s.to_owned() })?;
                     let int = text.parse().ok();
                     Ok(Token { text, int })
                 })
@@ -71,8 +67,7 @@ impl IgnorePath {
 
     /// True when this rule names exactly the walk position `stack`.
     pub(crate) fn matches(&self, stack: &[Seg<'_>]) -> bool {
-        self.tokens.len() == stack.len()
-            && self.tokens.iter().zip(stack).all(|(t, seg)| t.matches(seg))
+        self.tokens.len() == stack.len() && self.tokens.iter().zip(stack).all(|(t, seg)| t.matches(seg))
     }
 }
 
@@ -84,14 +79,11 @@ impl Token {
         match *seg {
             Seg::Field(name) => self.text == name,
             Seg::Elem { list, elem, index } => {
-                self.int
-                    .is_some_and(|i| usize::try_from(i).is_ok_and(|i| i == index))
+                self.int.is_some_and(|i| usize::try_from(i).is_ok_and(|i| i == index))
                     || self.matches_primary_key(list, elem)
                     || self.matches_full_key(list, elem)
             }
-            Seg::Item(index) => self
-                .int
-                .is_some_and(|i| usize::try_from(i).is_ok_and(|i| i == index)),
+            Seg::Item(index) => self.int.is_some_and(|i| usize::try_from(i).is_ok_and(|i| i == index)),
         }
     }
 
@@ -108,9 +100,7 @@ impl Token {
             let Some((name, text)) = parts.next().and_then(|p| p.split_once('=')) else {
                 return false;
             };
-            name == f.name
-                && ListKeys::key_value(f, elem)
-                    .is_some_and(|kv| key_text_eq(kv, text, text.parse().ok()))
+            name == f.name && ListKeys::key_value(f, elem).is_some_and(|kv| key_text_eq(kv, text, text.parse().ok()))
         });
         all_fields && parts.next().is_none()
     }

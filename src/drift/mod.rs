@@ -75,12 +75,7 @@ pub struct FieldDrift {
 /// order they appear in `desired`, minus those under an `ignore` rule.
 ///
 /// `desired` must be normalized ([`normalize_desired`]); `old` is `None` on CREATE.
-pub fn detect(
-    desired: &Value,
-    old: Option<&Value>,
-    new: &Value,
-    ignore: &[IgnorePath],
-) -> Vec<FieldDrift> {
+pub fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: &[IgnorePath]) -> Vec<FieldDrift> {
     detect::detect(desired, old, new, ignore)
 }
 

@@ -58,10 +58,7 @@ const LENIENT: GeneralPurpose = GeneralPurpose::new(
 
 fn canonical_base64(encoded: &str) -> Option<String> {
     // StdEncoding skips line breaks, so wrapped base64 in Git is the same bytes.
-    let compact: String = encoded
-        .chars()
-        .filter(|c| *c != '\r' && *c != '\n')
-        .collect();
+    let compact: String = encoded.chars().filter(|c| *c != '\r' && *c != '\n').collect();
     let bytes = LENIENT.decode(compact).ok()?;
     Some(base64::engine::general_purpose::STANDARD.encode(bytes))
 }
@@ -87,10 +84,7 @@ fn normalize_secret(map: &mut Map<String, Value>) {
     for (k, v) in string_data {
         match v {
             Value::String(s) => {
-                folded.insert(
-                    k,
-                    Value::String(base64::engine::general_purpose::STANDARD.encode(s)),
-                );
+                folded.insert(k, Value::String(base64::engine::general_purpose::STANDARD.encode(s)));
             }
             // Not a string: the API server rejects it; keep it visible rather than guess.
             other => {
@@ -183,10 +177,7 @@ mod tests {
         normalize_desired(&mut d);
         let c = &d["spec"]["template"]["spec"]["containers"][0]["resources"];
         assert_eq!(c["limits"], json!({"cpu": "500m", "memory": "1536Mi"}));
-        assert_eq!(
-            c["requests"],
-            json!({"cpu": "1", "memory": "not-a-quantity"})
-        );
+        assert_eq!(c["requests"], json!({"cpu": "1", "memory": "not-a-quantity"}));
         assert_eq!(
             d["spec"]["template"]["spec"]["volumes"][0]["emptyDir"]["sizeLimit"],
             json!("1Gi")
@@ -204,9 +195,6 @@ mod tests {
         assert_eq!(d["spec"]["limits"][0]["max"]["cpu"], json!("2"));
         let mut q = json!({"apiVersion": "v1", "kind": "ResourceQuota", "spec": {"hard": {"pods": 10, "requests.cpu": "4000m"}}});
         normalize_desired(&mut q);
-        assert_eq!(
-            q["spec"]["hard"],
-            json!({"pods": "10", "requests.cpu": "4"})
-        );
+        assert_eq!(q["spec"]["hard"], json!({"pods": "10", "requests.cpu": "4"}));
     }
 }

@@ -173,12 +173,10 @@ impl fmt::Display for Quantity {
         match self.format {
             Format::DecimalExponent if aligned == 0 => write!(f, "{sign}{mantissa}"),
             Format::DecimalExponent => write!(f, "{sign}{mantissa}e{aligned}"),
-            Format::DecimalSI | Format::BinarySI => {
-                match DECIMAL_SUFFIXES.iter().find(|(_, e)| *e == aligned) {
-                    Some((suffix, _)) => write!(f, "{sign}{mantissa}{suffix}"),
-                    None => write!(f, "{sign}{mantissa}e{aligned}"),
-                }
-            }
+            Format::DecimalSI | Format::BinarySI => match DECIMAL_SUFFIXES.iter().find(|(_, e)| *e == aligned) {
+                Some((suffix, _)) => write!(f, "{sign}{mantissa}{suffix}"),
+                None => write!(f, "{sign}{mantissa}e{aligned}"),
+            },
         }
     }
 }
@@ -211,12 +209,7 @@ fn pow10(n: u32) -> Option<u128> {
 }
 
 /// Magnitude of `int.frac × base^exponent` in nanos, rounded up and capped like the API server.
-fn magnitude_nanos(
-    int: &str,
-    frac: &str,
-    binary: bool,
-    exponent: i64,
-) -> Result<u128, QuantityError> {
+fn magnitude_nanos(int: &str, frac: &str, binary: bool, exponent: i64) -> Result<u128, QuantityError> {
     let all = || int.bytes().chain(frac.bytes());
     let total = int.len() + frac.len();
     let leading = all().take_while(|b| *b == b'0').count();
@@ -234,11 +227,7 @@ fn magnitude_nanos(
         .fold(0u128, |acc, b| acc * 10 + u128::from(b - b'0'));
     // value = significand × 10^scale (× 2^exponent when binary)
     let scale = to_i64(trailing) - to_i64(frac.len());
-    let decimal_scale = if binary {
-        scale
-    } else {
-        scale.saturating_add(exponent)
-    };
+    let decimal_scale = if binary { scale } else { scale.saturating_add(exponent) };
     // Integer digits before any binary multiplier: ≥ 20 digits is past the cap already.
     if to_i64(sig_len).saturating_add(decimal_scale) > 19 {
         return Ok(CAP_NANOS);
@@ -271,11 +260,7 @@ fn decimal_nanos(significand: u128, scale: i64) -> Option<u128> {
 }
 
 /// `significand × 10^scale × 2^exponent` in nanos, rounded up; `Ok(None)` past the cap.
-fn binary_nanos(
-    significand: u128,
-    scale: i64,
-    exponent: i64,
-) -> Result<Option<u128>, QuantityError> {
+fn binary_nanos(significand: u128, scale: i64, exponent: i64) -> Result<Option<u128>, QuantityError> {
     let e = u32::try_from(exponent).map_err(|_| QuantityError::Suffix)?;
     let two_e = 1u128.checked_shl(e).ok_or(QuantityError::Suffix)?;
     let shift = scale.saturating_add(9);
@@ -283,9 +268,7 @@ fn binary_nanos(
         let Some(p) = u32::try_from(shift).ok().and_then(pow10) else {
             return Ok(None);
         };
-        return Ok(significand
-            .checked_mul(p)
-            .and_then(|v| v.checked_mul(two_e)));
+        return Ok(significand.checked_mul(p).and_then(|v| v.checked_mul(two_e)));
     }
     // nanos = ceil(significand × 2^e / 10^j)
     let j = u32::try_from(shift.unsigned_abs()).map_err(|_| QuantityError::TooPrecise)?;
@@ -383,11 +366,7 @@ mod tests {
             ("5.", "5"),
         ];
         for (input, want) in cases {
-            assert_eq!(
-                canonical(input).as_deref(),
-                Some(want),
-                "canonical({input:?})"
-            );
+            assert_eq!(canonical(input).as_deref(), Some(want), "canonical({input:?})");
         }
     }
 
@@ -455,10 +434,7 @@ mod tests {
     fn format_is_kept() {
         assert_eq!(parse("1Mi").map(|q| q.format()), Ok(Format::BinarySI));
         assert_eq!(parse("1M").map(|q| q.format()), Ok(Format::DecimalSI));
-        assert_eq!(
-            parse("1e6").map(|q| q.format()),
-            Ok(Format::DecimalExponent)
-        );
+        assert_eq!(parse("1e6").map(|q| q.format()), Ok(Format::DecimalExponent));
         assert_eq!(parse("0").map(|q| q.is_zero()), Ok(true));
     }
 }

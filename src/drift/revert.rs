@@ -27,21 +27,14 @@ pub(crate) fn revert_patch(new: &Value, desired: &Value, drifts: &[FieldDrift]) 
 }
 
 /// The one operation restoring `path` in `root` from `desired`, or `None` if it already holds.
-fn restore_op(
-    root: &Value,
-    desired: &Value,
-    path: &FieldPath,
-    fallback: Option<&Value>,
-) -> Option<PatchOperation> {
+fn restore_op(root: &Value, desired: &Value, path: &FieldPath, fallback: Option<&Value>) -> Option<PatchOperation> {
     let mut pointer = PointerBuf::root();
     let mut cur = root;
     let mut d_cur = desired;
     for seg in path.segments() {
         let d_next = match seg {
             PathSegment::Field(name) => d_cur.get(name.as_str()),
-            PathSegment::Element(key) => d_cur
-                .as_array()
-                .and_then(|l| key.position_in(l).and_then(|i| l.get(i))),
+            PathSegment::Element(key) => d_cur.as_array().and_then(|l| key.position_in(l).and_then(|i| l.get(i))),
         };
         // A path always comes from `desired`; if the caller passed another one, fall back to
         // the recorded Git value at the leaf and give up on the missing parents.
@@ -53,10 +46,9 @@ fn restore_op(
                 .as_object()
                 .and_then(|m| m.get_key_value(name.as_str()))
                 .map(|(k, v)| (Token::new(k.as_str()), v)),
-            PathSegment::Element(key) => cur.as_array().and_then(|l| {
-                key.position_in(l)
-                    .and_then(|i| l.get(i).map(|v| (Token::from(i), v)))
-            }),
+            PathSegment::Element(key) => cur
+                .as_array()
+                .and_then(|l| key.position_in(l).and_then(|i| l.get(i).map(|v| (Token::from(i), v)))),
         };
         match next {
             Some((token, v)) => {
@@ -72,13 +64,7 @@ fn restore_op(
 
 /// `cur` (at `pointer`) lacks `seg`: add Git's subtree, or replace `cur` with Git's value when
 /// it is not even a container of the right kind.
-fn add_missing(
-    cur: &Value,
-    pointer: PointerBuf,
-    seg: &PathSegment,
-    d_cur: &Value,
-    d_next: &Value,
-) -> PatchOperation {
+fn add_missing(cur: &Value, pointer: PointerBuf, seg: &PathSegment, d_cur: &Value, d_next: &Value) -> PatchOperation {
     match (seg, cur) {
         (PathSegment::Field(name), Value::Object(_)) => {
             let mut path = pointer;

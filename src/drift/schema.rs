@@ -47,17 +47,11 @@ pub(crate) struct Pattern {
 
 impl Pattern {
     const fn tail(pats: &'static [Pat]) -> Self {
-        Pattern {
-            anchored: false,
-            pats,
-        }
+        Pattern { anchored: false, pats }
     }
 
     const fn root(pats: &'static [Pat]) -> Self {
-        Pattern {
-            anchored: true,
-            pats,
-        }
+        Pattern { anchored: true, pats }
     }
 
     /// True when `stack` ends with (or, anchored, is exactly) this pattern.
@@ -71,15 +65,12 @@ impl Pattern {
         let Some(tail) = stack.get(start..) else {
             return false;
         };
-        self.pats
-            .iter()
-            .zip(tail)
-            .all(|(pat, seg)| match (pat, seg) {
-                (Pat::Name(name), Seg::Field(field)) => name == field,
-                (Pat::AnyName, Seg::Field(_)) => true,
-                (Pat::Elem, Seg::Elem { .. } | Seg::Item(_)) => true,
-                _ => false,
-            })
+        self.pats.iter().zip(tail).all(|(pat, seg)| match (pat, seg) {
+            (Pat::Name(name), Seg::Field(field)) => name == field,
+            (Pat::AnyName, Seg::Field(_)) => true,
+            (Pat::Elem, Seg::Elem { .. } | Seg::Item(_)) => true,
+            _ => false,
+        })
     }
 }
 
@@ -93,10 +84,7 @@ pub(crate) struct KeyField {
 }
 
 const fn key(name: &'static str) -> KeyField {
-    KeyField {
-        name,
-        default: None,
-    }
+    KeyField { name, default: None }
 }
 
 const fn key_or(name: &'static str, default: &'static str) -> KeyField {
@@ -131,8 +119,9 @@ impl KeyValue<'_> {
     pub(crate) fn eq(self, other: KeyValue<'_>) -> bool {
         match (self, other) {
             (KeyValue::Present(a), KeyValue::Present(b)) => key_value_eq(a, b),
-            (KeyValue::Present(v), KeyValue::Default(s))
-            | (KeyValue::Default(s), KeyValue::Present(v)) => v.as_str() == Some(s),
+            (KeyValue::Present(v), KeyValue::Default(s)) | (KeyValue::Default(s), KeyValue::Present(v)) => {
+                v.as_str() == Some(s)
+            }
             (KeyValue::Default(a), KeyValue::Default(b)) => a == b,
         }
     }
@@ -147,9 +136,7 @@ impl ListKeys {
     /// The value of key field `field` in `elem`, falling back to its server default.
     pub(crate) fn key_value<'a>(field: &KeyField, elem: &'a Value) -> Option<KeyValue<'a>> {
         match elem.get(field.name) {
-            Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => {
-                Some(KeyValue::Present(v))
-            }
+            Some(v @ (Value::String(_) | Value::Number(_) | Value::Bool(_))) => Some(KeyValue::Present(v)),
             _ => field.default.map(KeyValue::Default),
         }
     }
@@ -250,11 +237,7 @@ impl<'v> KeyedLookup<'v> {
             return elems.iter().find(|e| list.same_key(desired_elem, e));
         }
         let index = self.index.get_or_insert_with(|| {
-            let mut idx: Vec<(u64, usize)> = elems
-                .iter()
-                .enumerate()
-                .map(|(i, e)| (list.key_hash(e), i))
-                .collect();
+            let mut idx: Vec<(u64, usize)> = elems.iter().enumerate().map(|(i, e)| (list.key_hash(e), i)).collect();
             idx.sort_unstable();
             idx
         });
@@ -335,11 +318,7 @@ static LIST_KEYS: &[ListKeys] = &[
         keys: &[key("containerPort"), key_or("protocol", "TCP")],
     },
     ListKeys {
-        at: Pattern::tail(&[
-            Pat::Name("ephemeralContainers"),
-            Pat::Elem,
-            Pat::Name("ports"),
-        ]),
+        at: Pattern::tail(&[Pat::Name("ephemeralContainers"), Pat::Elem, Pat::Name("ports")]),
         keys: &[key("containerPort"), key_or("protocol", "TCP")],
     },
     // Service
@@ -359,11 +338,9 @@ static LIST_KEYS: &[ListKeys] = &[
 /// A list whose elements do not all carry the key, or whose desired elements repeat a key,
 /// cannot be matched element-by-element and falls back to atomic.
 pub(crate) fn keyed_list(stack: &[Seg<'_>], list: &[Value]) -> Option<&'static ListKeys> {
-    LIST_KEYS.iter().find(|spec| {
-        spec.at.matches(stack)
-            && list.iter().all(|e| spec.has_keys(e))
-            && !spec.has_duplicate_keys(list)
-    })
+    LIST_KEYS
+        .iter()
+        .find(|spec| spec.at.matches(stack) && list.iter().all(|e| spec.has_keys(e)) && !spec.has_duplicate_keys(list))
 }
 
 /// Fields holding a `resource.Quantity`, compared by value and stored canonical.
@@ -374,24 +351,9 @@ static QUANTITY_FIELDS: &[Pattern] = &[
     // ResourceQuota
     Pattern::root(&[Pat::Name("spec"), Pat::Name("hard"), Pat::AnyName]),
     // LimitRange
-    Pattern::tail(&[
-        Pat::Name("limits"),
-        Pat::Elem,
-        Pat::Name("max"),
-        Pat::AnyName,
-    ]),
-    Pattern::tail(&[
-        Pat::Name("limits"),
-        Pat::Elem,
-        Pat::Name("min"),
-        Pat::AnyName,
-    ]),
-    Pattern::tail(&[
-        Pat::Name("limits"),
-        Pat::Elem,
-        Pat::Name("default"),
-        Pat::AnyName,
-    ]),
+    Pattern::tail(&[Pat::Name("limits"), Pat::Elem, Pat::Name("max"), Pat::AnyName]),
+    Pattern::tail(&[Pat::Name("limits"), Pat::Elem, Pat::Name("min"), Pat::AnyName]),
+    Pattern::tail(&[Pat::Name("limits"), Pat::Elem, Pat::Name("default"), Pat::AnyName]),
     Pattern::tail(&[
         Pat::Name("limits"),
         Pat::Elem,
@@ -501,14 +463,8 @@ mod tests {
         dup.push(json!({"name": "V42"}));
         assert!(keyed_list(&stack, &dup).is_none());
         let ports = [Seg::Field("spec"), Seg::Field("ports")];
-        let same = [
-            json!({"port": 80}),
-            json!({"port": 80.0, "protocol": "TCP"}),
-        ];
-        assert!(
-            keyed_list(&ports, &same).is_none(),
-            "defaults and numbers by value"
-        );
+        let same = [json!({"port": 80}), json!({"port": 80.0, "protocol": "TCP"})];
+        assert!(keyed_list(&ports, &same).is_none(), "defaults and numbers by value");
         assert!(keyed_list(&stack, &[json!({"value": "A"})]).is_none());
         assert!(keyed_list(&stack, &[json!("A")]).is_none());
     }
@@ -531,11 +487,7 @@ mod tests {
 
     #[test]
     fn quantity_fields_are_recognized_by_path() {
-        let limits = [
-            Seg::Field("resources"),
-            Seg::Field("limits"),
-            Seg::Field("cpu"),
-        ];
+        let limits = [Seg::Field("resources"), Seg::Field("limits"), Seg::Field("cpu")];
         assert!(is_quantity_field(&limits));
         let limit_range = [
             Seg::Field("spec"),
@@ -545,9 +497,6 @@ mod tests {
             Seg::Field("memory"),
         ];
         assert!(is_quantity_field(&limit_range));
-        assert!(!is_quantity_field(&[
-            Seg::Field("spec"),
-            Seg::Field("replicas")
-        ]));
+        assert!(!is_quantity_field(&[Seg::Field("spec"), Seg::Field("replicas")]));
     }
 }
