@@ -3,16 +3,16 @@
 //!
 //! `cargo bench --bench admission`
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
+
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use driftguard::admission::{Admission, AdmissionSettings, Admit, Webhook, service_account_username};
-use driftguard::api::{GuardSpec, Mode};
+use driftguard::api::Mode;
 use driftguard::audit::{AuditEvent, AuditSink};
-use driftguard::desired::{DesiredSet, DesiredStore, GuardId, GuardPolicy};
-use driftguard::render::render_plain;
-use driftguard::source::{Revision, SourceFile};
+use driftguard::desired::DesiredStore;
 use serde_json::Value;
 
 /// Drops events: the bench measures deciding, not writing.
@@ -21,39 +21,10 @@ impl AuditSink for Discard {
     fn record(&self, _event: AuditEvent) {}
 }
 
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
 fn admission(mode: Mode) -> Admission {
-    let dir = root().join("examples/app");
-    let mut files: Vec<SourceFile> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .map(|p| SourceFile {
-            path: Path::new("examples/app")
-                .join(p.file_name().unwrap())
-                .to_string_lossy()
-                .into_owned(),
-            content: std::fs::read(&p).unwrap(),
-        })
-        .collect();
-    files.sort_by(|a, b| a.path.cmp(&b.path));
-    let spec: GuardSpec =
-        serde_json::from_value(serde_json::json!({"sourceRef": {"name": "s"}, "path": "examples/app", "mode": mode}))
-            .unwrap();
-    let id = GuardId {
-        namespace: "default".into(),
-        name: "example-app".into(),
-    };
-    let policy = Arc::new(GuardPolicy::new(id, &spec, "bench").unwrap());
-    let revision = Revision {
-        commit: "0".repeat(40),
-        reference: "main".into(),
-    };
-    let set = DesiredSet::build(policy, revision, render_plain(&files).unwrap()).unwrap();
+    let spec = support::example_guard(mode);
     let store = Arc::new(DesiredStore::new());
-    store.publish(vec![Arc::new(set)], true);
+    store.publish(vec![support::example_set(&spec)], true);
     Admission::new(
         store,
         AdmissionSettings {
@@ -67,7 +38,7 @@ fn admission(mode: Mode) -> Admission {
 /// and a long env list on both old and new objects.
 fn review_20kb(name: &str) -> Vec<u8> {
     let mut review: Value =
-        serde_json::from_slice(&std::fs::read(root().join("tests/fixtures").join(name)).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(support::root().join("tests/fixtures").join(name)).unwrap()).unwrap();
     for key in ["object", "oldObject"] {
         let object = &mut review["request"][key];
         if object.is_null() {
@@ -94,7 +65,7 @@ fn bench(c: &mut Criterion) {
         review["request"]["name"] = "not-in-git".into();
         serde_json::to_vec(&review).unwrap()
     };
-    let scale = std::fs::read(root().join("tests/fixtures/scale-deployment.json")).unwrap();
+    let scale = std::fs::read(support::root().join("tests/fixtures/scale-deployment.json")).unwrap();
     let restart = review_20kb("rollout-restart.json");
 
     let mut group = c.benchmark_group("admission");

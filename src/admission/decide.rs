@@ -48,6 +48,25 @@ pub struct Decision {
 }
 
 impl Decision {
+    /// A decision worth an audit record: annotations and the event follow from its parts.
+    fn recorded(
+        label: &'static str,
+        kind: EventKind,
+        verdict: Verdict,
+        warnings: Vec<String>,
+        (request, managed): (&Request<'_>, &Managed<'_>),
+        drifts: &[FieldDrift],
+        message: String,
+    ) -> Self {
+        Decision {
+            label,
+            annotations: annotations(label, managed, &field_list(drifts)),
+            audit: Some(event(kind, request, managed, drifts, message)),
+            verdict,
+            warnings,
+        }
+    }
+
     fn pass(label: &'static str) -> Self {
         Decision {
             label,
@@ -169,39 +188,34 @@ fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<Field
 }
 
 fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Decision {
+    let context = (request, managed);
     match (managed.guard.mode, webhook) {
         // A delete cannot be reverted by a patch: revert mode denies it like deny mode.
         (Mode::Deny | Mode::Revert, Webhook::Validate) => {
             let message = message::delete_denied(managed);
-            Decision {
-                label: "denied",
-                annotations: annotations("denied", managed, ""),
-                audit: Some(event(
-                    EventKind::AdmissionDenied,
-                    request,
-                    managed,
-                    &[],
-                    message.clone(),
-                )),
-                verdict: Verdict::Deny(message),
-                warnings: Vec::new(),
-            }
+            let verdict = Verdict::Deny(message.clone());
+            Decision::recorded(
+                "denied",
+                EventKind::AdmissionDenied,
+                verdict,
+                Vec::new(),
+                context,
+                &[],
+                message,
+            )
         }
         (Mode::Audit, Webhook::Validate) => {
             let warnings = message::delete_audited_warning(managed);
-            Decision {
-                label: "audited",
-                annotations: annotations("audited", managed, ""),
-                audit: Some(event(
-                    EventKind::AdmissionAudited,
-                    request,
-                    managed,
-                    &[],
-                    warnings.join("; "),
-                )),
-                verdict: Verdict::Allow,
+            let message = warnings.join("; ");
+            Decision::recorded(
+                "audited",
+                EventKind::AdmissionAudited,
+                Verdict::Allow,
                 warnings,
-            }
+                context,
+                &[],
+                message,
+            )
         }
         _ => Decision::pass("allowed"),
     }
@@ -210,60 +224,52 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
 fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, drifts: Vec<FieldDrift>) -> Decision {
     let sensitive_keys = sensitive_keys(managed);
     let is_sensitive = |d: &FieldDrift| sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
-    let fields = field_list(&drifts);
+    let context = (request, managed);
     match (managed.guard.mode, webhook) {
         // In revert mode the validating pass only sees drift the mutating pass did not remove
         // (its patch was not applied): deny rather than let it through.
         (Mode::Deny | Mode::Revert, Webhook::Validate) => {
             let message = message::drift_denied(managed, &drifts, is_sensitive);
-            Decision {
-                label: "denied",
-                annotations: annotations("denied", managed, &fields),
-                audit: Some(event(
-                    EventKind::AdmissionDenied,
-                    request,
-                    managed,
-                    &drifts,
-                    message.clone(),
-                )),
-                verdict: Verdict::Deny(message),
-                warnings: Vec::new(),
-            }
+            let verdict = Verdict::Deny(message.clone());
+            Decision::recorded(
+                "denied",
+                EventKind::AdmissionDenied,
+                verdict,
+                Vec::new(),
+                context,
+                &drifts,
+                message,
+            )
         }
         (Mode::Revert, Webhook::Mutate) => {
             let new = parse(request.object).unwrap_or(Value::Null);
             let desired_view = scale_view(request, managed);
             let patch = drift::revert_patch(&new, desired_view.as_ref().unwrap_or(&managed.object.object), &drifts);
             let warnings = message::reverted_warnings(managed, &drifts, is_sensitive);
-            Decision {
-                label: "reverted",
-                annotations: annotations("reverted", managed, &fields),
-                audit: Some(event(
-                    EventKind::AdmissionReverted,
-                    request,
-                    managed,
-                    &drifts,
-                    warnings.join("; "),
-                )),
-                verdict: Verdict::Patch(patch),
+            let message = warnings.join("; ");
+            let verdict = Verdict::Patch(patch);
+            Decision::recorded(
+                "reverted",
+                EventKind::AdmissionReverted,
+                verdict,
                 warnings,
-            }
+                context,
+                &drifts,
+                message,
+            )
         }
         (Mode::Audit, Webhook::Validate) => {
             let warnings = message::audited_warnings(managed, &drifts, is_sensitive);
-            Decision {
-                label: "audited",
-                annotations: annotations("audited", managed, &fields),
-                audit: Some(event(
-                    EventKind::AdmissionAudited,
-                    request,
-                    managed,
-                    &drifts,
-                    warnings.join("; "),
-                )),
-                verdict: Verdict::Allow,
+            let message = warnings.join("; ");
+            Decision::recorded(
+                "audited",
+                EventKind::AdmissionAudited,
+                Verdict::Allow,
                 warnings,
-            }
+                context,
+                &drifts,
+                message,
+            )
         }
         _ => Decision::pass("allowed"),
     }

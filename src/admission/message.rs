@@ -35,12 +35,12 @@ pub fn clip(text: &str, max: usize) -> String {
     out
 }
 
-fn short_revision<'a>(managed: &Managed<'a>) -> &'a str {
-    let reference = managed.revision.reference.as_str();
-    if reference.is_empty() {
-        managed.revision.commit.get(..12).unwrap_or(&managed.revision.commit)
-    } else {
-        reference
+/// `main@70386ad18baa` rather than the full `main@sha1:<40 hex>`: enough to find the commit.
+fn short_revision(managed: &Managed<'_>) -> String {
+    let commit = managed.revision.commit.get(..12).unwrap_or(&managed.revision.commit);
+    match managed.revision.reference.split_once('@') {
+        Some((name, _)) if !name.is_empty() => format!("{name}@{commit}"),
+        _ => commit.to_owned(),
     }
 }
 

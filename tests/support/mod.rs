@@ -119,23 +119,23 @@ pub fn example_repo() -> (tempfile::TempDir, String) {
     (dir, commit)
 }
 
-/// Run git in `dir` with a fixed identity; panics with stderr on failure.
+/// Run git in `dir`, isolated from the machine's git configuration and with a fixed
+/// identity; panics with git's stderr on failure and returns trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
     let out = std::process::Command::new("git")
-        .args([
-            "-c",
-            "user.name=driftguard tests",
-            "-c",
-            "user.email=tests@driftguard.invalid",
-        ])
-        .args(["-c", "commit.gpgsign=false", "-c", "tag.gpgsign=false"])
         .args(args)
         .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
         .output()
-        .expect("git runs");
+        .expect("run git");
     assert!(
         out.status.success(),
-        "git {args:?}: {}",
+        "git {args:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
