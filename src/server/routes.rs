@@ -118,7 +118,20 @@ async fn review(state: AppState, webhook: Webhook, req: Request) -> Response {
     };
     // Synchronous on purpose: deciding is CPU-only and sub-millisecond; a blocking-pool hop
     // would cost more than the work.
-    let reply = state.admit.admit(webhook, &body);
+    let decided = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| state.admit.admit(webhook, &body)));
+    let reply = match decided {
+        Ok(reply) => reply,
+        // A bug must not drop the connection: a 500 lets the failurePolicy decide.
+        Err(_) => {
+            tracing::error!(webhook = webhook.as_str(), "admission panicked; answered 500");
+            crate::admission::error_reply(
+                500,
+                "unknown",
+                "error",
+                "driftguard failed to answer (internal error); see its logs",
+            )
+        }
+    };
     state
         .metrics
         .observe_admission(webhook, reply.operation, reply.decision, started.elapsed());
@@ -246,6 +259,30 @@ mod tests {
         assert_eq!(body, r#"{"webhook":"mutate","len":2}"#);
         let (_, _, body) = call(r, "POST", "/validate", b"{}".to_vec()).await;
         assert_eq!(body, r#"{"webhook":"validate","len":2}"#);
+    }
+
+    struct Panics;
+
+    impl Admit for Panics {
+        fn admit(&self, _webhook: Webhook, _body: &[u8]) -> Reply {
+            panic!("a bug in a decision");
+        }
+        fn is_ready(&self) -> bool {
+            true
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_decision_is_a_json_500_and_the_router_keeps_serving() {
+        let metrics = Arc::new(Metrics::new());
+        let r = router(Arc::new(Panics), metrics.clone(), &opts());
+        for _ in 0..2 {
+            let (status, ctype, body) = call(r.clone(), "POST", "/validate", b"{}".to_vec()).await;
+            assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+            assert_eq!(ctype, "application/json");
+            assert!(body.contains("internal error"), "{body}");
+        }
+        assert!(metrics.encode().unwrap().contains(r#"decision="error"} 2"#));
     }
 
     #[tokio::test]
