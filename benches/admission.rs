@@ -1,4 +1,4 @@
-//! Admission decision cost, in process: a ~20 KB UPDATE review of a managed Deployment (deny
+//! Admission decision cost, in process: a ~23 KB compact UPDATE review (tests/fixtures/*-20kb.json) of a managed Deployment (deny
 //! and revert), a scale, and an unmanaged object (DESIGN.md section 10 budgets).
 //!
 //! `cargo bench --bench admission`
@@ -34,39 +34,17 @@ fn admission(mode: Mode) -> Admission {
     )
 }
 
-/// The edit-image review grown to ~20 KB the way real objects grow: a last-applied annotation
-/// and a long env list on both old and new objects.
-fn review_20kb(name: &str) -> Vec<u8> {
-    let mut review: Value =
-        serde_json::from_slice(&std::fs::read(support::root().join("tests/fixtures").join(name)).unwrap()).unwrap();
-    for key in ["object", "oldObject"] {
-        let object = &mut review["request"][key];
-        if object.is_null() {
-            continue;
-        }
-        object["metadata"]["annotations"]["kubectl.kubernetes.io/last-applied-configuration"] = "x".repeat(4000).into();
-        if let Some(containers) = object.pointer_mut("/spec/template/spec/containers/1") {
-            containers["env"] = (0..60)
-                .map(|i| serde_json::json!({"name": format!("SETTING_{i}"), "value": format!("value-{i}-{}", "v".repeat(20))}))
-                .collect();
-        }
-    }
-    let body = serde_json::to_vec(&review).unwrap();
-    assert!(body.len() > 18_000, "review is {} bytes", body.len());
-    body
-}
-
 fn bench(c: &mut Criterion) {
     let deny = admission(Mode::Deny);
     let revert = admission(Mode::Revert);
-    let update = review_20kb("edit-image.json");
+    let update = support::fixture("edit-image-20kb.json");
     let unmanaged_review = {
         let mut review: Value = serde_json::from_slice(&update).unwrap();
         review["request"]["name"] = "not-in-git".into();
         serde_json::to_vec(&review).unwrap()
     };
-    let scale = std::fs::read(support::root().join("tests/fixtures/scale-deployment.json")).unwrap();
-    let restart = review_20kb("rollout-restart.json");
+    let scale = support::fixture("scale-deployment.json");
+    let restart = support::fixture("rollout-restart-20kb.json");
 
     let mut group = c.benchmark_group("admission");
     group.throughput(Throughput::Bytes(update.len() as u64));

@@ -119,6 +119,8 @@ fn deny_mode_decides_each_kubectl_command() {
             &["tier", "\"frontend\"", "\"backend\""],
             DENIED,
         ),
+        case("edit-image-20kb", false, "denied", &["\"nginx:latest\""], DENIED),
+        case("rollout-restart-20kb", true, "allowed", &[], None),
         case("label-undeclared", true, "allowed", &[], None),
         case("rollout-restart", true, "allowed", &[], None),
         case("edit-undeclared-field", true, "allowed", &[], None),
