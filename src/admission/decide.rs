@@ -130,14 +130,14 @@ pub fn decide(
     if request.operation == Operation::Delete {
         return Ok(decide_delete(webhook, request, &managed));
     }
-    let drifts = match subresource {
+    let compared = match subresource {
         Some(_) => scale_drift(request, &managed)?,
         None => object_drift(request, &managed)?,
     };
-    if drifts.is_empty() {
+    if compared.drifts.is_empty() {
         return Ok(Decision::pass("allowed"));
     }
-    Ok(decide_drift(webhook, request, &managed, drifts))
+    Ok(decide_drift(webhook, request, &managed, compared))
 }
 
 fn parse(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {
@@ -153,38 +153,56 @@ fn require(value: Option<Value>, operation: Operation, field: &'static str) -> R
     })
 }
 
-fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<FieldDrift>, ReviewError> {
+/// The outcome of comparing a request with Git, kept so the revert patch reuses the parse.
+struct Compared {
+    drifts: Vec<FieldDrift>,
+    /// The object the request would store (for a scale request, the Scale).
+    new: Value,
+    /// Git's object as `new` sees it: the Scale projection, or None for the object itself.
+    desired_view: Option<Value>,
+}
+
+fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
     let new = require(parse(request.object), request.operation, "object")?;
     let old = match request.operation {
         Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
         _ => parse(request.old_object),
     };
-    Ok(drift::detect(
-        &managed.object.object,
-        old.as_ref(),
-        &new,
-        &managed.object.ignore,
-    ))
+    let drifts = drift::detect(&managed.object.object, old.as_ref(), &new, &managed.object.ignore);
+    Ok(Compared {
+        drifts,
+        new,
+        desired_view: None,
+    })
 }
 
 /// The scale subresource carries only replicas: compare them with Git's replicas.
-fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Vec<FieldDrift>, ReviewError> {
+fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
+    let new = require(parse(request.object), request.operation, "object")?;
     let Some(git) = managed.object.object.pointer(REPLICAS_POINTER) else {
-        return Ok(Vec::new());
+        return Ok(Compared {
+            drifts: Vec::new(),
+            new,
+            desired_view: None,
+        });
     };
     let project = |scale: &Value| match scale.pointer(REPLICAS_POINTER) {
         Some(replicas) => json!({ "spec": { "replicas": replicas } }),
         None => json!({ "spec": {} }),
     };
-    let new = require(parse(request.object), request.operation, "object")?;
     let old = parse(request.old_object);
     let desired = json!({ "spec": { "replicas": git } });
-    Ok(drift::detect(
+    let drifts = drift::detect(
         &desired,
         old.as_ref().map(project).as_ref(),
         &project(&new),
         &managed.object.ignore,
-    ))
+    );
+    Ok(Compared {
+        drifts,
+        new,
+        desired_view: Some(desired),
+    })
 }
 
 fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Decision {
@@ -221,7 +239,12 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
     }
 }
 
-fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, drifts: Vec<FieldDrift>) -> Decision {
+fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, compared: Compared) -> Decision {
+    let Compared {
+        drifts,
+        new,
+        desired_view,
+    } = compared;
     let sensitive_keys = sensitive_keys(managed);
     let is_sensitive = |d: &FieldDrift| sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
     let context = (request, managed);
@@ -242,8 +265,6 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
             )
         }
         (Mode::Revert, Webhook::Mutate) => {
-            let new = parse(request.object).unwrap_or(Value::Null);
-            let desired_view = scale_view(request, managed);
             let patch = drift::revert_patch(&new, desired_view.as_ref().unwrap_or(&managed.object.object), &drifts);
             let warnings = message::reverted_warnings(managed, &drifts, is_sensitive);
             let message = warnings.join("; ");
@@ -273,13 +294,6 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
         }
         _ => Decision::pass("allowed"),
     }
-}
-
-/// For a scale request, the desired object as the Scale sees it.
-fn scale_view(request: &Request<'_>, managed: &Managed<'_>) -> Option<Value> {
-    request.sub_resource.as_deref().filter(|s| *s == "scale")?;
-    let git = managed.object.object.pointer(REPLICAS_POINTER)?;
-    Some(json!({ "spec": { "replicas": git } }))
 }
 
 fn sensitive_keys(managed: &Managed<'_>) -> &'static [&'static str] {
