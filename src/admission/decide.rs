@@ -67,6 +67,34 @@ impl Decision {
         }
     }
 
+    /// Denied with `message`, recorded.
+    fn denied(message: String, context: (&Request<'_>, &Managed<'_>), drifts: &[FieldDrift]) -> Self {
+        let verdict = Verdict::Deny(message.clone());
+        Self::recorded(
+            "denied",
+            EventKind::AdmissionDenied,
+            verdict,
+            Vec::new(),
+            context,
+            drifts,
+            message,
+        )
+    }
+
+    /// Allowed with `warnings`, recorded (audit mode).
+    fn audited(warnings: Vec<String>, context: (&Request<'_>, &Managed<'_>), drifts: &[FieldDrift]) -> Self {
+        let message = warnings.join("; ");
+        Self::recorded(
+            "audited",
+            EventKind::AdmissionAudited,
+            Verdict::Allow,
+            warnings,
+            context,
+            drifts,
+            message,
+        )
+    }
+
     fn pass(label: &'static str) -> Self {
         Decision {
             label,
@@ -210,31 +238,9 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
     match (managed.guard.mode, webhook) {
         // A delete cannot be reverted by a patch: revert mode denies it like deny mode.
         (Mode::Deny | Mode::Revert, Webhook::Validate) => {
-            let message = message::delete_denied(managed);
-            let verdict = Verdict::Deny(message.clone());
-            Decision::recorded(
-                "denied",
-                EventKind::AdmissionDenied,
-                verdict,
-                Vec::new(),
-                context,
-                &[],
-                message,
-            )
+            Decision::denied(message::delete_denied(managed), context, &[])
         }
-        (Mode::Audit, Webhook::Validate) => {
-            let warnings = message::delete_audited_warning(managed);
-            let message = warnings.join("; ");
-            Decision::recorded(
-                "audited",
-                EventKind::AdmissionAudited,
-                Verdict::Allow,
-                warnings,
-                context,
-                &[],
-                message,
-            )
-        }
+        (Mode::Audit, Webhook::Validate) => Decision::audited(message::delete_audited_warning(managed), context, &[]),
         _ => Decision::pass("allowed"),
     }
 }
@@ -252,17 +258,7 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
         // In revert mode the validating pass only sees drift the mutating pass did not remove
         // (its patch was not applied): deny rather than let it through.
         (Mode::Deny | Mode::Revert, Webhook::Validate) => {
-            let message = message::drift_denied(managed, &drifts, is_sensitive);
-            let verdict = Verdict::Deny(message.clone());
-            Decision::recorded(
-                "denied",
-                EventKind::AdmissionDenied,
-                verdict,
-                Vec::new(),
-                context,
-                &drifts,
-                message,
-            )
+            Decision::denied(message::drift_denied(managed, &drifts, is_sensitive), context, &drifts)
         }
         (Mode::Revert, Webhook::Mutate) => {
             let patch = drift::revert_patch(&new, desired_view.as_ref().unwrap_or(&managed.object.object), &drifts);
@@ -279,19 +275,11 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
                 message,
             )
         }
-        (Mode::Audit, Webhook::Validate) => {
-            let warnings = message::audited_warnings(managed, &drifts, is_sensitive);
-            let message = warnings.join("; ");
-            Decision::recorded(
-                "audited",
-                EventKind::AdmissionAudited,
-                Verdict::Allow,
-                warnings,
-                context,
-                &drifts,
-                message,
-            )
-        }
+        (Mode::Audit, Webhook::Validate) => Decision::audited(
+            message::audited_warnings(managed, &drifts, is_sensitive),
+            context,
+            &drifts,
+        ),
         _ => Decision::pass("allowed"),
     }
 }
