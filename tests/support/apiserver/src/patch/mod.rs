@@ -30,7 +30,13 @@ impl PatchType {
 }
 
 /// Apply a non-apply patch to `original` (`group`/`kind` select SMP merge keys).
-pub fn apply_patch(kind: PatchType, original: &Value, patch: &[u8], group: &str, object_kind: &str) -> Result<Value, ApiError> {
+pub fn apply_patch(
+    kind: PatchType,
+    original: &Value,
+    patch: &[u8],
+    group: &str,
+    object_kind: &str,
+) -> Result<Value, ApiError> {
     let _ = (kind, original, patch, group, object_kind);
     Err(ApiError::new(415, "UnsupportedMediaType", "patch: not implemented yet"))
 }
