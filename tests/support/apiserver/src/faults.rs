@@ -273,7 +273,7 @@ mod tests {
         faults.delay(Verb::Any, "configmaps", Duration::from_millis(7));
         assert_eq!(faults.latency(Verb::Get, "configmaps"), Duration::from_millis(12));
         assert_eq!(faults.latency(Verb::List, "secrets"), Duration::ZERO);
-        let mut drops = faults.watch_drops();
+        let drops = faults.watch_drops();
         assert!(!drops.has_changed().unwrap());
         faults.drop_watches();
         assert!(drops.has_changed().unwrap());

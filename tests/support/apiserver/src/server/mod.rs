@@ -51,6 +51,7 @@ mod auth;
 mod controllers;
 mod kubeconfig;
 mod pipeline;
+mod protobuf;
 mod respond;
 mod routes;
 mod table;

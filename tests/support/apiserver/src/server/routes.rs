@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::pipeline::{self, Caller, Change, Reply, Target, WriteOptions};
 use super::respond::{self, Body};
-use super::{RequestRecord, Shared, State, table, watch};
+use super::{RequestRecord, Shared, State, protobuf, table, watch};
 use crate::ApiError;
 use crate::discovery::{self, Registry};
 use crate::faults::Verb;
@@ -401,6 +401,9 @@ impl ResourceRequest<'_> {
 
     async fn json_body(&self, body: Incoming) -> Result<Value, ApiError> {
         let base = self.content_type.split(';').next().unwrap_or("").trim();
+        if base == protobuf::MEDIA_TYPE {
+            return protobuf::decode(&read_body(body).await?);
+        }
         if !base.is_empty() && base != "application/json" && base != "*/*" {
             return Err(ApiError::new(
                 415,
