@@ -538,6 +538,19 @@ fn assign_service_addresses(state: &State, service: &mut Value) {
     defaults::assign_service_addresses(service, &ips, &ports);
 }
 
+/// The labels webhooks' namespaceSelector sees: those of the request's namespace, or for a
+/// Namespace itself its own (kube judges a Namespace by its labels).
+fn selector_namespace_labels(
+    state: &State,
+    target: &Target,
+    current: &Value,
+) -> Option<std::collections::BTreeMap<String, String>> {
+    if target.info.group.is_empty() && target.info.plural == "namespaces" {
+        return Some(crate::selectors::labels_of(current));
+    }
+    target.namespace.as_deref().and_then(|ns| state.namespace_labels(ns))
+}
+
 /// What the server itself maintains on some kinds: a CRD's status (the CRD controllers'
 /// outcome) after validating what it defines.
 fn server_managed(
@@ -616,7 +629,7 @@ pub(crate) async fn update(
 
         let (namespace_labels, configs) = {
             let state = shared.lock();
-            let labels = target.namespace.as_deref().and_then(|ns| state.namespace_labels(ns));
+            let labels = selector_namespace_labels(&state, target, &current);
             (labels, state.webhook_configs())
         };
         let (admitted_old, admitted_new) = match sub {
@@ -1153,7 +1166,7 @@ pub(crate) async fn delete(shared: &Shared, target: &Target, caller: &Caller, bo
         }
         let (namespace_labels, configs) = {
             let state = shared.lock();
-            let labels = target.namespace.as_deref().and_then(|ns| state.namespace_labels(ns));
+            let labels = selector_namespace_labels(&state, target, &current);
             (labels, state.webhook_configs())
         };
         let attributes = Attributes {
