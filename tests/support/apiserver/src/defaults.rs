@@ -108,10 +108,8 @@ pub fn prepare_for_create(group: &str, kind: &str, object: &mut Value, uid: &str
                 list.push(json!("kubernetes"));
             }
         }
-        ("batch", "Job") => {
-            if object.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) {
-                generate_job_selector(object, uid);
-            }
+        ("batch", "Job") if object.pointer("/spec/manualSelector").and_then(Value::as_bool) != Some(true) => {
+            generate_job_selector(object, uid);
         }
         _ => {}
     }
@@ -616,10 +614,11 @@ fn generate_job_selector(object: &mut Value, uid: &str) {
 }
 
 fn cron_job(object: &mut Value) {
-    if let Some(job_template) = object.pointer_mut("/spec/jobTemplate") {
-        if let Some(meta) = child(job_template, "metadata") {
-            meta.insert("creationTimestamp".into(), Value::Null);
-        }
+    if let Some(meta) = object
+        .pointer_mut("/spec/jobTemplate")
+        .and_then(|t| child(t, "metadata"))
+    {
+        meta.insert("creationTimestamp".into(), Value::Null);
     }
     template_at(object, "/spec/jobTemplate/spec/template");
     let Some(spec) = child(object, "spec") else { return };
@@ -932,14 +931,14 @@ pub fn canonical_quantity(text: &str) -> Option<String> {
         && integer >= 1024
     {
         let (mut amount, mut power) = (integer, 0usize);
-        while amount % 1024 == 0 && power + 1 < BINARY_SUFFIXES.len() {
+        while amount.is_multiple_of(1024) && power + 1 < BINARY_SUFFIXES.len() {
             amount /= 1024;
             power += 1;
         }
         return Some(format!("{sign}{amount}{}", BINARY_SUFFIXES.get(power)?));
     }
     // Decimal: strip trailing zeros, round up to nano, then make the exponent a multiple of 3.
-    while mantissa % 10 == 0 {
+    while mantissa.is_multiple_of(10) {
         mantissa /= 10;
         exponent += 1;
     }
@@ -947,7 +946,7 @@ pub fn canonical_quantity(text: &str) -> Option<String> {
         let divisor = 10u128.checked_pow(u32::try_from(-9 - exponent).ok()?)?;
         mantissa = mantissa.div_ceil(divisor);
         exponent = -9;
-        while mantissa % 10 == 0 {
+        while mantissa.is_multiple_of(10) {
             mantissa /= 10;
             exponent += 1;
         }
@@ -973,7 +972,7 @@ fn as_integer(mantissa: u128, exponent: i32) -> Option<u128> {
         mantissa.checked_mul(10u128.checked_pow(u32::try_from(exponent).ok()?)?)
     } else {
         let divisor = 10u128.checked_pow(u32::try_from(-exponent).ok()?)?;
-        (mantissa % divisor == 0).then(|| mantissa / divisor)
+        mantissa.is_multiple_of(divisor).then(|| mantissa / divisor)
     }
 }
 

@@ -145,354 +145,93 @@ enum Subs {
     StatusScale,
 }
 
-struct Builtin {
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    short: &'static [&'static str],
-    namespaced: bool,
-    categories: &'static [&'static str],
-    subs: Subs,
-    generation: bool,
-}
-
-const fn builtin(
-    group: &'static str,
-    version: &'static str,
-    kind: &'static str,
-    plural: &'static str,
-    short: &'static [&'static str],
-    namespaced: bool,
-    categories: &'static [&'static str],
-    subs: Subs,
-    generation: bool,
-) -> Builtin {
-    Builtin {
-        group,
-        version,
-        kind,
-        plural,
-        short,
-        namespaced,
-        categories,
-        subs,
-        generation,
-    }
-}
+/// One built-in resource: (group, version, kind, plural, shortNames, namespaced, categories,
+/// subresources, whether its strategy maintains `metadata.generation`).
+type Builtin = (
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static str,
+    &'static [&'static str],
+    bool,
+    &'static [&'static str],
+    Subs,
+    bool,
+);
 
 const ALL: &[&str] = &["all"];
 const EXT: &[&str] = &["api-extensions"];
 const NONE: &[&str] = &[];
+const NS: bool = true;
+const CLUSTER: bool = false;
 
-/// The built-in kinds, as kube-apiserver 1.32 serves them (shortNames, scope, categories,
-/// subresources; `generation` where the kind's strategy maintains it).
+/// The built-in kinds, as kube-apiserver 1.32 serves them.
+#[rustfmt::skip]
 const BUILTINS: &[Builtin] = &[
-    builtin(
-        "",
-        "v1",
-        "Namespace",
-        "namespaces",
-        &["ns"],
-        false,
-        NONE,
-        Subs::Status,
-        false,
-    ),
-    builtin(
-        "",
-        "v1",
-        "ConfigMap",
-        "configmaps",
-        &["cm"],
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin("", "v1", "Secret", "secrets", NONE, true, NONE, Subs::None, false),
-    builtin(
-        "",
-        "v1",
-        "Service",
-        "services",
-        &["svc"],
-        true,
-        ALL,
-        Subs::Status,
-        false,
-    ),
-    builtin(
-        "",
-        "v1",
-        "ServiceAccount",
-        "serviceaccounts",
-        &["sa"],
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin("", "v1", "Pod", "pods", &["po"], true, ALL, Subs::Status, false),
-    builtin("", "v1", "Event", "events", &["ev"], true, NONE, Subs::None, false),
-    builtin(
-        "",
-        "v1",
-        "Endpoints",
-        "endpoints",
-        &["ep"],
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "",
-        "v1",
-        "PersistentVolumeClaim",
-        "persistentvolumeclaims",
-        &["pvc"],
-        true,
-        NONE,
-        Subs::Status,
-        false,
-    ),
-    builtin("", "v1", "Node", "nodes", &["no"], false, NONE, Subs::Status, false),
-    builtin(
-        "apps",
-        "v1",
-        "Deployment",
-        "deployments",
-        &["deploy"],
-        true,
-        ALL,
-        Subs::StatusScale,
-        true,
-    ),
-    builtin(
-        "apps",
-        "v1",
-        "StatefulSet",
-        "statefulsets",
-        &["sts"],
-        true,
-        ALL,
-        Subs::StatusScale,
-        true,
-    ),
-    builtin(
-        "apps",
-        "v1",
-        "DaemonSet",
-        "daemonsets",
-        &["ds"],
-        true,
-        ALL,
-        Subs::Status,
-        true,
-    ),
-    builtin(
-        "apps",
-        "v1",
-        "ReplicaSet",
-        "replicasets",
-        &["rs"],
-        true,
-        ALL,
-        Subs::StatusScale,
-        true,
-    ),
-    builtin("batch", "v1", "Job", "jobs", NONE, true, ALL, Subs::Status, true),
-    builtin(
-        "batch",
-        "v1",
-        "CronJob",
-        "cronjobs",
-        &["cj"],
-        true,
-        ALL,
-        Subs::Status,
-        true,
-    ),
-    builtin(
-        "autoscaling",
-        "v2",
-        "HorizontalPodAutoscaler",
-        "horizontalpodautoscalers",
-        &["hpa"],
-        true,
-        ALL,
-        Subs::Status,
-        false,
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "Role",
-        "roles",
-        NONE,
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "RoleBinding",
-        "rolebindings",
-        NONE,
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRole",
-        "clusterroles",
-        NONE,
-        false,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "rbac.authorization.k8s.io",
-        "v1",
-        "ClusterRoleBinding",
-        "clusterrolebindings",
-        NONE,
-        false,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "apiextensions.k8s.io",
-        "v1",
-        "CustomResourceDefinition",
-        "customresourcedefinitions",
-        &["crd", "crds"],
-        false,
-        EXT,
-        Subs::Status,
-        true,
-    ),
-    builtin(
-        "admissionregistration.k8s.io",
-        "v1",
-        "ValidatingWebhookConfiguration",
-        "validatingwebhookconfigurations",
-        NONE,
-        false,
-        EXT,
-        Subs::None,
-        true,
-    ),
-    builtin(
-        "admissionregistration.k8s.io",
-        "v1",
-        "MutatingWebhookConfiguration",
-        "mutatingwebhookconfigurations",
-        NONE,
-        false,
-        EXT,
-        Subs::None,
-        true,
-    ),
-    builtin(
-        "coordination.k8s.io",
-        "v1",
-        "Lease",
-        "leases",
-        NONE,
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "events.k8s.io",
-        "v1",
-        "Event",
-        "events",
-        &["ev"],
-        true,
-        NONE,
-        Subs::None,
-        false,
-    ),
-    builtin(
-        "networking.k8s.io",
-        "v1",
-        "Ingress",
-        "ingresses",
-        &["ing"],
-        true,
-        NONE,
-        Subs::Status,
-        true,
-    ),
-    builtin(
-        "networking.k8s.io",
-        "v1",
-        "NetworkPolicy",
-        "networkpolicies",
-        &["netpol"],
-        true,
-        NONE,
-        Subs::None,
-        true,
-    ),
-    builtin(
-        "policy",
-        "v1",
-        "PodDisruptionBudget",
-        "poddisruptionbudgets",
-        &["pdb"],
-        true,
-        NONE,
-        Subs::Status,
-        true,
-    ),
+    ("", "v1", "Namespace", "namespaces", &["ns"], CLUSTER, NONE, Subs::Status, false),
+    ("", "v1", "ConfigMap", "configmaps", &["cm"], NS, NONE, Subs::None, false),
+    ("", "v1", "Secret", "secrets", NONE, NS, NONE, Subs::None, false),
+    ("", "v1", "Service", "services", &["svc"], NS, ALL, Subs::Status, false),
+    ("", "v1", "ServiceAccount", "serviceaccounts", &["sa"], NS, NONE, Subs::None, false),
+    ("", "v1", "Pod", "pods", &["po"], NS, ALL, Subs::Status, false),
+    ("", "v1", "Event", "events", &["ev"], NS, NONE, Subs::None, false),
+    ("", "v1", "Endpoints", "endpoints", &["ep"], NS, NONE, Subs::None, false),
+    ("", "v1", "PersistentVolumeClaim", "persistentvolumeclaims", &["pvc"], NS, NONE, Subs::Status, false),
+    ("", "v1", "Node", "nodes", &["no"], CLUSTER, NONE, Subs::Status, false),
+    ("apps", "v1", "Deployment", "deployments", &["deploy"], NS, ALL, Subs::StatusScale, true),
+    ("apps", "v1", "StatefulSet", "statefulsets", &["sts"], NS, ALL, Subs::StatusScale, true),
+    ("apps", "v1", "DaemonSet", "daemonsets", &["ds"], NS, ALL, Subs::Status, true),
+    ("apps", "v1", "ReplicaSet", "replicasets", &["rs"], NS, ALL, Subs::StatusScale, true),
+    ("batch", "v1", "Job", "jobs", NONE, NS, ALL, Subs::Status, true),
+    ("batch", "v1", "CronJob", "cronjobs", &["cj"], NS, ALL, Subs::Status, true),
+    ("autoscaling", "v2", "HorizontalPodAutoscaler", "horizontalpodautoscalers", &["hpa"], NS, ALL, Subs::Status, false),
+    ("rbac.authorization.k8s.io", "v1", "Role", "roles", NONE, NS, NONE, Subs::None, false),
+    ("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", NONE, NS, NONE, Subs::None, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", NONE, CLUSTER, NONE, Subs::None, false),
+    ("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", NONE, CLUSTER, NONE, Subs::None, false),
+    ("apiextensions.k8s.io", "v1", "CustomResourceDefinition", "customresourcedefinitions", &["crd", "crds"], CLUSTER, EXT, Subs::Status, true),
+    ("admissionregistration.k8s.io", "v1", "ValidatingWebhookConfiguration", "validatingwebhookconfigurations", NONE, CLUSTER, EXT, Subs::None, true),
+    ("admissionregistration.k8s.io", "v1", "MutatingWebhookConfiguration", "mutatingwebhookconfigurations", NONE, CLUSTER, EXT, Subs::None, true),
+    ("coordination.k8s.io", "v1", "Lease", "leases", NONE, NS, NONE, Subs::None, false),
+    ("events.k8s.io", "v1", "Event", "events", &["ev"], NS, NONE, Subs::None, false),
+    ("networking.k8s.io", "v1", "Ingress", "ingresses", &["ing"], NS, NONE, Subs::Status, true),
+    ("networking.k8s.io", "v1", "NetworkPolicy", "networkpolicies", &["netpol"], NS, NONE, Subs::None, true),
+    ("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", &["pdb"], NS, NONE, Subs::Status, true),
 ];
 
 fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| (*s).to_owned()).collect()
 }
 
-impl Builtin {
-    fn info(&self) -> ResourceInfo {
-        let scale = match self.subs {
-            Subs::StatusScale => Some(ScalePaths {
-                spec_replicas: "/spec/replicas".to_owned(),
-                status_replicas: "/status/replicas".to_owned(),
-                selector: Some(SelectorPath::Object("/spec/selector".to_owned())),
-            }),
-            Subs::None | Subs::Status => None,
-        };
-        let verbs = if self.plural == "namespaces" {
-            NAMESPACE_VERBS
-        } else {
-            ALL_VERBS
-        };
-        ResourceInfo {
-            group: self.group.to_owned(),
-            version: self.version.to_owned(),
-            kind: self.kind.to_owned(),
-            plural: self.plural.to_owned(),
-            singular: self.kind.to_lowercase(),
-            short_names: strings(self.short),
-            namespaced: self.namespaced,
-            verbs: strings(verbs),
-            categories: strings(self.categories),
-            status: !matches!(self.subs, Subs::None),
-            scale,
-            generation: self.generation,
-            custom: false,
-        }
+fn builtin_info(builtin: &Builtin) -> ResourceInfo {
+    let &(group, version, kind, plural, short, namespaced, categories, subs, generation) = builtin;
+    let scale = match subs {
+        Subs::StatusScale => Some(ScalePaths {
+            spec_replicas: "/spec/replicas".to_owned(),
+            status_replicas: "/status/replicas".to_owned(),
+            selector: Some(SelectorPath::Object("/spec/selector".to_owned())),
+        }),
+        Subs::None | Subs::Status => None,
+    };
+    let verbs = if plural == "namespaces" {
+        NAMESPACE_VERBS
+    } else {
+        ALL_VERBS
+    };
+    ResourceInfo {
+        group: group.to_owned(),
+        version: version.to_owned(),
+        kind: kind.to_owned(),
+        plural: plural.to_owned(),
+        singular: kind.to_lowercase(),
+        short_names: strings(short),
+        namespaced,
+        verbs: strings(verbs),
+        categories: strings(categories),
+        status: !matches!(subs, Subs::None),
+        scale,
+        generation,
+        custom: false,
     }
 }
 
@@ -515,7 +254,7 @@ impl Registry {
     /// The built-in kinds only.
     pub fn new() -> Self {
         Registry {
-            builtins: BUILTINS.iter().map(Builtin::info).collect(),
+            builtins: BUILTINS.iter().map(builtin_info).collect(),
             custom: Vec::new(),
             revision: 1,
         }
@@ -1149,7 +888,7 @@ mod tests {
 
         let mut registry = Registry::new();
         let before = registry.openapi_root();
-        registry.set_custom_resources(&[crd.clone()]);
+        registry.set_custom_resources(std::slice::from_ref(&crd));
         assert!(registry.lookup("example.com", "v1beta1", "widgets").is_some());
         assert_ne!(registry.openapi_root(), before);
         let list = registry.legacy_resource_list("example.com", "v1").unwrap();

@@ -18,7 +18,7 @@
 //! Dependents of a foreground deletion are deleted in the background (kube deletes them in the
 //! foreground too, recursively); an object with some but not all owners gone keeps its
 //! dangling references.
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -162,7 +162,6 @@ fn without_finalizer(object: &Value, finalizer: &str) -> Value {
 fn plan(state: &State) -> Vec<Action> {
     let mut actions = Vec::new();
     let objects: Vec<(&ObjectKey, &Value)> = state.store.all().collect();
-    let uids: HashSet<&str> = objects.iter().map(|(_, o)| str_at(o, "/metadata/uid")).collect();
 
     // Namespace controller.
     for (key, ns) in objects
@@ -200,21 +199,23 @@ fn plan(state: &State) -> Vec<Action> {
     }
 
     // Garbage collector.
+    let by_uid: HashMap<&str, &Value> = objects.iter().map(|(_, o)| (str_at(o, "/metadata/uid"), *o)).collect();
+    let mut dependents: HashMap<String, usize> = HashMap::new();
+    for (_, object) in &objects {
+        for uid in owner_uids(object) {
+            *dependents.entry(uid).or_default() += 1;
+        }
+    }
+    let deleting_with =
+        |owner: &Value, finalizer: &str| is_being_deleted(owner) && finalizers(owner).iter().any(|f| f == finalizer);
     for (key, object) in &objects {
         let owners = owner_uids(object);
         if owners.is_empty() || is_being_deleted(object) {
             continue;
         }
-        let owner_objects: Vec<&Value> = objects
-            .iter()
-            .filter(|(_, o)| owners.iter().any(|u| u == str_at(o, "/metadata/uid")))
-            .map(|(_, o)| *o)
-            .collect();
-        let all_gone = owners.iter().all(|u| !uids.contains(u.as_str()));
-        let foreground = owner_objects
-            .iter()
-            .any(|o| is_being_deleted(o) && finalizers(o).iter().any(|f| f == FOREGROUND_FINALIZER));
-        if all_gone || foreground {
+        let owner_objects: Vec<&Value> = owners.iter().filter_map(|u| by_uid.get(u.as_str()).copied()).collect();
+        let foreground = owner_objects.iter().any(|o| deleting_with(o, FOREGROUND_FINALIZER));
+        if owner_objects.is_empty() || foreground {
             actions.push(Action::Delete {
                 key: (*key).clone(),
                 identity: Identity::GarbageCollector,
@@ -223,7 +224,7 @@ fn plan(state: &State) -> Vec<Action> {
         }
         let orphaning: Vec<&str> = owner_objects
             .iter()
-            .filter(|o| is_being_deleted(o) && finalizers(o).iter().any(|f| f == ORPHAN_FINALIZER))
+            .filter(|o| deleting_with(o, ORPHAN_FINALIZER))
             .map(|o| str_at(o, "/metadata/uid"))
             .collect();
         if !orphaning.is_empty() {
@@ -254,21 +255,20 @@ fn plan(state: &State) -> Vec<Action> {
         }
     }
     for (key, owner) in &objects {
-        if !is_being_deleted(owner) {
+        let has_dependents = dependents.get(str_at(owner, "/metadata/uid")).is_some_and(|n| *n > 0);
+        if has_dependents {
             continue;
         }
-        let uid = str_at(owner, "/metadata/uid");
-        let has_dependents = objects.iter().any(|(_, o)| owner_uids(o).iter().any(|u| u == uid));
-        for finalizer in [FOREGROUND_FINALIZER, ORPHAN_FINALIZER] {
-            if !has_dependents && finalizers(owner).iter().any(|f| f == finalizer) {
-                actions.push(Action::Replace {
-                    key: (*key).clone(),
-                    object: without_finalizer(owner, finalizer),
-                    subresource: None,
-                    identity: Identity::GarbageCollector,
-                });
-                break;
-            }
+        if let Some(finalizer) = [FOREGROUND_FINALIZER, ORPHAN_FINALIZER]
+            .into_iter()
+            .find(|f| deleting_with(owner, f))
+        {
+            actions.push(Action::Replace {
+                key: (*key).clone(),
+                object: without_finalizer(owner, finalizer),
+                subresource: None,
+                identity: Identity::GarbageCollector,
+            });
         }
     }
     actions
