@@ -978,6 +978,55 @@ async fn garbage_collection_follows_propagation_policy() {
 }
 
 #[tokio::test]
+async fn delete_collection_honours_selectors() {
+    let server = start().await;
+    let c = Client::new(&server, Some(Identity::Admin));
+    for (name, app) in [("a", "x"), ("b", "x"), ("c", "y")] {
+        c.post(CM, &configmap(name, json!({"app": app}))).await;
+    }
+    let deleted = c.delete(&format!("{CM}?labelSelector=app%3Dx"), &json!({})).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert_eq!(deleted.body["kind"], "ConfigMapList");
+    assert_eq!(deleted.body["items"].as_array().unwrap().len(), 2);
+    let left: Vec<Value> = c.get(CM).await.body["items"].as_array().unwrap().clone();
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0]["metadata"]["name"], "c");
+    assert_eq!(
+        c.delete("/api/v1/namespaces", &json!({})).await.status,
+        405,
+        "namespaces have no deletecollection"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_unconditional_writes_all_land() {
+    let server = start().await;
+    let c = Arc::new(Client::new(&server, Some(Identity::Admin)));
+    let created = c.post(CM, &configmap("shared", json!({}))).await.body;
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let c = c.clone();
+        let mut body = created.clone();
+        body["metadata"].as_object_mut().unwrap().remove("resourceVersion");
+        body["data"] = json!({"writer": i.to_string()});
+        tasks.push(tokio::spawn(async move { c.put(&format!("{CM}/shared"), &body).await }));
+    }
+    let mut versions = Vec::new();
+    for task in tasks {
+        let resp = task.await.unwrap();
+        assert_eq!(resp.status, 200, "{}", resp.text);
+        versions.push(rv(&resp.body));
+    }
+    versions.sort_unstable();
+    versions.dedup();
+    assert_eq!(versions.len(), 8, "every write got its own resourceVersion");
+    let last = c.get(&format!("{CM}/shared")).await.body;
+    assert_eq!(rv(&last), *versions.last().unwrap());
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn dry_run_persists_nothing() {
     let server = start().await;
     let c = Client::new(&server, Some(Identity::Admin));
