@@ -1,8 +1,5 @@
 //! Conformance of the test API server's core over real HTTPS (a client trusting only the
 //! server's CA), and a smoke test with the real `/usr/bin/kubectl`.
-//!
-//! Tests marked `#[ignore = "needs the patch engines ..."]` exercise PATCH paths that call
-//! `patch::apply_patch` / `patch::server_side_apply`; they run once those land.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -696,7 +693,6 @@ async fn scale_subresource_reads_and_writes_replicas() {
 }
 
 #[tokio::test]
-#[ignore = "needs the patch engines (patch::apply_patch)"]
 async fn scale_subresource_accepts_every_patch_type() {
     let server = start().await;
     let c = Client::new(&server, Some(Identity::Admin));
@@ -1539,7 +1535,6 @@ async fn kubectl_reads_creates_and_deletes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs the patch engines (patch::apply_patch, patch::server_side_apply)"]
 async fn kubectl_patches_scales_labels_edits_and_applies() {
     let server = start().await;
     let kubectl = Kubectl::new(&server);
@@ -1727,7 +1722,6 @@ impl RecordingWebhook {
 }
 
 #[tokio::test]
-#[ignore = "needs the admission dispatcher (admission::Dispatcher::admit calling webhooks)"]
 async fn writes_go_through_webhooks_with_kube_attributes() {
     let server = start().await;
     let hook = RecordingWebhook::start().await;
