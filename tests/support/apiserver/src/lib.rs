@@ -32,7 +32,7 @@ pub use server::{Identity, ServerOptions, TestApiServer};
 
 /// What this server deliberately does differently from kube-apiserver (kept in one place so
 /// a reader of a test failure can check it first).
-pub const SIMPLIFICATIONS: &str = "see the module docs of server, store, patch and admission";
+pub const SIMPLIFICATIONS: &str = "see the \"Simplifications\" sections of the module docs of server (and its auth, pipeline, watch, controllers, table, protobuf submodules), store, discovery, defaults, patch and admission";
 
 /// A Kubernetes API error, rendered as a `Status` object with its HTTP code.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -46,6 +46,9 @@ pub struct ApiError {
     pub message: String,
     /// Optional `details` (name, group, kind, causes).
     pub details: Option<serde_json::Value>,
+    /// Warnings sent as `Warning` headers with the error (admission warnings gathered before
+    /// a webhook refused the request).
+    pub warnings: Vec<String>,
 }
 
 impl ApiError {
@@ -56,6 +59,7 @@ impl ApiError {
             reason: reason.to_owned(),
             message: message.into(),
             details: None,
+            warnings: Vec::new(),
         }
     }
 

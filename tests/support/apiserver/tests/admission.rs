@@ -1064,6 +1064,12 @@ async fn denials_read_like_kube() {
     );
     assert_eq!(verdict.warnings, ["spec.replicas: Git says 3"]);
     assert_eq!(error.status()["code"], 403);
+    // `admit` hands the same warnings out with the error, for the Warning headers.
+    let error = dispatcher
+        .admit(&configs, named("forbidden"), shop())
+        .await
+        .unwrap_err();
+    assert_eq!(error.warnings, ["spec.replicas: Git says 3"]);
 
     let error = dispatcher.admit(&configs, named("invalid"), shop()).await.unwrap_err();
     assert_eq!(

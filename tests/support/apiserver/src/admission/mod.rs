@@ -326,12 +326,23 @@ impl Dispatcher {
         attributes: Attributes,
         namespace_labels: Option<BTreeMap<String, String>>,
     ) -> Result<Outcome, ApiError> {
-        let verdict = self.verdict(configs, attributes, namespace_labels).await;
-        verdict.result.map(|object| Outcome {
-            object,
-            warnings: verdict.warnings,
-            audit_annotations: verdict.audit_annotations,
-        })
+        let Verdict {
+            result,
+            warnings,
+            audit_annotations,
+        } = self.verdict(configs, attributes, namespace_labels).await;
+        match result {
+            Ok(object) => Ok(Outcome {
+                object,
+                warnings,
+                audit_annotations,
+            }),
+            // kube sends the warnings of webhooks that ran before a refusal along with it.
+            Err(mut error) => {
+                error.warnings = warnings;
+                Err(error)
+            }
+        }
     }
 
     /// [`Dispatcher::admit`], keeping the warnings and audit annotations when the request is

@@ -38,7 +38,9 @@ pub(crate) fn json_as(code: u16, value: &Value, content_type: &str) -> Response<
 
 /// The `Status` response of an error.
 pub(crate) fn error(err: &ApiError) -> Response<Body> {
-    json(err.code, &err.status())
+    let mut response = json(err.code, &err.status());
+    add_warnings(&mut response, &err.warnings);
+    response
 }
 
 /// The response of an injected failure (with `Retry-After` when set).
@@ -92,5 +94,20 @@ mod tests {
         assert_eq!(warning_header("plain"), r#"299 - "plain""#);
         assert_eq!(warning_header(r#"say "hi" \ bye"#), r#"299 - "say \"hi\" \\ bye""#);
         assert_eq!(warning_header("a\nb"), r#"299 - "a b""#);
+    }
+
+    #[test]
+    fn a_refusal_carries_the_warnings_gathered_before_it() {
+        let mut err = ApiError::new(403, "Forbidden", "admission webhook \"x\" denied the request: no");
+        err.warnings = vec!["first".into(), "second".into()];
+        let response = error(&err);
+        assert_eq!(response.status(), StatusCode::FORBIDDEN);
+        let headers: Vec<_> = response
+            .headers()
+            .get_all("Warning")
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect();
+        assert_eq!(headers, [r#"299 - "first""#, r#"299 - "second""#]);
     }
 }
