@@ -7,7 +7,7 @@ mod duration;
 mod status;
 
 pub use crd::{CrdError, crds, crds_yaml};
-pub use duration::{DurationError, GoDuration};
+pub use duration::{DURATION_PATTERN, DurationError, GoDuration};
 pub use status::{Condition, ConditionType, Counts, GitSourceStatus, GuardStatus, InventoryEntry};
 
 use kube::CustomResource;
@@ -24,6 +24,9 @@ pub const MANAGED_LABEL: &str = "driftguard.io/managed";
 pub const GUARD_ANNOTATION: &str = "driftguard.io/guard";
 
 /// Where desired state comes from: a Git repository, a reference to track and how often.
+// Several `printcolumn(...)` entries repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
 #[kube(
     group = "driftguard.io",
@@ -111,6 +114,9 @@ pub struct VerifySpec {
 }
 
 /// Binds a path of a GitSource to the cluster.
+// Several `printcolumn(...)` entries repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
 #[kube(
     group = "driftguard.io",
