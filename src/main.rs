@@ -63,6 +63,9 @@ enum Command {
         #[command(flatten)]
         git: GitArgs,
     },
+    /// Print the GitSource and Guard CustomResourceDefinitions as YAML
+    /// (`driftguard crds | kubectl apply -f -`).
+    Crds,
 }
 
 #[derive(clap::Args)]
@@ -113,6 +116,7 @@ fn main() -> ExitCode {
             review,
         } => run_check(&git, mode, webhook, &review),
         Command::Render { git } => run_render(&git),
+        Command::Crds => run_crds(),
     };
     match outcome {
         Ok(code) => code,
@@ -247,5 +251,10 @@ fn run_render(git: &GitArgs) -> Result<ExitCode> {
         out.push_str(&serde_saphyr::to_string(&object.object).context("cannot print an object as YAML")?);
     }
     print!("{out}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_crds() -> Result<ExitCode> {
+    print!("{}", driftguard::api::crds_yaml()?);
     Ok(ExitCode::SUCCESS)
 }

@@ -1,9 +1,15 @@
 //! Go-style durations (`90s`, `1m`, `1h30m`, `250ms`) as Kubernetes specs write them.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// What [`GoDuration::parse`] accepts, as an ECMA-262 pattern for the CRD schema, so the API
+/// server rejects `5d` at `kubectl apply` instead of the enforcer failing later.
+pub const DURATION_PATTERN: &str = r"^\s*(0|(([0-9]+(\.[0-9]*)?|\.[0-9]+)(ns|us|µs|ms|s|m|h))+)\s*$";
 
 /// A duration written the Go way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -110,6 +116,24 @@ impl<'de> Deserialize<'de> for GoDuration {
     }
 }
 
+impl JsonSchema for GoDuration {
+    fn schema_name() -> Cow<'static, str> {
+        "GoDuration".into()
+    }
+
+    // A plain string in the CRD: kube inlines every subschema anyway.
+    fn inline_schema() -> bool {
+        true
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({
+            "type": "string",
+            "pattern": DURATION_PATTERN,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,6 +152,27 @@ mod tests {
         for bad in ["", "5", "m", "5d", "1h-3m"] {
             let e = GoDuration::parse(bad).unwrap_err();
             assert!(e.to_string().contains("1h30m"), "{e}");
+        }
+    }
+
+    /// The schema pattern and the parser agree, so the API server and the config loader accept
+    /// the same durations.
+    #[test]
+    fn schema_pattern_accepts_what_the_parser_accepts() {
+        let schema = schemars::SchemaGenerator::default().into_root_schema_for::<GoDuration>();
+        assert_eq!(schema.get("type").and_then(|t| t.as_str()), Some("string"));
+        let pattern = schema.get("pattern").and_then(|p| p.as_str()).unwrap();
+        let pattern = regex::Regex::new(pattern).unwrap();
+        let cases = [
+            "0", "1m", "1h30m", "250ms", "1.5h", ".5s", "1.s", "10us", "3µs", "7ns", " 2h ", "", "5", "m", "5d",
+            "1h-3m", "1.2.3s", "h1", "1 m", "0s", "00",
+        ];
+        for case in cases {
+            assert_eq!(
+                pattern.is_match(case),
+                GoDuration::parse(case).is_ok(),
+                "pattern and parser disagree on {case:?}"
+            );
         }
     }
 

@@ -2,21 +2,55 @@
 //!
 //! The same types describe the CRDs and the standalone config file (DESIGN.md section 1).
 
+mod crd;
 mod duration;
+mod status;
 
-pub use duration::{DurationError, GoDuration};
+pub use crd::{CrdError, crds, crds_yaml};
+pub use duration::{DURATION_PATTERN, DurationError, GoDuration};
+pub use status::{Condition, ConditionType, Counts, GitSourceStatus, GuardStatus, InventoryEntry};
 
+use kube::CustomResource;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// API group of driftguard's resources.
 pub const GROUP: &str = "driftguard.io";
+/// API version of driftguard's resources.
+pub const VERSION: &str = "v1alpha1";
 /// Label the enforcer stamps on managed objects; the webhook's objectSelector.
 pub const MANAGED_LABEL: &str = "driftguard.io/managed";
 /// Annotation naming the owning Guard as `<namespace>/<name>`.
 pub const GUARD_ANNOTATION: &str = "driftguard.io/guard";
 
-/// Where desired state comes from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Where desired state comes from: a Git repository, a reference to track and how often.
+// Several `printcolumn(...)` entries repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "driftguard.io",
+    version = "v1alpha1",
+    kind = "GitSource",
+    namespaced,
+    status = "GitSourceStatus",
+    shortname = "gs",
+    category = "driftguard",
+    doc = "A Git repository driftguard fetches desired state from.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the last fetch succeeded"
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.lastFetchedRevision",
+        description = "The last fetched revision"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitSourceSpec {
     /// `https://`, `ssh://`, `git@host:path`, `file://` or a local path.
@@ -39,7 +73,11 @@ pub struct GitSourceSpec {
 }
 
 /// Exactly one of `branch`, `tag`, `semver`, `commit`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "[has(self.branch), has(self.tag), has(self.semver), has(self.commit)].filter(x, x).size() == 1",
+    "message": "ref must set exactly one of branch, tag, semver, commit",
+}]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GitRefSpec {
     /// Track the tip of a branch.
@@ -57,7 +95,7 @@ pub struct GitRefSpec {
 }
 
 /// A reference to an object in the same namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LocalObjectReference {
     /// Object name.
@@ -65,17 +103,50 @@ pub struct LocalObjectReference {
 }
 
 /// Signature verification policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerifySpec {
     /// `head` (the commit) or `tag`.
+    #[schemars(extend("enum" = ["head", "tag"]))]
     pub mode: String,
     /// Secret holding the trusted public keys.
     pub secret_ref: LocalObjectReference,
 }
 
 /// Binds a path of a GitSource to the cluster.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+// Several `printcolumn(...)` entries repeat `type_ = "string"`, which clippy mistakes for a
+// duplicated attribute.
+#[allow(clippy::duplicated_attributes)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema, CustomResource)]
+#[kube(
+    group = "driftguard.io",
+    version = "v1alpha1",
+    kind = "Guard",
+    namespaced,
+    status = "GuardStatus",
+    shortname = "gd",
+    category = "driftguard",
+    doc = "Binds a path of a GitSource to the cluster: driftguard applies it and guards it against drift.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status",
+        description = "Whether the last reconcile applied Git"
+    ),
+    printcolumn(
+        name = "Revision",
+        type_ = "string",
+        json_path = ".status.lastAppliedRevision",
+        description = "The revision enforced"
+    ),
+    printcolumn(
+        name = "Objects",
+        type_ = "integer",
+        json_path = ".status.counts.objects",
+        description = "Objects in the desired set"
+    ),
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct GuardSpec {
     /// The GitSource to read.
@@ -120,7 +191,7 @@ fn default_true() -> bool {
 }
 
 /// Reference to a GitSource, by default in the Guard's namespace.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SourceReference {
     /// GitSource name.
@@ -131,7 +202,7 @@ pub struct SourceReference {
 }
 
 /// Rendering options.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenderSpec {
     /// Renderer.
@@ -140,7 +211,7 @@ pub struct RenderSpec {
 }
 
 /// Which renderer turns a directory into manifests.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum RenderType {
     /// Pick from the directory's content.
@@ -157,7 +228,7 @@ pub enum RenderType {
 }
 
 /// Admission behaviour on drift.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Mode {
     /// The validating webhook denies the change.
@@ -184,7 +255,7 @@ impl Mode {
 }
 
 /// Prune settings.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PruneSpec {
     /// Delete objects Git removed.
@@ -205,7 +276,7 @@ impl Default for PruneSpec {
 }
 
 /// Declared fields that driftguard must not enforce on matching objects.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IgnoreRule {
     /// API group (`""` for core); any when omitted.
@@ -225,7 +296,7 @@ pub struct IgnoreRule {
 }
 
 /// Identities whose edits are always allowed.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Exemptions {
     /// Usernames.
@@ -240,7 +311,7 @@ pub struct Exemptions {
 }
 
 /// Emergency-edit policy.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BreakGlass {
     /// Groups allowed to break glass.

@@ -140,3 +140,24 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// `/usr/bin/kubectl` against `kubeconfig`, isolated from the machine: HOME and the discovery
+/// cache live under `home`, and the environment holds nothing else but PATH.
+pub fn kubectl(home: &Path, kubeconfig: &Path) -> std::process::Command {
+    const KUBECTL: &str = "/usr/bin/kubectl";
+    assert!(
+        Path::new(KUBECTL).exists(),
+        "kubectl is part of this machine's image and the tests need it"
+    );
+    let mut command = std::process::Command::new(KUBECTL);
+    command
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .arg("--cache-dir")
+        .arg(home.join("cache"))
+        .args(["--request-timeout", "20s"])
+        .env_clear()
+        .env("HOME", home)
+        .env("PATH", "/usr/bin:/bin");
+    command
+}
