@@ -348,20 +348,13 @@ pub fn plan<'a>(
 
     apply.sort_by(|a, b| order_key(a.tier, &a.key).cmp(&order_key(b.tier, &b.key)));
 
-    let prune = plan_prune(
-        desired,
-        inventory,
-        &desired_keys,
-        live,
-        facts,
-        &guard,
-        &mut skipped,
-        &mut base_inventory,
-    );
+    let pruning = plan_prune(desired, inventory, &desired_keys, live, facts, &guard);
+    skipped.extend(pruning.skipped);
+    base_inventory.extend(pruning.retained);
 
     Plan {
         apply,
-        prune,
+        prune: pruning.steps,
         skipped,
         waiting,
         base_inventory,
@@ -372,7 +365,15 @@ fn order_key(tier: Tier, key: &ObjectKey) -> (Tier, &str, &str, Option<&str>, &s
     (tier, &key.kind, &key.group, key.namespace.as_deref(), &key.name)
 }
 
-#[allow(clippy::too_many_arguments)]
+/// The prune half of a plan.
+#[derive(Default)]
+struct PrunePlan {
+    steps: Vec<PruneStep>,
+    skipped: Vec<(ObjectKey, SkipReason)>,
+    /// Inventory entries kept without being pruned.
+    retained: Vec<InventoryEntry>,
+}
+
 fn plan_prune(
     desired: &[DesiredObject],
     inventory: &[InventoryEntry],
@@ -380,9 +381,8 @@ fn plan_prune(
     live: &LiveSnapshot,
     facts: &PlanFacts<'_>,
     guard: &str,
-    skipped: &mut Vec<(ObjectKey, SkipReason)>,
-    base_inventory: &mut Vec<InventoryEntry>,
-) -> Vec<PruneStep> {
+) -> PrunePlan {
+    let mut out = PrunePlan::default();
     let mut seen = HashSet::new();
     let stale = inventory.iter().filter_map(|entry| {
         let key = entry.key();
@@ -400,11 +400,11 @@ fn plan_prune(
     if let Some((reason, keep)) = blanket {
         for (entry, key) in stale {
             if keep {
-                base_inventory.push(entry.clone());
+                out.retained.push(entry.clone());
             }
-            skipped.push((key, reason.clone()));
+            out.skipped.push((key, reason.clone()));
         }
-        return Vec::new();
+        return out;
     }
 
     let reason = if desired.is_empty() {
@@ -417,38 +417,37 @@ fn plan_prune(
     let mut kept: Vec<ObjectKey> = Vec::new();
     for (entry, key) in stale {
         if live.is_unknown(&key) {
-            base_inventory.push(entry.clone());
+            out.retained.push(entry.clone());
             kept.push(key.clone());
-            skipped.push((key, SkipReason::LiveUnknown));
+            out.skipped.push((key, SkipReason::LiveUnknown));
             continue;
         }
         let Some(current) = live.get(&key) else {
-            skipped.push((key, SkipReason::AlreadyDeleted));
+            out.skipped.push((key, SkipReason::AlreadyDeleted));
             continue;
         };
         if annotation(current, PRUNE_ANNOTATION) == Some(PRUNE_DISABLED) {
             kept.push(key.clone());
-            skipped.push((key, SkipReason::PruneDisabledByAnnotation));
+            out.skipped.push((key, SkipReason::PruneDisabledByAnnotation));
             continue;
         }
         if let Some(owner) = annotation(current, GUARD_ANNOTATION)
             && owner != guard
         {
             kept.push(key.clone());
-            skipped.push((key, SkipReason::OwnedByOtherGuard(owner.to_owned())));
+            out.skipped.push((key, SkipReason::OwnedByOtherGuard(owner.to_owned())));
             continue;
         }
         candidates.push((entry, key, current));
     }
 
-    let mut prune = Vec::with_capacity(candidates.len());
     for (entry, key, current) in candidates {
         if let Some(user) = needed_by(&key, current, desired, &kept) {
-            base_inventory.push(entry.clone());
-            skipped.push((key, SkipReason::StillInUse(user)));
+            out.retained.push(entry.clone());
+            out.skipped.push((key, SkipReason::StillInUse(user)));
             continue;
         }
-        prune.push(PruneStep {
+        out.steps.push(PruneStep {
             tier: Tier::of(&key.group, &key.kind, key.namespace.is_some()),
             version: entry.version.clone(),
             uid: uid(current),
@@ -456,28 +455,49 @@ fn plan_prune(
             reason,
         });
     }
-    prune.sort_by(|a, b| order_key(b.tier, &b.key).cmp(&order_key(a.tier, &a.key)));
-    prune
+    out.steps
+        .sort_by(|a, b| order_key(b.tier, &b.key).cmp(&order_key(a.tier, &a.key)));
+    out
 }
 
-/// For a Namespace or CRD about to be pruned: a desired or kept object whose deletion it would
-/// cause (deleting a Namespace deletes its contents; deleting a CRD deletes its resources).
+/// What deleting a Namespace or a CRD takes with it.
+enum Contents {
+    /// Everything in the namespace of this name.
+    Namespace(String),
+    /// Every resource of the kind the CRD defines.
+    Kind(GroupKind),
+}
+
+impl Contents {
+    fn of(key: &ObjectKey, current: &Value) -> Option<Contents> {
+        if key.group.is_empty() && key.kind == "Namespace" {
+            Some(Contents::Namespace(key.name.clone()))
+        } else if is_crd(key) {
+            crd_defines(current).map(Contents::Kind)
+        } else {
+            None
+        }
+    }
+
+    fn holds(&self, group: &str, kind: &str, namespace: Option<&str>) -> bool {
+        match self {
+            Contents::Namespace(name) => namespace == Some(name.as_str()),
+            Contents::Kind(gk) => gk.group == group && gk.kind == kind,
+        }
+    }
+}
+
+/// For a Namespace or CRD about to be pruned: a desired or kept object its deletion would take
+/// with it (deleting a Namespace deletes its contents; deleting a CRD deletes its resources).
 fn needed_by(key: &ObjectKey, current: &Value, desired: &[DesiredObject], kept: &[ObjectKey]) -> Option<ObjectKey> {
-    let holds: Box<dyn Fn(&str, &str, Option<&str>) -> bool> = if key.group.is_empty() && key.kind == "Namespace" {
-        Box::new(|_, _, ns| ns == Some(key.name.as_str()))
-    } else if is_crd(key) {
-        let defined = crd_defines(current)?;
-        Box::new(move |group, kind, _| group == defined.group && kind == defined.kind)
-    } else {
-        return None;
-    };
+    let contents = Contents::of(key, current)?;
     desired
         .iter()
-        .find(|o| holds(&o.group, &o.kind, o.namespace.as_deref()))
+        .find(|o| contents.holds(&o.group, &o.kind, o.namespace.as_deref()))
         .map(ObjectKey::of)
         .or_else(|| {
             kept.iter()
-                .find(|k| holds(&k.group, &k.kind, k.namespace.as_deref()))
+                .find(|k| contents.holds(&k.group, &k.kind, k.namespace.as_deref()))
                 .cloned()
         })
 }

@@ -482,7 +482,7 @@ fn prune_list_is_inventory_minus_desired_minus_protected_with_reasons() {
         ("gone", "ConfigMap", SkipReason::AlreadyDeleted, false),
         ("unreadable", "Widget", SkipReason::LiveUnknown, true),
     ];
-    let next = next_inventory(&plan, &[], &[step.key.clone()]);
+    let next = next_inventory(&plan, &[], std::slice::from_ref(&step.key));
     for (name, kind, reason, stays) in table {
         let group = if kind == "Widget" { "example.com" } else { "" };
         let k = key(group, kind, Some("shop"), name);
@@ -625,6 +625,14 @@ fn a_namespace_or_crd_still_needed_is_not_pruned() {
 
 #[test]
 fn empty_render_and_disabled_prune_never_delete() {
+    /// (name, desired, prune settings, the prune reason, or the skip reason and whether the
+    /// entry stays in the inventory)
+    type Case<'a> = (
+        &'static str,
+        &'a [DesiredObject],
+        PruneSpec,
+        Result<PruneReason, (SkipReason, bool)>,
+    );
     let cm_key = key("", "ConfigMap", Some("shop"), "a");
     let inventory = vec![entry("", "v1", "ConfigMap", Some("shop"), "a")];
     let live = snapshot(vec![(
@@ -634,13 +642,7 @@ fn empty_render_and_disabled_prune_never_delete() {
     let some = desired(vec![deployment("web")]);
     let none: Vec<DesiredObject> = Vec::new();
     let spec = |enabled, allow_empty| PruneSpec { enabled, allow_empty };
-    // (desired, prune settings, expected prune reason, or skip reason and whether it stays)
-    let cases: [(
-        &str,
-        &[DesiredObject],
-        PruneSpec,
-        Result<PruneReason, (SkipReason, bool)>,
-    ); 5] = [
+    let cases: [Case<'_>; 5] = [
         (
             "empty render is protected",
             &none,
