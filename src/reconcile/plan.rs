@@ -258,9 +258,9 @@ pub fn plan<'a>(
     let mut apply = Vec::with_capacity(desired.len());
     let mut skipped = Vec::new();
     let mut waiting = Vec::new();
-    let old_uids: HashMap<ObjectKey, &str> = inventory
+    let old_uids: HashMap<KeyRef<'_>, &str> = inventory
         .iter()
-        .filter_map(|e| Some((e.key(), e.uid.as_deref()?)))
+        .filter_map(|e| Some((entry_ref(e), e.uid.as_deref()?)))
         .collect();
     let mut base_inventory = Vec::with_capacity(desired.len());
     let mut desired_keys = HashSet::with_capacity(desired.len());
@@ -278,9 +278,9 @@ pub fn plan<'a>(
             name: object.name.clone(),
             uid: current
                 .and_then(uid)
-                .or_else(|| old_uids.get(&key).map(|u| (*u).to_owned())),
+                .or_else(|| old_uids.get(&desired_ref(object)).map(|u| (*u).to_owned())),
         });
-        desired_keys.insert(key.clone());
+        desired_keys.insert(desired_ref(object));
         if kinds::builtin(&object.group, &object.kind).is_none() {
             custom.push((object, key));
             continue;
@@ -346,7 +346,8 @@ pub fn plan<'a>(
         }
     }
 
-    apply.sort_by(|a, b| order_key(a.tier, &a.key).cmp(&order_key(b.tier, &b.key)));
+    // Keys are unique, so an unstable sort is still deterministic.
+    apply.sort_unstable_by(|a, b| order_key(a.tier, &a.key).cmp(&order_key(b.tier, &b.key)));
 
     let pruning = plan_prune(desired, inventory, &desired_keys, live, facts, &guard);
     skipped.extend(pruning.skipped);
@@ -359,6 +360,18 @@ pub fn plan<'a>(
         waiting,
         base_inventory,
     }
+}
+
+/// An [`ObjectKey`] borrowed from a desired object or inventory entry: the plan's lookups
+/// allocate nothing.
+type KeyRef<'a> = (&'a str, &'a str, Option<&'a str>, &'a str);
+
+fn desired_ref(o: &DesiredObject) -> KeyRef<'_> {
+    (&o.group, &o.kind, o.namespace.as_deref(), &o.name)
+}
+
+fn entry_ref(e: &InventoryEntry) -> KeyRef<'_> {
+    (&e.group, &e.kind, e.namespace.as_deref(), &e.name)
 }
 
 fn order_key(tier: Tier, key: &ObjectKey) -> (Tier, &str, &str, Option<&str>, &str) {
@@ -377,7 +390,7 @@ struct PrunePlan {
 fn plan_prune(
     desired: &[DesiredObject],
     inventory: &[InventoryEntry],
-    desired_keys: &HashSet<ObjectKey>,
+    desired_keys: &HashSet<KeyRef<'_>>,
     live: &LiveSnapshot,
     facts: &PlanFacts<'_>,
     guard: &str,
@@ -385,8 +398,8 @@ fn plan_prune(
     let mut out = PrunePlan::default();
     let mut seen = HashSet::new();
     let stale = inventory.iter().filter_map(|entry| {
-        let key = entry.key();
-        (!desired_keys.contains(&key) && seen.insert(key.clone())).then_some((entry, key))
+        let key = entry_ref(entry);
+        (!desired_keys.contains(&key) && seen.insert(key)).then(|| (entry, entry.key()))
     });
     let stale: Vec<(&InventoryEntry, ObjectKey)> = stale.collect();
 
@@ -456,7 +469,7 @@ fn plan_prune(
         });
     }
     out.steps
-        .sort_by(|a, b| order_key(b.tier, &b.key).cmp(&order_key(a.tier, &a.key)));
+        .sort_unstable_by(|a, b| order_key(b.tier, &b.key).cmp(&order_key(a.tier, &a.key)));
     out
 }
 
