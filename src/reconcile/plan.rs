@@ -374,6 +374,10 @@ fn entry_ref(e: &InventoryEntry) -> KeyRef<'_> {
     (&e.group, &e.kind, e.namespace.as_deref(), &e.name)
 }
 
+fn key_ref(k: &ObjectKey) -> KeyRef<'_> {
+    (&k.group, &k.kind, k.namespace.as_deref(), &k.name)
+}
+
 fn order_key(tier: Tier, key: &ObjectKey) -> (Tier, &str, &str, Option<&str>, &str) {
     (tier, &key.kind, &key.group, key.namespace.as_deref(), &key.name)
 }
@@ -456,7 +460,10 @@ fn plan_prune(
 
     for (entry, key, current) in candidates {
         if let Some(user) = needed_by(&key, current, desired, &kept) {
-            out.retained.push(entry.clone());
+            out.retained.push(InventoryEntry {
+                uid: uid(current).or_else(|| entry.uid.clone()),
+                ..entry.clone()
+            });
             out.skipped.push((key, SkipReason::StillInUse(user)));
             continue;
         }
@@ -520,14 +527,14 @@ fn needed_by(key: &ObjectKey, current: &Value, desired: &[DesiredObject], kept: 
 /// every prune step not in `pruned_ok` — a delete that failed, or was never attempted (lost
 /// leadership, shutdown), stays and is retried. Sorted by identity, without duplicates.
 pub fn next_inventory(plan: &Plan<'_>, applied_ok: &[Applied], pruned_ok: &[ObjectKey]) -> Vec<InventoryEntry> {
-    let applied: HashMap<&ObjectKey, &str> = applied_ok
+    let applied: HashMap<KeyRef<'_>, &str> = applied_ok
         .iter()
-        .filter_map(|a| Some((&a.key, a.uid.as_deref()?)))
+        .filter_map(|a| Some((key_ref(&a.key), a.uid.as_deref()?)))
         .collect();
     let pruned: HashSet<&ObjectKey> = pruned_ok.iter().collect();
     let mut next: Vec<InventoryEntry> = plan.base_inventory.clone();
     for entry in &mut next {
-        if let Some(uid) = applied.get(&entry.key()) {
+        if let Some(uid) = applied.get(&entry_ref(entry)) {
             entry.uid = Some((*uid).to_owned());
         }
     }
@@ -544,8 +551,8 @@ pub fn next_inventory(plan: &Plan<'_>, applied_ok: &[Applied], pruned_ok: &[Obje
                 uid: step.uid.clone(),
             }),
     );
-    let sort_key = |e: &InventoryEntry| (e.group.clone(), e.kind.clone(), e.namespace.clone(), e.name.clone());
-    next.sort_by_key(sort_key);
-    next.dedup_by(|a, b| sort_key(a) == sort_key(b));
+    next.sort_by(|a, b| entry_ref(a).cmp(&entry_ref(b)));
+    // Stable sort: of duplicates the first (a desired object) wins over a failed prune.
+    next.dedup_by(|later, first| entry_ref(later) == entry_ref(first));
     next
 }

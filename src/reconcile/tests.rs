@@ -763,3 +763,22 @@ fn inventory_entries_serialize_camel_case_without_empty_fields() {
     assert_eq!(back.key(), key("", "ConfigMap", Some("a"), "b"));
     assert_eq!(back.uid.as_deref(), Some("u"));
 }
+
+#[test]
+fn objects_of_unreadable_kinds_are_applied_without_comparing() {
+    let objects = desired(vec![
+        deployment("web"),
+        obj("v1", "ConfigMap", Some("shop"), "settings"),
+    ]);
+    let mut live = snapshot(vec![(
+        key("apps", "Deployment", Some("shop"), "web"),
+        live_deployment("web"),
+    )]);
+    live.mark_unknown(GroupKind::new("apps", "Deployment"));
+    let plan = run(&objects, &[], &live, &[], PruneSpec::default());
+    let reasons: Vec<(&str, &ApplyReason)> = plan.apply.iter().map(|s| (s.key.name.as_str(), &s.reason)).collect();
+    assert_eq!(
+        reasons,
+        [("settings", &ApplyReason::Create), ("web", &ApplyReason::LiveUnknown)]
+    );
+}
