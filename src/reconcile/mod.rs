@@ -15,6 +15,6 @@ mod tests;
 pub use inventory::{GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey};
 pub use order::Tier;
 pub use plan::{
-    Applied, ApplyReason, ApplyStep, Plan, PlanFacts, PruneReason, PruneStep, SkipReason, WaitReason, next_inventory,
-    plan,
+    Applied, ApplyReason, ApplyStep, PRUNE_ANNOTATION, PRUNE_DISABLED, Plan, PlanFacts, PruneReason, PruneStep,
+    SkipReason, WaitReason, next_inventory, plan,
 };
