@@ -1,6 +1,6 @@
 //! driftguard keeps a Kubernetes cluster equal to what Git declares.
 //!
-//! Data flows one way: `source -> render -> desired -> {admission} -> audit`.
+//! Data flows one way: `source -> render -> desired -> {admission, reconcile} -> audit`.
 #![forbid(unsafe_code)]
 
 pub mod admission;
@@ -10,7 +10,7 @@ pub mod certs;
 pub mod config;
 pub mod desired;
 pub mod drift;
-pub mod leader;
+pub mod reconcile;
 pub mod render;
 pub mod serve;
 pub mod server;

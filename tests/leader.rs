@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use driftguard::leader::{ElectionConfig, LeaderElector};
+use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
