@@ -364,11 +364,8 @@ async fn kubectl_applies_the_crds_and_works_with_guards() {
     cluster.api.stop().await;
 }
 
-/// `kubectl get guards` prints the CRD's printer columns. The test API server prints only NAME
-/// and AGE for custom resources for now (tests/support/apiserver/src/server/table.rs:
-/// "no CRD additionalPrinterColumns"); run with `--ignored` once it does.
+/// `kubectl get guards` prints the CRD's printer columns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "the test API server does not print CRD additionalPrinterColumns yet"]
 async fn kubectl_get_guards_shows_ready_revision_objects_age() {
     let cluster = Cluster::start().await;
     let (cluster, ()) = run_blocking(cluster, |c| {

@@ -90,6 +90,21 @@ pub struct ResourceInfo {
     pub generation: bool,
     /// Whether a CRD defined it.
     pub custom: bool,
+    /// A CRD version's `additionalPrinterColumns` (empty: NAME and AGE).
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One of a CRD's `additionalPrinterColumns`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PrinterColumn {
+    /// Header.
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub kind: String,
+    /// JSONPath into the object (the subset `server::table` evaluates).
+    pub json_path: String,
+    /// Description.
+    pub description: String,
 }
 
 impl ResourceInfo {
@@ -232,6 +247,7 @@ fn builtin_info(builtin: &Builtin) -> ResourceInfo {
         scale,
         generation,
         custom: false,
+        printer_columns: Vec::new(),
     }
 }
 
@@ -724,6 +740,24 @@ pub fn crd_resources(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
                 selector: path("labelSelectorPath").map(SelectorPath::Text),
             }
         });
+        let printer_columns = v
+            .get("additionalPrinterColumns")
+            .and_then(Value::as_array)
+            .map(|columns| {
+                columns
+                    .iter()
+                    .map(|c| {
+                        let text = |key: &str| c.get(key).and_then(Value::as_str).unwrap_or("").to_owned();
+                        PrinterColumn {
+                            name: text("name"),
+                            kind: text("type"),
+                            json_path: text("jsonPath"),
+                            description: text("description"),
+                        }
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
         out.push(ResourceInfo {
             group: group.to_owned(),
             version: version.to_owned(),
@@ -738,6 +772,7 @@ pub fn crd_resources(crd: &Value) -> Result<Vec<ResourceInfo>, ApiError> {
             scale,
             generation: true,
             custom: true,
+            printer_columns,
         });
     }
     Ok(out)

@@ -3,12 +3,13 @@
 //!
 //! # Simplifications
 //! Columns for a few kinds (Deployment, ConfigMap, Secret, Namespace, Service) as kube prints
-//! them; every other kind gets NAME and AGE. No `-o wide` columns, no CRD
-//! `additionalPrinterColumns`.
+//! them; custom resources get NAME plus their CRD's `additionalPrinterColumns`, evaluated with a
+//! JSONPath subset (`.a.b`, `[n]`, `[?(@.k=="v")]`); every other kind gets NAME and AGE. No
+//! `-o wide` columns (priority > 0 is printed like priority 0).
 use serde_json::{Value, json};
 use time::OffsetDateTime;
 
-use crate::discovery::ResourceInfo;
+use crate::discovery::{PrinterColumn, ResourceInfo};
 use crate::store::str_at;
 
 /// Whether an `Accept` header asks for a Table.
@@ -132,8 +133,52 @@ const COLUMNS: &[(&str, &str, &[Column])] = &[
     ("", "Service", SERVICE),
 ];
 
+/// Evaluate the JSONPath subset CRD printer columns use: `.a.b`, `[n]`, and
+/// `[?(@.key=="value")]` filters (first match). Anything else reads as absent.
+fn json_path<'v>(object: &'v Value, path: &str) -> Option<&'v Value> {
+    let mut current = object;
+    let mut rest = path.trim().trim_start_matches('{').trim_end_matches('}');
+    while !rest.is_empty() {
+        if let Some(after) = rest.strip_prefix('.') {
+            let end = after.find(['.', '[']).unwrap_or(after.len());
+            current = current.get(&after[..end])?;
+            rest = &after[end..];
+        } else if let Some(after) = rest.strip_prefix("[?(@.") {
+            let end = after.find(")]")?;
+            let (key, want) = after[..end].split_once("==")?;
+            let want = want.trim().trim_matches(|c| c == '"' || c == '\'');
+            current = current
+                .as_array()?
+                .iter()
+                .find(|item| item.get(key.trim()).and_then(Value::as_str) == Some(want))?;
+            rest = &after[end + 2..];
+        } else if let Some(after) = rest.strip_prefix('[') {
+            let end = after.find(']')?;
+            current = current.get(after[..end].trim().parse::<usize>().ok()?)?;
+            rest = &after[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(current)
+}
+
+/// A CRD printer column's cell, typed like kube-apiserver renders it.
+fn printer_cell(column: &PrinterColumn, object: &Value, now: i64) -> Value {
+    match json_path(object, &column.json_path) {
+        None | Some(Value::Null) => Value::Null,
+        Some(Value::String(text)) if column.kind == "date" => parse_timestamp(text)
+            .map(|t| json!(human_duration(now - t)))
+            .unwrap_or_else(|| json!(text)),
+        Some(value) => value.clone(),
+    }
+}
+
 /// A Table of `objects`; rows carry the object as `includeObject` asks (default: metadata).
 pub(super) fn render(info: &ResourceInfo, objects: &[Value], revision: Option<u64>, include: Option<&str>) -> Value {
+    if !info.printer_columns.is_empty() {
+        return render_custom(info, objects, revision, include);
+    }
     let extra: &[Column] = COLUMNS
         .iter()
         .find(|(g, k, _)| *g == info.group && *k == info.kind)
@@ -158,18 +203,47 @@ pub(super) fn render(info: &ResourceInfo, objects: &[Value], revision: Option<u6
                 .map(|created| human_duration(now - created))
                 .unwrap_or_else(|| "<unknown>".to_owned());
             cells.push(json!(age));
-            let row_object = match include {
-                Some("None") => Value::Null,
-                Some("Object") => object.clone(),
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
-                }),
-            };
-            json!({"cells": cells, "object": row_object})
+            json!({"cells": cells, "object": row_object(object, include)})
         })
         .collect();
+    table(definitions, rows, revision)
+}
+
+/// A CRD with `additionalPrinterColumns`: NAME, then exactly the declared columns.
+fn render_custom(info: &ResourceInfo, objects: &[Value], revision: Option<u64>, include: Option<&str>) -> Value {
+    let mut definitions = vec![
+        json!({"name": "Name", "type": "string", "format": "name", "description": "Name must be unique within a namespace.", "priority": 0}),
+    ];
+    definitions.extend(
+        info.printer_columns.iter().map(
+            |c| json!({"name": c.name, "type": c.kind, "format": "", "description": c.description, "priority": 0}),
+        ),
+    );
+    let now = OffsetDateTime::now_utc().unix_timestamp();
+    let rows = objects
+        .iter()
+        .map(|object| {
+            let mut cells = vec![json!(str_at(object, "/metadata/name"))];
+            cells.extend(info.printer_columns.iter().map(|c| printer_cell(c, object, now)));
+            json!({"cells": cells, "object": row_object(object, include)})
+        })
+        .collect();
+    table(definitions, rows, revision)
+}
+
+fn row_object(object: &Value, include: Option<&str>) -> Value {
+    match include {
+        Some("None") => Value::Null,
+        Some("Object") => object.clone(),
+        _ => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": object.get("metadata").cloned().unwrap_or_else(|| json!({})),
+        }),
+    }
+}
+
+fn table(definitions: Vec<Value>, rows: Vec<Value>, revision: Option<u64>) -> Value {
     let mut metadata = json!({});
     if let Some(revision) = revision {
         metadata["resourceVersion"] = json!(revision.to_string());
@@ -257,6 +331,24 @@ fn human_duration(seconds: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printer_column_paths_follow_the_jsonpath_subset() {
+        let guard = json!({"status": {"conditions": [
+            {"type": "Reconciling", "status": "False"}, {"type": "Ready", "status": "True"}],
+            "counts": {"objects": 5}, "list": ["a", "b"]}});
+        assert_eq!(
+            json_path(&guard, r#".status.conditions[?(@.type=="Ready")].status"#),
+            Some(&json!("True"))
+        );
+        assert_eq!(json_path(&guard, ".status.counts.objects"), Some(&json!(5)));
+        assert_eq!(json_path(&guard, ".status.list[1]"), Some(&json!("b")));
+        assert_eq!(
+            json_path(&guard, r#".status.conditions[?(@.type=="Stalled")].status"#),
+            None
+        );
+        assert_eq!(json_path(&guard, ".status.missing"), None);
+    }
 
     #[test]
     fn durations_read_like_kubectl() {
