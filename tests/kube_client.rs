@@ -10,28 +10,18 @@ use driftguard::api::Mode;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
+use kube::Discovery;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::watcher;
-use kube::{Client, Config, Discovery};
 use serde_json::json;
-
-async fn client(api: &TestApiServer, identity: Identity, dir: &std::path::Path) -> Client {
-    let path = dir.join(format!("{identity:?}.kubeconfig"));
-    api.write_kubeconfig(identity, &path).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let config = Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    Client::try_from(config).unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_client_discovers_applies_conflicts_and_watches() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let driftguard = client(&api, Identity::Driftguard, dir.path()).await;
-    let alice = client(&api, Identity::User, dir.path()).await;
+    let driftguard = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let alice = support::kube_client(&api, Identity::User, dir.path()).await;
 
     let version = driftguard.apiserver_version().await.unwrap();
     assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "32"));

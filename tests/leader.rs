@@ -2,6 +2,8 @@
 //! time, a stopped leader hands over at once, a crashed leader is replaced within the lease
 //! duration.
 
+mod support;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -10,24 +12,12 @@ use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::coordination::v1::Lease;
 use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
 use kube::api::{Api, PostParams};
-use kube::{Client, Config};
 use tokio::sync::{oneshot, watch};
 
 const LEASE: Duration = Duration::from_secs(2);
 const DEADLINE: Duration = Duration::from_secs(15);
-
-async fn client(api: &TestApiServer, dir: &std::path::Path) -> Client {
-    let path = dir.join("driftguard.kubeconfig");
-    api.write_kubeconfig(Identity::Driftguard, &path).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    Client::try_from(
-        Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-            .await
-            .unwrap(),
-    )
-    .unwrap()
-}
 
 struct Replica {
     leading: watch::Receiver<bool>,
@@ -92,7 +82,7 @@ async fn next_renewal(leases: &Api<Lease>) {
 async fn one_leader_at_a_time_with_handover_and_takeover() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let client = client(&api, dir.path()).await;
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "driftguard"}})).unwrap();
     Api::<Namespace>::all(client.clone())
         .create(&PostParams::default(), &namespace)

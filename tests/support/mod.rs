@@ -161,3 +161,18 @@ pub fn kubectl(home: &Path, kubeconfig: &Path) -> std::process::Command {
         .env("PATH", "/usr/bin:/bin");
     command
 }
+
+/// A kube::Client for `identity` on the test API server (kubeconfig written into `dir`).
+pub async fn kube_client(
+    api: &driftguard_testapi::TestApiServer,
+    identity: driftguard_testapi::Identity,
+    dir: &Path,
+) -> kube::Client {
+    let path = dir.join(format!("{identity:?}.kubeconfig"));
+    api.write_kubeconfig(identity, &path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    kube::Client::try_from(config).unwrap()
+}
