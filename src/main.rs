@@ -58,6 +58,15 @@ enum Command {
         #[arg(long)]
         review: PathBuf,
     },
+    /// Show where the cluster differs from Git on declared fields, and what is missing.
+    /// Exit status: 0 no differences, 1 differences, 2 error.
+    Diff {
+        #[command(flatten)]
+        git: GitArgs,
+        /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
     /// Print the normalized desired objects as YAML.
     Render {
         #[command(flatten)]
@@ -82,6 +91,10 @@ struct GitArgs {
     /// Namespace for namespaced objects that declare none.
     #[arg(long, default_value = "default")]
     target_namespace: String,
+    /// The Guard these manifests belong to, as NAMESPACE/NAME (stamped into the
+    /// driftguard.io/guard annotation, as the enforcer does).
+    #[arg(long = "guard", default_value = "default/cli")]
+    guard: String,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -115,6 +128,7 @@ fn main() -> ExitCode {
             webhook,
             review,
         } => run_check(&git, mode, webhook, &review),
+        Command::Diff { git, kubeconfig } => run_diff(&git, kubeconfig.as_deref()),
         Command::Render { git } => run_render(&git),
         Command::Crds => run_crds(),
     };
@@ -186,9 +200,14 @@ fn load(git: &GitArgs, mode: Mode) -> Result<Arc<DesiredSet>> {
         break_glass: None,
         suspend: false,
     };
+    let (namespace, name) = git
+        .guard
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .with_context(|| format!("--guard {:?} must be written NAMESPACE/NAME", git.guard))?;
     let id = GuardId {
-        namespace: "default".into(),
-        name: "cli".into(),
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
     };
     let policy = Arc::new(GuardPolicy::new(id, &spec, &git.repo)?);
     let source = SourceSettings {
@@ -240,6 +259,55 @@ fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Pa
     } else {
         ExitCode::SUCCESS
     })
+}
+
+fn run_diff(git: &GitArgs, kubeconfig: Option<&Path>) -> Result<ExitCode> {
+    use driftguard::reconcile::{PlanFacts, apply::Applier, diff, plan};
+    let set = load(git, Mode::Deny)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    let report = runtime.block_on(async {
+        let config = match kubeconfig {
+            Some(path) => {
+                let file = kube::config::Kubeconfig::read_from(path)
+                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+                kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+            }
+            None => kube::Config::infer()
+                .await
+                .context("no cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
+        };
+        let client = kube::Client::try_from(config)?;
+        let applier = Applier::new(client, std::time::Duration::from_secs(10)).await?;
+        let live = applier.snapshot(&set.objects, &[]).await;
+        let established = applier.served_custom_kinds(&set.objects).await;
+        // Without a Guard's inventory nothing is known to be prunable.
+        let prune = driftguard::api::PruneSpec {
+            enabled: false,
+            allow_empty: false,
+        };
+        let facts = PlanFacts {
+            guard: &set.guard.id,
+            established: &established,
+            prune: &prune,
+        };
+        let plan = plan(&set.objects, &[], &live, &facts);
+        anyhow::Ok(diff::report(&plan, &live))
+    })?;
+    for line in &report.lines {
+        println!("{line}");
+    }
+    if report.differences == 0 {
+        println!(
+            "no differences: the cluster matches Git for all {} objects",
+            set.objects.len()
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        Ok(ExitCode::from(1))
+    }
 }
 
 fn run_render(git: &GitArgs) -> Result<ExitCode> {

@@ -14,9 +14,6 @@ use super::exempt::{Exemption, exemption};
 use super::message;
 use super::review::{Operation, Request, ReviewError};
 
-/// Fields whose values are never echoed, per (group, kind): top-level keys.
-static SENSITIVE: &[(&str, &str, &[&str])] = &[("", "Secret", &["data", "stringData"])];
-
 /// Where the scale subresource's replicas live in the parent object. Built-in scalable kinds
 /// all use this; custom resources declare `specReplicasPath` (read once discovery lands).
 const REPLICAS_POINTER: &str = "/spec/replicas";
@@ -251,8 +248,7 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
         new,
         desired_view,
     } = compared;
-    let sensitive_keys = sensitive_keys(managed);
-    let is_sensitive = |d: &FieldDrift| sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
+    let is_sensitive = |d: &FieldDrift| managed.object.is_sensitive(&d.path);
     let context = (request, managed);
     match (managed.guard.mode, webhook) {
         // In revert mode the validating pass only sees drift the mutating pass did not remove
@@ -282,13 +278,6 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
         ),
         _ => Decision::pass("allowed"),
     }
-}
-
-fn sensitive_keys(managed: &Managed<'_>) -> &'static [&'static str] {
-    SENSITIVE
-        .iter()
-        .find(|(group, kind, _)| *group == managed.object.group && *kind == managed.object.kind)
-        .map_or(&[], |(_, _, keys)| keys)
 }
 
 fn field_list(drifts: &[FieldDrift]) -> String {
@@ -321,7 +310,6 @@ fn event(
     drifts: &[FieldDrift],
     message: String,
 ) -> AuditEvent {
-    let sensitive_keys = sensitive_keys(managed);
     let value = |v: &Option<Value>, sensitive: bool| match v {
         Some(_) if sensitive => Value::String(message::HIDDEN.to_owned()),
         Some(v) => v.clone(),
@@ -352,7 +340,7 @@ fn event(
         fields: drifts
             .iter()
             .map(|d| {
-                let sensitive = sensitive_keys.iter().any(|k| d.path.starts_with_key(k));
+                let sensitive = managed.object.is_sensitive(&d.path);
                 FieldRecord {
                     path: d.path.to_string(),
                     git: value(&d.git, sensitive),

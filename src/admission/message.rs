@@ -2,38 +2,14 @@
 
 use std::fmt::Write;
 
-use serde_json::Value;
-
 use crate::desired::Managed;
 use crate::drift::FieldDrift;
+pub use crate::drift::display::{HIDDEN, clip, show_value};
 
 /// At most this many fields are listed; the rest are counted.
 pub const MAX_FIELDS: usize = 5;
 /// kubectl prints warnings on one line; keep them short.
 pub const MAX_WARNING: usize = 120;
-/// Longest value shown inline.
-const MAX_VALUE: usize = 60;
-/// Shown instead of a sensitive value.
-pub const HIDDEN: &str = "(hidden)";
-
-/// Render a field value compactly for a message.
-pub fn show_value(value: Option<&Value>, sensitive: bool) -> String {
-    match value {
-        None => "(absent)".to_owned(),
-        Some(_) if sensitive => HIDDEN.to_owned(),
-        Some(v) => clip(&v.to_string(), MAX_VALUE),
-    }
-}
-
-/// Shorten `text` to at most `max` characters, marking the cut.
-pub fn clip(text: &str, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text.to_owned();
-    }
-    let mut out: String = text.chars().take(max.saturating_sub(3)).collect();
-    out.push_str("...");
-    out
-}
 
 /// `main@70386ad18baa` rather than the full `main@sha1:<40 hex>`: enough to find the commit.
 fn short_revision(managed: &Managed<'_>) -> String {

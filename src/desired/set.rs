@@ -36,7 +36,19 @@ pub struct DesiredObject {
     pub ignore: Arc<[IgnorePath]>,
 }
 
+/// Fields whose values are never echoed (messages, warnings, audit, diffs), per (group, kind):
+/// top-level keys.
+static SENSITIVE: &[(&str, &str, &[&str])] = &[("", "Secret", &["data", "stringData"])];
+
 impl DesiredObject {
+    /// True when the value at `path` must never be shown (Secret data).
+    pub fn is_sensitive(&self, path: &crate::drift::FieldPath) -> bool {
+        SENSITIVE
+            .iter()
+            .filter(|(group, kind, _)| *group == self.group && *kind == self.kind)
+            .any(|(_, _, keys)| keys.iter().any(|k| path.starts_with_key(k)))
+    }
+
     /// `Kind namespace/name` or `Kind name`, for messages.
     pub fn display_name(&self) -> String {
         match &self.namespace {

@@ -24,6 +24,7 @@
 
 mod compare;
 mod detect;
+pub mod display;
 mod ignore;
 pub mod normalize;
 mod path;

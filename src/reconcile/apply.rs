@@ -99,6 +99,25 @@ impl Applier {
         })
     }
 
+    /// The custom (non-built-in) kinds among `desired` that the cluster serves, i.e. whose CRD
+    /// is Established.
+    pub async fn served_custom_kinds(&self, desired: &[DesiredObject]) -> std::collections::HashSet<GroupKind> {
+        let mut served = std::collections::HashSet::new();
+        for object in desired {
+            if crate::desired::kinds::builtin(&object.group, &object.kind).is_some() {
+                continue;
+            }
+            if self
+                .api(&object.group, &object.version, &object.kind, None)
+                .await
+                .is_ok()
+            {
+                served.insert(GroupKind::new(&object.group, &object.kind));
+            }
+        }
+        served
+    }
+
     /// Read what the plan compares against: every desired object and every inventory entry.
     /// A kind that cannot be read is marked unknown, so the plan neither skips nor forgets it.
     pub async fn snapshot(&self, desired: &[DesiredObject], inventory: &[InventoryEntry]) -> LiveSnapshot {
