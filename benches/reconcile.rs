@@ -7,14 +7,13 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use driftguard::api::{GuardSpec, Mode, PruneSpec};
 use driftguard::desired::{DesiredSet, GuardId, GuardPolicy};
+use driftguard::reconcile::InventoryEntry;
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::{InventoryEntry, PlanFacts, next_inventory, plan};
 use driftguard::render::{Manifest, Origin};
 use driftguard::source::Revision;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
@@ -60,18 +59,16 @@ fn desired() -> DesiredSet {
 
 async fn sync(applier: &Applier, set: &DesiredSet, inventory: &mut Vec<InventoryEntry>) -> (Duration, usize) {
     let started = Instant::now();
-    let live = applier.snapshot(&set.objects, inventory).await;
-    let (established, prune) = (HashSet::new(), PruneSpec::default());
-    let facts = PlanFacts {
-        guard: &set.guard.id,
-        established: &established,
-        prune: &prune,
-    };
-    let plan = plan(&set.objects, inventory, &live, &facts);
-    let outcome = applier.execute(&plan).await;
-    assert!(outcome.apply_failed.is_empty(), "{:?}", outcome.apply_failed.first());
-    *inventory = next_inventory(&plan, &outcome.applied, &outcome.pruned);
-    (started.elapsed(), outcome.applied.len())
+    let sync = applier
+        .sync(&set.objects, inventory, &set.guard.id, &PruneSpec::default())
+        .await;
+    assert!(
+        sync.outcome.apply_failed.is_empty(),
+        "{:?}",
+        sync.outcome.apply_failed.first()
+    );
+    *inventory = sync.inventory;
+    (started.elapsed(), sync.outcome.applied.len())
 }
 
 fn main() {

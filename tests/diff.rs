@@ -4,13 +4,11 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::process::Command;
 use std::time::Duration;
 
 use driftguard::api::{Mode, PruneSpec};
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::{PlanFacts, plan};
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -51,15 +49,10 @@ async fn diff_reports_drifted_fields_and_missing_objects() {
     // The enforcer's first sync.
     let set = support::example_set(&support::example_guard(Mode::Deny));
     let applier = Applier::new(admin.clone(), Duration::from_secs(10)).await.unwrap();
-    let live = applier.snapshot(&set.objects, &[]).await;
-    let (established, prune) = (HashSet::new(), PruneSpec::default());
-    let facts = PlanFacts {
-        guard: &set.guard.id,
-        established: &established,
-        prune: &prune,
-    };
-    let outcome = applier.execute(&plan(&set.objects, &[], &live, &facts)).await;
-    assert!(outcome.apply_failed.is_empty(), "{:?}", outcome.apply_failed);
+    let sync = applier
+        .sync(&set.objects, &[], &set.guard.id, &PruneSpec::default())
+        .await;
+    assert!(sync.outcome.apply_failed.is_empty(), "{:?}", sync.outcome.apply_failed);
 
     let (repo_path, kubeconfig_path) = (repo.path().to_owned(), kubeconfig.clone());
     let (code, stdout, stderr) = tokio::task::spawn_blocking(move || diff(&repo_path, &kubeconfig_path))

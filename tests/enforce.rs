@@ -5,13 +5,12 @@
 
 mod support;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use driftguard::api::{Mode, PruneSpec};
-use driftguard::desired::DesiredObject;
+use driftguard::desired::{DesiredObject, GuardId};
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::{InventoryEntry, PlanFacts, SkipReason, next_inventory, plan};
+use driftguard::reconcile::{InventoryEntry, SkipReason};
 use driftguard_testapi::faults::{Failure, Verb};
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -29,25 +28,16 @@ async fn reconcile(
     applier: &Applier,
     desired: &[DesiredObject],
     inventory: &mut Vec<InventoryEntry>,
-    guard: &driftguard::desired::GuardId,
+    guard: &GuardId,
 ) -> Round {
-    let live = applier.snapshot(desired, inventory).await;
-    let established = HashSet::new();
-    let prune = PruneSpec::default();
-    let facts = PlanFacts {
-        guard,
-        established: &established,
-        prune: &prune,
-    };
-    let plan = plan(desired, inventory, &live, &facts);
-    let outcome = applier.execute(&plan).await;
-    assert!(outcome.apply_failed.is_empty(), "{:?}", outcome.apply_failed);
-    *inventory = next_inventory(&plan, &outcome.applied, &outcome.pruned);
+    let sync = applier.sync(desired, inventory, guard, &PruneSpec::default()).await;
+    assert!(sync.outcome.apply_failed.is_empty(), "{:?}", sync.outcome.apply_failed);
+    *inventory = sync.inventory;
     Round {
-        applied: outcome.applied.len(),
-        pruned: outcome.pruned.len(),
-        prune_failed: outcome.prune_failed.len(),
-        skipped: plan.skipped.iter().map(|(_, why)| why.clone()).collect(),
+        applied: sync.outcome.applied.len(),
+        pruned: sync.outcome.pruned.len(),
+        prune_failed: sync.outcome.prune_failed.len(),
+        skipped: sync.skipped.into_iter().map(|(_, why)| why).collect(),
     }
 }
 

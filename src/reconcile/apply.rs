@@ -12,8 +12,12 @@ use kube::discovery::{ApiResource, Scope};
 use kube::{Client, Discovery};
 use tokio::sync::RwLock;
 
-use super::{Applied, GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, Plan};
-use crate::desired::DesiredObject;
+use super::{
+    Applied, GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, Plan, PlanFacts, SkipReason, WaitReason,
+    next_inventory, plan,
+};
+use crate::api::PruneSpec;
+use crate::desired::{DesiredObject, GuardId};
 
 /// driftguard's one field manager for everything it applies.
 pub const FIELD_MANAGER: &str = "driftguard";
@@ -46,6 +50,19 @@ pub struct Outcome {
     pub pruned: Vec<ObjectKey>,
     /// Objects whose delete failed (they stay in the inventory).
     pub prune_failed: Vec<Failure>,
+}
+
+/// The result of one full pass over a Guard.
+#[derive(Debug)]
+pub struct Sync {
+    /// What apply and prune did.
+    pub outcome: Outcome,
+    /// The inventory to record in the Guard's status.
+    pub inventory: Vec<InventoryEntry>,
+    /// Objects left alone, and why.
+    pub skipped: Vec<(ObjectKey, SkipReason)>,
+    /// Objects that cannot be applied yet, and why.
+    pub waiting: Vec<(ObjectKey, WaitReason)>,
 }
 
 /// Applies and prunes through one client.
@@ -156,6 +173,32 @@ impl Applier {
             }
         }
         live
+    }
+
+    /// One full pass for a Guard: read the live state, plan, apply and prune, and compute the
+    /// next inventory.
+    pub async fn sync(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+        guard: &GuardId,
+        prune: &PruneSpec,
+    ) -> Sync {
+        let live = self.snapshot(desired, inventory).await;
+        let established = self.served_custom_kinds(desired).await;
+        let facts = PlanFacts {
+            guard,
+            established: &established,
+            prune,
+        };
+        let plan = plan(desired, inventory, &live, &facts);
+        let outcome = self.execute(&plan).await;
+        Sync {
+            inventory: next_inventory(&plan, &outcome.applied, &outcome.pruned),
+            skipped: plan.skipped.clone(),
+            waiting: plan.waiting.clone(),
+            outcome,
+        }
     }
 
     /// Apply then prune, in the plan's order.
