@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod diff;
+pub mod heal;
 mod inventory;
 pub mod leader;
 mod order;

@@ -1,0 +1,335 @@
+//! Self-heal decisions (pure): when a watched managed object changes, should driftguard
+//! re-apply Git, and is it fighting another writer?
+//!
+//! A change drifts when a declared field differs from Git. The writer blamed is the newest
+//! `managedFields` entry that is not driftguard's own. One writer flipping the same object back
+//! more than `max_flips` times within `window` is a fight: driftguard stops correcting that
+//! object, and the Guard gets a `Fighting` condition naming the writer and the ignore rule
+//! that would settle it (an HPA on `spec.replicas` is the classic case). Corrections of one
+//! object back off exponentially.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::ObjectKey;
+use super::apply::FIELD_MANAGER;
+use crate::desired::DesiredObject;
+use crate::drift::{FieldPath, PathSegment, detect};
+
+/// What to do about one observed state of a managed object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heal {
+    /// Declared fields equal Git.
+    InSync,
+    /// Re-apply Git after `delay` (backoff), blaming `manager` for `fields`.
+    Correct {
+        /// The writer that moved the fields (None when managedFields say nothing).
+        manager: Option<String>,
+        /// Drifting fields.
+        fields: Vec<FieldPath>,
+        /// Wait this long before writing (exponential per object).
+        delay: Duration,
+    },
+    /// Stop correcting: `manager` keeps moving `fields` back.
+    Fighting {
+        /// The other writer.
+        manager: String,
+        /// The contested fields.
+        fields: Vec<FieldPath>,
+        /// The Guard ignore rule that would settle it, as YAML.
+        suggestion: String,
+    },
+}
+
+/// The newest `managedFields` writer that is not driftguard.
+pub fn last_writer(live: &Value) -> Option<String> {
+    live.pointer("/metadata/managedFields")?
+        .as_array()?
+        .iter()
+        .filter(|entry| entry.get("manager").and_then(Value::as_str) != Some(FIELD_MANAGER))
+        .max_by(|a, b| {
+            let time = |e: &Value| e.get("time").and_then(Value::as_str).unwrap_or("").to_owned();
+            time(a).cmp(&time(b))
+        })
+        .and_then(|entry| entry.get("manager").and_then(Value::as_str))
+        .map(str::to_owned)
+}
+
+/// The ignore pointer for `path` (keyed list elements by their first key value, as
+/// [`crate::drift::IgnorePath`] accepts).
+pub fn ignore_pointer(path: &FieldPath) -> String {
+    let escape = |s: &str| s.replace('~', "~0").replace('/', "~1");
+    let mut pointer = String::new();
+    for segment in path.segments() {
+        pointer.push('/');
+        match segment {
+            PathSegment::Field(name) => pointer.push_str(&escape(name)),
+            PathSegment::Element(key) => match key.fields().next().map(|(_, v)| v) {
+                Some(Value::String(value)) => pointer.push_str(&escape(value)),
+                Some(other) => pointer.push_str(&escape(&other.to_string())),
+                None => pointer.push_str(&key.desired_index().to_string()),
+            },
+        }
+    }
+    pointer
+}
+
+/// Tracks corrections per object and writer to bound retries and detect fights.
+#[derive(Debug)]
+pub struct Healer {
+    window: Duration,
+    max_flips: usize,
+    base_delay: Duration,
+    max_delay: Duration,
+    flips: HashMap<(ObjectKey, String), VecDeque<Instant>>,
+    attempts: HashMap<ObjectKey, u32>,
+    fighting: HashMap<ObjectKey, String>,
+}
+
+impl Healer {
+    /// More than `max_flips` corrections against one writer within `window` is a fight.
+    pub fn new(window: Duration, max_flips: usize) -> Self {
+        Healer {
+            window,
+            max_flips,
+            base_delay: Duration::from_millis(200),
+            max_delay: Duration::from_secs(60),
+            flips: HashMap::new(),
+            attempts: HashMap::new(),
+            fighting: HashMap::new(),
+        }
+    }
+
+    /// Decide for `live`, the object's current state, observed at `now`.
+    pub fn observe(&mut self, desired: &DesiredObject, live: &Value, now: Instant) -> Heal {
+        let key = ObjectKey::of(desired);
+        let fields: Vec<FieldPath> = detect(&desired.object, None, live, &desired.ignore)
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        if fields.is_empty() {
+            self.attempts.remove(&key);
+            return Heal::InSync;
+        }
+        let manager = last_writer(live);
+        let blamed = manager.clone().unwrap_or_else(|| "unknown".to_owned());
+        if let Some(fighter) = self.fighting.get(&key) {
+            return self.fighting_with(desired, fighter.clone(), fields);
+        }
+        let window = self.window;
+        let flips = self.flips.entry((key.clone(), blamed.clone())).or_default();
+        flips.push_back(now);
+        while flips.front().is_some_and(|t| now.duration_since(*t) > window) {
+            flips.pop_front();
+        }
+        if flips.len() > self.max_flips {
+            self.fighting.insert(key, blamed.clone());
+            return self.fighting_with(desired, blamed, fields);
+        }
+        // The first correction is immediate; repeats back off 200ms, 400ms, ... up to a minute.
+        let attempt = self.attempts.entry(key).or_insert(0);
+        let delay = match *attempt {
+            0 => Duration::ZERO,
+            n => self
+                .base_delay
+                .saturating_mul(2u32.saturating_pow(n - 1))
+                .min(self.max_delay),
+        };
+        *attempt = attempt.saturating_add(1);
+        Heal::Correct { manager, fields, delay }
+    }
+
+    fn fighting_with(&self, desired: &DesiredObject, manager: String, fields: Vec<FieldPath>) -> Heal {
+        let pointers: Vec<String> = fields.iter().map(ignore_pointer).collect();
+        let suggestion = format!(
+            "ignore:\n  - group: {:?}\n    kind: {}\n    name: {}\n    jsonPointers: [{}]",
+            desired.group,
+            desired.kind,
+            desired.name,
+            pointers.join(", ")
+        );
+        Heal::Fighting {
+            manager,
+            fields,
+            suggestion,
+        }
+    }
+
+    /// Forget an object's history (Git changed it, or an ignore rule was added).
+    pub fn reset(&mut self, key: &ObjectKey) {
+        self.attempts.remove(key);
+        self.fighting.remove(key);
+        self.flips.retain(|(k, _), _| k != key);
+    }
+
+    /// Objects currently given up on, with the writer they fight.
+    pub fn fights(&self) -> impl Iterator<Item = (&ObjectKey, &str)> {
+        self.fighting.iter().map(|(k, m)| (k, m.as_str()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::api::GuardSpec;
+    use crate::desired::{DesiredSet, GuardId, GuardPolicy};
+    use crate::drift::IgnorePath;
+    use crate::render::{Manifest, Origin};
+    use crate::source::Revision;
+
+    fn web() -> DesiredObject {
+        let spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "s"}})).unwrap();
+        let id = GuardId {
+            namespace: "default".into(),
+            name: "g".into(),
+        };
+        let policy = Arc::new(GuardPolicy::new(id, &spec, "repo").unwrap());
+        let manifest = Manifest {
+            object: json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+                "spec": {"replicas": 3, "template": {"spec": {"containers": [{"name": "web", "image": "nginx:1.27.3"}]}}}}),
+            origin: Origin {
+                file: "web.yaml".into(),
+                line: 1,
+            },
+        };
+        let revision = Revision {
+            commit: "c".into(),
+            reference: "main".into(),
+        };
+        DesiredSet::build(policy, revision, vec![manifest])
+            .unwrap()
+            .objects
+            .remove(0)
+    }
+
+    /// The live object after `manager` set replicas (managedFields newest last).
+    fn live(desired: &DesiredObject, replicas: i64, manager: &str, time: &str) -> Value {
+        let mut live = desired.object.clone();
+        live["spec"]["replicas"] = json!(replicas);
+        live["metadata"]["managedFields"] = json!([
+            {"manager": "driftguard", "operation": "Apply", "time": "2026-11-26T10:00:00Z"},
+            {"manager": manager, "operation": "Update", "time": time},
+        ]);
+        live
+    }
+
+    #[test]
+    fn in_sync_objects_need_nothing() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 3);
+        assert_eq!(
+            healer.observe(&desired, &live(&desired, 3, "x", "t"), Instant::now()),
+            Heal::InSync
+        );
+    }
+
+    #[test]
+    fn corrections_blame_the_last_writer_and_back_off() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 10);
+        let now = Instant::now();
+        let edited = live(&desired, 5, "kubectl-edit", "2026-11-26T12:00:00Z");
+        let delays: Vec<Duration> = (0..4)
+            .map(
+                |i| match healer.observe(&desired, &edited, now + Duration::from_secs(i)) {
+                    Heal::Correct { manager, fields, delay } => {
+                        assert_eq!(manager.as_deref(), Some("kubectl-edit"));
+                        assert_eq!(
+                            fields.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            ["spec.replicas"]
+                        );
+                        delay
+                    }
+                    other => panic!("{other:?}"),
+                },
+            )
+            .collect();
+        assert_eq!(delays, [0, 200, 400, 800].map(Duration::from_millis));
+        // Back in sync: the backoff starts over.
+        assert_eq!(
+            healer.observe(&desired, &live(&desired, 3, "x", "t"), now),
+            Heal::InSync
+        );
+        assert!(matches!(healer.observe(&desired, &edited, now), Heal::Correct { delay, .. } if delay.is_zero()));
+    }
+
+    #[test]
+    fn a_writer_flipping_back_within_the_window_is_a_fight() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 3);
+        let now = Instant::now();
+        let hpa = live(&desired, 6, "horizontal-pod-autoscaler", "2026-11-26T12:00:00Z");
+        for i in 0..3 {
+            assert!(matches!(
+                healer.observe(&desired, &hpa, now + Duration::from_secs(i)),
+                Heal::Correct { .. }
+            ));
+        }
+        let Heal::Fighting {
+            manager, suggestion, ..
+        } = healer.observe(&desired, &hpa, now + Duration::from_secs(3))
+        else {
+            panic!("a fight expected")
+        };
+        assert_eq!(manager, "horizontal-pod-autoscaler");
+        assert!(
+            suggestion.contains("kind: Deployment") && suggestion.contains("jsonPointers: [/spec/replicas]"),
+            "{suggestion}"
+        );
+        // It stays given up on (no endless loop) until reset.
+        assert!(matches!(
+            healer.observe(&desired, &hpa, now + Duration::from_secs(4)),
+            Heal::Fighting { .. }
+        ));
+        assert_eq!(healer.fights().count(), 1);
+        healer.reset(&ObjectKey::of(&desired));
+        assert!(matches!(
+            healer.observe(&desired, &hpa, now + Duration::from_secs(5)),
+            Heal::Correct { .. }
+        ));
+    }
+
+    #[test]
+    fn flips_outside_the_window_do_not_add_up() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 1);
+        let now = Instant::now();
+        let edited = live(&desired, 5, "kubectl-edit", "t");
+        for i in 0..5 {
+            let at = now + Duration::from_secs(61 * i);
+            assert!(
+                matches!(healer.observe(&desired, &edited, at), Heal::Correct { .. }),
+                "flip {i}"
+            );
+        }
+    }
+
+    #[test]
+    fn last_writer_is_the_newest_entry_that_is_not_driftguard() {
+        let object = json!({"metadata": {"managedFields": [
+            {"manager": "kubectl-edit", "time": "2026-11-26T09:00:00Z"},
+            {"manager": "driftguard", "time": "2026-11-26T12:00:00Z"},
+            {"manager": "kube-controller-manager", "time": "2026-11-26T11:00:00Z"},
+        ]}});
+        assert_eq!(last_writer(&object).as_deref(), Some("kube-controller-manager"));
+        assert_eq!(last_writer(&json!({"metadata": {}})), None);
+    }
+
+    #[test]
+    fn suggested_ignore_pointers_silence_the_drift() {
+        let desired = web();
+        let mut edited = desired.object.clone();
+        edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:latest");
+        let drifts = detect(&desired.object, None, &edited, &[]);
+        let pointer = ignore_pointer(&drifts[0].path);
+        assert_eq!(pointer, "/spec/template/spec/containers/web/image");
+        let ignore = [IgnorePath::parse(&pointer).unwrap()];
+        assert!(detect(&desired.object, None, &edited, &ignore).is_empty());
+    }
+}
