@@ -6,6 +6,7 @@
 //! [`next_inventory`]. Only the holder of the Lease ([`leader`]) writes.
 
 pub mod apply;
+pub mod controller;
 pub mod diff;
 pub mod heal;
 mod inventory;
