@@ -126,3 +126,123 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
     api.stop().await;
 }
+
+/// Poll `check` until it is true, failing after `deadline`.
+async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = std::time::Instant::now();
+    while !check().await {
+        assert!(started.elapsed() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+struct Replica {
+    leading: tokio::sync::watch::Receiver<bool>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+async fn replica(client: &kube::Client, identity: &str) -> Replica {
+    use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (leading_tx, leading) = tokio::sync::watch::channel(false);
+    let elector = LeaderElector::new(
+        client.clone(),
+        ElectionConfig::new("driftguard", "driftguard-leader", identity, Duration::from_secs(2)),
+    );
+    let ctx = Context {
+        applier: Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+        client: client.clone(),
+        cache: DesiredCache::new(64 * 1024 * 1024),
+    };
+    let tasks = vec![
+        tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
+        tokio::spawn(driftguard::reconcile::run::run_guards(
+            ctx,
+            leading.clone(),
+            until_stopped(stopped),
+        )),
+    ];
+    Replica { leading, stop, tasks }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leader_reconciles_and_a_successor_takes_over() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftguard::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
+    let namespace = serde_json::from_value(json!({"metadata": {"name": "driftguard"}})).unwrap();
+    namespaces.create(&PostParams::default(), &namespace).await.unwrap();
+    let (repo, _) = support::example_repo();
+    let source: GitSource = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": "apps", "namespace": "default"},
+        "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
+    }))
+    .unwrap();
+    Api::<GitSource>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &source)
+        .await
+        .unwrap();
+    let guard: Guard = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+        "metadata": {"name": "example-app", "namespace": "default"},
+        "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1s"}
+    }))
+    .unwrap();
+    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
+    guards.create(&PostParams::default(), &guard).await.unwrap();
+
+    let a = replica(&client, "replica-a").await;
+    let b = replica(&client, "replica-b").await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let replicas = |want: i32| {
+        let deployments = deployments.clone();
+        move || {
+            let deployments = deployments.clone();
+            async move {
+                deployments
+                    .get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.spec?.replicas)
+                    == Some(want)
+            }
+        }
+    };
+    eventually("the leader's first sync", Duration::from_secs(20), replicas(3)).await;
+    let ready = guards.get("example-app").await.unwrap().status.unwrap();
+    assert_eq!(ready.inventory.len(), 5);
+    assert!(*a.leading.borrow() ^ *b.leading.borrow(), "exactly one leader");
+
+    // The leader stops; the other replica takes over and applies the next commit.
+    let (leader, follower) = if *a.leading.borrow() { (a, b) } else { (b, a) };
+    leader.stop.send(true).unwrap();
+    for task in leader.tasks {
+        task.await.unwrap();
+    }
+    let deployment = repo.path().join("examples/app/deployment.yaml");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4")).unwrap();
+    support::git(repo.path(), &["commit", "-qam", "four replicas"]);
+    eventually("the successor applies the commit", Duration::from_secs(20), replicas(4)).await;
+    assert!(*follower.leading.borrow());
+    follower.stop.send(true).unwrap();
+    for task in follower.tasks {
+        task.await.unwrap();
+    }
+    api.stop().await;
+}

@@ -13,6 +13,7 @@ mod inventory;
 pub mod leader;
 mod order;
 mod plan;
+pub mod run;
 
 #[cfg(test)]
 mod tests;
