@@ -17,32 +17,45 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn guard_applies_commits_prunes_removed_files_and_suspends() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+/// The CRDs installed, a GitSource on a fresh example repository (branch main) and a Guard
+/// `default/example-app` over `examples/app` with `guard_spec` merged into its spec.
+async fn install(client: &kube::Client, guard_spec: serde_json::Value) -> (tempfile::TempDir, String, Api<Guard>) {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     for crd in driftguard::api::crds() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
-    let (repo, first_commit) = support::example_repo();
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let (repo, commit) = support::example_repo();
     let source: GitSource = serde_json::from_value(json!({
         "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
         "metadata": {"name": "apps", "namespace": "default"},
         "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
     }))
     .unwrap();
-    sources.create(&PostParams::default(), &source).await.unwrap();
-    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
+    Api::<GitSource>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &source)
+        .await
+        .unwrap();
+    let mut spec = json!({"sourceRef": {"name": "apps"}, "path": "examples/app"});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), guard_spec.as_object()) {
+        spec.extend(extra.clone());
+    }
     let guard: Guard = serde_json::from_value(json!({
         "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
         "metadata": {"name": "example-app", "namespace": "default"},
-        "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app"}
+        "spec": spec
     }))
     .unwrap();
+    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
     guards.create(&PostParams::default(), &guard).await.unwrap();
+    (repo, commit, guards)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guard_applies_commits_prunes_removed_files_and_suspends() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (repo, first_commit, guards) = install(&client, json!({})).await;
     let ctx = Context {
         applier: Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
         client: client.clone(),
@@ -178,32 +191,10 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftguard::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
     let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
     let namespace = serde_json::from_value(json!({"metadata": {"name": "driftguard"}})).unwrap();
     namespaces.create(&PostParams::default(), &namespace).await.unwrap();
-    let (repo, _) = support::example_repo();
-    let source: GitSource = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-        "metadata": {"name": "apps", "namespace": "default"},
-        "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
-    }))
-    .unwrap();
-    Api::<GitSource>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
-    let guard: Guard = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
-        "metadata": {"name": "example-app", "namespace": "default"},
-        "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1s"}
-    }))
-    .unwrap();
-    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
-    guards.create(&PostParams::default(), &guard).await.unwrap();
+    let (repo, _, guards) = install(&client, json!({"interval": "1s"})).await;
 
     let a = replica(&client, "replica-a").await;
     let b = replica(&client, "replica-b").await;
