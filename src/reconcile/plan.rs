@@ -182,6 +182,29 @@ enum Decision {
     Skip(SkipReason),
 }
 
+/// A desired object with its place in the order, before the decision says apply or skip.
+struct Placed<'a> {
+    object: &'a DesiredObject,
+    key: ObjectKey,
+    tier: Tier,
+    requires_crd: Option<String>,
+}
+
+impl<'a> Placed<'a> {
+    fn place(self, decision: Decision, apply: &mut Vec<ApplyStep<'a>>, skipped: &mut Vec<(ObjectKey, SkipReason)>) {
+        match decision {
+            Decision::Apply(reason) => apply.push(ApplyStep {
+                object: self.object,
+                key: self.key,
+                tier: self.tier,
+                reason,
+                requires_crd: self.requires_crd,
+            }),
+            Decision::Skip(reason) => skipped.push((self.key, reason)),
+        }
+    }
+}
+
 fn str_at<'v>(object: &'v Value, path: &[&str]) -> Option<&'v str> {
     path.iter().try_fold(object, |v, k| v.get(*k))?.as_str()
 }
@@ -286,16 +309,14 @@ pub fn plan<'a>(
             continue;
         }
         let tier = Tier::of(&object.group, &object.kind, object.namespace.is_some());
-        match decide(object, &key, live, &guard) {
-            Decision::Apply(reason) => apply.push(ApplyStep {
-                object,
-                key,
-                tier,
-                reason,
-                requires_crd: None,
-            }),
-            Decision::Skip(reason) => skipped.push((key, reason)),
-        }
+        let step = Placed {
+            object,
+            key,
+            tier,
+            requires_crd: None,
+        };
+        let decision = decide(object, &step.key, live, &guard);
+        step.place(decision, &mut apply, &mut skipped);
     }
 
     // CRDs this plan applies, by the kind they define.
@@ -334,16 +355,14 @@ pub fn plan<'a>(
                 }
             }
         }
-        match decide(object, &key, live, &guard) {
-            Decision::Apply(reason) => apply.push(ApplyStep {
-                object,
-                key,
-                tier,
-                reason,
-                requires_crd,
-            }),
-            Decision::Skip(reason) => skipped.push((key, reason)),
-        }
+        let step = Placed {
+            object,
+            key,
+            tier,
+            requires_crd,
+        };
+        let decision = decide(object, &step.key, live, &guard);
+        step.place(decision, &mut apply, &mut skipped);
     }
 
     // Keys are unique, so an unstable sort is still deterministic.

@@ -377,22 +377,17 @@ impl Dispatcher {
         let mutating = webhook::entries(&configs.mutating, true)?;
         let validating = webhook::entries(&configs.validating, false)?;
         let mut reinvocation = Reinvocation::default();
-        self.mutating_round(
-            &mutating,
-            &mut attributes,
-            namespace_labels,
-            &mut reinvocation,
-            0,
-            record,
-        )
-        .await?;
-        if reinvocation.should_reinvoke {
+        // Round 0 calls every mutating webhook; kube allows at most one reinvocation round.
+        for round in 0..2 {
+            if round > 0 && !reinvocation.should_reinvoke {
+                break;
+            }
             self.mutating_round(
                 &mutating,
                 &mut attributes,
                 namespace_labels,
                 &mut reinvocation,
-                1,
+                round,
                 record,
             )
             .await?;
