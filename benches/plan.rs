@@ -179,6 +179,7 @@ fn bench_plan(c: &mut Criterion) {
         guard: &id,
         established: &established,
         prune: &prune,
+        held: &Default::default(),
     };
     let check = plan(&set.objects, &inventory, &live, &facts);
     assert_eq!(check.prune.len(), PRUNES);

@@ -29,6 +29,12 @@ pub enum EventKind {
     /// A managed object was changed by an exempt identity.
     #[serde(rename = "admission.exempted")]
     AdmissionExempted,
+    /// The enforcer re-applied Git over a change another field manager made.
+    #[serde(rename = "drift.corrected")]
+    DriftCorrected,
+    /// The enforcer stopped correcting an object because one writer keeps changing it back.
+    #[serde(rename = "drift.fighting")]
+    DriftFighting,
 }
 
 impl EventKind {
@@ -39,6 +45,8 @@ impl EventKind {
             EventKind::AdmissionReverted => "admission.reverted",
             EventKind::AdmissionAudited => "admission.audited",
             EventKind::AdmissionExempted => "admission.exempted",
+            EventKind::DriftCorrected => "drift.corrected",
+            EventKind::DriftFighting => "drift.fighting",
         }
     }
 }
@@ -88,6 +96,25 @@ pub struct FieldRecord {
     pub previous: Value,
 }
 
+impl FieldRecord {
+    /// The record of one drifting field of `object`; values of sensitive fields (Secret data)
+    /// become a marker.
+    pub fn of(object: &crate::desired::DesiredObject, drift: &crate::drift::FieldDrift) -> Self {
+        let sensitive = object.is_sensitive(&drift.path);
+        let value = |v: &Option<Value>| match v {
+            Some(_) if sensitive => Value::String(crate::drift::display::HIDDEN.to_owned()),
+            Some(v) => v.clone(),
+            None => Value::Null,
+        };
+        FieldRecord {
+            path: drift.path.to_string(),
+            git: value(&drift.git),
+            attempted: value(&drift.attempted),
+            previous: value(&drift.previous),
+        }
+    }
+}
+
 /// One audit record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AuditEvent {
@@ -117,6 +144,10 @@ pub struct AuditEvent {
     pub request_uid: String,
     /// Whether the request was a dry run (nothing persisted).
     pub dry_run: bool,
+    /// For enforcer events: the `managedFields` manager whose write drifted the object (the
+    /// API server records no user for past writes, only the manager).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub field_manager: Option<String>,
 }
 
 /// Current time in RFC 3339 (UTC, with fractional seconds).

@@ -292,6 +292,7 @@ fn run_diff(git: &GitArgs, kubeconfig: Option<&Path>) -> Result<ExitCode> {
             guard: &set.guard.id,
             established: &established,
             prune: &prune,
+            held: &Default::default(),
         };
         let plan = plan(&set.objects, &[], &live, &facts);
         anyhow::Ok(diff::report(&plan, &live))

@@ -38,6 +38,13 @@ struct GuardLabels {
     guard: String,
 }
 
+/// Labels of `driftguard_drift_corrections_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CorrectionLabels {
+    guard: String,
+    kind: String,
+}
+
 /// Labels of `driftguard_certificate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -53,6 +60,7 @@ pub struct Metrics {
     desired_objects: Family<GuardLabels, Gauge<u64, AtomicU64>>,
     certificate_expiry: Gauge,
     certificate_reloads: Family<ReloadLabels, Counter>,
+    drift_corrections: Family<CorrectionLabels, Counter>,
 }
 
 impl Metrics {
@@ -93,6 +101,12 @@ impl Metrics {
             "Changes of the TLS certificate files seen, by result (reloaded or rejected)",
             certificate_reloads.clone(),
         );
+        let drift_corrections = Family::<CorrectionLabels, Counter>::default();
+        registry.register(
+            "drift_corrections",
+            "Managed objects self-heal re-applied after another writer drifted them, by Guard and kind",
+            drift_corrections.clone(),
+        );
         Self {
             registry,
             admission_requests,
@@ -100,6 +114,7 @@ impl Metrics {
             desired_objects,
             certificate_expiry,
             certificate_reloads,
+            drift_corrections,
         }
     }
 
@@ -138,6 +153,16 @@ impl Metrics {
     /// Counts one look at changed certificate files: `reloaded` or `rejected`.
     pub fn observe_certificate_reload(&self, result: &'static str) {
         self.certificate_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Counts one drift correction of a `kind` object of `guard`.
+    pub fn count_drift_correction(&self, guard: &str, kind: &str) {
+        self.drift_corrections
+            .get_or_create(&CorrectionLabels {
+                guard: guard.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
     }
 
     /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).

@@ -4,51 +4,18 @@
 
 mod support;
 
+use support::guards::{eventually, install};
+
 use std::time::Duration;
 
-use driftguard::api::{GitSource, Guard};
 use driftguard::desired::DesiredCache;
 use driftguard::reconcile::apply::Applier;
 use driftguard::reconcile::controller::{Context, reconcile_guard};
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-
-/// The CRDs installed, a GitSource on a fresh example repository (branch main) and a Guard
-/// `default/example-app` over `examples/app` with `guard_spec` merged into its spec.
-async fn install(client: &kube::Client, guard_spec: serde_json::Value) -> (tempfile::TempDir, String, Api<Guard>) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftguard::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
-    let (repo, commit) = support::example_repo();
-    let source: GitSource = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-        "metadata": {"name": "apps", "namespace": "default"},
-        "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
-    }))
-    .unwrap();
-    Api::<GitSource>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
-    let mut spec = json!({"sourceRef": {"name": "apps"}, "path": "examples/app"});
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), guard_spec.as_object()) {
-        spec.extend(extra.clone());
-    }
-    let guard: Guard = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
-        "metadata": {"name": "example-app", "namespace": "default"},
-        "spec": spec
-    }))
-    .unwrap();
-    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
-    guards.create(&PostParams::default(), &guard).await.unwrap();
-    (repo, commit, guards)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guard_applies_commits_prunes_removed_files_and_suspends() {
@@ -56,11 +23,11 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     let dir = tempfile::tempdir().unwrap();
     let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let (repo, first_commit, guards) = install(&client, json!({})).await;
-    let ctx = Context {
-        applier: Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-        client: client.clone(),
-        cache: DesiredCache::new(64 * 1024 * 1024),
-    };
+    let ctx = Context::new(
+        client.clone(),
+        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+        DesiredCache::new(64 * 1024 * 1024),
+    );
 
     // First sync: everything applied, status recorded through the status subresource.
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
@@ -140,19 +107,6 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     api.stop().await;
 }
 
-/// Poll `check` until it is true, failing after `deadline`.
-async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let started = std::time::Instant::now();
-    while !check().await {
-        assert!(started.elapsed() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
 struct Replica {
     leading: tokio::sync::watch::Receiver<bool>,
     stop: tokio::sync::watch::Sender<bool>,
@@ -170,11 +124,11 @@ async fn replica(client: &kube::Client, identity: &str) -> Replica {
         client.clone(),
         ElectionConfig::new("driftguard", "driftguard-leader", identity, Duration::from_secs(2)),
     );
-    let ctx = Context {
-        applier: Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-        client: client.clone(),
-        cache: DesiredCache::new(64 * 1024 * 1024),
-    };
+    let ctx = Context::new(
+        client.clone(),
+        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+        DesiredCache::new(64 * 1024 * 1024),
+    );
     let tasks = vec![
         tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
         tokio::spawn(driftguard::reconcile::run::run_guards(

@@ -310,11 +310,6 @@ fn event(
     drifts: &[FieldDrift],
     message: String,
 ) -> AuditEvent {
-    let value = |v: &Option<Value>, sensitive: bool| match v {
-        Some(_) if sensitive => Value::String(message::HIDDEN.to_owned()),
-        Some(v) => v.clone(),
-        None => Value::Null,
-    };
     let user = &request.user_info;
     AuditEvent {
         schema: SCHEMA,
@@ -337,20 +332,10 @@ fn event(
         operation: request.operation.as_str().to_owned(),
         guard: managed.guard.id.to_string(),
         revision: managed.revision.commit.clone(),
-        fields: drifts
-            .iter()
-            .map(|d| {
-                let sensitive = managed.object.is_sensitive(&d.path);
-                FieldRecord {
-                    path: d.path.to_string(),
-                    git: value(&d.git, sensitive),
-                    attempted: value(&d.attempted, sensitive),
-                    previous: value(&d.previous, sensitive),
-                }
-            })
-            .collect(),
+        fields: drifts.iter().map(|d| FieldRecord::of(managed.object, d)).collect(),
         message,
         request_uid: request.uid.to_string(),
         dry_run: request.dry_run.unwrap_or(false),
+        field_manager: None,
     }
 }

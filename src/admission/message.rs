@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use crate::desired::Managed;
 use crate::drift::FieldDrift;
-pub use crate::drift::display::{HIDDEN, clip, show_value};
+pub use crate::drift::display::{clip, show_value};
 
 /// At most this many fields are listed; the rest are counted.
 pub const MAX_FIELDS: usize = 5;

@@ -1,14 +1,14 @@
-//! Desired sets by (guard, commit), bounded by their approximate size in bytes.
+//! Desired sets by (guard, commit, spec fingerprint), bounded by their approximate size in bytes.
 
 use std::sync::Arc;
 
-use super::{DesiredSet, GuardId};
+use super::{DesiredSet, GuardId, GuardPolicy};
 
 /// A moka cache of [`DesiredSet`]s weighed in bytes, so a big repository cannot grow memory
 /// without bound while old revisions are still referenced.
 #[derive(Clone)]
 pub struct DesiredCache {
-    inner: moka::sync::Cache<(GuardId, String), Arc<DesiredSet>>,
+    inner: moka::sync::Cache<(GuardId, String, u64), Arc<DesiredSet>>,
 }
 
 impl DesiredCache {
@@ -22,13 +22,20 @@ impl DesiredCache {
         }
     }
 
-    /// The set for (guard, commit), building it on a miss. Concurrent misses build once.
-    pub fn get_or_try_build<E, F>(&self, guard: &GuardId, commit: &str, build: F) -> Result<Arc<DesiredSet>, Arc<E>>
+    /// The set for (guard as `policy` declares it, commit), building it on a miss. Concurrent
+    /// misses build once.
+    pub fn get_or_try_build<E, F>(
+        &self,
+        policy: &GuardPolicy,
+        commit: &str,
+        build: F,
+    ) -> Result<Arc<DesiredSet>, Arc<E>>
     where
         E: Send + Sync + 'static,
         F: FnOnce() -> Result<Arc<DesiredSet>, E>,
     {
-        self.inner.try_get_with((guard.clone(), commit.to_owned()), build)
+        let key = (policy.id.clone(), commit.to_owned(), policy.fingerprint());
+        self.inner.try_get_with(key, build)
     }
 
     /// Number of cached sets (after pending maintenance).

@@ -66,10 +66,9 @@ pub fn load_guard(
     };
     let repo = LocalRepository::open(&source.url).map_err(source_error)?;
     let revision = repo.resolve(&source.reference).map_err(source_error)?;
-    let id = guard.id.clone();
     let commit = revision.commit.clone();
     cache
-        .get_or_try_build(&id, &commit, || {
+        .get_or_try_build(&guard.clone(), &commit, || {
             let files = repo.read_files(&revision, &guard.path).map_err(source_error)?;
             let manifests = render_plain(&files).map_err(|error| LoadError::Render {
                 guard: guard.id.to_string(),

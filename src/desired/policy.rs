@@ -58,6 +58,9 @@ pub struct GuardPolicy {
     /// Identities whose edits are allowed.
     pub exemptions: Exemptions,
     ignore: Vec<CompiledIgnore>,
+    /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
+    /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
+    fingerprint: u64,
 }
 
 impl GuardPolicy {
@@ -84,7 +87,15 @@ impl GuardPolicy {
                 })
             })
             .collect::<Result<Vec<_>, DesiredError>>()?;
+        let fingerprint = {
+            use std::hash::{Hash, Hasher};
+            let mut hasher = std::collections::hash_map::DefaultHasher::new();
+            serde_json::to_string(spec).unwrap_or_default().hash(&mut hasher);
+            source_url.hash(&mut hasher);
+            hasher.finish()
+        };
         Ok(GuardPolicy {
+            fingerprint,
             target_namespace: spec.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
             id,
             mode: spec.mode,
@@ -94,6 +105,11 @@ impl GuardPolicy {
             exemptions: spec.exemptions.clone(),
             ignore,
         })
+    }
+
+    /// Identifies this compiled spec among other versions of the same Guard.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The ignore pointers that apply to one object.

@@ -175,7 +175,7 @@ fn cache_builds_a_revision_once_and_keeps_build_errors_readable() {
     let mut builds = 0;
     for _ in 0..3 {
         let set = cache
-            .get_or_try_build::<DesiredError, _>(&guard.id, "abc", || {
+            .get_or_try_build::<DesiredError, _>(&guard, "abc", || {
                 builds += 1;
                 Ok(Arc::new(DesiredSet::build(
                     guard.clone(),
@@ -189,7 +189,7 @@ fn cache_builds_a_revision_once_and_keeps_build_errors_readable() {
     assert_eq!(builds, 1);
     assert_eq!(cache.len(), 1);
     let err = cache
-        .get_or_try_build(&guard.id, "bad", || {
+        .get_or_try_build(&guard, "bad", || {
             DesiredSet::build(
                 guard.clone(),
                 revision("bad"),
@@ -202,13 +202,34 @@ fn cache_builds_a_revision_once_and_keeps_build_errors_readable() {
 }
 
 #[test]
+fn an_edited_guard_spec_builds_a_new_set_for_the_same_commit() {
+    let cache = DesiredCache::new(64 * 1024 * 1024);
+    let build = |guard: &Arc<GuardPolicy>| {
+        cache
+            .get_or_try_build::<DesiredError, _>(guard, "abc", || {
+                Ok(Arc::new(DesiredSet::build(
+                    guard.clone(),
+                    revision("abc"),
+                    vec![manifest(1, cm("x", None))],
+                )?))
+            })
+            .unwrap()
+    };
+    let first = build(&policy("g", None));
+    assert!(Arc::ptr_eq(&first, &build(&policy("g", None))), "same spec: cached");
+    let moved = build(&policy("g", Some("team-b")));
+    assert!(!Arc::ptr_eq(&first, &moved));
+    assert_eq!(moved.objects[0].namespace.as_deref(), Some("team-b"));
+}
+
+#[test]
 fn cache_evicts_by_weight() {
     let cache = DesiredCache::new(4 * 1024);
     let guard = policy("g", None);
     for commit in ["1", "2", "3", "4", "5", "6", "7", "8"] {
         let big = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "big"}, "data": {"k": "x".repeat(1500)}});
         cache
-            .get_or_try_build::<DesiredError, _>(&guard.id, commit, || {
+            .get_or_try_build::<DesiredError, _>(&guard, commit, || {
                 Ok(Arc::new(DesiredSet::build(
                     guard.clone(),
                     revision(commit),

@@ -3,9 +3,11 @@
 //! precondition). Kinds are resolved by discovery, cached and refreshed once on a miss. Every
 //! write has a timeout; one object's failure never stops the rest.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
@@ -65,10 +67,11 @@ pub struct Sync {
     pub waiting: Vec<(ObjectKey, WaitReason)>,
 }
 
-/// Applies and prunes through one client.
+/// Applies and prunes through one client. Clones share the discovery cache.
+#[derive(Clone)]
 pub struct Applier {
     client: Client,
-    discovery: RwLock<Arc<Discovery>>,
+    discovery: Arc<RwLock<Arc<Discovery>>>,
     timeout: Duration,
 }
 
@@ -81,7 +84,7 @@ impl Applier {
             .map_err(ApplyError::Discovery)?;
         Ok(Applier {
             client,
-            discovery: RwLock::new(Arc::new(discovery)),
+            discovery: Arc::new(RwLock::new(Arc::new(discovery))),
             timeout,
         })
     }
@@ -95,6 +98,15 @@ impl Applier {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Api<DynamicObject>, String> {
+        let (resource, scope) = self.resource(group, version, kind).await?;
+        Ok(match (scope, namespace) {
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
+            _ => Api::all_with(self.client.clone(), &resource),
+        })
+    }
+
+    /// The resource serving a kind, and its scope, from discovery (refreshed once on a miss).
+    pub async fn resource(&self, group: &str, version: &str, kind: &str) -> Result<(ApiResource, Scope), String> {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let resolve = |discovery: &Discovery| discovery.resolve_gvk(&gvk);
         let cached = self.discovery.read().await.clone();
@@ -108,18 +120,13 @@ impl Applier {
                 Err(error) => return Err(format!("API discovery failed: {error}")),
             }
         }
-        let (resource, scope) =
-            found.ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))?;
-        Ok(match (scope, namespace) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            _ => Api::all_with(self.client.clone(), &resource),
-        })
+        found.ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))
     }
 
     /// The custom (non-built-in) kinds among `desired` that the cluster serves, i.e. whose CRD
     /// is Established.
-    pub async fn served_custom_kinds(&self, desired: &[DesiredObject]) -> std::collections::HashSet<GroupKind> {
-        let mut served = std::collections::HashSet::new();
+    pub async fn served_custom_kinds(&self, desired: &[DesiredObject]) -> HashSet<GroupKind> {
+        let mut served = HashSet::new();
         for object in desired {
             if crate::desired::kinds::builtin(&object.group, &object.kind).is_some() {
                 continue;
@@ -184,12 +191,26 @@ impl Applier {
         guard: &GuardId,
         prune: &PruneSpec,
     ) -> Sync {
+        self.sync_holding(desired, inventory, guard, prune, &HashSet::new())
+            .await
+    }
+
+    /// [`Applier::sync`], leaving `held` objects (fights self-heal gave up on) as they are.
+    pub async fn sync_holding(
+        &self,
+        desired: &[DesiredObject],
+        inventory: &[InventoryEntry],
+        guard: &GuardId,
+        prune: &PruneSpec,
+        held: &HashSet<ObjectKey>,
+    ) -> Sync {
         let live = self.snapshot(desired, inventory).await;
         let established = self.served_custom_kinds(desired).await;
         let facts = PlanFacts {
             guard,
             established: &established,
             prune,
+            held,
         };
         let plan = plan(desired, inventory, &live, &facts);
         let outcome = self.execute(&plan).await;
@@ -201,36 +222,38 @@ impl Applier {
         }
     }
 
+    /// Server-side apply one desired object (manager `driftguard`, force); returns the stored
+    /// object's metadata.
+    pub async fn apply_one(&self, object: &DesiredObject) -> Result<ObjectMeta, String> {
+        let params = PatchParams::apply(FIELD_MANAGER).force();
+        let api = self
+            .api(
+                &object.group,
+                &object.version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await?;
+        match tokio::time::timeout(
+            self.timeout,
+            api.patch(&object.name, &params, &Patch::Apply(&object.object)),
+        )
+        .await
+        {
+            Ok(Ok(applied)) => Ok(applied.metadata),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+        }
+    }
+
     /// Apply then prune, in the plan's order.
     pub async fn execute(&self, plan: &Plan<'_>) -> Outcome {
         let mut outcome = Outcome::default();
-        let params = PatchParams::apply(FIELD_MANAGER).force();
         for step in &plan.apply {
-            let object = step.object;
-            let result = async {
-                let api = self
-                    .api(
-                        &object.group,
-                        &object.version,
-                        &object.kind,
-                        object.namespace.as_deref(),
-                    )
-                    .await?;
-                match tokio::time::timeout(
-                    self.timeout,
-                    api.patch(&object.name, &params, &Patch::Apply(&object.object)),
-                )
-                .await
-                {
-                    Ok(Ok(applied)) => Ok(applied.metadata.uid),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-                }
-            };
-            match result.await {
-                Ok(uid) => outcome.applied.push(Applied {
+            match self.apply_one(step.object).await {
+                Ok(meta) => outcome.applied.push(Applied {
                     key: step.key.clone(),
-                    uid,
+                    uid: meta.uid,
                 }),
                 Err(message) => {
                     tracing::warn!(key = %step.key, %message, "apply failed");

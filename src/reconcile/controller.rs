@@ -7,10 +7,13 @@ use std::sync::Arc;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::apply::{Applier, Sync};
+use super::InventoryEntry;
+use super::apply::{Applier, Failure, Sync};
+use super::events::{Events, reference};
+use super::selfheal::SelfHeal;
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::config::{ConfigError, git_reference};
 use crate::desired::{DesiredCache, DesiredError, GuardId, GuardPolicy, LoadError, SourceSettings, load_guard};
@@ -68,6 +71,29 @@ pub struct Context {
     pub applier: Applier,
     /// Desired sets by (guard, commit).
     pub cache: DesiredCache,
+    /// Events on failing objects and on the Guard.
+    pub events: Events,
+    /// Self-heal, when this process runs it (None: full reconciles only).
+    pub heal: Option<SelfHeal>,
+}
+
+impl Context {
+    /// A context without self-heal, publishing Events as `driftguard`.
+    pub fn new(client: Client, applier: Applier, cache: DesiredCache) -> Self {
+        Context {
+            events: Events::new(client.clone(), None),
+            client,
+            applier,
+            cache,
+            heal: None,
+        }
+    }
+
+    /// Heal drift between reconciles too.
+    pub fn with_self_heal(mut self, heal: SelfHeal) -> Self {
+        self.heal = Some(heal);
+        self
+    }
 }
 
 fn condition(kind: ConditionType, ok: bool, reason: &str, message: String, generation: Option<i64>) -> Condition {
@@ -117,55 +143,152 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
         last_fetched_revision: Some(set.revision.reference.clone()),
         ..previous.clone()
     };
-    if guard.spec.suspend {
-        status.conditions = vec![condition(
+    // Self-heal learns the new desired state before it is applied, so the watchers do not
+    // take the new revision for drift.
+    let heal_enabled = guard.spec.self_heal && !guard.spec.suspend;
+    if let Some(heal) = &ctx.heal {
+        heal.track(&id, set.clone(), heal_enabled, previous.counts.drift_corrected);
+    }
+    let mut ready = if guard.spec.suspend {
+        condition(
             ConditionType::Ready,
             false,
             "Suspended",
             "suspend is true: nothing is applied, pruned or healed".to_owned(),
             generation,
-        )];
+        )
     } else {
-        let Sync { outcome, inventory, .. } = ctx
+        let held = ctx.heal.as_ref().map(|h| h.held(&id)).unwrap_or_default();
+        let Sync {
+            outcome,
+            inventory,
+            waiting,
+            ..
+        } = ctx
             .applier
-            .sync(&set.objects, &previous.inventory, &id, &guard.spec.prune)
+            .sync_holding(&set.objects, &previous.inventory, &id, &guard.spec.prune, &held)
             .await;
-        status.inventory = inventory;
         status.counts = Counts {
             objects: i64::try_from(set.objects.len()).unwrap_or(i64::MAX),
             ..previous.counts
         };
-        let failures: Vec<String> = outcome
+        report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
+        status.inventory = inventory;
+        let mut failures: Vec<String> = outcome
             .apply_failed
             .iter()
             .chain(&outcome.prune_failed)
             .map(|f| format!("{}: {}", f.key, f.message))
             .collect();
-        status.conditions = if failures.is_empty() {
+        failures.extend(waiting.iter().map(|(key, reason)| format!("{key}: {reason}")));
+        if failures.is_empty() {
             status.last_applied_revision = Some(set.revision.commit.clone());
-            vec![condition(
+            condition(
                 ConditionType::Ready,
                 true,
                 "Applied",
                 format!("applied {} ({} objects)", set.revision.reference, set.objects.len()),
                 generation,
-            )]
+            )
         } else {
-            vec![condition(
+            let reason = if outcome.apply_failed.is_empty() && outcome.prune_failed.is_empty() {
+                "Waiting"
+            } else {
+                "ApplyFailed"
+            };
+            condition(
                 ConditionType::Ready,
                 false,
-                "ApplyFailed",
-                format!("{} object(s) failed: {}", failures.len(), failures.join("; ")),
+                reason,
+                format!("{} object(s) not in sync: {}", failures.len(), failures.join("; ")),
                 generation,
-            )]
-        };
+            )
+        }
+    };
+    if previous.last_applied_revision != status.last_applied_revision
+        && let Some(revision) = &status.last_applied_revision
+    {
+        let regarding = guard.object_ref(&());
+        ctx.events
+            .normal(
+                &regarding,
+                "Applied",
+                "Apply",
+                format!("applied {revision} ({} objects)", set.objects.len()),
+            )
+            .await;
+    }
+    ready.last_transition_time = kept_transition(&previous, &ready);
+    status.conditions = vec![ready];
+    if let Some(mut fighting) = ctx.heal.as_ref().and_then(|h| h.fighting_condition(&id, generation)) {
+        fighting.last_transition_time = kept_transition(&previous, &fighting);
+        status.conditions.push(fighting);
+    }
+    if status == previous {
+        return Ok(status);
+    }
+    // driftCorrected belongs to self-heal, which writes it as corrections happen.
+    let mut patch = json!({ "status": status });
+    if let Some(counts) = patch.pointer_mut("/status/counts").and_then(|c| c.as_object_mut()) {
+        counts.remove("driftCorrected");
     }
     Api::<Guard>::namespaced(ctx.client.clone(), &namespace)
-        .patch_status(
-            &id.name,
-            &PatchParams::default(),
-            &Patch::Merge(json!({ "status": status })),
-        )
+        .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(status)
+}
+
+/// An unchanged condition keeps the time it last changed.
+fn kept_transition(previous: &GuardStatus, now: &Condition) -> Time {
+    previous
+        .conditions
+        .iter()
+        .find(|c| c.type_ == now.type_ && c.status == now.status && c.reason == now.reason && c.message == now.message)
+        .map(|c| c.last_transition_time.clone())
+        .unwrap_or_else(|| now.last_transition_time.clone())
+}
+
+/// A Warning Event on each object that failed, and one on the Guard summing them up.
+async fn report_failures(
+    ctx: &Context,
+    guard: &Guard,
+    inventory: &[InventoryEntry],
+    apply_failed: &[Failure],
+    prune_failed: &[Failure],
+) {
+    let version_of = |failure: &Failure| {
+        inventory
+            .iter()
+            .find(|e| e.key() == failure.key)
+            .map(|e| (e.version.clone(), e.uid.clone()))
+    };
+    for (failures, reason, action) in [
+        (apply_failed, "ApplyFailed", "Apply"),
+        (prune_failed, "PruneFailed", "Prune"),
+    ] {
+        for failure in failures {
+            // An object that was never created has no uid; the Event still names it.
+            let (version, uid) = version_of(failure).unwrap_or_default();
+            let regarding = reference(&failure.key, &version, uid);
+            ctx.events
+                .warning(&regarding, reason, action, failure.message.clone())
+                .await;
+        }
+    }
+    let total = apply_failed.len() + prune_failed.len();
+    if total > 0 {
+        let names: Vec<String> = apply_failed
+            .iter()
+            .chain(prune_failed)
+            .map(|f| f.key.to_string())
+            .collect();
+        ctx.events
+            .warning(
+                &guard.object_ref(&()),
+                "SyncFailed",
+                "Sync",
+                format!("{total} object(s) failed: {}", names.join(", ")),
+            )
+            .await;
+    }
 }

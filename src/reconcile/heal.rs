@@ -16,7 +16,7 @@ use serde_json::Value;
 use super::ObjectKey;
 use super::apply::FIELD_MANAGER;
 use crate::desired::DesiredObject;
-use crate::drift::{FieldPath, PathSegment, detect};
+use crate::drift::{FieldDrift, FieldPath, PathSegment, detect};
 
 /// What to do about one observed state of a managed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,8 +27,8 @@ pub enum Heal {
     Correct {
         /// The writer that moved the fields (None when managedFields say nothing).
         manager: Option<String>,
-        /// Drifting fields.
-        fields: Vec<FieldPath>,
+        /// Drifting fields with Git's and the live value (`attempted`).
+        fields: Vec<FieldDrift>,
         /// Wait this long before writing (exponential per object).
         delay: Duration,
     },
@@ -84,7 +84,8 @@ pub struct Healer {
     base_delay: Duration,
     max_delay: Duration,
     flips: HashMap<(ObjectKey, String), VecDeque<Instant>>,
-    attempts: HashMap<ObjectKey, u32>,
+    /// Corrections of an object so far and when the last one was, for the backoff.
+    attempts: HashMap<ObjectKey, (u32, Instant)>,
     fighting: HashMap<ObjectKey, String>,
 }
 
@@ -105,12 +106,8 @@ impl Healer {
     /// Decide for `live`, the object's current state, observed at `now`.
     pub fn observe(&mut self, desired: &DesiredObject, live: &Value, now: Instant) -> Heal {
         let key = ObjectKey::of(desired);
-        let fields: Vec<FieldPath> = detect(&desired.object, None, live, &desired.ignore)
-            .into_iter()
-            .map(|d| d.path)
-            .collect();
+        let fields = detect(&desired.object, None, live, &desired.ignore);
         if fields.is_empty() {
-            self.attempts.remove(&key);
             return Heal::InSync;
         }
         let manager = last_writer(live);
@@ -128,8 +125,13 @@ impl Healer {
             self.fighting.insert(key, blamed.clone());
             return self.fighting_with(desired, blamed, fields);
         }
-        // The first correction is immediate; repeats back off 200ms, 400ms, ... up to a minute.
-        let attempt = self.attempts.entry(key).or_insert(0);
+        // The first correction is immediate; repeats back off 200ms, 400ms, ... up to a minute,
+        // even when the object was briefly back in sync in between (that is what a flip is).
+        // A window without corrections starts over.
+        let (attempt, last) = self.attempts.entry(key).or_insert((0, now));
+        if now.duration_since(*last) > window {
+            *attempt = 0;
+        }
         let delay = match *attempt {
             0 => Duration::ZERO,
             n => self
@@ -138,10 +140,12 @@ impl Healer {
                 .min(self.max_delay),
         };
         *attempt = attempt.saturating_add(1);
+        *last = now;
         Heal::Correct { manager, fields, delay }
     }
 
-    fn fighting_with(&self, desired: &DesiredObject, manager: String, fields: Vec<FieldPath>) -> Heal {
+    fn fighting_with(&self, desired: &DesiredObject, manager: String, fields: Vec<FieldDrift>) -> Heal {
+        let fields: Vec<FieldPath> = fields.into_iter().map(|d| d.path).collect();
         let pointers: Vec<String> = fields.iter().map(ignore_pointer).collect();
         let suggestion = format!(
             "ignore:\n  - group: {:?}\n    kind: {}\n    name: {}\n    jsonPointers: [{}]",
@@ -241,7 +245,7 @@ mod tests {
                     Heal::Correct { manager, fields, delay } => {
                         assert_eq!(manager.as_deref(), Some("kubectl-edit"));
                         assert_eq!(
-                            fields.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            fields.iter().map(|d| d.path.to_string()).collect::<Vec<_>>(),
                             ["spec.replicas"]
                         );
                         delay
@@ -251,12 +255,18 @@ mod tests {
             )
             .collect();
         assert_eq!(delays, [0, 200, 400, 800].map(Duration::from_millis));
-        // Back in sync: the backoff starts over.
+        // Back in sync in between does not reset the backoff: that is what a flip looks like.
         assert_eq!(
             healer.observe(&desired, &live(&desired, 3, "x", "t"), now),
             Heal::InSync
         );
-        assert!(matches!(healer.observe(&desired, &edited, now), Heal::Correct { delay, .. } if delay.is_zero()));
+        let later = now + Duration::from_secs(4);
+        assert!(
+            matches!(healer.observe(&desired, &edited, later), Heal::Correct { delay, .. } if delay == Duration::from_millis(1600))
+        );
+        // A quiet window does.
+        let quiet = later + Duration::from_secs(61);
+        assert!(matches!(healer.observe(&desired, &edited, quiet), Heal::Correct { delay, .. } if delay.is_zero()));
     }
 
     #[test]

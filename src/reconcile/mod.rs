@@ -8,12 +8,14 @@
 pub mod apply;
 pub mod controller;
 pub mod diff;
+pub mod events;
 pub mod heal;
 mod inventory;
 pub mod leader;
 mod order;
 mod plan;
 pub mod run;
+pub mod selfheal;
 
 #[cfg(test)]
 mod tests;

@@ -30,6 +30,9 @@ pub struct PlanFacts<'a> {
     pub established: &'a HashSet<GroupKind>,
     /// The Guard's prune settings.
     pub prune: &'a PruneSpec,
+    /// Objects self-heal gave up on because another writer keeps changing them back (the
+    /// Guard's `Fighting` condition): left as they are until Git changes them.
+    pub held: &'a HashSet<ObjectKey>,
 }
 
 /// Why an object is applied.
@@ -117,6 +120,8 @@ pub enum SkipReason {
     /// A Namespace or CRD whose deletion would take this still-kept object with it; kept in the
     /// inventory and pruned once nothing needs it.
     StillInUse(ObjectKey),
+    /// Self-heal is fighting another writer over it; re-applying would only restart the fight.
+    Fighting,
 }
 
 impl fmt::Display for SkipReason {
@@ -130,6 +135,7 @@ impl fmt::Display for SkipReason {
             SkipReason::EmptyRender => f.write_str("Git renders nothing and allowEmpty is not set"),
             SkipReason::LiveUnknown => f.write_str("its kind could not be read from the cluster"),
             SkipReason::StillInUse(by) => write!(f, "still needed by {by}"),
+            SkipReason::Fighting => f.write_str("another writer keeps changing it (see the Fighting condition)"),
         }
     }
 }
@@ -230,13 +236,22 @@ fn is_crd(key: &ObjectKey) -> bool {
 }
 
 /// Apply, or skip because nothing would change (or the object is another Guard's).
-fn decide(object: &DesiredObject, key: &ObjectKey, live: &LiveSnapshot, guard: &str) -> Decision {
+fn decide(
+    object: &DesiredObject,
+    key: &ObjectKey,
+    live: &LiveSnapshot,
+    guard: &str,
+    held: &HashSet<ObjectKey>,
+) -> Decision {
     if live.is_unknown(key) {
         return Decision::Apply(ApplyReason::LiveUnknown);
     }
     let Some(current) = live.get(key) else {
         return Decision::Apply(ApplyReason::Create);
     };
+    if held.contains(key) {
+        return Decision::Skip(SkipReason::Fighting);
+    }
     if let Some(owner) = annotation(current, GUARD_ANNOTATION)
         && owner != guard
     {
@@ -315,7 +330,7 @@ pub fn plan<'a>(
             tier,
             requires_crd: None,
         };
-        let decision = decide(object, &step.key, live, &guard);
+        let decision = decide(object, &step.key, live, &guard, facts.held);
         step.place(decision, &mut apply, &mut skipped);
     }
 
@@ -361,7 +376,7 @@ pub fn plan<'a>(
             tier,
             requires_crd,
         };
-        let decision = decide(object, &step.key, live, &guard);
+        let decision = decide(object, &step.key, live, &guard, facts.held);
         step.place(decision, &mut apply, &mut skipped);
     }
 

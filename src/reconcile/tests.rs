@@ -177,6 +177,17 @@ fn run<'a>(
     established: &[GroupKind],
     prune: PruneSpec,
 ) -> Plan<'a> {
+    run_holding(desired, inventory, live, established, prune, &HashSet::new())
+}
+
+fn run_holding<'a>(
+    desired: &'a [DesiredObject],
+    inventory: &[InventoryEntry],
+    live: &LiveSnapshot,
+    established: &[GroupKind],
+    prune: PruneSpec,
+    held: &HashSet<ObjectKey>,
+) -> Plan<'a> {
     let id = guard_id();
     let established: HashSet<GroupKind> = established.iter().cloned().collect();
     plan(
@@ -187,6 +198,7 @@ fn run<'a>(
             guard: &id,
             established: &established,
             prune: &prune,
+            held,
         },
     )
 }
@@ -393,6 +405,36 @@ fn skips_objects_equal_to_git_and_applies_the_rest_with_a_reason() {
             }
         }
     }
+}
+
+#[test]
+fn objects_held_by_a_fight_are_neither_applied_nor_pruned_but_missing_ones_are_created() {
+    let dkey = key("apps", "Deployment", Some("shop"), "web");
+    let mut scaled = live_deployment("web");
+    scaled["spec"]["replicas"] = json!(6);
+    let objects = desired(vec![deployment("web")]);
+    let inventory = [entry("apps", "v1", "Deployment", Some("shop"), "web")];
+    let held: HashSet<ObjectKey> = [dkey.clone()].into();
+    let live = snapshot(vec![(dkey.clone(), scaled)]);
+    let plan = run_holding(&objects, &inventory, &live, &[], PruneSpec::default(), &held);
+    assert!(plan.apply.is_empty(), "{:?}", plan.apply);
+    assert!(plan.prune.is_empty());
+    assert_eq!(skip_of(&plan, &dkey), Some(&SkipReason::Fighting));
+    assert_eq!(
+        next_inventory(&plan, &[], &[]).len(),
+        1,
+        "a held object stays in the inventory"
+    );
+    // Deleted meanwhile: there is nothing to fight over, so it is created again.
+    let plan = run_holding(
+        &objects,
+        &inventory,
+        &LiveSnapshot::new(),
+        &[],
+        PruneSpec::default(),
+        &held,
+    );
+    assert_eq!(plan.apply[0].reason, ApplyReason::Create);
 }
 
 #[test]

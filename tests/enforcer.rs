@@ -1,0 +1,321 @@
+//! Self-heal and restarts against the test API server with no webhook registered (as when the
+//! webhook is down and failurePolicy is Ignore): a `kubectl edit` of a declared field is
+//! corrected within seconds and audited with the editor's field manager; an HPA-like writer
+//! ends in the Fighting condition instead of an endless loop; a restarted enforcer resumes from
+//! the Guard's status without recreating anything.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use driftguard::api::Guard;
+use driftguard::audit::{EventKind, MemorySink};
+use driftguard::desired::DesiredCache;
+use driftguard::reconcile::apply::Applier;
+use driftguard::reconcile::controller::{Context, reconcile_guard};
+use driftguard::reconcile::events::Events;
+use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
+use driftguard::telemetry::Metrics;
+use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+use futures_util::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::json;
+use support::guards::{eventually, install};
+
+/// A reconcile context with self-heal, leading, auditing into memory.
+async fn enforcer(client: &kube::Client, settings: HealSettings) -> (Context, Arc<MemorySink>) {
+    let applier = Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap();
+    let audit = Arc::new(MemorySink::new());
+    let (_, leading) = tokio::sync::watch::channel(true);
+    let heal = SelfHeal::new(
+        HealDeps {
+            client: client.clone(),
+            applier: applier.clone(),
+            events: Events::new(client.clone(), Some("test-replica".into())),
+            audit: audit.clone(),
+            metrics: Arc::new(Metrics::new()),
+            leading,
+        },
+        settings,
+    );
+    let ctx = Context::new(client.clone(), applier, DesiredCache::new(64 * 1024 * 1024)).with_self_heal(heal);
+    (ctx, audit)
+}
+
+/// Wait until the Deployment `web` has `replicas`, by watching it; returns when it does.
+async fn watch_replicas(deployments: &Api<Deployment>, replicas: i32, deadline: Duration) -> Duration {
+    let started = Instant::now();
+    let config = watcher::Config::default().fields("metadata.name=web");
+    let mut stream = std::pin::pin!(watcher(deployments.clone(), config).applied_objects());
+    let found = tokio::time::timeout(deadline, async {
+        while let Some(Ok(deployment)) = stream.next().await {
+            if deployment.spec.and_then(|s| s.replicas) == Some(replicas) {
+                return true;
+            }
+        }
+        false
+    })
+    .await;
+    assert_eq!(
+        found,
+        Ok(true),
+        "web did not reach {replicas} replicas within {deadline:?}"
+    );
+    started.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_manager() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (_repo, commit, guards) = install(&client, json!({"interval": "1h"})).await;
+    let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(status.last_applied_revision.as_deref(), Some(commit.as_str()));
+
+    // A person edits replicas with kubectl; no webhook stops it.
+    let kubeconfig = dir.path().join("user.kubeconfig");
+    api.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 5/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = support::kubectl(dir.path(), &kubeconfig)
+        .args(["edit", "deploy", "web", "-n", "default"])
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    let edited_at = Instant::now();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
+
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    watch_replicas(&deployments, 3, Duration::from_secs(5)).await;
+    let took = edited_at.elapsed();
+    eprintln!("self-heal: kubectl edit of spec.replicas corrected {took:?} after kubectl returned");
+
+    // Audit: who drifted what, from and to.
+    let corrected: Vec<_> = audit
+        .events()
+        .into_iter()
+        .filter(|e| e.event == EventKind::DriftCorrected)
+        .collect();
+    assert_eq!(corrected.len(), 1, "{corrected:?}");
+    let record = &corrected[0];
+    assert_eq!(record.field_manager.as_deref(), Some("kubectl-edit"));
+    assert_eq!(record.object.name, "web");
+    assert_eq!(record.guard, "default/example-app");
+    assert_eq!(record.revision, commit);
+    assert_eq!(record.fields.len(), 1);
+    assert_eq!(record.fields[0].path, "spec.replicas");
+    assert_eq!(
+        (record.fields[0].git.clone(), record.fields[0].attempted.clone()),
+        (json!(3), json!(5))
+    );
+    let line = serde_json::to_value(record).unwrap();
+    assert_eq!(line["event"], "drift.corrected");
+    assert_eq!(line["field_manager"], "kubectl-edit");
+
+    // A Kubernetes Event on the Deployment, and the count in the Guard's status.
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let found = events.list(&Default::default()).await.unwrap();
+    let event = found
+        .items
+        .iter()
+        .find(|e| e.reason.as_deref() == Some("DriftCorrected"))
+        .expect("a DriftCorrected Event");
+    assert_eq!(event.regarding.as_ref().and_then(|r| r.name.as_deref()), Some("web"));
+    assert_eq!(event.reporting_controller.as_deref(), Some("driftguard"));
+    assert!(
+        event.note.as_deref().unwrap_or("").contains("kubectl-edit"),
+        "{:?}",
+        event.note
+    );
+    let count = || {
+        let guards = guards.clone();
+        async move {
+            guards
+                .get("example-app")
+                .await
+                .ok()
+                .and_then(|g| g.status)
+                .is_some_and(|s| s.counts.drift_corrected == 1)
+        }
+    };
+    eventually("counts.driftCorrected = 1", Duration::from_secs(10), count).await;
+    // The next full reconcile keeps the count and finds nothing to apply.
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(status.counts.drift_corrected, 1);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() {
+    driftguard::telemetry::init_tracing();
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (_repo, _, guards) = install(&client, json!({"interval": "1h"})).await;
+    let settings = HealSettings {
+        max_flips: 3,
+        window: Duration::from_secs(120),
+    };
+    let (ctx, audit) = enforcer(&client, settings).await;
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+
+    // Like an HPA: whenever replicas is back at 3, set 6 again.
+    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
+    let deployments: Api<Deployment> = Api::namespaced(admin, "default");
+    let hpa = {
+        let deployments = deployments.clone();
+        tokio::spawn(async move {
+            let params = PatchParams {
+                field_manager: Some("horizontal-pod-autoscaler".into()),
+                ..PatchParams::default()
+            };
+            let config = watcher::Config::default().fields("metadata.name=web");
+            let mut stream = std::pin::pin!(watcher(deployments.clone(), config).applied_objects());
+            while let Some(Ok(deployment)) = stream.next().await {
+                if deployment.spec.and_then(|s| s.replicas) == Some(3) {
+                    let patch = Patch::Merge(json!({"spec": {"replicas": 6}}));
+                    deployments.patch("web", &params, &patch).await.unwrap();
+                }
+            }
+        })
+    };
+
+    let fighting = || {
+        let guards = guards.clone();
+        async move {
+            let status = guards.get("example-app").await.ok().and_then(|g| g.status);
+            status.is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "Fighting" && c.status == "True"))
+        }
+    };
+    eventually("the Fighting condition", Duration::from_secs(30), fighting).await;
+    hpa.abort();
+    let guard: Guard = guards.get("example-app").await.unwrap();
+    let condition = guard
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.type_ == "Fighting")
+        .unwrap();
+    assert_eq!(condition.reason, "FieldManagerConflict");
+    for needle in [
+        "horizontal-pod-autoscaler keeps changing spec.replicas of Deployment.apps default/web",
+        "jsonPointers: [/spec/replicas]",
+    ] {
+        assert!(
+            condition.message.contains(needle),
+            "{needle:?} in {}",
+            condition.message
+        );
+    }
+    // Exactly max_flips corrections, then driftguard let go: the writer's 6 stands.
+    let corrections = audit
+        .events()
+        .iter()
+        .filter(|e| e.event == EventKind::DriftCorrected)
+        .count();
+    assert_eq!(corrections, 3);
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
+
+    // A full reconcile leaves the contested object alone, keeps Fighting, serves the rest.
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
+    assert!(status.conditions.iter().any(|c| c.type_ == "Fighting"));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+    assert!(audit.events().iter().any(
+        |e| e.event == EventKind::DriftFighting && e.field_manager.as_deref() == Some("horizontal-pod-autoscaler")
+    ));
+
+    // The suggested ignore rule settles it: the fight ends and the condition goes.
+    guards
+        .patch(
+            "example-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"ignore": [{"kind": "Deployment", "name": "web", "jsonPointers": ["/spec/replicas"]}]}})),
+        )
+        .await
+        .unwrap();
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert!(
+        !status.conditions.iter().any(|c| c.type_ == "Fighting"),
+        "{:?}",
+        status.conditions
+    );
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (_repo, _, guards) = install(&client, json!({})).await;
+    let before = {
+        let (ctx, _) = enforcer(&client, HealSettings::default()).await;
+        reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+            .await
+            .unwrap()
+    };
+    assert_eq!(before.inventory.len(), 5);
+    let versions = |client: kube::Client, status: driftguard::api::GuardStatus| async move {
+        let mut out = Vec::new();
+        for entry in &status.inventory {
+            let (resource, _) = kube::discovery::pinned_kind(
+                &client,
+                &kube::core::GroupVersionKind::gvk(&entry.group, &entry.version, &entry.kind),
+            )
+            .await
+            .unwrap();
+            let api: Api<kube::api::DynamicObject> = match &entry.namespace {
+                Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+                None => Api::all_with(client.clone(), &resource),
+            };
+            let object = api.get(&entry.name).await.unwrap();
+            out.push((
+                entry.name.clone(),
+                object.metadata.uid.unwrap(),
+                object.metadata.resource_version.unwrap(),
+            ));
+        }
+        out
+    };
+    let live_before = versions(client.clone(), before.clone()).await;
+
+    // A new process: nothing cached, only the Guard's status to go on.
+    let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
+    let after = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(after.inventory, before.inventory, "same objects, same uids");
+    assert_eq!(
+        versions(client.clone(), after).await,
+        live_before,
+        "no object was recreated or even written"
+    );
+    assert!(audit.events().is_empty());
+    api.stop().await;
+}
