@@ -58,14 +58,13 @@ enum Command {
         #[arg(long)]
         review: PathBuf,
     },
-    /// Show where the cluster differs from Git on declared fields, and what is missing.
+    /// Show where the cluster differs from Git on declared fields, what is missing, and what a
+    /// sync would prune. `--guard NS/NAME` alone reads that Guard and its GitSource from the
+    /// cluster; `--repo` renders a local repository instead.
     /// Exit status: 0 no differences, 1 differences, 2 error.
     Diff {
         #[command(flatten)]
-        git: GitArgs,
-        /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster config).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
+        args: DiffArgs,
     },
     /// Print the normalized desired objects as YAML.
     Render {
@@ -95,6 +94,33 @@ struct GitArgs {
     /// driftguard.io/guard annotation, as the enforcer does).
     #[arg(long = "guard", default_value = "default/cli")]
     guard: String,
+}
+
+/// `driftguard diff`: either a Guard in the cluster, or a local repository (`--repo`).
+#[derive(clap::Args)]
+struct DiffArgs {
+    /// Repository (local path or file:// URL). Without it, the Guard named by --guard is read
+    /// from the cluster and its GitSource, path, render settings, ignore rules and
+    /// targetNamespace are used.
+    #[arg(long, required_unless_present = "guard")]
+    repo: Option<String>,
+    /// Branch, tag or commit of --repo (HEAD when omitted).
+    #[arg(long = "ref", requires = "repo")]
+    reference: Option<String>,
+    /// Directory inside --repo.
+    #[arg(long, requires = "repo")]
+    path: Option<String>,
+    /// Namespace for namespaced objects that declare none (with --repo; default "default").
+    #[arg(long, requires = "repo")]
+    target_namespace: Option<String>,
+    /// The Guard, as NAMESPACE/NAME. Alone: compare that Guard's Git state with the cluster.
+    /// With --repo: the owner stamped into the manifests (default default/cli), and if that
+    /// Guard exists in the cluster, its inventory and prune settings say what would be pruned.
+    #[arg(long = "guard")]
+    guard: Option<String>,
+    /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster config).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -128,7 +154,7 @@ fn main() -> ExitCode {
             webhook,
             review,
         } => run_check(&git, mode, webhook, &review),
-        Command::Diff { git, kubeconfig } => run_diff(&git, kubeconfig.as_deref()),
+        Command::Diff { args } => run_diff(&args),
         Command::Render { git } => run_render(&git),
         Command::Crds => run_crds(),
     };
@@ -181,6 +207,18 @@ fn resolve_reference(repo: &str, text: &str) -> Result<GitReference> {
         .with_context(|| format!("{text:?} is neither a branch, a tag nor a commit of {repo}"))
 }
 
+/// `NAMESPACE/NAME` as given to `--guard`.
+fn parse_guard(text: &str) -> Result<GuardId> {
+    let (namespace, name) = text
+        .split_once('/')
+        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
+        .with_context(|| format!("--guard {text:?} must be written NAMESPACE/NAME"))?;
+    Ok(GuardId {
+        namespace: namespace.to_owned(),
+        name: name.to_owned(),
+    })
+}
+
 fn load(git: &GitArgs, mode: Mode) -> Result<Arc<DesiredSet>> {
     let reference = resolve_reference(&git.repo, &git.reference)?;
     let spec = GuardSpec {
@@ -200,15 +238,7 @@ fn load(git: &GitArgs, mode: Mode) -> Result<Arc<DesiredSet>> {
         break_glass: None,
         suspend: false,
     };
-    let (namespace, name) = git
-        .guard
-        .split_once('/')
-        .filter(|(ns, name)| !ns.is_empty() && !name.is_empty())
-        .with_context(|| format!("--guard {:?} must be written NAMESPACE/NAME", git.guard))?;
-    let id = GuardId {
-        namespace: namespace.to_owned(),
-        name: name.to_owned(),
-    };
+    let id = parse_guard(&git.guard)?;
     let policy = Arc::new(GuardPolicy::new(id, &spec, &git.repo)?);
     let source = SourceSettings {
         id: "default/cli".into(),
@@ -261,41 +291,146 @@ fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Pa
     })
 }
 
-fn run_diff(git: &GitArgs, kubeconfig: Option<&Path>) -> Result<ExitCode> {
+/// A client for the cluster `kubeconfig` (or the inferred configuration) names, and the URL
+/// it talks to (for error messages).
+async fn connect(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)> {
+    let config = match kubeconfig {
+        Some(path) => {
+            let file = kube::config::Kubeconfig::read_from(path)
+                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
+            kube::Config::from_custom_kubeconfig(file, &Default::default())
+                .await
+                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
+        }
+        None => kube::Config::infer()
+            .await
+            .context("no cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
+    };
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config).with_context(|| format!("cannot build a client for {url}"))?;
+    Ok((client, url))
+}
+
+/// The Guard `id` from the cluster, or None when there is none of that name (or the Guard CRD
+/// is not installed).
+async fn read_guard(client: &kube::Client, id: &GuardId) -> Result<Option<driftguard::api::Guard>> {
+    kube::Api::<driftguard::api::Guard>::namespaced(client.clone(), &id.namespace)
+        .get_opt(&id.name)
+        .await
+        .with_context(|| format!("cannot read Guard {id} from the cluster"))
+}
+
+/// The desired state a sync of `guard` would apply, with error messages that say what to fix.
+async fn load_guard_desired(
+    guard: &driftguard::api::Guard,
+    id: &GuardId,
+    client: &kube::Client,
+) -> Result<Arc<DesiredSet>> {
+    use driftguard::reconcile::controller::{ReconcileError, load_desired};
+    match load_desired(guard, client, &DesiredCache::new(u64::MAX)).await {
+        Ok(set) => Ok(set),
+        Err(ReconcileError::MissingSource(source)) => {
+            let namespace = source.split_once('/').map_or(id.namespace.as_str(), |(ns, _)| ns);
+            bail!(
+                "Guard {id}: its spec.sourceRef names GitSource {source}, which is not in the cluster \
+                 (list them with `kubectl get gitsources.driftguard.io -n {namespace}`)"
+            )
+        }
+        Err(error) => Err(anyhow::Error::new(error).context(format!("cannot load the desired state of Guard {id}"))),
+    }
+}
+
+fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
     use driftguard::reconcile::{PlanFacts, apply::Applier, diff, plan};
-    let set = load(git, Mode::Deny)?;
+    // Check what needs no cluster first: the Guard's name, and with --repo, the manifests.
+    let guard_id = args.guard.as_deref().map(parse_guard).transpose()?;
+    let local = match &args.repo {
+        Some(repo) => {
+            let git = GitArgs {
+                repo: repo.clone(),
+                reference: args.reference.clone().unwrap_or_else(|| "HEAD".to_owned()),
+                path: args.path.clone().unwrap_or_default(),
+                target_namespace: args.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
+                guard: args.guard.clone().unwrap_or_else(|| "default/cli".to_owned()),
+            };
+            Some(load(&git, Mode::Deny)?)
+        }
+        None => None,
+    };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    let report = runtime.block_on(async {
-        let config = match kubeconfig {
-            Some(path) => {
-                let file = kube::config::Kubeconfig::read_from(path)
-                    .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-                kube::Config::from_custom_kubeconfig(file, &Default::default()).await?
+    let (set, report) = runtime.block_on(async {
+        let (client, url) = connect(args.kubeconfig.as_deref()).await?;
+        let applier = Applier::new(client.clone(), std::time::Duration::from_secs(10))
+            .await
+            .with_context(|| format!("cannot reach the Kubernetes API at {url}"))?;
+        let guard = match &guard_id {
+            Some(id) => read_guard(&client, id).await?,
+            None => None,
+        };
+        let (set, guard) = match (local, guard) {
+            (Some(set), guard) => {
+                if let (None, Some(id)) = (&guard, &guard_id) {
+                    eprintln!(
+                        "driftguard: note: Guard {id} is not in the cluster, so nothing is known to be prunable"
+                    );
+                }
+                (set, guard)
             }
-            None => kube::Config::infer()
-                .await
-                .context("no cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
+            (None, Some(guard)) => {
+                // Validated above: without --repo, clap requires --guard.
+                let id = guard_id.as_ref().context("--guard is required without --repo")?;
+                let set = load_guard_desired(&guard, id, &client).await?;
+                println!(
+                    "Guard {id}: Git {} (path {:?})",
+                    set.revision.reference, guard.spec.path
+                );
+                (set, Some(guard))
+            }
+            (None, None) => {
+                let id = guard_id.as_ref().context("--guard is required without --repo")?;
+                bail!(
+                    "Guard {id} not found: there is no Guard {} in namespace {} of {url} \
+                     (list them with `kubectl get guards.driftguard.io -A`; are driftguard's CRDs installed?)",
+                    id.name,
+                    id.namespace
+                );
+            }
         };
-        let client = kube::Client::try_from(config)?;
-        let applier = Applier::new(client, std::time::Duration::from_secs(10)).await?;
-        let live = applier.snapshot(&set.objects, &[]).await;
+        // Without the Guard in the cluster, nothing is known to be prunable.
+        let (inventory, prune) = match &guard {
+            Some(guard) => {
+                if guard.spec.suspend {
+                    eprintln!(
+                        "driftguard: note: Guard {} is suspended: a sync applies and prunes nothing until spec.suspend is false",
+                        set.guard.id
+                    );
+                }
+                (
+                    guard.status.as_ref().map(|s| s.inventory.clone()).unwrap_or_default(),
+                    guard.spec.prune.clone(),
+                )
+            }
+            None => (
+                Vec::new(),
+                driftguard::api::PruneSpec {
+                    enabled: false,
+                    allow_empty: false,
+                },
+            ),
+        };
+        let live = applier.snapshot(&set.objects, &inventory).await;
         let established = applier.served_custom_kinds(&set.objects).await;
-        // Without a Guard's inventory nothing is known to be prunable.
-        let prune = driftguard::api::PruneSpec {
-            enabled: false,
-            allow_empty: false,
-        };
         let facts = PlanFacts {
             guard: &set.guard.id,
             established: &established,
             prune: &prune,
             held: &Default::default(),
         };
-        let plan = plan(&set.objects, &[], &live, &facts);
-        anyhow::Ok(diff::report(&plan, &live))
+        let report = diff::report(&plan(&set.objects, &inventory, &live, &facts), &live);
+        anyhow::Ok((set, report))
     })?;
     for line in &report.lines {
         println!("{line}");

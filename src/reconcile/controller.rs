@@ -16,7 +16,9 @@ use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::config::{ConfigError, git_reference};
-use crate::desired::{DesiredCache, DesiredError, GuardId, GuardPolicy, LoadError, SourceSettings, load_guard};
+use crate::desired::{
+    DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, SourceSettings, load_guard,
+};
 
 /// Why a Guard could not be reconciled (each variant is a metric label).
 #[derive(Debug, thiserror::Error)]
@@ -107,8 +109,15 @@ fn condition(kind: ConditionType, ok: bool, reason: &str, message: String, gener
     }
 }
 
-/// Reconcile `guard` once and record the result in its status. Returns the status written.
-pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
+/// The desired state a reconcile of `guard` applies: its GitSource (`spec.sourceRef`, in the
+/// Guard's namespace unless it names one) read from the cluster, and the tracked revision
+/// loaded and rendered under the Guard's policy (render settings, ignore rules,
+/// targetNamespace). `driftguard diff --guard` uses it to show exactly what a sync would do.
+pub async fn load_desired(
+    guard: &Guard,
+    client: &Client,
+    cache: &DesiredCache,
+) -> Result<Arc<DesiredSet>, ReconcileError> {
     let namespace = guard.namespace().unwrap_or_else(|| "default".to_owned());
     let id = GuardId {
         namespace: namespace.clone(),
@@ -121,7 +130,7 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
         .clone()
         .unwrap_or_else(|| namespace.clone());
     let source_id = format!("{source_namespace}/{}", guard.spec.source_ref.name);
-    let source = Api::<GitSource>::namespaced(ctx.client.clone(), &source_namespace)
+    let source = Api::<GitSource>::namespaced(client.clone(), &source_namespace)
         .get_opt(&guard.spec.source_ref.name)
         .await?
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
@@ -130,11 +139,20 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
         url: source.spec.url.clone(),
         reference: git_reference(&source_id, source.spec.reference.as_ref())?,
     };
-    let policy = Arc::new(GuardPolicy::new(id.clone(), &guard.spec, &source.spec.url)?);
-    let cache = ctx.cache.clone();
-    let set = tokio::task::spawn_blocking(move || load_guard(policy, &settings, &cache))
-        .await
-        .map_err(|e| ReconcileError::Task(e.to_string()))??;
+    let policy = Arc::new(GuardPolicy::new(id, &guard.spec, &source.spec.url)?);
+    let cache = cache.clone();
+    Ok(
+        tokio::task::spawn_blocking(move || load_guard(policy, &settings, &cache))
+            .await
+            .map_err(|e| ReconcileError::Task(e.to_string()))??,
+    )
+}
+
+/// Reconcile `guard` once and record the result in its status. Returns the status written.
+pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
+    let set = load_desired(guard, &ctx.client, &ctx.cache).await?;
+    let id = set.guard.id.clone();
+    let namespace = id.namespace.clone();
 
     let previous = guard.status.clone().unwrap_or_default();
     let generation = guard.metadata.generation;

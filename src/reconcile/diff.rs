@@ -1,7 +1,7 @@
 //! `driftguard diff`: what a reconcile would change, for a person. Pure: a [`Plan`] and the
 //! live snapshot it was made from -> report lines.
 
-use super::{ApplyReason, LiveSnapshot, Plan};
+use super::{ApplyReason, LiveSnapshot, ObjectKey, Plan, SkipReason};
 use crate::drift::display::show_value;
 
 /// The differences between Git and the cluster.
@@ -14,7 +14,10 @@ pub struct Report {
 }
 
 /// Describe `plan` (made from `live`): objects missing or drifted (each declared field with
-/// the cluster's and Git's values; Secret data hidden), objects waiting, and prunes.
+/// the cluster's and Git's values; Secret data hidden), objects waiting, prunes
+/// (`would prune v1/ConfigMap default/old-config (...)`), and objects a sync leaves alone on
+/// purpose (kept by `driftguard.io/prune: disabled`, owned by another Guard, ...). Applies and
+/// prunes are differences; waiting and left-alone objects are not.
 pub fn report(plan: &Plan<'_>, live: &LiveSnapshot) -> Report {
     let mut lines = Vec::new();
     for step in &plan.apply {
@@ -53,10 +56,178 @@ pub fn report(plan: &Plan<'_>, live: &LiveSnapshot) -> Report {
         lines.push(format!("{key}: waiting: {why}"));
     }
     for step in &plan.prune {
-        lines.push(format!("{}: would be pruned ({})", step.key, step.reason));
+        lines.push(format!(
+            "would prune {} ({})",
+            qualified(&step.key, &step.version),
+            step.reason
+        ));
+    }
+    for (key, why) in &plan.skipped {
+        if !matches!(why, SkipReason::Unchanged | SkipReason::AlreadyDeleted) {
+            lines.push(format!("{key}: left alone: {why}"));
+        }
     }
     Report {
         differences: plan.apply.len() + plan.prune.len(),
         lines,
+    }
+}
+
+/// `apiVersion/Kind namespace/name` (`v1/ConfigMap default/web-config`,
+/// `rbac.authorization.k8s.io/v1/ClusterRole reader`).
+fn qualified(key: &ObjectKey, version: &str) -> String {
+    let group = if key.group.is_empty() {
+        String::new()
+    } else {
+        format!("{}/", key.group)
+    };
+    let place = match &key.namespace {
+        Some(ns) => format!("{ns}/{}", key.name),
+        None => key.name.clone(),
+    };
+    format!("{group}{version}/{} {place}", key.kind)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Arc;
+
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::api::{GUARD_ANNOTATION, GuardSpec, InventoryEntry, MANAGED_LABEL, PruneSpec};
+    use crate::desired::{DesiredObject, DesiredSet, GuardId, GuardPolicy};
+    use crate::reconcile::{LiveObject, PlanFacts, plan};
+    use crate::render::{Manifest, Origin};
+    use crate::source::Revision;
+
+    fn guard() -> GuardId {
+        GuardId {
+            namespace: "default".into(),
+            name: "app".into(),
+        }
+    }
+
+    fn desired(objects: Vec<Value>) -> Vec<DesiredObject> {
+        let spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "apps"}, "path": "app"})).unwrap();
+        let policy = Arc::new(GuardPolicy::new(guard(), &spec, "file:///repo").unwrap());
+        let manifests = objects
+            .into_iter()
+            .map(|object| Manifest {
+                object,
+                origin: Origin {
+                    file: "app/all.yaml".into(),
+                    line: 1,
+                },
+            })
+            .collect();
+        let revision = Revision {
+            commit: "a".repeat(40),
+            reference: "main".into(),
+        };
+        DesiredSet::build(policy, revision, manifests).unwrap().objects
+    }
+
+    fn config_map(name: &str, data: Value) -> Value {
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": "default"}, "data": data})
+    }
+
+    /// `config_map` as the cluster has it after driftguard applied it.
+    fn live(name: &str, data: Value, annotations: Value) -> LiveObject {
+        let mut object = config_map(name, data);
+        object["metadata"]["uid"] = json!(format!("uid-{name}"));
+        object["metadata"]["labels"] = json!({ MANAGED_LABEL: "true" });
+        object["metadata"]["annotations"] = annotations;
+        object["metadata"]["annotations"][GUARD_ANNOTATION] = json!("default/app");
+        LiveObject {
+            key: ObjectKey::new("", "ConfigMap", Some("default"), name),
+            object,
+        }
+    }
+
+    fn entry(name: &str) -> InventoryEntry {
+        InventoryEntry {
+            group: String::new(),
+            version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: Some("default".into()),
+            name: name.into(),
+            uid: Some(format!("uid-{name}")),
+        }
+    }
+
+    fn report_for(prune: PruneSpec, desired: &[DesiredObject], live: &LiveSnapshot) -> Report {
+        let inventory = ["web", "old", "kept", "gone"].map(entry);
+        let established = HashSet::new();
+        let id = guard();
+        let facts = PlanFacts {
+            guard: &id,
+            established: &established,
+            prune: &prune,
+        };
+        report(&plan(desired, &inventory, live, &facts), live)
+    }
+
+    #[test]
+    fn drift_and_prunes_are_differences_kept_objects_are_not() {
+        let desired = desired(vec![config_map("web", json!({"mode": "blue"}))]);
+        let live: LiveSnapshot = [
+            live("web", json!({"mode": "green"}), json!({})),
+            live("old", json!({}), json!({})),
+            live("kept", json!({}), json!({"driftguard.io/prune": "disabled"})),
+        ]
+        .into_iter()
+        .collect();
+        let report = report_for(PruneSpec::default(), &desired, &live);
+        assert_eq!(
+            report.lines,
+            [
+                "ConfigMap default/web: 1 declared field differs from Git (app/all.yaml:1)",
+                "  data.mode: cluster \"green\", Git \"blue\"",
+                "would prune v1/ConfigMap default/old (no longer declared in Git)",
+                "ConfigMap default/kept: left alone: driftguard.io/prune: disabled",
+            ],
+            "{:#?}",
+            report.lines
+        );
+        assert_eq!(report.differences, 2);
+    }
+
+    #[test]
+    fn nothing_is_pruned_when_the_guard_disables_prune() {
+        let desired = desired(vec![config_map("web", json!({"mode": "blue"}))]);
+        let live: LiveSnapshot = [
+            live("web", json!({"mode": "blue"}), json!({})),
+            live("old", json!({}), json!({})),
+        ]
+        .into_iter()
+        .collect();
+        let prune = PruneSpec {
+            enabled: false,
+            allow_empty: false,
+        };
+        let report = report_for(prune, &desired, &live);
+        assert_eq!(report.differences, 0, "{:#?}", report.lines);
+        assert!(
+            report.lines.iter().all(|l| !l.starts_with("would prune")),
+            "{:#?}",
+            report.lines
+        );
+    }
+
+    #[test]
+    fn qualified_names_carry_group_version_and_namespace() {
+        assert_eq!(
+            qualified(&ObjectKey::new("", "ConfigMap", Some("default"), "old-config"), "v1"),
+            "v1/ConfigMap default/old-config"
+        );
+        assert_eq!(
+            qualified(
+                &ObjectKey::new("rbac.authorization.k8s.io", "ClusterRole", None, "reader"),
+                "v1"
+            ),
+            "rbac.authorization.k8s.io/v1/ClusterRole reader"
+        );
     }
 }
