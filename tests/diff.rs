@@ -209,13 +209,13 @@ async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
     assert!(!stdout.contains("would prune"), "{stdout}");
 
     // After a sync the cluster matches the Guard's Git revision.
-    let ctx = Context {
-        applier: Applier::new(driftguard_client.clone(), Duration::from_secs(10))
+    let ctx = Context::new(
+        driftguard_client.clone(),
+        Applier::new(driftguard_client.clone(), Duration::from_secs(10))
             .await
             .unwrap(),
-        client: driftguard_client.clone(),
-        cache: DesiredCache::new(64 * 1024 * 1024),
-    };
+        DesiredCache::new(64 * 1024 * 1024),
+    );
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
         .await
         .unwrap();

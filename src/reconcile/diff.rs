@@ -165,6 +165,7 @@ mod tests {
             guard: &id,
             established: &established,
             prune: &prune,
+            held: &HashSet::new(),
         };
         report(&plan(desired, &inventory, live, &facts), live)
     }
