@@ -14,6 +14,7 @@ pub mod leader;
 mod order;
 mod plan;
 pub mod run;
+pub mod source;
 
 #[cfg(test)]
 mod tests;
