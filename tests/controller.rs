@@ -6,6 +6,9 @@ mod support;
 
 use support::guards::{eventually, install};
 
+use driftguard::api::GitSource;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+
 use std::time::Duration;
 
 use driftguard::desired::DesiredCache;
@@ -189,5 +192,213 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     for task in follower.tasks {
         task.await.unwrap();
     }
+    api.stop().await;
+}
+
+/// The GitSource and Guard loops of one leading replica, stopped by `stop`.
+struct Loops {
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Loops {
+    async fn start(client: &kube::Client) -> Loops {
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (_, leading) = tokio::sync::watch::channel(true);
+        let ctx = Context::new(
+            client.clone(),
+            Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+            DesiredCache::new(64 * 1024 * 1024),
+        );
+        let tasks = vec![
+            tokio::spawn(driftguard::reconcile::run::run_sources(
+                client.clone(),
+                leading.clone(),
+                until_stopped(stopped.clone()),
+            )),
+            tokio::spawn(driftguard::reconcile::run::run_guards(
+                ctx,
+                leading,
+                until_stopped(stopped),
+            )),
+        ];
+        Loops { stop, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
+
+/// The Ready condition of a GitSource as (status, reason, message), if any.
+fn source_ready(source: &GitSource) -> Option<(String, String, String)> {
+    let ready = source.status.as_ref()?.conditions.iter().find(|c| c.type_ == "Ready")?;
+    Some((ready.status.clone(), ready.reason.clone(), ready.message.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (repo, first_commit, guards) = install(&client, json!({"interval": "1h"})).await;
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    sources
+        .patch(
+            "apps",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"interval": "1s"}})),
+        )
+        .await
+        .unwrap();
+    let loops = Loops::start(&client).await;
+
+    let fetched = |commit: String| {
+        let sources = sources.clone();
+        move || {
+            let sources = sources.clone();
+            let want = format!("main@sha1:{commit}");
+            async move {
+                sources
+                    .get("apps")
+                    .await
+                    .ok()
+                    .and_then(|s| s.status?.last_fetched_revision)
+                    == Some(want.clone())
+            }
+        }
+    };
+    let applied = |commit: String| {
+        let guards = guards.clone();
+        move || {
+            let guards = guards.clone();
+            let commit = commit.clone();
+            async move {
+                guards
+                    .get("example-app")
+                    .await
+                    .ok()
+                    .and_then(|g| g.status?.last_applied_revision)
+                    == Some(commit)
+            }
+        }
+    };
+    eventually(
+        "the source's first fetch",
+        Duration::from_secs(20),
+        fetched(first_commit.clone()),
+    )
+    .await;
+    eventually("the Guard's first sync", Duration::from_secs(20), applied(first_commit)).await;
+
+    // The Guard would not run again for an hour: the source's fetch wakes it.
+    let deployment = repo.path().join("examples/app/deployment.yaml");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4")).unwrap();
+    support::git(repo.path(), &["commit", "-qam", "four replicas"]);
+    let second_commit = support::git(repo.path(), &["rev-parse", "HEAD"]);
+    eventually(
+        "the source fetches the commit",
+        Duration::from_secs(20),
+        fetched(second_commit.clone()),
+    )
+    .await;
+    eventually(
+        "the Guard applies the commit",
+        Duration::from_secs(20),
+        applied(second_commit.clone()),
+    )
+    .await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
+    let source = sources.get("apps").await.unwrap();
+    let (status, reason, message) = source_ready(&source).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "Fetched"));
+    assert!(
+        message.contains("branch \"main\"") && message.contains(&second_commit[..12]),
+        "{message}"
+    );
+    let status = source.status.unwrap();
+    assert_eq!(status.observed_generation, source.metadata.generation);
+    assert!(status.last_fetch_time.is_some());
+
+    // The repository disappears: Ready turns False and the last good revision stays.
+    let moved = dir.path().join("moved-repo");
+    std::fs::rename(repo.path(), &moved).unwrap();
+    let failed = || {
+        let sources = sources.clone();
+        async move {
+            sources
+                .get("apps")
+                .await
+                .ok()
+                .and_then(|s| source_ready(&s))
+                .is_some_and(|(status, reason, _)| status == "False" && reason == "FetchFailed")
+        }
+    };
+    eventually("the source reports the failed fetch", Duration::from_secs(20), failed).await;
+    let source = sources.get("apps").await.unwrap();
+    let (_, _, message) = source_ready(&source).unwrap();
+    assert!(
+        message.contains("does not exist") && message.contains("GitSource url"),
+        "{message}"
+    );
+    assert_eq!(
+        source.status.unwrap().last_fetched_revision,
+        Some(format!("main@sha1:{second_commit}"))
+    );
+    std::fs::rename(&moved, repo.path()).unwrap();
+    loops.stop().await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_at_a_missing_path_is_not_ready() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftguard::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let missing = dir.path().join("no-such-repo");
+    let source: GitSource = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": "broken", "namespace": "default"},
+        "spec": {"url": missing.to_str().unwrap(), "ref": {"branch": "main"}, "interval": "1s"}
+    }))
+    .unwrap();
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    sources.create(&PostParams::default(), &source).await.unwrap();
+    let loops = Loops::start(&client).await;
+
+    let reported = || {
+        let sources = sources.clone();
+        async move {
+            sources
+                .get("broken")
+                .await
+                .ok()
+                .and_then(|s| source_ready(&s))
+                .is_some()
+        }
+    };
+    eventually("the source's status", Duration::from_secs(20), reported).await;
+    let source = sources.get("broken").await.unwrap();
+    let (status, reason, message) = source_ready(&source).unwrap();
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "FetchFailed"));
+    assert!(
+        message.contains("default/broken") && message.contains(missing.to_str().unwrap()),
+        "{message}"
+    );
+    assert!(message.contains("check the GitSource url"), "{message}");
+    assert_eq!(source.status.unwrap().last_fetched_revision, None);
+    loops.stop().await;
     api.stop().await;
 }

@@ -1,18 +1,25 @@
 //! Executes a [`Plan`] against the cluster: reads the live snapshot the plan needs, then
 //! server-side applies (one stable field manager, `force`) and prunes (Background, with a uid
-//! precondition). Kinds are resolved by discovery, cached and refreshed once on a miss. Every
-//! write has a timeout; one object's failure never stops the rest.
+//! precondition). Kinds are resolved by discovery, cached and refreshed on a miss, at most once
+//! per pass (so many custom resources of a kind the cluster does not serve cost one refresh).
+//! Custom resources of a CRD applied in the same plan wait, bounded by the Applier's CRD wait,
+//! for that CRD to be Established and served; past the bound they are reported as waiting.
+//! Every write has a timeout; one object's failure never stops the rest.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams, Preconditions};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
+use kube::runtime::wait::{Condition, conditions};
 use kube::{Client, Discovery};
 use tokio::sync::RwLock;
+use tokio::time::Instant;
 
 use super::{
     Applied, GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, Plan, PlanFacts, SkipReason, WaitReason,
@@ -23,6 +30,14 @@ use crate::desired::{DesiredObject, GuardId};
 
 /// driftguard's one field manager for everything it applies.
 pub const FIELD_MANAGER: &str = "driftguard";
+
+/// How long one sync waits, in total, for the CRDs it applied to become Established.
+pub const DEFAULT_CRD_WAIT: Duration = Duration::from_secs(30);
+/// How often a CRD (and then discovery) is re-read while waiting for it.
+const CRD_POLL: Duration = Duration::from_millis(250);
+
+const CRD_GROUP: &str = "apiextensions.k8s.io";
+const CRD_KIND: &str = "CustomResourceDefinition";
 
 /// Why the applier could not start.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +67,9 @@ pub struct Outcome {
     pub pruned: Vec<ObjectKey>,
     /// Objects whose delete failed (they stay in the inventory).
     pub prune_failed: Vec<Failure>,
+    /// Apply steps not attempted because the CRD they need was not Established (and served)
+    /// within the CRD wait.
+    pub waiting: Vec<(ObjectKey, WaitReason)>,
 }
 
 /// The result of one full pass over a Guard.
@@ -63,8 +81,16 @@ pub struct Sync {
     pub inventory: Vec<InventoryEntry>,
     /// Objects left alone, and why.
     pub skipped: Vec<(ObjectKey, SkipReason)>,
-    /// Objects that cannot be applied yet, and why.
+    /// Objects that were not applied because their CRD is not Established yet (neither before
+    /// this pass nor within its CRD wait), and why. The next reconcile retries them.
     pub waiting: Vec<(ObjectKey, WaitReason)>,
+}
+
+/// State of one pass (a sync, or one public read or execute call).
+#[derive(Default)]
+struct Pass {
+    /// Discovery was refreshed on a miss already; further misses in this pass do not refresh.
+    refreshed: AtomicBool,
 }
 
 /// Applies and prunes through one client. Clones share the discovery cache.
@@ -73,10 +99,28 @@ pub struct Applier {
     client: Client,
     discovery: Arc<RwLock<Arc<Discovery>>>,
     timeout: Duration,
+    crd_wait: Duration,
+}
+
+/// What became of one CRD this pass waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CrdState {
+    /// Established (and its kind discovered, if it defines it).
+    Established,
+    /// Not within the wait (or its own apply failed).
+    NotEstablished,
+}
+
+/// True when `crd` defines and serves `gvk`.
+fn defines(crd: &CustomResourceDefinition, gvk: &GroupVersionKind) -> bool {
+    crd.spec.group == gvk.group
+        && crd.spec.names.kind == gvk.kind
+        && crd.spec.versions.iter().any(|v| v.name == gvk.version && v.served)
 }
 
 impl Applier {
-    /// Run discovery once; `timeout` bounds every single read or write.
+    /// Run discovery once; `timeout` bounds every single read or write. Custom resources wait
+    /// up to [`DEFAULT_CRD_WAIT`] for a CRD applied in the same pass ([`Applier::with_crd_wait`]).
     pub async fn new(client: Client, timeout: Duration) -> Result<Self, ApplyError> {
         let discovery = Discovery::new(client.clone())
             .run()
@@ -86,53 +130,86 @@ impl Applier {
             client,
             discovery: Arc::new(RwLock::new(Arc::new(discovery))),
             timeout,
+            crd_wait: DEFAULT_CRD_WAIT,
         })
     }
 
-    /// The API for a kind, refreshing discovery once when the kind is unknown (a CRD that was
-    /// just established).
+    /// Bound the total time one sync waits for the CRDs it applied to become Established
+    /// before applying their custom resources (zero: check once, never wait).
+    #[must_use]
+    pub fn with_crd_wait(mut self, wait: Duration) -> Self {
+        self.crd_wait = wait;
+        self
+    }
+
+    /// Run discovery again and cache it.
+    async fn refresh_discovery(&self) -> Result<Arc<Discovery>, String> {
+        let fresh = Arc::new(
+            Discovery::new(self.client.clone())
+                .run()
+                .await
+                .map_err(|error| format!("API discovery failed: {error}"))?,
+        );
+        *self.discovery.write().await = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// How the cluster serves a kind: from the cached discovery, refreshed on the pass's first
+    /// miss (a CRD established since).
+    async fn resolve(&self, pass: &Pass, gvk: &GroupVersionKind) -> Result<Option<(ApiResource, Scope)>, String> {
+        let lookup = |discovery: &Discovery| discovery.resolve_gvk(gvk).map(|(r, c)| (r, c.scope));
+        let cached = self.discovery.read().await.clone();
+        if let Some(found) = lookup(&cached) {
+            return Ok(Some(found));
+        }
+        if pass.refreshed.swap(true, Ordering::Relaxed) {
+            return Ok(None);
+        }
+        let fresh = self.refresh_discovery().await?;
+        Ok(lookup(&fresh))
+    }
+
+    /// The API for a kind (see [`Applier::resolve`] for when discovery is refreshed).
+    /// The resource serving a kind, and its scope, from discovery (refreshed once on a miss).
+    pub async fn resource(&self, group: &str, version: &str, kind: &str) -> Result<(ApiResource, Scope), String> {
+        self.resolve(&Pass::default(), &GroupVersionKind::gvk(group, version, kind))
+            .await?
+            .ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))
+    }
+
     async fn api(
         &self,
+        pass: &Pass,
         group: &str,
         version: &str,
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Api<DynamicObject>, String> {
-        let (resource, scope) = self.resource(group, version, kind).await?;
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let (resource, scope) = self
+            .resolve(pass, &gvk)
+            .await?
+            .ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))?;
         Ok(match (scope, namespace) {
             (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
             _ => Api::all_with(self.client.clone(), &resource),
         })
     }
 
-    /// The resource serving a kind, and its scope, from discovery (refreshed once on a miss).
-    pub async fn resource(&self, group: &str, version: &str, kind: &str) -> Result<(ApiResource, Scope), String> {
-        let gvk = GroupVersionKind::gvk(group, version, kind);
-        let resolve = |discovery: &Discovery| discovery.resolve_gvk(&gvk);
-        let cached = self.discovery.read().await.clone();
-        let mut found: Option<(ApiResource, Scope)> = resolve(&cached).map(|(r, c)| (r, c.scope));
-        if found.is_none() {
-            match Discovery::new(self.client.clone()).run().await {
-                Ok(fresh) => {
-                    found = resolve(&fresh).map(|(r, c)| (r, c.scope));
-                    *self.discovery.write().await = Arc::new(fresh);
-                }
-                Err(error) => return Err(format!("API discovery failed: {error}")),
-            }
-        }
-        found.ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))
-    }
-
     /// The custom (non-built-in) kinds among `desired` that the cluster serves, i.e. whose CRD
     /// is Established.
     pub async fn served_custom_kinds(&self, desired: &[DesiredObject]) -> HashSet<GroupKind> {
+        self.served_custom_kinds_in(&Pass::default(), desired).await
+    }
+
+    async fn served_custom_kinds_in(&self, pass: &Pass, desired: &[DesiredObject]) -> HashSet<GroupKind> {
         let mut served = HashSet::new();
         for object in desired {
             if crate::desired::kinds::builtin(&object.group, &object.kind).is_some() {
                 continue;
             }
             if self
-                .api(&object.group, &object.version, &object.kind, None)
+                .api(pass, &object.group, &object.version, &object.kind, None)
                 .await
                 .is_ok()
             {
@@ -145,6 +222,10 @@ impl Applier {
     /// Read what the plan compares against: every desired object and every inventory entry.
     /// A kind that cannot be read is marked unknown, so the plan neither skips nor forgets it.
     pub async fn snapshot(&self, desired: &[DesiredObject], inventory: &[InventoryEntry]) -> LiveSnapshot {
+        self.snapshot_in(&Pass::default(), desired, inventory).await
+    }
+
+    async fn snapshot_in(&self, pass: &Pass, desired: &[DesiredObject], inventory: &[InventoryEntry]) -> LiveSnapshot {
         let mut live = LiveSnapshot::new();
         let wanted = desired
             .iter()
@@ -156,7 +237,7 @@ impl Applier {
             }
             let read = async {
                 let api = self
-                    .api(&key.group, &version, &key.kind, key.namespace.as_deref())
+                    .api(pass, &key.group, &version, &key.kind, key.namespace.as_deref())
                     .await?;
                 match tokio::time::timeout(self.timeout, api.get_opt(&key.name)).await {
                     Ok(Ok(object)) => Ok(object),
@@ -204,8 +285,9 @@ impl Applier {
         prune: &PruneSpec,
         held: &HashSet<ObjectKey>,
     ) -> Sync {
-        let live = self.snapshot(desired, inventory).await;
-        let established = self.served_custom_kinds(desired).await;
+        let pass = Pass::default();
+        let live = self.snapshot_in(&pass, desired, inventory).await;
+        let established = self.served_custom_kinds_in(&pass, desired).await;
         let facts = PlanFacts {
             guard,
             established: &established,
@@ -213,21 +295,68 @@ impl Applier {
             held,
         };
         let plan = plan(desired, inventory, &live, &facts);
-        let outcome = self.execute(&plan).await;
+        let outcome = self.execute_in(&pass, &plan).await;
+        let mut waiting = plan.waiting.clone();
+        waiting.extend(outcome.waiting.iter().cloned());
         Sync {
             inventory: next_inventory(&plan, &outcome.applied, &outcome.pruned),
             skipped: plan.skipped.clone(),
-            waiting: plan.waiting.clone(),
+            waiting,
             outcome,
         }
+    }
+
+    /// Wait for the CRD `name` (applied earlier in this pass, unless its apply failed) to be
+    /// Established and for discovery to serve `gvk`, until `deadline`. A CRD that is
+    /// Established but does not define `gvk` at all ends the wait at once: the apply then fails
+    /// with "the cluster does not serve", which is the error to fix.
+    async fn await_crd(&self, name: &str, gvk: &GroupVersionKind, applied: bool, deadline: Instant) -> CrdState {
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client.clone());
+        let is_established = conditions::is_crd_established();
+        let mut established: Option<CustomResourceDefinition> = None;
+        loop {
+            if established.is_none() {
+                match tokio::time::timeout(self.timeout, crds.get_opt(name)).await {
+                    Ok(Ok(crd)) => established = crd.filter(|crd| is_established.matches_object(Some(crd))),
+                    Ok(Err(error)) => tracing::debug!(crd = name, %error, "reading CRD"),
+                    Err(_) => tracing::debug!(crd = name, "reading CRD timed out"),
+                }
+            }
+            if let Some(crd) = &established {
+                match self.refresh_discovery().await {
+                    Ok(discovery) if discovery.resolve_gvk(gvk).is_some() => return CrdState::Established,
+                    Ok(_) if !defines(crd, gvk) => return CrdState::Established,
+                    Ok(_) => tracing::debug!(crd = name, "Established but not discovered yet"),
+                    Err(message) => tracing::debug!(crd = name, %message, "refreshing discovery"),
+                }
+            }
+            // A CRD whose own apply failed is checked once: it may exist from before.
+            let now = Instant::now();
+            if !applied || now >= deadline {
+                return CrdState::NotEstablished;
+            }
+            tokio::time::sleep(CRD_POLL.min(deadline - now)).await;
+        }
+    }
+
+    /// Apply then prune, in the plan's order. An apply step that requires a CRD waits for it
+    /// (all such waits share one [`Applier::with_crd_wait`] budget); steps whose CRD is not
+    /// ready in time go to [`Outcome::waiting`].
+    pub async fn execute(&self, plan: &Plan<'_>) -> Outcome {
+        self.execute_in(&Pass::default(), plan).await
     }
 
     /// Server-side apply one desired object (manager `driftguard`, force); returns the stored
     /// object's metadata.
     pub async fn apply_one(&self, object: &DesiredObject) -> Result<ObjectMeta, String> {
+        self.apply_in(&Pass::default(), object).await
+    }
+
+    async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> Result<ObjectMeta, String> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
         let api = self
             .api(
+                pass,
                 &object.group,
                 &object.version,
                 &object.kind,
@@ -246,11 +375,39 @@ impl Applier {
         }
     }
 
-    /// Apply then prune, in the plan's order.
-    pub async fn execute(&self, plan: &Plan<'_>) -> Outcome {
+    async fn execute_in(&self, pass: &Pass, plan: &Plan<'_>) -> Outcome {
         let mut outcome = Outcome::default();
+        let mut deadline: Option<Instant> = None;
+        let mut crds: HashMap<&str, CrdState> = HashMap::new();
         for step in &plan.apply {
-            match self.apply_one(step.object).await {
+            let object = step.object;
+            if let Some(crd) = step.requires_crd.as_deref() {
+                let state = match crds.get(crd) {
+                    Some(state) => *state,
+                    None => {
+                        let applied = !outcome
+                            .apply_failed
+                            .iter()
+                            .any(|f| f.key.group == CRD_GROUP && f.key.kind == CRD_KIND && f.key.name == crd);
+                        let deadline = *deadline.get_or_insert_with(|| Instant::now() + self.crd_wait);
+                        let gvk = GroupVersionKind::gvk(&object.group, &object.version, &object.kind);
+                        let state = self.await_crd(crd, &gvk, applied, deadline).await;
+                        if state == CrdState::NotEstablished {
+                            tracing::info!(crd, wait = ?self.crd_wait, "CRD not Established in time; its custom resources wait for the next reconcile");
+                        }
+                        crds.insert(crd, state);
+                        state
+                    }
+                };
+                if state == CrdState::NotEstablished {
+                    outcome
+                        .waiting
+                        .push((step.key.clone(), WaitReason::CrdNotEstablished { crd: crd.to_owned() }));
+                    continue;
+                }
+            }
+            let result = self.apply_in(pass, object).await;
+            match result {
                 Ok(meta) => outcome.applied.push(Applied {
                     key: step.key.clone(),
                     uid: meta.uid,
@@ -276,7 +433,7 @@ impl Applier {
             let key = &step.key;
             let result = async {
                 let api = self
-                    .api(&key.group, &step.version, &key.kind, key.namespace.as_deref())
+                    .api(pass, &key.group, &step.version, &key.kind, key.namespace.as_deref())
                     .await?;
                 match tokio::time::timeout(self.timeout, api.delete(&key.name, &params)).await {
                     Ok(Ok(_)) => Ok(()),

@@ -16,6 +16,7 @@ mod order;
 mod plan;
 pub mod run;
 pub mod selfheal;
+pub mod source;
 
 #[cfg(test)]
 mod tests;

@@ -1,23 +1,30 @@
-//! The Guard controller loop: a kube-runtime `Controller` over every Guard, reconciling only
-//! while this replica holds the Lease ([`super::leader`]); followers requeue and wait.
+//! The controller loops: a kube-runtime `Controller` over every GitSource (fetch on the
+//! source's interval) and one over every Guard (full reconcile on the Guard's interval, and at
+//! once when the status of its GitSource changes, i.e. a new commit was fetched). Both
+//! reconcile only while this replica holds the Lease ([`super::leader`]); followers requeue
+//! and wait.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use kube::Api;
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
 use super::controller::{Context, ReconcileError, reconcile_guard};
-use crate::api::Guard;
+use super::source::reconcile_source;
+use crate::api::{GitSource, Guard};
 
 /// How often a follower checks whether it leads now.
 const FOLLOWER_RECHECK: Duration = Duration::from_secs(2);
 /// Retry after a failed reconcile.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
+/// The shortest requeue, whatever the spec says.
+const MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 struct Shared {
     ctx: Context,
@@ -29,29 +36,134 @@ async fn reconcile(guard: Arc<Guard>, shared: Arc<Shared>) -> Result<Action, Rec
         return Ok(Action::requeue(FOLLOWER_RECHECK));
     }
     reconcile_guard(&guard, &shared.ctx).await?;
-    Ok(Action::requeue(guard.spec.interval.0.max(Duration::from_secs(1))))
+    Ok(Action::requeue(guard.spec.interval.0.max(MIN_INTERVAL)))
 }
 
 fn error_policy(guard: Arc<Guard>, error: &ReconcileError, _shared: Arc<Shared>) -> Action {
-    tracing::warn!(guard = %kube::ResourceExt::name_any(guard.as_ref()), reason = error.label(), %error, "reconcile failed; retrying");
+    tracing::warn!(guard = %guard.name_any(), reason = error.label(), %error, "reconcile failed; retrying");
     Action::requeue(ERROR_RETRY)
 }
 
-/// Reconcile every Guard in the cluster until `shutdown`, writing only while `leading`.
+/// True when `guard`'s sourceRef names `source` (an omitted namespace is the Guard's own).
+pub fn uses_source(guard: &Guard, source: &GitSource) -> bool {
+    let guard_namespace = guard.namespace();
+    let wanted_namespace = guard.spec.source_ref.namespace.as_ref().or(guard_namespace.as_ref());
+    guard.spec.source_ref.name == source.name_any() && wanted_namespace == source.namespace().as_ref()
+}
+
+/// The Guards among `guards` that read `source`.
+pub fn guards_of_source(source: &GitSource, guards: &[Arc<Guard>]) -> Vec<ObjectRef<Guard>> {
+    guards
+        .iter()
+        .filter(|guard| uses_source(guard, source))
+        .map(|guard| ObjectRef::from_obj(guard.as_ref()))
+        .collect()
+}
+
+/// Reconcile every Guard in the cluster until `shutdown`, writing only while `leading`. A
+/// change to a GitSource (its status records each new commit) reconciles the Guards that
+/// read it right away.
 pub async fn run_guards(
     ctx: Context,
     leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let guards: Api<Guard> = Api::all(ctx.client.clone());
+    let sources: Api<GitSource> = Api::all(ctx.client.clone());
     let shared = Arc::new(Shared { ctx, leading });
-    Controller::new(guards, watcher::Config::default())
+    let controller = Controller::new(guards, watcher::Config::default());
+    let store = controller.store();
+    controller
+        .watches(sources, watcher::Config::default(), move |source: GitSource| {
+            guards_of_source(&source, &store.state())
+        })
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, shared)
         .for_each(|result| async move {
             if let Err(error) = result {
-                tracing::debug!(%error, "controller event");
+                tracing::debug!(%error, "guard controller event");
             }
         })
         .await;
+}
+
+struct SourceShared {
+    client: Client,
+    leading: watch::Receiver<bool>,
+}
+
+async fn reconcile_one_source(source: Arc<GitSource>, shared: Arc<SourceShared>) -> Result<Action, ReconcileError> {
+    if !*shared.leading.borrow() {
+        return Ok(Action::requeue(FOLLOWER_RECHECK));
+    }
+    reconcile_source(&source, &shared.client).await?;
+    Ok(Action::requeue(source.spec.interval.0.max(MIN_INTERVAL)))
+}
+
+fn source_error_policy(source: Arc<GitSource>, error: &ReconcileError, _shared: Arc<SourceShared>) -> Action {
+    tracing::warn!(source = %source.name_any(), reason = error.label(), %error, "source reconcile failed; retrying");
+    Action::requeue(ERROR_RETRY)
+}
+
+/// Fetch every GitSource in the cluster on its interval until `shutdown`, writing status
+/// only while `leading`. A fetch that fails is recorded in the status (Ready=False) and
+/// retried at the interval.
+pub async fn run_sources(
+    client: Client,
+    leading: watch::Receiver<bool>,
+    shutdown: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let sources: Api<GitSource> = Api::all(client.clone());
+    let shared = Arc::new(SourceShared { client, leading });
+    Controller::new(sources, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile_one_source, source_error_policy, shared)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "source controller event");
+            }
+        })
+        .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn guard(namespace: &str, source_ref: serde_json::Value) -> Arc<Guard> {
+        Arc::new(
+            serde_json::from_value(json!({
+                "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+                "metadata": {"name": format!("g-{namespace}-{}", source_ref["name"].as_str().unwrap_or("")), "namespace": namespace},
+                "spec": {"sourceRef": source_ref, "path": "."}
+            }))
+            .unwrap(),
+        )
+    }
+
+    fn source(namespace: &str, name: &str) -> GitSource {
+        serde_json::from_value(json!({
+            "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"url": "/srv/git"}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_source_maps_to_the_guards_that_read_it() {
+        let guards = [
+            guard("team", json!({"name": "apps"})),
+            guard("other", json!({"name": "apps", "namespace": "team"})),
+            guard("other", json!({"name": "apps"})),
+            guard("team", json!({"name": "infra"})),
+        ];
+        let names: Vec<String> = guards_of_source(&source("team", "apps"), &guards)
+            .into_iter()
+            .map(|r| format!("{}/{}", r.namespace.unwrap_or_default(), r.name))
+            .collect();
+        assert_eq!(names, ["team/g-team-apps", "other/g-other-apps"]);
+        assert!(guards_of_source(&source("nowhere", "apps"), &guards).is_empty());
+    }
 }
