@@ -11,6 +11,7 @@ use serde::Deserialize;
 use crate::admission::service_account_username;
 use crate::api::{GitRefSpec, GitSourceSpec, GoDuration, GuardSpec, Mode, SourceReference};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
+use crate::reconcile::selfheal::HealSettings;
 use crate::source::GitReference;
 
 /// Why the configuration is unusable.
@@ -187,10 +188,69 @@ fn default_cache_bytes() -> u64 {
     256 * 1024 * 1024
 }
 
+/// `cluster.selfHeal:` when a writer counts as fighting.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SelfHealFile {
+    /// More than this many corrections against one writer within `window` is a fight.
+    #[serde(default = "default_max_flips")]
+    pub max_flips: usize,
+    /// The window flips are counted in.
+    #[serde(default = "default_flip_window")]
+    pub window: GoDuration,
+}
+
+fn default_max_flips() -> usize {
+    HealSettings::default().max_flips
+}
+fn default_flip_window() -> GoDuration {
+    GoDuration(HealSettings::default().window)
+}
+
+impl Default for SelfHealFile {
+    fn default() -> Self {
+        SelfHealFile {
+            max_flips: default_max_flips(),
+            window: default_flip_window(),
+        }
+    }
+}
+
+/// `cluster:` section: enforce against a Kubernetes cluster, with Guards and GitSources from
+/// its API instead of this file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterFile {
+    /// kubeconfig file; default: `KUBECONFIG`, `~/.kube/config`, or the in-cluster config.
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the leader Lease; default `POD_NAMESPACE`, else the service account's.
+    #[serde(default)]
+    pub lease_namespace: Option<String>,
+    /// Name of the leader Lease.
+    #[serde(default)]
+    pub lease_name: Option<String>,
+    /// How long a leader's Lease lasts without renewal.
+    #[serde(default)]
+    pub lease_duration: Option<GoDuration>,
+    /// This replica's name in the Lease and Events; default `POD_NAME`, else host and pid.
+    #[serde(default)]
+    pub identity: Option<String>,
+    /// Bound on every single API read or write of the enforcer.
+    #[serde(default)]
+    pub api_timeout: Option<GoDuration>,
+    /// Fight detection.
+    #[serde(default)]
+    pub self_heal: SelfHealFile,
+}
+
 /// The config file as written.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ConfigFile {
+    /// Enforce against a cluster (Guards come from its API).
+    #[serde(default)]
+    pub cluster: Option<ClusterFile>,
     /// Webhook server.
     #[serde(default)]
     pub server: ServerFile,
@@ -200,9 +260,11 @@ pub struct ConfigFile {
     /// Bound on cached desired state, in bytes.
     #[serde(default = "default_cache_bytes")]
     pub desired_cache_bytes: u64,
-    /// GitSources.
+    /// GitSources (standalone mode).
+    #[serde(default)]
     pub sources: Vec<SourceEntry>,
-    /// Guards.
+    /// Guards (standalone mode).
+    #[serde(default)]
     pub guards: Vec<GuardEntry>,
 }
 
@@ -257,9 +319,30 @@ pub struct Guard {
     pub source: usize,
 }
 
+/// Validated cluster settings.
+#[derive(Debug, Clone)]
+pub struct ClusterSettings {
+    /// kubeconfig file (None: infer).
+    pub kubeconfig: Option<PathBuf>,
+    /// Lease namespace.
+    pub lease_namespace: String,
+    /// Lease name.
+    pub lease_name: String,
+    /// Lease duration.
+    pub lease_duration: Duration,
+    /// This replica's identity.
+    pub identity: String,
+    /// Per-request bound for the enforcer.
+    pub api_timeout: Duration,
+    /// Fight detection.
+    pub self_heal: HealSettings,
+}
+
 /// Everything `serve` needs, validated.
 #[derive(Debug, Clone)]
 pub struct Settings {
+    /// Cluster mode (None: standalone, Guards from this file).
+    pub cluster: Option<ClusterSettings>,
     /// Server.
     pub server: ServerSettings,
     /// driftguard's own username.
@@ -283,6 +366,10 @@ pub struct Overrides {
     pub cert_file: Option<PathBuf>,
     /// `--key-file`.
     pub key_file: Option<PathBuf>,
+    /// `--cluster`: enforce against the cluster.
+    pub cluster: bool,
+    /// `--kubeconfig` (implies `--cluster`).
+    pub kubeconfig: Option<PathBuf>,
 }
 
 impl ConfigFile {
@@ -325,6 +412,7 @@ guards:
         );
         // The text above is a constant shape; a parse failure would be a bug caught by tests.
         Self::parse(&text, "embedded default").unwrap_or_else(|_| ConfigFile {
+            cluster: None,
             server: ServerFile::default(),
             service_account: default_service_account(),
             desired_cache_bytes: default_cache_bytes(),
@@ -333,9 +421,49 @@ guards:
         })
     }
 
+    /// Cluster mode without a config file: development certificates in `dir` unless
+    /// `--cert-file`/`--key-file` are given.
+    pub fn cluster_default(dir: &Path) -> Self {
+        let mut server = ServerFile::default();
+        server.tls.dev_certs_dir = Some(dir.join("certs"));
+        ConfigFile {
+            cluster: Some(ClusterFile::default()),
+            server,
+            service_account: default_service_account(),
+            desired_cache_bytes: default_cache_bytes(),
+            sources: Vec::new(),
+            guards: Vec::new(),
+        }
+    }
+
     /// Validate, resolving relative paths against `base_dir`.
     pub fn validate(self, base_dir: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
-        let server = validate_server(self.server, base_dir, overrides)?;
+        let server = validate_server(self.server.clone(), base_dir, overrides)?;
+        if self.service_account.split('/').count() != 2 {
+            return Err(ConfigError::Invalid(format!(
+                "serviceAccount {:?} must be written namespace/name",
+                self.service_account
+            )));
+        }
+        let cluster = match (&self.cluster, overrides.cluster || overrides.kubeconfig.is_some()) {
+            (None, false) => None,
+            (file, _) => Some(self.validate_cluster(file.clone().unwrap_or_default(), base_dir, overrides)?),
+        };
+        if let Some(cluster) = cluster {
+            if !self.sources.is_empty() || !self.guards.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "in cluster mode GitSources and Guards come from the cluster (kubectl apply them); remove `sources:` and `guards:` from the config file".to_owned(),
+                ));
+            }
+            return Ok(Settings {
+                cluster: Some(cluster),
+                server,
+                own_username: service_account_username(&self.service_account),
+                desired_cache_bytes: self.desired_cache_bytes,
+                sources: Vec::new(),
+                guards: Vec::new(),
+            });
+        }
         let mut sources = Vec::with_capacity(self.sources.len());
         let mut source_ids = Vec::with_capacity(self.sources.len());
         for entry in &self.sources {
@@ -388,21 +516,61 @@ guards:
         }
         if guards.is_empty() {
             return Err(ConfigError::Invalid(
-                "no guards: declare at least one entry under `guards:`".to_owned(),
+                "no guards: declare at least one entry under `guards:` (or run with --cluster)".to_owned(),
             ));
         }
-        if self.service_account.split('/').count() != 2 {
-            return Err(ConfigError::Invalid(format!(
-                "serviceAccount {:?} must be written namespace/name",
-                self.service_account
-            )));
-        }
         Ok(Settings {
+            cluster: None,
             server,
             own_username: service_account_username(&self.service_account),
             desired_cache_bytes: self.desired_cache_bytes,
             sources,
             guards,
+        })
+    }
+}
+
+impl ConfigFile {
+    fn validate_cluster(
+        &self,
+        file: ClusterFile,
+        base_dir: &Path,
+        overrides: &Overrides,
+    ) -> Result<ClusterSettings, ConfigError> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+        let own_namespace = self.service_account.split('/').next().unwrap_or("driftguard");
+        let lease_duration = file.lease_duration.map_or(Duration::from_secs(15), |d| d.0);
+        if lease_duration < Duration::from_secs(1) {
+            return Err(ConfigError::Invalid(
+                "cluster.leaseDuration must be at least 1s".to_owned(),
+            ));
+        }
+        if file.self_heal.max_flips == 0 {
+            return Err(ConfigError::Invalid(
+                "cluster.selfHeal.maxFlips must be positive".to_owned(),
+            ));
+        }
+        let identity = file.identity.or_else(|| env("POD_NAME")).unwrap_or_else(|| {
+            let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+            format!("{}-{}", host.trim(), std::process::id())
+        });
+        Ok(ClusterSettings {
+            kubeconfig: overrides
+                .kubeconfig
+                .clone()
+                .or(file.kubeconfig.map(|k| base_dir.join(k))),
+            lease_namespace: file
+                .lease_namespace
+                .or_else(|| env("POD_NAMESPACE"))
+                .unwrap_or_else(|| own_namespace.to_owned()),
+            lease_name: file.lease_name.unwrap_or_else(|| "driftguard-leader".to_owned()),
+            lease_duration,
+            identity,
+            api_timeout: file.api_timeout.map_or(Duration::from_secs(10), |d| d.0),
+            self_heal: HealSettings {
+                max_flips: file.self_heal.max_flips,
+                window: file.self_heal.window.0,
+            },
         })
     }
 }

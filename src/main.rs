@@ -42,6 +42,13 @@ enum Command {
         /// Serving key (PEM).
         #[arg(long, env = "DRIFTGUARD_KEY_FILE", requires = "cert_file")]
         key_file: Option<PathBuf>,
+        /// Enforce against the cluster: Guards and GitSources from its API, the leader applies,
+        /// prunes and heals, every replica serves admission.
+        #[arg(long, env = "DRIFTGUARD_CLUSTER")]
+        cluster: bool,
+        /// kubeconfig file for --cluster (default: KUBECONFIG, ~/.kube/config, in-cluster).
+        #[arg(long, env = "DRIFTGUARD_KUBECONFIG")]
+        kubeconfig: Option<PathBuf>,
     },
     /// Decide one AdmissionReview offline and print the response review.
     /// Exit status: 0 allowed, 1 denied, 2 error.
@@ -139,6 +146,8 @@ fn main() -> ExitCode {
             metrics_listen,
             cert_file,
             key_file,
+            cluster,
+            kubeconfig,
         } => run_serve(
             config,
             Overrides {
@@ -146,6 +155,8 @@ fn main() -> ExitCode {
                 metrics_listen,
                 cert_file,
                 key_file,
+                cluster,
+                kubeconfig,
             },
         ),
         Command::Check {
@@ -168,10 +179,15 @@ fn main() -> ExitCode {
 }
 
 fn run_serve(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> {
+    let cluster = overrides.cluster || overrides.kubeconfig.is_some();
     let (file, base_dir) = match &config {
         Some(path) => {
             let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
             (ConfigFile::read(path)?, base)
+        }
+        None if cluster => {
+            let cwd = std::env::current_dir().context("cannot read the current directory")?;
+            (ConfigFile::cluster_default(&cwd), cwd)
         }
         None => {
             let cwd = std::env::current_dir().context("cannot read the current directory")?;
@@ -186,7 +202,7 @@ fn run_serve(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> 
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve::run(settings, config.is_none()))?;
+    runtime.block_on(serve::run(settings, config.is_none() && !cluster))?;
     Ok(ExitCode::SUCCESS)
 }
 

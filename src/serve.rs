@@ -1,11 +1,17 @@
-//! `driftguard serve`: load every Guard's desired state, keep it fresh, serve admission.
+//! `driftguard serve`: serve admission over HTTPS from the desired state of every Guard.
+//!
+//! Standalone (this module): Guards come from the config file and are reloaded from Git on
+//! their sources' interval. Cluster mode ([`cluster`]): Guards come from the API, the Lease
+//! holder enforces, and every replica serves what the leader applied.
+
+mod cluster;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
 use crate::admission::{Admission, AdmissionSettings};
-use crate::audit::StdoutSink;
+use crate::audit::{AuditSink, StdoutSink};
 use crate::certs;
 use crate::config::{Settings, TlsSource};
 use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, load_guard};
@@ -24,6 +30,9 @@ pub enum ServeError {
     /// The audit writer could not start.
     #[error("cannot start the audit writer: {0}")]
     Audit(std::io::Error),
+    /// The cluster could not be reached or configured.
+    #[error("cluster: {0}")]
+    Cluster(String),
 }
 
 /// Loads all Guards, keeping each Guard's last good set when a refresh fails.
@@ -71,8 +80,52 @@ fn publish(store: &DesiredStore, metrics: &Metrics, sets: Vec<Arc<DesiredSet>>, 
     }
 }
 
+/// A bound webhook server and what it serves from.
+struct Started {
+    bound: server::BoundServer,
+    /// The development CA, when certificates were generated.
+    ca_file: Option<std::path::PathBuf>,
+}
+
+/// Prepare certificates and bind the webhook and metrics listeners.
+async fn start(
+    settings: &Settings,
+    store: Arc<DesiredStore>,
+    metrics: Arc<Metrics>,
+    audit: Arc<dyn AuditSink>,
+) -> Result<Started, ServeError> {
+    let (cert_file, key_file, ca_file) = match &settings.server.tls {
+        TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
+        TlsSource::Dev(dir) => {
+            let hosts: Vec<String> = certs::DEFAULT_DEV_HOSTS.iter().map(|h| h.to_string()).collect();
+            let paths = certs::ensure_dev_certs(dir, &hosts)?;
+            (paths.cert, paths.key, Some(paths.ca_cert))
+        }
+    };
+    let admission = Arc::new(Admission::new(
+        store,
+        AdmissionSettings {
+            own_username: settings.own_username.clone(),
+        },
+        audit,
+    ));
+    let mut options = ServerOptions::new(cert_file, key_file);
+    options.listen = settings.server.listen;
+    options.metrics_listen = settings.server.metrics_listen;
+    options.reload_interval = settings.server.reload_interval;
+    options.max_body_bytes = settings.server.max_body_bytes;
+    options.max_in_flight = settings.server.max_in_flight;
+    options.shutdown_grace = settings.server.shutdown_grace;
+    let bound = server::bind(options, admission, metrics).await?;
+    tracing::info!(addr = %bound.https_addr(), metrics = ?bound.metrics_addr(), "driftguard is serving admission");
+    Ok(Started { bound, ca_file })
+}
+
 /// Run until SIGTERM/Ctrl-C. `embedded` prints how to try the embedded default.
 pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
+    if let Some(cluster_settings) = settings.cluster.clone() {
+        return cluster::run(settings, cluster_settings).await;
+    }
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(DesiredStore::new());
@@ -91,32 +144,9 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let mut loader = loader_back;
     publish(&store, &metrics, sets, complete);
 
-    let (cert_file, key_file, ca_file) = match &settings.server.tls {
-        TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
-        TlsSource::Dev(dir) => {
-            let hosts: Vec<String> = certs::DEFAULT_DEV_HOSTS.iter().map(|h| h.to_string()).collect();
-            let paths = certs::ensure_dev_certs(dir, &hosts)?;
-            (paths.cert, paths.key, Some(paths.ca_cert))
-        }
-    };
     let audit = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
-    let admission = Arc::new(Admission::new(
-        store.clone(),
-        AdmissionSettings {
-            own_username: settings.own_username.clone(),
-        },
-        audit,
-    ));
-    let mut options = ServerOptions::new(cert_file, key_file);
-    options.listen = settings.server.listen;
-    options.metrics_listen = settings.server.metrics_listen;
-    options.reload_interval = settings.server.reload_interval;
-    options.max_body_bytes = settings.server.max_body_bytes;
-    options.max_in_flight = settings.server.max_in_flight;
-    options.shutdown_grace = settings.server.shutdown_grace;
-    let bound = server::bind(options, admission, metrics.clone()).await?;
+    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit).await?;
     let addr = bound.https_addr();
-    tracing::info!(%addr, metrics = ?bound.metrics_addr(), "driftguard is serving admission");
     if let (true, Some(ca)) = (embedded, ca_file) {
         let metrics_url = bound
             .metrics_addr()

@@ -321,6 +321,14 @@ fn off_mode_and_ignore_rules_and_exemptions_allow() {
     let off = stack_with(Mode::Off, vec![], Exemptions::default());
     assert_eq!(ask(&off, Webhook::Validate, "scale-deployment").0["allowed"], true);
 
+    // suspend stops the enforcer, not admission: the Guard keeps its mode.
+    let mut suspended = support::example_guard(Mode::Deny);
+    suspended.suspend = true;
+    assert_eq!(
+        ask(&support::stack(&suspended), Webhook::Validate, "scale-deployment").0["allowed"],
+        false
+    );
+
     let ignore_replicas = IgnoreRule {
         kind: Some("Deployment".into()),
         json_pointers: vec!["/spec/replicas".into()],

@@ -402,3 +402,56 @@ async fn a_source_at_a_missing_path_is_not_ready() {
     loops.stop().await;
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_render_prunes_nothing_unless_allow_empty() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (repo, first_commit, guards) = install(&client, json!({})).await;
+    let ctx = Context::new(
+        client.clone(),
+        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+        DesiredCache::new(64 * 1024 * 1024),
+    );
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(status.inventory.len(), 5);
+
+    // A commit that leaves the path without manifests (a broken refactor, say).
+    std::fs::write(repo.path().join("examples/app/README.md"), "moved elsewhere\n").unwrap();
+    support::git(repo.path(), &["add", "examples/app/README.md"]);
+    support::git(repo.path(), &["rm", "-q", "examples/app/*.yaml"]);
+    support::git(repo.path(), &["commit", "-qm", "everything moved"]);
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(status.inventory.len(), 5, "nothing forgotten");
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    assert!(deployments.get_opt("web").await.unwrap().is_some(), "nothing pruned");
+    let ready = &status.conditions[0];
+    assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "EmptyRender"));
+    assert!(ready.message.contains("allowEmpty"), "{}", ready.message);
+    assert_eq!(
+        status.last_applied_revision.as_deref(),
+        Some(first_commit.as_str()),
+        "admission keeps enforcing what is still there"
+    );
+
+    // Saying so explicitly deletes everything.
+    guards
+        .patch(
+            "example-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"prune": {"enabled": true, "allowEmpty": true}}})),
+        )
+        .await
+        .unwrap();
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert!(status.inventory.is_empty(), "{:?}", status.inventory);
+    assert!(deployments.get_opt("web").await.unwrap().is_none());
+    api.stop().await;
+}

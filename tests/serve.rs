@@ -326,3 +326,130 @@ guards:
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `driftguard serve --kubeconfig` against the test API server: the replica wins the Lease,
+/// applies the Guard, serves the applied revision (ready only then), heals a `kubectl edit`
+/// that no webhook stopped, and releases the Lease on SIGTERM.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
+    use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::coordination::v1::Lease;
+    use kube::api::{Api, PostParams};
+
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "driftguard"}})).unwrap();
+    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+        .create(&PostParams::default(), &namespace)
+        .await
+        .unwrap();
+    let (repo, commit, guards) = support::guards::install(&client, serde_json::json!({"interval": "1h"})).await;
+
+    let kubeconfig = dir.path().join("driftguard.kubeconfig");
+    api.write_kubeconfig(Identity::Driftguard, &kubeconfig).unwrap();
+    let config = dir.path().join("driftguard.yaml");
+    std::fs::write(
+        &config,
+        "server:\n  listen: 127.0.0.1:0\n  metricsListen: 127.0.0.1:0\n  tls: {devCertsDir: certs}\ncluster:\n  identity: replica-a\n  leaseDuration: 2s\n",
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&config)
+        .arg("--kubeconfig")
+        .arg(&kubeconfig)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("driftguard starts");
+    let stderr = lines(child.stderr.take().unwrap());
+    let audit = lines(child.stdout.take().unwrap());
+    let serving = recv_until(&stderr, "the serving line", |l| {
+        l.contains("driftguard is serving admission")
+    });
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        while let Ok(line) = stderr.recv() {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    let https: SocketAddr = between(&serving, "addr=", " ").parse().unwrap();
+    let pem = std::fs::read(dir.path().join("certs/ca.crt")).unwrap();
+    let ca = driftguard::certs::parse_cert_chain(&pem, "ca").unwrap().remove(0);
+
+    // The leader applies the Guard; the replica is ready once Guards and GitSources are listed
+    // and every applied revision is loaded.
+    eventually("the Guard applied", || async {
+        let status = guards.get("example-app").await.ok()?.status?;
+        (status.last_applied_revision.as_deref() == Some(commit.as_str())).then_some(())
+    })
+    .await;
+    eventually("readyz", || async {
+        let mut sender = connect(https, &ca).await;
+        let answer = send(&mut sender, "GET", "/readyz", empty()).await.ok()?;
+        (answer.status == StatusCode::OK).then_some(())
+    })
+    .await;
+    let lease = Api::<Lease>::namespaced(client.clone(), "driftguard")
+        .get("driftguard-leader")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity.as_deref(), Some("replica-a"));
+
+    // Admission answers from the applied revision (the index follows the Guard's status).
+    let review: Value = eventually("a denial from the applied revision", || async {
+        let mut sender = connect(https, &ca).await;
+        let answer = send(&mut sender, "POST", "/validate", full(fixture("scale-deployment.json")))
+            .await
+            .ok()?;
+        let review: Value = serde_json::from_str(&answer.body).ok()?;
+        (review["response"]["allowed"] == false).then_some(review)
+    })
+    .await;
+    let message = review["response"]["status"]["message"].as_str().unwrap();
+    assert!(message.contains(&commit[..12]), "names the applied revision: {message}");
+
+    // With no webhook registered, a kubectl edit lands; self-heal restores Git.
+    let user = dir.path().join("user.kubeconfig");
+    api.write_kubeconfig(Identity::User, &user).unwrap();
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 5/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = support::kubectl(dir.path(), &user)
+        .args(["edit", "deploy", "web", "-n", "default"])
+        .env("EDITOR", &editor)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    eventually("replicas back to Git's 3", || async {
+        let replicas = deployments.get("web").await.ok()?.spec?.replicas;
+        (replicas == Some(3)).then_some(())
+    })
+    .await;
+    let line = recv_until(&audit, "the drift.corrected audit line", |l| {
+        l.contains("drift.corrected")
+    });
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event["field_manager"], "kubectl-edit");
+    assert_eq!(event["fields"][0]["path"], "spec.replicas");
+    assert_eq!(event["revision"], commit.as_str());
+
+    // SIGTERM: a clean exit that hands the Lease back.
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let exit = child.wait().unwrap();
+    assert!(exit.success(), "{exit:?}; logs:\n{}", logs.lock().unwrap().join("\n"));
+    let lease = Api::<Lease>::namespaced(client.clone(), "driftguard")
+        .get("driftguard-leader")
+        .await
+        .unwrap();
+    assert_eq!(lease.spec.unwrap().holder_identity, None, "released on shutdown");
+    drop(repo);
+    api.stop().await;
+}

@@ -133,7 +133,8 @@ pub fn decide(
     ) else {
         return Ok(Decision::pass("unmanaged"));
     };
-    if managed.guard.suspend || managed.guard.mode == Mode::Off {
+    // `suspend` pauses the enforcer only; admission keeps the Guard's mode.
+    if managed.guard.mode == Mode::Off {
         return Ok(Decision::pass("allowed"));
     }
     if let Some(why) = exemption(request, &settings.own_username, &managed.guard.exemptions) {

@@ -181,7 +181,7 @@ pub struct GuardSpec {
     /// Emergency edits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlass>,
-    /// Stop enforcing (admission allows everything for this Guard).
+    /// Pause the enforcer: no apply, prune or self-heal. Admission keeps `mode` (set `off` to stop it).
     #[serde(default)]
     pub suspend: bool,
 }

@@ -47,8 +47,6 @@ pub struct GuardPolicy {
     pub id: GuardId,
     /// Admission mode.
     pub mode: Mode,
-    /// Suspended Guards allow everything.
-    pub suspend: bool,
     /// Repository URL as configured (shown in messages).
     pub source_url: String,
     /// Directory inside the repository.
@@ -99,7 +97,6 @@ impl GuardPolicy {
             target_namespace: spec.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
             id,
             mode: spec.mode,
-            suspend: spec.suspend,
             source_url: source_url.to_owned(),
             path: spec.path.clone(),
             exemptions: spec.exemptions.clone(),

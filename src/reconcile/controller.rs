@@ -10,15 +10,13 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use super::InventoryEntry;
 use super::apply::{Applier, Failure, Sync};
 use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
+use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
-use crate::config::{ConfigError, git_reference};
-use crate::desired::{
-    DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, SourceSettings, load_guard,
-};
+use crate::config::ConfigError;
+use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, load_guard};
 
 /// Why a Guard could not be reconciled (each variant is a metric label).
 #[derive(Debug, thiserror::Error)]
@@ -134,11 +132,7 @@ pub async fn load_desired(
         .get_opt(&guard.spec.source_ref.name)
         .await?
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
-    let settings = SourceSettings {
-        id: source_id.clone(),
-        url: source.spec.url.clone(),
-        reference: git_reference(&source_id, source.spec.reference.as_ref())?,
-    };
+    let settings = super::source::source_settings(&source)?;
     let policy = Arc::new(GuardPolicy::new(id, &guard.spec, &source.spec.url)?);
     let cache = cache.clone();
     Ok(
@@ -181,7 +175,7 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
             outcome,
             inventory,
             waiting,
-            ..
+            skipped,
         } = ctx
             .applier
             .sync_holding(&set.objects, &previous.inventory, &id, &guard.spec.prune, &held)
@@ -199,7 +193,20 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
             .map(|f| format!("{}: {}", f.key, f.message))
             .collect();
         failures.extend(waiting.iter().map(|(key, reason)| format!("{key}: {reason}")));
-        if failures.is_empty() {
+        let empty_render = skipped.iter().any(|(_, reason)| *reason == SkipReason::EmptyRender);
+        if empty_render {
+            // Admission keeps enforcing the last applied revision: its objects are still there.
+            condition(
+                ConditionType::Ready,
+                false,
+                "EmptyRender",
+                format!(
+                    "{} renders no objects and prune.allowEmpty is false: nothing was pruned; fix the path or set allowEmpty to delete everything",
+                    set.revision.reference
+                ),
+                generation,
+            )
+        } else if failures.is_empty() {
             status.last_applied_revision = Some(set.revision.commit.clone());
             condition(
                 ConditionType::Ready,

@@ -14,6 +14,7 @@ mod inventory;
 pub mod leader;
 mod order;
 mod plan;
+pub mod replica;
 pub mod run;
 pub mod selfheal;
 pub mod source;

@@ -32,11 +32,30 @@ struct Shared {
 }
 
 async fn reconcile(guard: Arc<Guard>, shared: Arc<Shared>) -> Result<Action, ReconcileError> {
-    if !*shared.leading.borrow() {
-        return Ok(Action::requeue(FOLLOWER_RECHECK));
+    match while_leading(&shared.leading, reconcile_guard(&guard, &shared.ctx)).await? {
+        Some(_) => Ok(Action::requeue(guard.spec.interval.0.max(MIN_INTERVAL))),
+        None => Ok(Action::requeue(FOLLOWER_RECHECK)),
     }
-    reconcile_guard(&guard, &shared.ctx).await?;
-    Ok(Action::requeue(guard.spec.interval.0.max(MIN_INTERVAL)))
+}
+
+/// Run `work` only while this replica leads: losing the Lease drops it mid-flight (its
+/// in-flight request is cancelled and nothing after it is written). A follower or a dropped
+/// pass comes back after [`FOLLOWER_RECHECK`].
+async fn while_leading<T>(
+    leading: &watch::Receiver<bool>,
+    work: impl Future<Output = Result<T, ReconcileError>>,
+) -> Result<Option<T>, ReconcileError> {
+    let mut lost = leading.clone();
+    if !*lost.borrow_and_update() {
+        return Ok(None);
+    }
+    tokio::select! {
+        result = work => result.map(Some),
+        _ = lost.wait_for(|leads| !*leads) => {
+            tracing::warn!("lost the Lease: stopped writing mid-reconcile");
+            Ok(None)
+        }
+    }
 }
 
 fn error_policy(guard: Arc<Guard>, error: &ReconcileError, _shared: Arc<Shared>) -> Action {
@@ -70,9 +89,13 @@ pub async fn run_guards(
 ) {
     let guards: Api<Guard> = Api::all(ctx.client.clone());
     let sources: Api<GitSource> = Api::all(ctx.client.clone());
-    let shared = Arc::new(Shared { ctx, leading });
     let controller = Controller::new(guards, watcher::Config::default());
     let store = controller.store();
+    if let Some(heal) = &ctx.heal {
+        // A deleted Guard's objects stay in the cluster, unmanaged: self-heal lets go of them.
+        heal.follow_guards(store.clone());
+    }
+    let shared = Arc::new(Shared { ctx, leading });
     controller
         .watches(sources, watcher::Config::default(), move |source: GitSource| {
             guards_of_source(&source, &store.state())
@@ -93,11 +116,10 @@ struct SourceShared {
 }
 
 async fn reconcile_one_source(source: Arc<GitSource>, shared: Arc<SourceShared>) -> Result<Action, ReconcileError> {
-    if !*shared.leading.borrow() {
-        return Ok(Action::requeue(FOLLOWER_RECHECK));
+    match while_leading(&shared.leading, reconcile_source(&source, &shared.client)).await? {
+        Some(_) => Ok(Action::requeue(source.spec.interval.0.max(MIN_INTERVAL))),
+        None => Ok(Action::requeue(FOLLOWER_RECHECK)),
     }
-    reconcile_source(&source, &shared.client).await?;
-    Ok(Action::requeue(source.spec.interval.0.max(MIN_INTERVAL)))
 }
 
 fn source_error_policy(source: Arc<GitSource>, error: &ReconcileError, _shared: Arc<SourceShared>) -> Action {
@@ -130,6 +152,26 @@ pub async fn run_sources(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[tokio::test]
+    async fn losing_the_lease_drops_the_work_in_flight() {
+        let (tx, leading) = watch::channel(false);
+        let never = std::future::pending::<Result<(), ReconcileError>>();
+        assert!(
+            matches!(while_leading(&leading, never).await, Ok(None)),
+            "a follower does nothing"
+        );
+        tx.send(true).unwrap();
+        let done = while_leading(&leading, async { Ok(7) }).await;
+        assert!(matches!(done, Ok(Some(7))));
+        let stuck = tokio::spawn({
+            let leading = leading.clone();
+            async move { while_leading(&leading, std::future::pending::<Result<(), ReconcileError>>()).await }
+        });
+        tokio::task::yield_now().await;
+        tx.send(false).unwrap();
+        assert!(matches!(stuck.await.unwrap(), Ok(None)));
+    }
 
     fn guard(namespace: &str, source_ref: serde_json::Value) -> Arc<Guard> {
         Arc::new(

@@ -20,6 +20,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::discovery::ApiResource;
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
 use tokio::sync::watch;
@@ -121,6 +122,8 @@ struct Inner {
     leading: watch::Receiver<bool>,
     healer: Mutex<Healer>,
     state: Mutex<State>,
+    /// The Guards that exist, once the controller shares its cache.
+    alive: Mutex<Option<Store<Guard>>>,
 }
 
 impl Drop for Inner {
@@ -172,6 +175,7 @@ impl SelfHeal {
                 leading: deps.leading,
                 healer: Mutex::new(Healer::new(settings.window, settings.max_flips)),
                 state: Mutex::new(State::default()),
+                alive: Mutex::new(None),
             }),
         }
     }
@@ -229,13 +233,15 @@ impl SelfHeal {
         }
     }
 
+    /// Check Guards against `guards` (the controller's cache): objects of a deleted Guard are
+    /// no longer corrected.
+    pub fn follow_guards(&self, guards: Store<Guard>) {
+        *lock(&self.inner.alive) = Some(guards);
+    }
+
     /// Stop healing a Guard (deleted).
     pub fn forget(&self, guard: &GuardId) {
-        let mut state = lock(&self.inner.state);
-        state.guards.remove(guard);
-        state.owners.retain(|_, owner| owner != guard);
-        state.fights.retain(|_, (owner, _)| owner != guard);
-        state.corrected.remove(guard);
+        forget(&mut lock(&self.inner.state), guard);
     }
 
     /// Objects of `guard` held because of a fight.
@@ -262,6 +268,22 @@ impl SelfHeal {
     pub fn drift_corrected(&self, guard: &GuardId) -> Option<i64> {
         lock(&self.inner.state).corrected.get(guard).copied()
     }
+}
+
+fn forget(state: &mut State, guard: &GuardId) {
+    state.guards.remove(guard);
+    state.owners.retain(|_, owner| owner != guard);
+    state.fights.retain(|_, (owner, _)| owner != guard);
+    state.corrected.remove(guard);
+}
+
+/// False once the controller's cache no longer has the Guard (true while there is no cache).
+fn exists(inner: &Inner, guard: &GuardId) -> bool {
+    lock(&inner.alive).as_ref().is_none_or(|store| {
+        store
+            .get(&reflector::ObjectRef::new(&guard.name).within(&guard.namespace))
+            .is_some()
+    })
 }
 
 fn fights_of(state: &State, guard: &GuardId) -> Vec<Fight> {
@@ -381,6 +403,10 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, version: String, live: serde
         let Some(guard) = state.owners.get(&key).cloned() else {
             return; // a copied label: not ours
         };
+        if !exists(inner, &guard) {
+            forget(&mut state, &guard);
+            return;
+        }
         let Some(desired) = desired_of(&state, &guard, &key) else {
             return;
         };

@@ -1,0 +1,178 @@
+//! What every replica runs, leader or not: its admission index follows each Guard's
+//! `status.lastAppliedRevision` (DESIGN.md section 3: the revision enforced is the one the
+//! leader applied), loaded from the Guard's GitSource. `/readyz` turns ready once the Guards
+//! and GitSources are listed and every applied revision is loaded. A Guard the leader has not
+//! applied yet has nothing to enforce and does not hold readiness back: a Guard whose Git is
+//! broken must not keep every replica (and every other Guard's admission) out of service.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Client, ResourceExt};
+use tokio::sync::Notify;
+
+use super::source::source_settings;
+use crate::api::{GitSource, Guard};
+use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
+use crate::source::GitReference;
+use crate::telemetry::Metrics;
+
+/// The Guard's identity.
+pub fn guard_id(guard: &Guard) -> GuardId {
+    GuardId {
+        namespace: guard.namespace().unwrap_or_else(|| "default".to_owned()),
+        name: guard.name_any(),
+    }
+}
+
+/// One Guard to load: its policy, where its source is, and the commit its leader applied.
+struct Wanted {
+    policy: Arc<GuardPolicy>,
+    settings: crate::desired::SourceSettings,
+}
+
+/// Why a Guard's applied revision cannot be loaded (logged; the last good set keeps serving).
+fn wanted(guard: &Guard, sources: &Store<GitSource>) -> Result<Option<Wanted>, String> {
+    let Some(commit) = guard.status.as_ref().and_then(|s| s.last_applied_revision.clone()) else {
+        return Ok(None); // never applied: nothing to enforce yet
+    };
+    let id = guard_id(guard);
+    let namespace = guard
+        .spec
+        .source_ref
+        .namespace
+        .clone()
+        .unwrap_or_else(|| id.namespace.clone());
+    let key = ObjectRef::<GitSource>::new(&guard.spec.source_ref.name).within(&namespace);
+    let source = sources
+        .get(&key)
+        .ok_or_else(|| format!("GitSource {namespace}/{} not found", guard.spec.source_ref.name))?;
+    let mut settings = source_settings(&source).map_err(|e| e.to_string())?;
+    settings.reference = GitReference::Commit(commit);
+    let policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
+    Ok(Some(Wanted {
+        policy: Arc::new(policy),
+        settings,
+    }))
+}
+
+/// Keeps each Guard's last good set while a reload fails.
+struct Loader {
+    cache: DesiredCache,
+    last_good: HashMap<GuardId, Arc<DesiredSet>>,
+}
+
+impl Loader {
+    /// Load what `guards` want (blocking: libgit2). Returns the sets and whether all loaded.
+    fn load(&mut self, guards: &[Arc<Guard>], sources: &Store<GitSource>) -> (Vec<Arc<DesiredSet>>, bool) {
+        let mut complete = true;
+        let mut sets = Vec::with_capacity(guards.len());
+        let mut next = HashMap::new();
+        for guard in guards {
+            let id = guard_id(guard);
+            let loaded = wanted(guard, sources).and_then(|wanted| match wanted {
+                Some(w) => load_guard(w.policy, &w.settings, &self.cache)
+                    .map(Some)
+                    .map_err(|e| e.to_string()),
+                None => Ok(None),
+            });
+            match loaded {
+                Ok(Some(set)) => {
+                    next.insert(id, set.clone());
+                    sets.push(set);
+                }
+                Ok(None) => {}
+                Err(message) => {
+                    complete = false;
+                    tracing::error!(guard = %id, %message, "cannot load the applied revision; admission keeps the last good one");
+                    if let Some(old) = self.last_good.get(&id) {
+                        next.insert(id, old.clone());
+                        sets.push(old.clone());
+                    }
+                }
+            }
+        }
+        self.last_good = next;
+        (sets, complete)
+    }
+}
+
+/// Follow every Guard's applied revision into `store` until `shutdown`.
+pub async fn follow_applied(
+    client: Client,
+    store: Arc<DesiredStore>,
+    cache: DesiredCache,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) {
+    let (guards, guard_writer) = reflector::store::<Guard>();
+    let (sources, source_writer) = reflector::store::<GitSource>();
+    let changed = Arc::new(Notify::new());
+    let guard_events = reflector::reflector(
+        guard_writer,
+        watcher(Api::<Guard>::all(client.clone()), Default::default()),
+    )
+    .default_backoff()
+    .map(|event| event.err().map(|e| e.to_string()));
+    let source_events = reflector::reflector(
+        source_writer,
+        watcher(Api::<GitSource>::all(client), Default::default()),
+    )
+    .default_backoff()
+    .map(|event| event.err().map(|e| e.to_string()));
+    let notify = changed.clone();
+    let drain = tokio::spawn(async move {
+        let mut events = std::pin::pin!(futures_util::stream::select(guard_events, source_events));
+        while let Some(error) = events.next().await {
+            match error {
+                Some(error) => tracing::warn!(%error, "watching Guards/GitSources; retrying"),
+                None => notify.notify_one(),
+            }
+        }
+    });
+    let follow = async {
+        if guards.wait_until_ready().await.is_err() || sources.wait_until_ready().await.is_err() {
+            return;
+        }
+        let mut loader = Some(Loader {
+            cache,
+            last_good: HashMap::new(),
+        });
+        loop {
+            let Some(mut current) = loader.take() else {
+                return;
+            };
+            let (guards, sources) = (guards.clone(), sources.clone());
+            let joined = tokio::task::spawn_blocking(move || {
+                let loaded = current.load(&guards.state(), &sources);
+                (current, loaded)
+            })
+            .await;
+            match joined {
+                Ok((back, (sets, complete))) => {
+                    loader = Some(back);
+                    for set in &sets {
+                        metrics.set_desired_objects(&set.guard.id.to_string(), set.objects.len() as u64);
+                    }
+                    for conflict in store.publish(sets, complete) {
+                        tracing::error!(object = %conflict.object, kept_by = %conflict.kept_by, ignored_in = %conflict.ignored_in, "two guards declare the same object");
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(%error, "desired-state loader failed; admission keeps the last index");
+                    return;
+                }
+            }
+            changed.notified().await;
+        }
+    };
+    tokio::select! {
+        () = follow => {}
+        () = shutdown => {}
+    }
+    drain.abort();
+}

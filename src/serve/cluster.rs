@@ -1,0 +1,113 @@
+//! `driftguard serve --cluster`: admission on every replica from the revision the leader
+//! applied, and, on the Lease holder, the GitSource and Guard controllers plus self-heal.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use super::{ServeError, Started, start};
+use crate::audit::{AuditSink, StdoutSink};
+use crate::config::{ClusterSettings, Settings};
+use crate::desired::{DesiredCache, DesiredStore};
+use crate::reconcile::apply::Applier;
+use crate::reconcile::controller::Context;
+use crate::reconcile::events::Events;
+use crate::reconcile::leader::{ElectionConfig, LeaderElector};
+use crate::reconcile::replica::follow_applied;
+use crate::reconcile::run::{run_guards, run_sources};
+use crate::reconcile::selfheal::{HealDeps, SelfHeal};
+use crate::server;
+use crate::telemetry::Metrics;
+
+/// How long shutdown waits for the loops (the elector releases the Lease on its way out).
+const LOOPS_GRACE: Duration = Duration::from_secs(10);
+
+/// A client from the kubeconfig given, else the usual inference (KUBECONFIG, ~/.kube/config,
+/// in-cluster service account).
+async fn client(settings: &ClusterSettings) -> Result<(kube::Client, String), ServeError> {
+    let config = match &settings.kubeconfig {
+        Some(path) => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ServeError::Cluster(format!("cannot read kubeconfig {}: {e}", path.display())))?;
+            kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+                .await
+                .map_err(|e| ServeError::Cluster(format!("kubeconfig {}: {e}", path.display())))?
+        }
+        None => kube::Config::infer().await.map_err(|e| {
+            ServeError::Cluster(format!(
+                "no cluster configuration found ({e}); pass --kubeconfig or run in a pod"
+            ))
+        })?,
+    };
+    let url = config.cluster_url.to_string();
+    let client =
+        kube::Client::try_from(config).map_err(|e| ServeError::Cluster(format!("cannot build a client: {e}")))?;
+    Ok((client, url))
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Run until SIGTERM/Ctrl-C.
+pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<(), ServeError> {
+    let (client, url) = client(&cluster).await?;
+    let version = client
+        .apiserver_version()
+        .await
+        .map_err(|e| ServeError::Cluster(format!("cannot reach the API server at {url}: {e}")))?;
+    tracing::info!(kubernetes = %version.git_version, identity = %cluster.identity, "enforcing against the cluster");
+    let metrics = Arc::new(Metrics::new());
+    let store = Arc::new(DesiredStore::new());
+    let cache = DesiredCache::new(settings.desired_cache_bytes);
+    let audit: Arc<dyn AuditSink> = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
+    let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
+
+    let applier = Applier::new(client.clone(), cluster.api_timeout)
+        .await
+        .map_err(|e| ServeError::Cluster(e.to_string()))?;
+    let (stop_tx, stop) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(false);
+    let events = Events::new(client.clone(), Some(cluster.identity.clone()));
+    let heal = SelfHeal::new(
+        HealDeps {
+            client: client.clone(),
+            applier: applier.clone(),
+            events: events.clone(),
+            audit,
+            metrics: metrics.clone(),
+            leading: leading.clone(),
+        },
+        cluster.self_heal,
+    );
+    let mut ctx = Context::new(client.clone(), applier, cache.clone()).with_self_heal(heal);
+    ctx.events = events;
+    let elector = LeaderElector::new(
+        client.clone(),
+        ElectionConfig::new(
+            &cluster.lease_namespace,
+            &cluster.lease_name,
+            &cluster.identity,
+            cluster.lease_duration,
+        ),
+    );
+    let loops = vec![
+        tokio::spawn(elector.run(leading_tx, stopped(stop.clone()))),
+        tokio::spawn(run_sources(client.clone(), leading.clone(), stopped(stop.clone()))),
+        tokio::spawn(run_guards(ctx, leading, stopped(stop.clone()))),
+        tokio::spawn(follow_applied(client, store, cache, metrics, stopped(stop.clone()))),
+    ];
+    let signal = tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = bound.run(stopped(stop)).await;
+    signal.abort();
+    let joined = tokio::time::timeout(LOOPS_GRACE, futures_util::future::join_all(loops)).await;
+    if joined.is_err() {
+        tracing::warn!("enforcement loops did not stop within {LOOPS_GRACE:?}");
+    }
+    Ok(result?)
+}
