@@ -49,9 +49,15 @@ async fn while_leading<T>(
     if !*lost.borrow_and_update() {
         return Ok(None);
     }
+    let lost_lease = async move {
+        // A sender that is gone can no longer revoke leadership: keep the last word.
+        if lost.wait_for(|leads| !*leads).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         result = work => result.map(Some),
-        _ = lost.wait_for(|leads| !*leads) => {
+        () = lost_lease => {
             tracing::warn!("lost the Lease: stopped writing mid-reconcile");
             Ok(None)
         }
