@@ -4,16 +4,14 @@
 
 mod support;
 
-use support::guards::{eventually, install};
+use support::guards::{Installed, eventually, install, installed};
 
 use driftguard::api::GitSource;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 use std::time::Duration;
 
-use driftguard::desired::DesiredCache;
-use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::controller::{Context, reconcile_guard};
+use driftguard::reconcile::controller::reconcile_guard;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -22,15 +20,15 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guard_applies_commits_prunes_removed_files_and_suspends() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (repo, first_commit, guards) = install(&client, json!({})).await;
-    let ctx = Context::new(
-        client.clone(),
-        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-        DesiredCache::new(64 * 1024 * 1024),
-    );
+    let Installed {
+        api,
+        dir: _dir,
+        client,
+        repo,
+        commit: first_commit,
+        guards,
+    } = installed(json!({})).await;
+    let ctx = support::guards::context(&client).await;
 
     // First sync: everything applied, status recorded through the status subresource.
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
@@ -127,11 +125,7 @@ async fn replica(client: &kube::Client, identity: &str) -> Replica {
         client.clone(),
         ElectionConfig::new("driftguard", "driftguard-leader", identity, Duration::from_secs(2)),
     );
-    let ctx = Context::new(
-        client.clone(),
-        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-        DesiredCache::new(64 * 1024 * 1024),
-    );
+    let ctx = support::guards::context(client).await;
     let tasks = vec![
         tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
         tokio::spawn(driftguard::reconcile::run::run_guards(
@@ -172,8 +166,14 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
         }
     };
     eventually("the leader's first sync", Duration::from_secs(20), replicas(3)).await;
-    let ready = guards.get("example-app").await.unwrap().status.unwrap();
-    assert_eq!(ready.inventory.len(), 5);
+    let recorded = || {
+        let guards = guards.clone();
+        async move {
+            let status = guards.get("example-app").await.ok().and_then(|g| g.status);
+            status.is_some_and(|s| s.inventory.len() == 5)
+        }
+    };
+    eventually("the inventory in status", Duration::from_secs(20), recorded).await;
     assert!(*a.leading.borrow() ^ *b.leading.borrow(), "exactly one leader");
 
     // The leader stops; the other replica takes over and applies the next commit.
@@ -208,11 +208,7 @@ impl Loops {
             let _ = rx.wait_for(|s| *s).await;
         };
         let (_, leading) = tokio::sync::watch::channel(true);
-        let ctx = Context::new(
-            client.clone(),
-            Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-            DesiredCache::new(64 * 1024 * 1024),
-        );
+        let ctx = support::guards::context(client).await;
         let tasks = vec![
             tokio::spawn(driftguard::reconcile::run::run_sources(
                 client.clone(),
@@ -244,10 +240,14 @@ fn source_ready(source: &GitSource) -> Option<(String, String, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (repo, first_commit, guards) = install(&client, json!({"interval": "1h"})).await;
+    let Installed {
+        api,
+        dir,
+        client,
+        repo,
+        commit: first_commit,
+        guards,
+    } = installed(json!({"interval": "1h"})).await;
     let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
     sources
         .patch(
@@ -405,15 +405,15 @@ async fn a_source_at_a_missing_path_is_not_ready() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_render_prunes_nothing_unless_allow_empty() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (repo, first_commit, guards) = install(&client, json!({})).await;
-    let ctx = Context::new(
-        client.clone(),
-        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
-        DesiredCache::new(64 * 1024 * 1024),
-    );
+    let Installed {
+        api,
+        dir: _dir,
+        client,
+        repo,
+        commit: first_commit,
+        guards,
+    } = installed(json!({})).await;
+    let ctx = support::guards::context(&client).await;
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
         .await
         .unwrap();

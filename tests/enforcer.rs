@@ -17,14 +17,14 @@ use driftguard::reconcile::controller::{Context, reconcile_guard};
 use driftguard::reconcile::events::Events;
 use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
 use driftguard::telemetry::Metrics;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+use driftguard_testapi::Identity;
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use support::guards::{eventually, install};
+use support::guards::{Installed, eventually, installed};
 
 /// A reconcile context with self-heal, leading, auditing into memory.
 async fn enforcer(client: &kube::Client, settings: HealSettings) -> (Context, Arc<MemorySink>) {
@@ -70,10 +70,14 @@ async fn watch_replicas(deployments: &Api<Deployment>, replicas: i32, deadline: 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_manager() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (_repo, commit, guards) = install(&client, json!({"interval": "1h"})).await;
+    let Installed {
+        api,
+        dir,
+        client,
+        repo: _repo,
+        commit,
+        guards,
+    } = installed(json!({"interval": "1h"})).await;
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
         .await
@@ -160,10 +164,14 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() {
     driftguard::telemetry::init_tracing();
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (_repo, _, guards) = install(&client, json!({"interval": "1h"})).await;
+    let Installed {
+        api,
+        dir,
+        client,
+        repo: _repo,
+        commit: _,
+        guards,
+    } = installed(json!({"interval": "1h"})).await;
     let settings = HealSettings {
         max_flips: 3,
         window: Duration::from_secs(120),
@@ -270,10 +278,14 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (_repo, _, guards) = install(&client, json!({})).await;
+    let Installed {
+        api,
+        dir: _dir,
+        client,
+        repo: _repo,
+        commit: _,
+        guards,
+    } = installed(json!({})).await;
     let before = {
         let (ctx, _) = enforcer(&client, HealSettings::default()).await;
         reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)

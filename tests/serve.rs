@@ -67,11 +67,13 @@ fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
     &rest[..rest.find(end).unwrap_or(rest.len())]
 }
 
-/// Start the embedded default (no config) inside a repository that holds examples/app.
-fn serve_embedded(repo: &Path) -> Served {
+/// Start `driftguard serve ARGS` in `dir`; returns it with its stderr (logs) and stdout (audit)
+/// lines.
+fn spawn_serve(dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
-        .current_dir(repo)
+        .arg("serve")
+        .args(args)
+        .current_dir(dir)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -79,6 +81,13 @@ fn serve_embedded(repo: &Path) -> Served {
         .expect("driftguard starts");
     let stderr = lines(child.stderr.take().unwrap());
     let audit = lines(child.stdout.take().unwrap());
+    (child, stderr, audit)
+}
+
+/// Start the embedded default (no config) inside a repository that holds examples/app.
+fn serve_embedded(repo: &Path) -> Served {
+    let args = ["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"].map(std::ffi::OsStr::new);
+    let (child, stderr, audit) = spawn_serve(repo, &args);
     let banner = recv_until(&stderr, "the serving banner", |l| {
         l.contains("driftguard serves examples/app on")
     });
@@ -355,19 +364,15 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
         "server:\n  listen: 127.0.0.1:0\n  metricsListen: 127.0.0.1:0\n  tls: {devCertsDir: certs}\ncluster:\n  identity: replica-a\n  leaseDuration: 2s\n",
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&config)
-        .arg("--kubeconfig")
-        .arg(&kubeconfig)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("driftguard starts");
-    let stderr = lines(child.stderr.take().unwrap());
-    let audit = lines(child.stdout.take().unwrap());
+    let (mut child, stderr, audit) = spawn_serve(
+        dir.path(),
+        &[
+            "--config".as_ref(),
+            config.as_os_str(),
+            "--kubeconfig".as_ref(),
+            kubeconfig.as_os_str(),
+        ],
+    );
     let serving = recv_until(&stderr, "the serving line", |l| {
         l.contains("driftguard is serving admission")
     });

@@ -4,6 +4,10 @@
 use std::time::Duration;
 
 use driftguard::api::{GitSource, Guard};
+use driftguard::desired::DesiredCache;
+use driftguard::reconcile::apply::Applier;
+use driftguard::reconcile::controller::Context;
+use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -52,4 +56,40 @@ where
         assert!(started.elapsed() < deadline, "timed out waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// A test API server with [`install`]ed CRDs, GitSource and Guard, and a client acting as
+/// driftguard. Keep it alive: the temp dirs go with it.
+pub struct Installed {
+    pub api: TestApiServer,
+    pub dir: tempfile::TempDir,
+    pub client: kube::Client,
+    pub repo: tempfile::TempDir,
+    pub commit: String,
+    pub guards: Api<Guard>,
+}
+
+/// Start a test API server and [`install`] the example Guard with `guard_spec`.
+pub async fn installed(guard_spec: serde_json::Value) -> Installed {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = super::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let (repo, commit, guards) = install(&client, guard_spec).await;
+    Installed {
+        api,
+        dir,
+        client,
+        repo,
+        commit,
+        guards,
+    }
+}
+
+/// A reconcile context (no self-heal) for `client`.
+pub async fn context(client: &kube::Client) -> Context {
+    Context::new(
+        client.clone(),
+        Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap(),
+        DesiredCache::new(64 * 1024 * 1024),
+    )
 }
