@@ -85,16 +85,7 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     assert_eq!(status.last_applied_revision.as_deref(), Some(commit.as_str()));
 
     // A person edits replicas with kubectl; no webhook stops it.
-    let kubeconfig = dir.path().join("user.kubeconfig");
-    api.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
-    let editor = dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 5/' \"$1\"\n").unwrap();
-    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = support::kubectl(dir.path(), &kubeconfig)
-        .args(["edit", "deploy", "web", "-n", "default"])
-        .env("EDITOR", &editor)
-        .output()
-        .unwrap();
+    let out = support::guards::kubectl_edit_web(&api, dir.path(), "s/replicas: 3/replicas: 5/");
     let edited_at = Instant::now();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));

@@ -420,16 +420,7 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     assert!(message.contains(&commit[..12]), "names the applied revision: {message}");
 
     // With no webhook registered, a kubectl edit lands; self-heal restores Git.
-    let user = dir.path().join("user.kubeconfig");
-    api.write_kubeconfig(Identity::User, &user).unwrap();
-    let editor = dir.path().join("editor.sh");
-    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 5/' \"$1\"\n").unwrap();
-    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = support::kubectl(dir.path(), &user)
-        .args(["edit", "deploy", "web", "-n", "default"])
-        .env("EDITOR", &editor)
-        .output()
-        .unwrap();
+    let out = support::guards::kubectl_edit_web(&api, dir.path(), "s/replicas: 3/replicas: 5/");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     eventually("replicas back to Git's 3", || async {
