@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::reflector::ObjectRef;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{WatchStreamExt, predicates, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::watch;
 
@@ -95,7 +95,15 @@ pub async fn run_guards(
 ) {
     let guards: Api<Guard> = Api::all(ctx.client.clone());
     let sources: Api<GitSource> = Api::all(ctx.client.clone());
-    let controller = Controller::new(guards, watcher::Config::default());
+    // Only spec changes (a new generation) trigger a Guard: its own status writes (and
+    // self-heal's counts) must not start another full sync.
+    let (reader, writer) = reflector::store();
+    let changed_guards = watcher(guards, watcher::Config::default())
+        .default_backoff()
+        .reflect(writer)
+        .touched_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let controller = Controller::for_stream(changed_guards, reader);
     let store = controller.store();
     if let Some(heal) = &ctx.heal {
         // A deleted Guard's objects stay in the cluster, unmanaged: self-heal lets go of them.
