@@ -61,6 +61,8 @@ pub struct Metrics {
     certificate_expiry: Gauge,
     certificate_reloads: Family<ReloadLabels, Counter>,
     drift_corrections: Family<CorrectionLabels, Counter>,
+    reconcile_duration: Family<GuardLabels, Histogram>,
+    prunes: Family<GuardLabels, Counter>,
 }
 
 impl Metrics {
@@ -107,6 +109,17 @@ impl Metrics {
             "Managed objects self-heal re-applied after another writer drifted them, by Guard and kind",
             drift_corrections.clone(),
         );
+        let reconcile_duration = Family::<GuardLabels, Histogram>::new_with_constructor(|| {
+            // 10 ms .. ~5 min
+            Histogram::new(exponential_buckets(0.01, 2.0, 15))
+        });
+        registry.register(
+            "reconcile_duration_seconds",
+            "Time of one full reconcile of a Guard (load, read, plan, apply, prune, status)",
+            reconcile_duration.clone(),
+        );
+        let prunes = Family::<GuardLabels, Counter>::default();
+        registry.register("prune", "Objects deleted because Git no longer declares them", prunes.clone());
         Self {
             registry,
             admission_requests,
@@ -115,6 +128,8 @@ impl Metrics {
             certificate_expiry,
             certificate_reloads,
             drift_corrections,
+            reconcile_duration,
+            prunes,
         }
     }
 
@@ -163,6 +178,17 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Records one full reconcile of `guard` and the objects it pruned.
+    pub fn observe_reconcile(&self, guard: &str, elapsed: Duration, pruned: u64) {
+        let labels = GuardLabels {
+            guard: guard.to_owned(),
+        };
+        self.reconcile_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        if pruned > 0 {
+            self.prunes.get_or_create(&labels).inc_by(pruned);
+        }
     }
 
     /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).

@@ -436,6 +436,17 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     assert_eq!(event["fields"][0]["path"], "spec.replicas");
     assert_eq!(event["revision"], commit.as_str());
 
+    // The enforcer's metrics.
+    let metrics: SocketAddr = between(&serving, "metrics=Some(", ")").parse().unwrap();
+    let scraped = support::https::scrape(metrics).await;
+    for needle in [
+        r#"driftguard_drift_corrections_total{guard="default/example-app",kind="Deployment"} 1"#,
+        r#"driftguard_reconcile_duration_seconds_count{guard="default/example-app"}"#,
+        r#"driftguard_desired_objects{guard="default/example-app"} 5"#,
+    ] {
+        assert!(scraped.contains(needle), "{needle} in\n{scraped}");
+    }
+
     // SIGTERM: a clean exit that hands the Lease back.
     let pid = child.id().to_string();
     assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());

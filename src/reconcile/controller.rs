@@ -14,6 +14,7 @@ use super::apply::{Applier, Failure, Sync};
 use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
 use super::{InventoryEntry, SkipReason};
+use crate::telemetry::Metrics;
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::config::ConfigError;
 use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, load_guard};
@@ -75,6 +76,8 @@ pub struct Context {
     pub events: Events,
     /// Self-heal, when this process runs it (None: full reconciles only).
     pub heal: Option<SelfHeal>,
+    /// Where reconcile durations and prunes are counted.
+    pub metrics: Arc<Metrics>,
 }
 
 impl Context {
@@ -86,6 +89,7 @@ impl Context {
             applier,
             cache,
             heal: None,
+            metrics: Arc::new(Metrics::new()),
         }
     }
 
@@ -144,6 +148,7 @@ pub async fn load_desired(
 
 /// Reconcile `guard` once and record the result in its status. Returns the status written.
 pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
+    let started = std::time::Instant::now();
     let set = load_desired(guard, &ctx.client, &ctx.cache).await?;
     let id = set.guard.id.clone();
     let namespace = id.namespace.clone();
@@ -185,6 +190,8 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
             ..previous.counts
         };
         report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
+        ctx.metrics
+            .observe_reconcile(&id.to_string(), started.elapsed(), outcome.pruned.len() as u64);
         status.inventory = inventory;
         let mut failures: Vec<String> = outcome
             .apply_failed

@@ -84,6 +84,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     );
     let mut ctx = Context::new(client.clone(), applier, cache.clone()).with_self_heal(heal);
     ctx.events = events;
+    ctx.metrics = metrics.clone();
     let elector = LeaderElector::new(
         client.clone(),
         ElectionConfig::new(
