@@ -119,7 +119,11 @@ impl Metrics {
             reconcile_duration.clone(),
         );
         let prunes = Family::<GuardLabels, Counter>::default();
-        registry.register("prune", "Objects deleted because Git no longer declares them", prunes.clone());
+        registry.register(
+            "prune",
+            "Objects deleted because Git no longer declares them",
+            prunes.clone(),
+        );
         Self {
             registry,
             admission_requests,
@@ -185,7 +189,9 @@ impl Metrics {
         let labels = GuardLabels {
             guard: guard.to_owned(),
         };
-        self.reconcile_duration.get_or_create(&labels).observe(elapsed.as_secs_f64());
+        self.reconcile_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
         if pruned > 0 {
             self.prunes.get_or_create(&labels).inc_by(pruned);
         }

@@ -322,3 +322,82 @@ async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
     assert!(audit.events().is_empty());
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleted_and_unlabelled_objects_come_back() {
+    let Installed {
+        api,
+        dir,
+        client,
+        repo: _repo,
+        commit: _,
+        guards,
+    } = installed(json!({"interval": "1h"})).await;
+    let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+    let before = config_maps.get("web-config").await.unwrap().metadata.uid;
+
+    // Deleted with kubectl while the webhook is away: recreated from Git.
+    let out = support::guards::kubectl_as_user(
+        &api,
+        dir.path(),
+        &["delete", "configmap", "web-config", "-n", "default"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let recreated = || {
+        let config_maps = config_maps.clone();
+        let before = before.clone();
+        async move {
+            config_maps
+                .get_opt("web-config")
+                .await
+                .ok()
+                .flatten()
+                .is_some_and(|c| c.metadata.uid != before)
+        }
+    };
+    eventually("web-config recreated", Duration::from_secs(10), recreated).await;
+
+    // The managed label stripped (which also takes it out of the label-selected watch).
+    let out = support::guards::kubectl_as_user(
+        &api,
+        dir.path(),
+        &["label", "deploy", "web", "-n", "default", "driftguard.io/managed-"],
+        &[],
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let relabelled = || {
+        let deployments = deployments.clone();
+        async move {
+            deployments
+                .get("web")
+                .await
+                .ok()
+                .and_then(|d| d.metadata.labels)
+                .is_some_and(|l| l.get("driftguard.io/managed").map(String::as_str) == Some("true"))
+        }
+    };
+    eventually("the managed label restored", Duration::from_secs(10), relabelled).await;
+
+    let records = audit.events();
+    assert!(
+        records.iter().any(|e| e.event == EventKind::DriftCorrected
+            && e.object.name == "web-config"
+            && e.message.starts_with("recreated")),
+        "{records:?}"
+    );
+    assert!(
+        records.iter().any(|e| e.event == EventKind::DriftCorrected
+            && e.object.name == "web"
+            // A removal leaves the remover owning nothing, so managedFields cannot name it.
+            && e.field_manager.is_none()
+            && e.fields.iter().any(|f| f.path == "metadata.labels[driftguard.io/managed]")),
+        "{records:?}"
+    );
+    api.stop().await;
+}

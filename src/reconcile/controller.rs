@@ -14,10 +14,10 @@ use super::apply::{Applier, Failure, Sync};
 use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
 use super::{InventoryEntry, SkipReason};
-use crate::telemetry::Metrics;
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::config::ConfigError;
 use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, load_guard};
+use crate::telemetry::Metrics;
 
 /// Why a Guard could not be reconciled (each variant is a metric label).
 #[derive(Debug, thiserror::Error)]

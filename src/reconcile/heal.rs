@@ -18,6 +18,9 @@ use super::apply::FIELD_MANAGER;
 use crate::desired::DesiredObject;
 use crate::drift::{FieldDrift, FieldPath, PathSegment, detect};
 
+/// Who is blamed for a managed object that disappeared (deletions leave no managedFields).
+pub const DELETER: &str = "a deletion";
+
 /// What to do about one observed state of a managed object.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Heal {
@@ -111,7 +114,30 @@ impl Healer {
             return Heal::InSync;
         }
         let manager = last_writer(live);
-        let blamed = manager.clone().unwrap_or_else(|| "unknown".to_owned());
+        self.decide(desired, key, manager, fields, now)
+    }
+
+    /// Decide for an object that is gone from the cluster although Git declares it: recreate
+    /// it, with the same backoff and the same bound on a writer that keeps deleting it.
+    pub fn observe_deleted(&mut self, desired: &DesiredObject, now: Instant) -> Heal {
+        self.decide(desired, ObjectKey::of(desired), None, Vec::new(), now)
+    }
+
+    fn decide(
+        &mut self,
+        desired: &DesiredObject,
+        key: ObjectKey,
+        manager: Option<String>,
+        fields: Vec<FieldDrift>,
+        now: Instant,
+    ) -> Heal {
+        let blamed = manager.clone().unwrap_or_else(|| {
+            if fields.is_empty() {
+                DELETER.to_owned()
+            } else {
+                "unknown".to_owned()
+            }
+        });
         if let Some(fighter) = self.fighting.get(&key) {
             return self.fighting_with(desired, fighter.clone(), fields);
         }
@@ -146,6 +172,17 @@ impl Healer {
 
     fn fighting_with(&self, desired: &DesiredObject, manager: String, fields: Vec<FieldDrift>) -> Heal {
         let fields: Vec<FieldPath> = fields.into_iter().map(|d| d.path).collect();
+        if fields.is_empty() {
+            // Deleted over and over: no ignore rule settles that, only Git can.
+            return Heal::Fighting {
+                manager,
+                fields,
+                suggestion: format!(
+                    "remove {} {} from Git, or stop whatever deletes it",
+                    desired.kind, desired.name
+                ),
+            };
+        }
         let pointers: Vec<String> = fields.iter().map(ignore_pointer).collect();
         let suggestion = format!(
             "ignore:\n  - group: {:?}\n    kind: {}\n    name: {}\n    jsonPointers: [{}]",
@@ -318,6 +355,30 @@ mod tests {
                 "flip {i}"
             );
         }
+    }
+
+    #[test]
+    fn deleted_objects_are_recreated_until_deleting_becomes_a_fight() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 2);
+        let now = Instant::now();
+        for (i, want) in [0u64, 200].into_iter().enumerate() {
+            match healer.observe_deleted(&desired, now + Duration::from_secs(i as u64)) {
+                Heal::Correct { manager, fields, delay } => {
+                    assert_eq!((manager, fields.len()), (None, 0));
+                    assert_eq!(delay, Duration::from_millis(want));
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        let Heal::Fighting {
+            manager, suggestion, ..
+        } = healer.observe_deleted(&desired, now + Duration::from_secs(3))
+        else {
+            panic!("a fight expected")
+        };
+        assert_eq!(manager, DELETER);
+        assert!(suggestion.contains("remove Deployment web from Git"), "{suggestion}");
     }
 
     #[test]

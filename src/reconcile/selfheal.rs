@@ -74,6 +74,12 @@ pub struct Fight {
 
 impl Fight {
     fn message(&self) -> String {
+        if self.fields.is_empty() {
+            return format!(
+                "{} keeps being deleted outside Git; driftguard stopped recreating it: {}",
+                self.key, self.suggestion
+            );
+        }
         format!(
             "{} keeps changing {} of {}; driftguard stopped correcting it. Drop the field from Git or add to the Guard's spec:\n{}",
             self.manager,
@@ -330,13 +336,15 @@ async fn watch_kind(inner: std::sync::Weak<Inner>, (group, version, kind): (Stri
     };
     let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let config = watcher::Config::default().labels(&format!("{MANAGED_LABEL}=true"));
-    let mut stream = std::pin::pin!(watcher(api, config).default_backoff().applied_objects());
+    let mut stream = std::pin::pin!(watcher(api, config).default_backoff());
     while let Some(item) = stream.next().await {
         let Some(inner) = inner.upgrade() else {
             return;
         };
         match item {
-            Ok(object) => observe(&inner, &resource, object),
+            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => observe(&inner, &resource, object),
+            Ok(watcher::Event::Delete(object)) => gone(&inner, &resource, &object),
+            Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
             Err(error) => tracing::warn!(%kind, %error, "self-heal watch error; the watcher retries"),
         }
     }
@@ -356,46 +364,92 @@ enum Act {
     },
 }
 
-fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
-    if object.metadata.deletion_timestamp.is_some() {
-        return;
-    }
-    let Some(name) = object.metadata.name.as_deref() else {
-        return;
-    };
-    let key = ObjectKey::new(
+fn key_of(resource: &ApiResource, object: &DynamicObject) -> Option<ObjectKey> {
+    let name = object.metadata.name.as_deref()?;
+    Some(ObjectKey::new(
         &resource.group,
         &resource.kind,
         object.metadata.namespace.as_deref(),
         name,
-    );
+    ))
+}
+
+fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
+    if object.metadata.deletion_timestamp.is_some() {
+        return;
+    }
+    let Some(key) = key_of(resource, &object) else {
+        return;
+    };
     let version = object.metadata.resource_version.clone().unwrap_or_default();
     match serde_json::to_value(&object) {
-        Ok(live) => observe_live(inner, key, version, live),
+        Ok(live) => observe_live(inner, key, Seen::Live { version, object: live }),
         Err(error) => tracing::warn!(%key, %error, "cannot read watched object"),
     }
 }
 
+/// The watch lost an object: deleted, or its managed label was removed. Look it up and decide
+/// on what is there.
+fn gone(inner: &Arc<Inner>, resource: &ApiResource, object: &DynamicObject) {
+    let Some(key) = key_of(resource, object) else {
+        return;
+    };
+    {
+        let state = lock(&inner.state);
+        let watched = state.owners.contains_key(&key) && !state.fights.contains_key(&key);
+        if !*inner.leading.borrow() || !watched {
+            return;
+        }
+    }
+    let api: Api<DynamicObject> = match &key.namespace {
+        Some(ns) => Api::namespaced_with(inner.client.clone(), ns, resource),
+        None => Api::all_with(inner.client.clone(), resource),
+    };
+    let inner = inner.clone();
+    let resource = resource.clone();
+    tokio::spawn(async move {
+        match api.get_opt(&key.name).await {
+            Ok(Some(object)) => observe(&inner, &resource, object),
+            Ok(None) => observe_live(&inner, key, Seen::Gone),
+            Err(error) => {
+                tracing::warn!(%key, %error, "cannot look up an object that left the watch; the next reconcile checks it")
+            }
+        }
+    });
+}
+
+/// What the watch says about an object.
+enum Seen {
+    /// Its current state.
+    Live { version: String, object: serde_json::Value },
+    /// It is gone from the cluster.
+    Gone,
+}
+
 /// Decide about one observed state of a managed object and start what it calls for.
-fn observe_live(inner: &Arc<Inner>, key: ObjectKey, version: String, live: serde_json::Value) {
+fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
     if !*inner.leading.borrow() {
         return;
     }
     let act = {
         let mut state = lock(&inner.state);
-        match state.pending.get_mut(&key) {
-            Some(Pending::Scheduled { seen, latest }) => {
-                seen.insert(version.clone());
-                *latest = Some((version, live));
+        match (state.pending.get_mut(&key), &seen) {
+            (Some(Pending::Scheduled { seen: versions, latest }), Seen::Live { version, object }) => {
+                versions.insert(version.clone());
+                *latest = Some((version.clone(), object.clone()));
                 return;
             }
-            Some(Pending::Applied { resource_version, at }) => {
-                if *resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
+            (Some(Pending::Scheduled { .. }), Seen::Gone) => return, // the write in flight recreates it
+            (Some(Pending::Applied { resource_version, at }), Seen::Live { version, .. }) => {
+                if resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
                     return; // an event from before our write
                 }
                 state.pending.remove(&key);
             }
-            None => {}
+            (Some(Pending::Applied { .. }), Seen::Gone) => {
+                state.pending.remove(&key);
+            }
+            (None, _) => {}
         }
         if state.fights.contains_key(&key) {
             return;
@@ -410,7 +464,10 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, version: String, live: serde
         let Some(desired) = desired_of(&state, &guard, &key) else {
             return;
         };
-        let decision = lock(&inner.healer).observe(desired, &live, Instant::now());
+        let decision = match &seen {
+            Seen::Live { object, .. } => lock(&inner.healer).observe(desired, object, Instant::now()),
+            Seen::Gone => lock(&inner.healer).observe_deleted(desired, Instant::now()),
+        };
         match decision {
             Heal::InSync => return,
             Heal::Correct { manager, fields, delay } => {
@@ -486,8 +543,8 @@ fn settle(inner: &Arc<Inner>, key: &ObjectKey, version: Option<String>) {
             _ => None,
         }
     };
-    if let Some((version, live)) = next {
-        observe_live(inner, key.clone(), version, live);
+    if let Some((version, object)) = next {
+        observe_live(inner, key.clone(), Seen::Live { version, object });
     }
 }
 
@@ -553,7 +610,11 @@ async fn correct(
     };
     let blamed = manager.clone().unwrap_or_else(|| "an unknown writer".to_owned());
     let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
-    let message = format!("restored {} to Git (changed by {blamed})", paths.join(", "));
+    let message = if paths.is_empty() {
+        "recreated from Git (it was deleted outside Git)".to_owned()
+    } else {
+        format!("restored {} to Git (changed by {blamed})", paths.join(", "))
+    };
     tracing::info!(%key, guard = %guard, manager = %blamed, fields = ?paths, "drift corrected");
     inner.metrics.count_drift_correction(&guard.to_string(), &key.kind);
     inner.audit.record(AuditEvent {

@@ -94,17 +94,33 @@ pub async fn context(client: &kube::Client) -> Context {
     )
 }
 
+/// `kubectl ARGS` as a plain user (no driftguard exemption); returns its output.
+pub fn kubectl_as_user(
+    api: &TestApiServer,
+    dir: &std::path::Path,
+    args: &[&str],
+    env: &[(&str, &std::path::Path)],
+) -> std::process::Output {
+    let kubeconfig = dir.join("user.kubeconfig");
+    api.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
+    let mut command = super::kubectl(dir, &kubeconfig);
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
 /// `kubectl edit deploy/web -n default` as a plain user, the editor applying `sed`; returns
 /// kubectl's output (the caller checks it).
 pub fn kubectl_edit_web(api: &TestApiServer, dir: &std::path::Path, sed: &str) -> std::process::Output {
-    let kubeconfig = dir.join("user.kubeconfig");
-    api.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
     let editor = dir.join("editor.sh");
     std::fs::write(&editor, format!("#!/bin/sh\nsed -i '{sed}' \"$1\"\n")).unwrap();
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    super::kubectl(dir, &kubeconfig)
-        .args(["edit", "deploy", "web", "-n", "default"])
-        .env("EDITOR", &editor)
-        .output()
-        .unwrap()
+    kubectl_as_user(
+        api,
+        dir,
+        &["edit", "deploy", "web", "-n", "default"],
+        &[("EDITOR", &editor)],
+    )
 }
