@@ -71,15 +71,6 @@ impl Loader {
     }
 }
 
-fn publish(store: &DesiredStore, metrics: &Metrics, sets: Vec<Arc<DesiredSet>>, complete: bool) {
-    for set in &sets {
-        metrics.set_desired_objects(&set.guard.id.to_string(), set.objects.len() as u64);
-    }
-    for conflict in store.publish(sets, complete) {
-        tracing::error!(object = %conflict.object, kept_by = %conflict.kept_by, ignored_in = %conflict.ignored_in, "two guards declare the same object");
-    }
-}
-
 /// A bound webhook server and what it serves from.
 struct Started {
     bound: server::BoundServer,
@@ -142,7 +133,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     .await
     .map_err(|e| ServeError::Audit(std::io::Error::other(e)))?;
     let mut loader = loader_back;
-    publish(&store, &metrics, sets, complete);
+    store.publish_reporting(sets, complete, &metrics);
 
     let audit = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
     let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit).await?;
@@ -179,7 +170,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             match joined {
                 Ok((back, (sets, complete))) => {
                     loader = back;
-                    publish(&refresh_store, &refresh_metrics, sets, complete);
+                    refresh_store.publish_reporting(sets, complete, &refresh_metrics);
                 }
                 Err(error) => {
                     tracing::error!(%error, "desired-state refresh task failed; refresh stops");

@@ -123,7 +123,7 @@ fn index_finds_managed_objects_and_reports_cross_guard_conflicts() {
     );
     let store = DesiredStore::new();
     assert!(!store.is_ready());
-    let conflicts = store.publish(vec![b, a], true);
+    let conflicts = store.publish(vec![b.clone(), a.clone()], true);
     assert!(store.is_ready());
     assert_eq!(
         conflicts,
@@ -138,6 +138,11 @@ fn index_finds_managed_objects_and_reports_cross_guard_conflicts() {
     let shared = index.lookup("", "configmaps", Some("default"), "shared").unwrap();
     assert_eq!(shared.guard.id.name, "a");
     assert_eq!(shared.revision.commit, "1");
+    // The very same sets again: the index is kept, not rebuilt (and the conflict not re-reported).
+    assert!(store.publish(vec![b.clone(), a.clone()], true).is_empty());
+    assert!(Arc::ptr_eq(&index, &store.index()));
+    store.publish(vec![a], true);
+    assert!(!Arc::ptr_eq(&index, &store.index()), "different sets rebuild it");
     assert_eq!(
         index
             .lookup("", "configmaps", Some("default"), "own")

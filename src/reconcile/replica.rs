@@ -155,12 +155,7 @@ pub async fn follow_applied(
             match joined {
                 Ok((back, (sets, complete))) => {
                     loader = Some(back);
-                    for set in &sets {
-                        metrics.set_desired_objects(&set.guard.id.to_string(), set.objects.len() as u64);
-                    }
-                    for conflict in store.publish(sets, complete) {
-                        tracing::error!(object = %conflict.object, kept_by = %conflict.kept_by, ignored_in = %conflict.ignored_in, "two guards declare the same object");
-                    }
+                    store.publish_reporting(sets, complete, &metrics);
                 }
                 Err(error) => {
                     tracing::error!(%error, "desired-state loader failed; admission keeps the last index");
