@@ -455,3 +455,81 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     assert!(deployments.get_opt("web").await.unwrap().is_none());
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_show_in_status_and_the_applied_revision_stays() {
+    let Installed {
+        api,
+        dir: _dir,
+        client,
+        repo,
+        commit: first_commit,
+        guards,
+    } = installed(json!({})).await;
+    let ctx = support::guards::context(&client).await;
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    let condition = |status: &driftguard::api::GuardStatus, kind: &str| {
+        status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == kind)
+            .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+    };
+
+    // Broken YAML in Git: Ready=False and Stalled name the file; nothing else changes.
+    std::fs::write(repo.path().join("examples/app/broken.yaml"), "kind: [\n").unwrap();
+    support::git(repo.path(), &["add", "examples/app/broken.yaml"]);
+    support::git(repo.path(), &["commit", "-qm", "broken"]);
+    let error = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap_err();
+    assert_eq!(error.reason(), "LoadFailed");
+    let status = guards.get("example-app").await.unwrap().status.unwrap();
+    let (ready, reason, message) = condition(&status, "Ready").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "LoadFailed"));
+    assert!(message.contains("broken.yaml:1"), "{message}");
+    assert_eq!(condition(&status, "Stalled").map(|c| c.0), Some("True".to_owned()));
+    assert_eq!(status.last_applied_revision.as_deref(), Some(first_commit.as_str()));
+    assert_eq!(status.inventory.len(), 5);
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let warned = events
+        .list(&Default::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .any(|e| {
+            e.reason.as_deref() == Some("LoadFailed")
+                && e.regarding.and_then(|r| r.name).as_deref() == Some("example-app")
+        });
+    assert!(warned, "a Warning Event on the Guard");
+
+    // Fixed in Git: Ready again, Stalled gone.
+    support::git(repo.path(), &["rm", "-q", "examples/app/broken.yaml"]);
+    support::git(repo.path(), &["commit", "-qm", "fixed"]);
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(condition(&status, "Ready").map(|c| c.0), Some("True".to_owned()));
+    assert_eq!(condition(&status, "Stalled"), None);
+
+    // A sourceRef that names nothing.
+    guards
+        .patch(
+            "example-app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": {"sourceRef": {"name": "nope"}}})),
+        )
+        .await
+        .unwrap();
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap_err();
+    let status = guards.get("example-app").await.unwrap().status.unwrap();
+    let (ready, reason, message) = condition(&status, "Ready").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "SourceNotFound"));
+    assert!(message.contains("default/nope"), "{message}");
+    api.stop().await;
+}

@@ -50,6 +50,25 @@ impl ReconcileError {
             ReconcileError::Task(_) => "task",
         }
     }
+
+    /// The Ready condition's reason for this failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            ReconcileError::Kube(_) => "APIError",
+            ReconcileError::MissingSource(_) => "SourceNotFound",
+            ReconcileError::Spec(_) => "InvalidSpec",
+            ReconcileError::Load(_) => "LoadFailed",
+            ReconcileError::Task(_) => "InternalError",
+        }
+    }
+
+    /// True when retrying alone will not help: the spec, the source or Git must change.
+    pub fn is_stalled(&self) -> bool {
+        matches!(
+            self,
+            ReconcileError::MissingSource(_) | ReconcileError::Spec(_) | ReconcileError::Load(_)
+        )
+    }
 }
 
 impl From<ConfigError> for ReconcileError {
@@ -148,6 +167,67 @@ pub async fn load_desired(
 
 /// Reconcile `guard` once and record the result in its status. Returns the status written.
 pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
+    match sync_guard(guard, ctx).await {
+        Ok(status) => Ok(status),
+        Err(error) => {
+            record_failure(guard, ctx, &error).await;
+            Err(error)
+        }
+    }
+}
+
+/// Say why the Guard could not be reconciled: Ready=False with the error's reason (and
+/// Stalled when only a change can fix it). Everything else in status stays as it was: the
+/// last applied revision keeps being enforced.
+async fn record_failure(guard: &Guard, ctx: &Context, error: &ReconcileError) {
+    let previous = guard.status.clone().unwrap_or_default();
+    let generation = guard.metadata.generation;
+    let message = error.to_string();
+    let mut conditions = vec![condition(
+        ConditionType::Ready,
+        false,
+        error.reason(),
+        message.clone(),
+        generation,
+    )];
+    if error.is_stalled() {
+        conditions.push(condition(
+            ConditionType::Stalled,
+            true,
+            error.reason(),
+            message,
+            generation,
+        ));
+    }
+    conditions.extend(
+        previous
+            .conditions
+            .iter()
+            .filter(|c| c.type_ == ConditionType::Fighting.as_str())
+            .cloned(),
+    );
+    for c in &mut conditions {
+        c.last_transition_time = kept_transition(&previous, c);
+    }
+    if conditions == previous.conditions {
+        return;
+    }
+    let patch = json!({"status": {"conditions": conditions, "observedGeneration": generation}});
+    let name = guard.name_any();
+    let namespace = guard.namespace().unwrap_or_else(|| "default".to_owned());
+    if let Err(write) = Api::<Guard>::namespaced(ctx.client.clone(), &namespace)
+        .patch_status(&name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        tracing::warn!(guard = %name, %write, "cannot record the reconcile failure in status");
+    }
+    let regarding = guard.object_ref(&());
+    ctx.events
+        .warning(&regarding, error.reason(), "Reconcile", error.to_string())
+        .await;
+}
+
+async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
     let started = std::time::Instant::now();
     let set = load_desired(guard, &ctx.client, &ctx.cache).await?;
     let id = set.guard.id.clone();
@@ -166,7 +246,7 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
     if let Some(heal) = &ctx.heal {
         heal.track(&id, set.clone(), heal_enabled, previous.counts.drift_corrected);
     }
-    let mut ready = if guard.spec.suspend {
+    let ready = if guard.spec.suspend {
         condition(
             ConditionType::Ready,
             false,
@@ -250,11 +330,20 @@ pub async fn reconcile_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus
             )
             .await;
     }
-    ready.last_transition_time = kept_transition(&previous, &ready);
-    status.conditions = vec![ready];
-    if let Some(mut fighting) = ctx.heal.as_ref().and_then(|h| h.fighting_condition(&id, generation)) {
-        fighting.last_transition_time = kept_transition(&previous, &fighting);
-        status.conditions.push(fighting);
+    // Objects waiting for their CRD: progress is expected without a change.
+    let reconciling = (ready.reason == "Waiting").then(|| {
+        condition(
+            ConditionType::Reconciling,
+            true,
+            "WaitingForCRD",
+            ready.message.clone(),
+            generation,
+        )
+    });
+    let fighting = ctx.heal.as_ref().and_then(|h| h.fighting_condition(&id, generation));
+    status.conditions = std::iter::once(ready).chain(reconciling).chain(fighting).collect();
+    for c in &mut status.conditions {
+        c.last_transition_time = kept_transition(&previous, c);
     }
     if status == previous {
         return Ok(status);
