@@ -115,7 +115,12 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     let took = timing.await.unwrap();
     eprintln!("self-heal: kubectl edit of spec.replicas corrected {took:?} after the edit was stored");
 
-    // Audit: who drifted what, from and to.
+    // Audit: who drifted what, from and to (recorded right after the write returns).
+    let recorded = || {
+        let audit = audit.clone();
+        async move { audit.events().iter().any(|e| e.event == EventKind::DriftCorrected) }
+    };
+    eventually("the drift.corrected record", Duration::from_secs(10), recorded).await;
     let corrected: Vec<_> = audit
         .events()
         .into_iter()
@@ -404,20 +409,27 @@ async fn deleted_and_unlabelled_objects_come_back() {
     };
     eventually("the managed label restored", Duration::from_secs(10), relabelled).await;
 
-    let records = audit.events();
-    assert!(
-        records.iter().any(|e| e.event == EventKind::DriftCorrected
-            && e.object.name == "web-config"
-            && e.message.starts_with("recreated")),
-        "{records:?}"
-    );
-    assert!(
-        records.iter().any(|e| e.event == EventKind::DriftCorrected
-            && e.object.name == "web"
+    let both = || {
+        let audit = audit.clone();
+        async move {
+            let records = audit.events();
+            let recreated = records.iter().any(|e| {
+                e.event == EventKind::DriftCorrected
+                    && e.object.name == "web-config"
+                    && e.message.starts_with("recreated")
+            });
             // A removal leaves the remover owning nothing, so managedFields cannot name it.
-            && e.field_manager.is_none()
-            && e.fields.iter().any(|f| f.path == "metadata.labels[driftguard.io/managed]")),
-        "{records:?}"
-    );
+            let relabelled = records.iter().any(|e| {
+                e.event == EventKind::DriftCorrected
+                    && e.object.name == "web"
+                    && e.field_manager.is_none()
+                    && e.fields
+                        .iter()
+                        .any(|f| f.path == "metadata.labels[driftguard.io/managed]")
+            });
+            recreated && relabelled
+        }
+    };
+    eventually("both corrections audited", Duration::from_secs(10), both).await;
     api.stop().await;
 }
