@@ -35,6 +35,12 @@ pub enum EventKind {
     /// The enforcer stopped correcting an object because one writer keeps changing it back.
     #[serde(rename = "drift.fighting")]
     DriftFighting,
+    /// A GitSource moved to a new revision.
+    #[serde(rename = "source.updated")]
+    SourceUpdated,
+    /// A fetched revision failed signature verification and was refused.
+    #[serde(rename = "source.verification_failed")]
+    SourceVerificationFailed,
 }
 
 impl EventKind {
@@ -47,6 +53,8 @@ impl EventKind {
             EventKind::AdmissionExempted => "admission.exempted",
             EventKind::DriftCorrected => "drift.corrected",
             EventKind::DriftFighting => "drift.fighting",
+            EventKind::SourceUpdated => "source.updated",
+            EventKind::SourceVerificationFailed => "source.verification_failed",
         }
     }
 }

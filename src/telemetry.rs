@@ -45,6 +45,27 @@ struct CorrectionLabels {
     kind: String,
 }
 
+/// Labels of `driftguard_source_fetch_duration_seconds`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchLabels {
+    source: String,
+    result: &'static str,
+}
+
+/// Labels of `driftguard_source_fetch_errors_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FetchErrorLabels {
+    source: String,
+    reason: &'static str,
+}
+
+/// Labels of `driftguard_source_revision_info`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RevisionLabels {
+    source: String,
+    revision: String,
+}
+
 /// Labels of `driftguard_certificate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -63,6 +84,10 @@ pub struct Metrics {
     drift_corrections: Family<CorrectionLabels, Counter>,
     reconcile_duration: Family<GuardLabels, Histogram>,
     prunes: Family<GuardLabels, Counter>,
+    fetch_duration: Family<FetchLabels, Histogram>,
+    fetch_errors: Family<FetchErrorLabels, Counter>,
+    revision_info: Family<RevisionLabels, Gauge<u64, AtomicU64>>,
+    served_revisions: std::sync::Mutex<std::collections::HashMap<String, String>>,
 }
 
 impl Metrics {
@@ -124,6 +149,27 @@ impl Metrics {
             "Objects deleted because Git no longer declares them",
             prunes.clone(),
         );
+        let fetch_duration = Family::<FetchLabels, Histogram>::new_with_constructor(|| {
+            // 10 ms .. ~5 min
+            Histogram::new(exponential_buckets(0.01, 2.0, 15))
+        });
+        registry.register(
+            "source_fetch_duration_seconds",
+            "Time of one fetch of a GitSource, by result (ok or error)",
+            fetch_duration.clone(),
+        );
+        let fetch_errors = Family::<FetchErrorLabels, Counter>::default();
+        registry.register(
+            "source_fetch_errors",
+            "Failed fetches of a GitSource, by reason (the Ready condition's reason)",
+            fetch_errors.clone(),
+        );
+        let revision_info = Family::<RevisionLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "source_revision_info",
+            "The revision each GitSource serves (value 1)",
+            revision_info.clone(),
+        );
         Self {
             registry,
             admission_requests,
@@ -134,6 +180,10 @@ impl Metrics {
             drift_corrections,
             reconcile_duration,
             prunes,
+            fetch_duration,
+            fetch_errors,
+            revision_info,
+            served_revisions: Default::default(),
         }
     }
 
@@ -197,6 +247,47 @@ impl Metrics {
         }
     }
 
+    /// Records one fetch of `source`: its duration, and the failure reason when it failed.
+    pub fn observe_fetch(&self, source: &str, elapsed: Duration, failure: Option<&'static str>) {
+        let result = if failure.is_some() { "error" } else { "ok" };
+        self.fetch_duration
+            .get_or_create(&FetchLabels {
+                source: source.to_owned(),
+                result,
+            })
+            .observe(elapsed.as_secs_f64());
+        if let Some(reason) = failure {
+            self.fetch_errors
+                .get_or_create(&FetchErrorLabels {
+                    source: source.to_owned(),
+                    reason,
+                })
+                .inc();
+        }
+    }
+
+    /// Marks `revision` as the one `source` serves; the series of the revision it served
+    /// before goes away.
+    pub fn set_source_revision(&self, source: &str, revision: &str) {
+        let labels = RevisionLabels {
+            source: source.to_owned(),
+            revision: revision.to_owned(),
+        };
+        self.revision_info.get_or_create(&labels).set(1);
+        let mut served = self
+            .served_revisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = served.insert(source.to_owned(), revision.to_owned())
+            && old != revision
+        {
+            self.revision_info.remove(&RevisionLabels {
+                source: source.to_owned(),
+                revision: old,
+            });
+        }
+    }
+
     /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -228,6 +319,25 @@ pub fn init_tracing() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_metrics_count_failures_and_show_one_revision_per_source() {
+        let metrics = Metrics::new();
+        metrics.observe_fetch("default/apps", Duration::from_millis(30), None);
+        metrics.observe_fetch("default/apps", Duration::from_millis(5), Some("FetchFailed"));
+        metrics.set_source_revision("default/apps", "main@sha1:aaa");
+        metrics.set_source_revision("default/apps", "main@sha1:bbb");
+        let text = metrics.encode().unwrap();
+        for needle in [
+            r#"driftguard_source_fetch_duration_seconds_count{source="default/apps",result="ok"} 1"#,
+            r#"driftguard_source_fetch_duration_seconds_count{source="default/apps",result="error"} 1"#,
+            r#"driftguard_source_fetch_errors_total{source="default/apps",reason="FetchFailed"} 1"#,
+            r#"driftguard_source_revision_info{source="default/apps",revision="main@sha1:bbb"} 1"#,
+        ] {
+            assert!(text.contains(needle), "{needle} in\n{text}");
+        }
+        assert!(!text.contains("sha1:aaa"), "the old revision's series is gone");
+    }
 
     #[test]
     fn encodes_the_three_families_with_labels() {
