@@ -106,11 +106,65 @@ pub struct LocalObjectReference {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct VerifySpec {
-    /// `head` (the commit) or `tag`.
-    #[schemars(extend("enum" = ["head", "tag"]))]
-    pub mode: String,
-    /// Secret holding the trusted public keys.
+    /// Which signature to check: `HEAD` (the commit), `Tag` (the tag of ref.tag/semver) or `TagAndHEAD`.
+    pub mode: VerifyMode,
+    /// Secret of trusted public keys: ASCII-armored OpenPGP keys or SSH public key lines.
     pub secret_ref: LocalObjectReference,
+}
+
+/// What signature verification checks at a revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+pub enum VerifyMode {
+    /// The commit (HEAD of the fetched reference) must be signed by a trusted key.
+    #[serde(rename = "HEAD", alias = "head")]
+    Head,
+    /// The annotated tag the revision came from must be signed by a trusted key.
+    #[serde(rename = "Tag", alias = "tag")]
+    Tag,
+    /// Both the tag and the commit it points at must be signed by trusted keys.
+    #[serde(rename = "TagAndHEAD")]
+    TagAndHead,
+}
+
+impl VerifyMode {
+    /// The mode's name as written in specs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VerifyMode::Head => "HEAD",
+            VerifyMode::Tag => "Tag",
+            VerifyMode::TagAndHead => "TagAndHEAD",
+        }
+    }
+
+    /// Whether the tag's signature is checked.
+    pub fn checks_tag(self) -> bool {
+        matches!(self, VerifyMode::Tag | VerifyMode::TagAndHead)
+    }
+
+    /// Whether the commit's signature is checked.
+    pub fn checks_commit(self) -> bool {
+        matches!(self, VerifyMode::Head | VerifyMode::TagAndHead)
+    }
+}
+
+impl std::fmt::Display for VerifyMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for VerifyMode {
+    type Err = String;
+
+    /// Parses `HEAD`, `Tag` or `TagAndHEAD` (exactly as in specs).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "HEAD" => Ok(VerifyMode::Head),
+            "Tag" => Ok(VerifyMode::Tag),
+            "TagAndHEAD" => Ok(VerifyMode::TagAndHead),
+            other => Err(format!("unknown verify mode {other:?}: use HEAD, Tag or TagAndHEAD")),
+        }
+    }
 }
 
 /// Binds a path of a GitSource to the cluster.

@@ -328,4 +328,9 @@ impl LocalRepository {
             source,
         }
     }
+
+    /// The libgit2 repository, for checks that read objects directly (signature verification).
+    pub(crate) fn git(&self) -> &Repository {
+        &self.repo
+    }
 }

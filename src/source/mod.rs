@@ -10,6 +10,7 @@
 
 mod local;
 mod url;
+pub mod verify;
 
 use std::fmt;
 use std::path::PathBuf;

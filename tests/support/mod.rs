@@ -142,6 +142,30 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
 
+/// [`git`] with extra environment variables (e.g. `GNUPGHOME` for signing); configuration
+/// goes in `args` as `-c key=value`. Panics with git's stderr on failure and returns trimmed
+/// stdout.
+pub fn git_with_env(dir: &Path, env: &[(&str, &std::ffi::OsStr)], args: &[&str]) -> String {
+    let out = std::process::Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .env("GIT_CONFIG_GLOBAL", "/dev/null")
+        .env("GIT_CONFIG_NOSYSTEM", "1")
+        .env("GIT_AUTHOR_NAME", "Test")
+        .env("GIT_AUTHOR_EMAIL", "test@example.com")
+        .env("GIT_COMMITTER_NAME", "Test")
+        .env("GIT_COMMITTER_EMAIL", "test@example.com")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run git");
+    assert!(
+        out.status.success(),
+        "git {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// `/usr/bin/kubectl` against `kubeconfig`, isolated from the machine: HOME and the discovery
 /// cache live under `home`, and the environment holds nothing else but PATH.
 pub fn kubectl(home: &Path, kubeconfig: &Path) -> std::process::Command {
