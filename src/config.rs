@@ -81,6 +81,14 @@ pub struct ServerFile {
     /// How long shutdown waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: GoDuration,
+    /// Plain-HTTP address of the push receiver (`POST /hooks/<namespace>/<source>`); none
+    /// (the default) disables it. Put an Ingress with TLS in front of it.
+    #[serde(default)]
+    pub hooks_listen: Option<SocketAddr>,
+    /// Standalone mode: directory of receiver secrets, one folder per `receiver.secretRef.name`
+    /// holding a file `token` (the layout of a mounted Secret); relative to the config file.
+    #[serde(default)]
+    pub hooks_secrets_dir: Option<PathBuf>,
 }
 
 fn default_listen() -> SocketAddr {
@@ -112,6 +120,8 @@ impl Default for ServerFile {
             max_body_bytes: default_max_body(),
             max_in_flight: default_max_in_flight(),
             shutdown_grace: default_grace(),
+            hooks_listen: None,
+            hooks_secrets_dir: None,
         }
     }
 }
@@ -299,6 +309,8 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// Push receiver address (None: disabled).
+    pub hooks_listen: Option<SocketAddr>,
 }
 
 /// A validated GitSource.
@@ -308,6 +320,8 @@ pub struct Source {
     pub settings: SourceSettings,
     /// Fetch period.
     pub interval: Duration,
+    /// Standalone push receiver: the file holding the shared secret (None: no receiver).
+    pub receiver_secret: Option<PathBuf>,
 }
 
 /// A validated Guard and its source.
@@ -370,6 +384,8 @@ pub struct Overrides {
     pub cluster: bool,
     /// `--kubeconfig` (implies `--cluster`).
     pub kubeconfig: Option<PathBuf>,
+    /// `--hooks-listen`.
+    pub hooks_listen: Option<SocketAddr>,
 }
 
 impl ConfigFile {
@@ -472,6 +488,7 @@ guards:
                 return Err(ConfigError::Invalid(format!("source {id} is declared twice")));
             }
             let reference = git_reference(&id, entry.spec.reference.as_ref())?;
+            let receiver_secret = receiver_secret_file(&id, entry, &self.server, &server, base_dir)?;
             sources.push(Source {
                 settings: SourceSettings {
                     id: id.clone(),
@@ -479,6 +496,7 @@ guards:
                     reference,
                 },
                 interval: entry.spec.interval.0.max(Duration::from_secs(1)),
+                receiver_secret,
             });
             source_ids.push(id);
         }
@@ -608,7 +626,36 @@ fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> 
         max_body_bytes: file.max_body_bytes,
         max_in_flight: file.max_in_flight,
         shutdown_grace: file.shutdown_grace.0,
+        hooks_listen: overrides.hooks_listen.or(file.hooks_listen),
     })
+}
+
+/// Standalone: where `entry`'s receiver secret is (`<hooksSecretsDir>/<secretRef.name>/token`).
+fn receiver_secret_file(
+    id: &str,
+    entry: &SourceEntry,
+    file: &ServerFile,
+    server: &ServerSettings,
+    base_dir: &Path,
+) -> Result<Option<PathBuf>, ConfigError> {
+    let Some(receiver) = &entry.spec.receiver else {
+        return Ok(None);
+    };
+    let name = &receiver.secret_ref.name;
+    if name.is_empty() || name.contains('/') || name.starts_with('.') {
+        return Err(ConfigError::Invalid(format!(
+            "source {id}: receiver.secretRef.name {name:?} must be a plain Secret name"
+        )));
+    }
+    match (&file.hooks_secrets_dir, server.hooks_listen) {
+        (Some(dir), _) => Ok(Some(base_dir.join(dir).join(name).join(crate::receiver::SECRET_KEY))),
+        (None, Some(_)) => Err(ConfigError::Invalid(format!(
+            "source {id} has a receiver: set server.hooksSecretsDir to a directory holding {name}/{key} (its shared secret)",
+            key = crate::receiver::SECRET_KEY
+        ))),
+        // The receiver is off: nothing reads the secret.
+        (None, None) => Ok(None),
+    }
 }
 
 /// Exactly one of branch, tag, semver, commit; HEAD when none is given.
@@ -758,6 +805,57 @@ guards:
             .unwrap();
         assert_eq!(settings.server.listen.port(), 1);
         assert_eq!(settings.sources[0].settings.url, "/etc/dg/repo");
+    }
+
+    #[test]
+    fn the_push_receiver_is_off_by_default_and_reads_secrets_from_the_secrets_dir() {
+        let settings = ConfigFile::parse(SAMPLE, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/dg"), &Overrides::default())
+            .unwrap();
+        assert_eq!(settings.server.hooks_listen, None);
+        assert_eq!(settings.sources[0].receiver_secret, None);
+
+        let text = SAMPLE
+            .replace(
+                "  listen: 0.0.0.0:9443\n",
+                "  listen: 0.0.0.0:9443\n  hooksListen: 0.0.0.0:9292\n  hooksSecretsDir: hooks\n",
+            )
+            .replace(
+                "    interval: 30s\n",
+                "    interval: 30s\n    receiver: { secretRef: { name: platform-hook } }\n",
+            );
+        let settings = ConfigFile::parse(&text, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/dg"), &Overrides::default())
+            .unwrap();
+        assert_eq!(settings.server.hooks_listen, Some("0.0.0.0:9292".parse().unwrap()));
+        assert_eq!(
+            settings.sources[0].receiver_secret,
+            Some(PathBuf::from("/etc/dg/hooks/platform-hook/token"))
+        );
+
+        // A receiver with the listener on but nowhere to read its secret is an error.
+        let without_dir = text.replace("  hooksSecretsDir: hooks\n", "");
+        let err = ConfigFile::parse(&without_dir, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/dg"), &Overrides::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("hooksSecretsDir") && err.contains("platform-hook/token"),
+            "{err}"
+        );
+
+        let overrides = Overrides {
+            hooks_listen: Some("127.0.0.1:7000".parse().unwrap()),
+            ..Default::default()
+        };
+        let settings = ConfigFile::parse(&text, "sample")
+            .unwrap()
+            .validate(Path::new("/etc/dg"), &overrides)
+            .unwrap();
+        assert_eq!(settings.server.hooks_listen, overrides.hooks_listen);
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod certs;
 pub mod config;
 pub mod desired;
 pub mod drift;
+pub mod receiver;
 pub mod reconcile;
 pub mod render;
 pub mod serve;

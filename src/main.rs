@@ -49,6 +49,9 @@ enum Command {
         /// kubeconfig file for --cluster (default: KUBECONFIG, ~/.kube/config, in-cluster).
         #[arg(long, env = "DRIFTGUARD_KUBECONFIG")]
         kubeconfig: Option<PathBuf>,
+        /// Plain-HTTP address of the push receiver (POST /hooks/<namespace>/<source>).
+        #[arg(long, env = "DRIFTGUARD_HOOKS_LISTEN")]
+        hooks_listen: Option<std::net::SocketAddr>,
     },
     /// Decide one AdmissionReview offline and print the response review.
     /// Exit status: 0 allowed, 1 denied, 2 error.
@@ -148,6 +151,7 @@ fn main() -> ExitCode {
             key_file,
             cluster,
             kubeconfig,
+            hooks_listen,
         } => run_serve(
             config,
             Overrides {
@@ -157,6 +161,7 @@ fn main() -> ExitCode {
                 key_file,
                 cluster,
                 kubeconfig,
+                hooks_listen,
             },
         ),
         Command::Check {

@@ -7,14 +7,20 @@
 mod cluster;
 
 use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, AdmissionSettings};
 use crate::audit::{AuditSink, StdoutSink};
 use crate::certs;
 use crate::config::{Settings, TlsSource};
 use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, load_guard};
+use crate::receiver::{self, FileSource, FileTargets, HookTargets, ReceiverLimits};
 use crate::server::{self, ServerOptions};
 use crate::telemetry::Metrics;
 
@@ -33,6 +39,36 @@ pub enum ServeError {
     /// The cluster could not be reached or configured.
     #[error("cluster: {0}")]
     Cluster(String),
+    /// The push receiver could not start.
+    #[error(transparent)]
+    Receiver(#[from] receiver::ReceiverError),
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+async fn stopped(mut stop: watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Binds the push receiver on `addr` and serves it until `shutdown` (both modes).
+async fn start_receiver(
+    addr: SocketAddr,
+    targets: Arc<dyn HookTargets>,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<JoinHandle<()>, ServeError> {
+    let limits = ReceiverLimits::default();
+    let bound = receiver::bind(addr, receiver::router(targets, &limits, metrics), &limits).await?;
+    Ok(tokio::spawn(bound.run(shutdown)))
+}
+
+/// Waits for the receiver (if any) to finish its own graceful shutdown.
+async fn join_receiver(task: Option<JoinHandle<()>>) {
+    let Some(task) = task else {
+        return;
+    };
+    if let Err(error) = task.await {
+        tracing::warn!(%error, "push receiver task failed");
+    }
 }
 
 /// Loads all Guards, keeping each Guard's last good set when a refresh fails.
@@ -148,6 +184,19 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             ca = ca.display()
         );
     }
+    // Push receiver: verified hooks wake `hook_targets.notify()` (the refresher does not
+    // wait on it yet).
+    let (stop_tx, stop) = watch::channel(false);
+    let hooks = match settings.server.hooks_listen {
+        Some(addr) => {
+            let hook_targets = Arc::new(FileTargets::new(settings.sources.iter().map(|s| FileSource {
+                id: s.settings.id.clone(),
+                secret_file: s.receiver_secret.clone(),
+            })));
+            Some(start_receiver(addr, hook_targets, metrics.clone(), stopped(stop.clone())).await?)
+        }
+        None => None,
+    };
     let period = settings
         .sources
         .iter()
@@ -179,7 +228,13 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             }
         }
     });
-    let result = bound.run(server::shutdown_signal()).await;
+    let signal = tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    let result = bound.run(stopped(stop)).await;
+    signal.abort();
     refresher.abort();
+    join_receiver(hooks).await;
     Ok(result?)
 }

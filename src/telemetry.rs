@@ -72,6 +72,12 @@ struct ReloadLabels {
     result: &'static str,
 }
 
+/// Labels of `driftguard_receiver_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReceiverLabels {
+    result: &'static str,
+}
+
 /// The process-wide Prometheus registry and the metric handles driftguard records into.
 #[derive(Debug)]
 pub struct Metrics {
@@ -81,6 +87,7 @@ pub struct Metrics {
     desired_objects: Family<GuardLabels, Gauge<u64, AtomicU64>>,
     certificate_expiry: Gauge,
     certificate_reloads: Family<ReloadLabels, Counter>,
+    receiver_requests: Family<ReceiverLabels, Counter>,
     drift_corrections: Family<CorrectionLabels, Counter>,
     reconcile_duration: Family<GuardLabels, Histogram>,
     prunes: Family<GuardLabels, Counter>,
@@ -127,6 +134,12 @@ impl Metrics {
             "certificate_reloads",
             "Changes of the TLS certificate files seen, by result (reloaded or rejected)",
             certificate_reloads.clone(),
+        );
+        let receiver_requests = Family::<ReceiverLabels, Counter>::default();
+        registry.register(
+            "receiver_requests",
+            "Push hooks answered by the receiver, by result (accepted, unauthorized, not_found, rate_limited, ...)",
+            receiver_requests.clone(),
         );
         let drift_corrections = Family::<CorrectionLabels, Counter>::default();
         registry.register(
@@ -177,6 +190,7 @@ impl Metrics {
             desired_objects,
             certificate_expiry,
             certificate_reloads,
+            receiver_requests,
             drift_corrections,
             reconcile_duration,
             prunes,
@@ -222,6 +236,11 @@ impl Metrics {
     /// Counts one look at changed certificate files: `reloaded` or `rejected`.
     pub fn observe_certificate_reload(&self, result: &'static str) {
         self.certificate_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Counts one push hook answered with `result`.
+    pub fn observe_receiver_request(&self, result: &'static str) {
+        self.receiver_requests.get_or_create(&ReceiverLabels { result }).inc();
     }
 
     /// Counts one drift correction of a `kind` object of `guard`.

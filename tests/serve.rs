@@ -119,6 +119,31 @@ async fn post(served: &Served, path: &str, body: Body) -> Answer {
     send(&mut sender, "POST", path, body).await.unwrap()
 }
 
+/// The push receiver's address from its `push receiver listening ... hooks=ADDR` log line.
+fn hooks_addr(stderr: &mpsc::Receiver<String>) -> SocketAddr {
+    let line = recv_until(stderr, "the push receiver's address", |l| {
+        l.contains("push receiver listening")
+    });
+    between(&line, "hooks=", " ").parse().unwrap()
+}
+
+/// POSTs a GitHub push signed with `secret` to the push receiver at `addr` over plain HTTP.
+async fn push_hook(addr: SocketAddr, path: &str, secret: &str) -> StatusCode {
+    let body = fixture("hooks/github-push.json");
+    let signature = format!("sha256={}", driftguard::receiver::sign(secret.as_bytes(), &body));
+    let mut sender = support::https::http1_over(tokio::net::TcpStream::connect(addr).await.unwrap()).await;
+    let request = hyper::Request::builder()
+        .method("POST")
+        .uri(path)
+        .header("host", "hooks.example.com")
+        .header("content-type", "application/json")
+        .header("x-github-event", "push")
+        .header("x-hub-signature-256", signature)
+        .body(full(body))
+        .unwrap();
+    sender.send_request(request).await.unwrap().status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_default_serves_decisions_over_https() {
     let (dir, commit) = example_repo();
@@ -336,6 +361,59 @@ guards:
     let _ = child.wait();
 }
 
+/// `server.hooksListen` starts the push receiver next to the webhook; standalone, secrets come
+/// from `server.hooksSecretsDir`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_file_with_hooks_listen_serves_the_push_receiver() {
+    let (repo, _) = example_repo();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("hooks/apps-hook")).unwrap();
+    std::fs::write(dir.path().join("hooks/apps-hook/token"), "s3cret\n").unwrap();
+    let config = dir.path().join("driftguard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server:
+  listen: 127.0.0.1:0
+  metricsListen: null
+  hooksListen: 127.0.0.1:0
+  hooksSecretsDir: hooks
+  tls: {{ devCertsDir: certs }}
+sources:
+  - name: apps
+    url: {repo:?}
+    receiver: {{ secretRef: {{ name: apps-hook }} }}
+  - name: plain
+    url: {repo:?}
+guards:
+  - name: example-app
+    sourceRef: {{ name: apps }}
+    path: examples/app
+"#,
+            repo = repo.path().display().to_string()
+        ),
+    )
+    .unwrap();
+    let (mut child, stderr, _audit) = spawn_serve(dir.path(), &["--config".as_ref(), config.as_os_str()]);
+    let hooks = hooks_addr(&stderr);
+    std::thread::spawn(move || while stderr.recv().is_ok() {});
+    assert_eq!(
+        push_hook(hooks, "/hooks/default/apps", "s3cret").await,
+        StatusCode::ACCEPTED
+    );
+    assert_eq!(
+        push_hook(hooks, "/hooks/default/apps", "guess").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        push_hook(hooks, "/hooks/default/plain", "s3cret").await,
+        StatusCode::NOT_FOUND
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
 /// `driftguard serve --kubeconfig` against the test API server: the replica wins the Lease,
 /// applies the Guard, serves the applied revision (ready only then), heals a `kubectl edit`
 /// that no webhook stopped, and releases the Lease on SIGTERM.
@@ -371,11 +449,14 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
             config.as_os_str(),
             "--kubeconfig".as_ref(),
             kubeconfig.as_os_str(),
+            "--hooks-listen".as_ref(),
+            "127.0.0.1:0".as_ref(),
         ],
     );
     let serving = recv_until(&stderr, "the serving line", |l| {
         l.contains("driftguard is serving admission")
     });
+    let hooks = hooks_addr(&stderr);
     let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = logs.clone();
     std::thread::spawn(move || {
@@ -446,6 +527,40 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     ] {
         assert!(scraped.contains(needle), "{needle} in\n{scraped}");
     }
+
+    // A signed push to the receiver asks the GitSource controller for a fetch.
+    use driftguard::api::GitSource;
+    use kube::api::{Patch, PatchParams};
+    let secret = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "apps-hook"}, "stringData": {"token": "s3cret"}
+    }))
+    .unwrap();
+    Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &secret)
+        .await
+        .unwrap();
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let receiver = serde_json::json!({"spec": {"receiver": {"secretRef": {"name": "apps-hook"}}}});
+    sources
+        .patch("apps", &PatchParams::default(), &Patch::Merge(&receiver))
+        .await
+        .unwrap();
+    // The receiver's watch sees the new spec shortly.
+    eventually("a push accepted", || async {
+        (push_hook(hooks, "/hooks/default/apps", "s3cret").await == StatusCode::ACCEPTED).then_some(())
+    })
+    .await;
+    let annotations = sources
+        .get("apps")
+        .await
+        .unwrap()
+        .metadata
+        .annotations
+        .unwrap_or_default();
+    assert!(
+        annotations.contains_key(driftguard::receiver::REQUESTED_AT_ANNOTATION),
+        "{annotations:?}"
+    );
 
     // SIGTERM: a clean exit that hands the Lease back.
     let pid = child.id().to_string();

@@ -70,6 +70,21 @@ pub struct GitSourceSpec {
     /// Timeout of one fetch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<GoDuration>,
+    /// Push receiver: a Git host's webhook to `POST /hooks/<namespace>/<name>` on the
+    /// receiver listener (`server.hooksListen`), signed with this shared secret, fetches at
+    /// once instead of at the next interval. Omitted: no receiver (such hooks get 404).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receiver: Option<ReceiverSpec>,
+}
+
+/// Push receiver of a GitSource.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ReceiverSpec {
+    /// Secret in the source's namespace whose key `token` holds the shared secret: GitHub's
+    /// webhook secret (`X-Hub-Signature-256`), GitLab's secret token (`X-Gitlab-Token`) or the
+    /// HMAC key of a generic sender (`X-Signature-256: sha256=<hex HMAC-SHA256 of the body>`).
+    pub secret_ref: LocalObjectReference,
 }
 
 /// Exactly one of `branch`, `tag`, `semver`, `commit`.

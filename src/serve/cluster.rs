@@ -6,10 +6,11 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::{ServeError, Started, start};
+use super::{ServeError, Started, join_receiver, start, start_receiver, stopped};
 use crate::audit::{AuditSink, StdoutSink};
 use crate::config::{ClusterSettings, Settings};
 use crate::desired::{DesiredCache, DesiredStore};
+use crate::receiver::KubeTargets;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::controller::Context;
 use crate::reconcile::events::Events;
@@ -44,11 +45,6 @@ async fn client(settings: &ClusterSettings) -> Result<(kube::Client, String), Se
     let client =
         kube::Client::try_from(config).map_err(|e| ServeError::Cluster(format!("cannot build a client: {e}")))?;
     Ok((client, url))
-}
-
-/// Resolves when `stop` turns true (or its sender is gone).
-async fn stopped(mut stop: watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
 }
 
 /// Run until SIGTERM/Ctrl-C.
@@ -94,6 +90,15 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
             cluster.lease_duration,
         ),
     );
+    // Push receiver: any replica verifies hooks and annotates the GitSource; the leader's
+    // GitSource controller fetches.
+    let hooks = match settings.server.hooks_listen {
+        Some(addr) => {
+            let targets = Arc::new(KubeTargets::start(client.clone(), cluster.api_timeout));
+            Some(start_receiver(addr, targets, metrics.clone(), stopped(stop.clone())).await?)
+        }
+        None => None,
+    };
     let loops = vec![
         tokio::spawn(elector.run(leading_tx, stopped(stop.clone()))),
         tokio::spawn(run_sources(client.clone(), leading.clone(), stopped(stop.clone()))),
@@ -106,6 +111,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     });
     let result = bound.run(stopped(stop)).await;
     signal.abort();
+    join_receiver(hooks).await;
     let joined = tokio::time::timeout(LOOPS_GRACE, futures_util::future::join_all(loops)).await;
     if joined.is_err() {
         tracing::warn!("enforcement loops did not stop within {LOOPS_GRACE:?}");

@@ -22,7 +22,7 @@ const PREALLOCATE_MAX: usize = 1024 * 1024;
 
 /// Why a body could not be read.
 #[derive(Debug)]
-pub(super) enum BodyError {
+pub(crate) enum BodyError {
     /// Larger than the limit (bytes).
     TooLarge(usize),
     /// Not complete before the deadline.
@@ -57,7 +57,7 @@ impl BodyError {
 
 /// Reads `body` completely if it is at most `limit` bytes and arrives within `timeout`.
 /// `declared_len` is the Content-Length, if any: it sizes the buffer and rejects early.
-pub(super) async fn read_limited(
+pub(crate) async fn read_limited(
     mut body: Body,
     declared_len: Option<u64>,
     limit: usize,

@@ -8,7 +8,7 @@
 //!   after their current request, all within `shutdown_grace`;
 //! - metrics are served in plain HTTP on a separate port.
 
-mod body;
+pub(crate) mod body;
 mod conn;
 mod routes;
 mod shutdown;
