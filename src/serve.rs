@@ -184,17 +184,15 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             ca = ca.display()
         );
     }
-    // Push receiver: verified hooks wake `hook_targets.notify()` (the refresher does not
-    // wait on it yet).
+    // Push receiver: a verified hook wakes the refresher at once.
     let (stop_tx, stop) = watch::channel(false);
+    let hook_targets = Arc::new(FileTargets::new(settings.sources.iter().map(|s| FileSource {
+        id: s.settings.id.clone(),
+        secret_file: s.receiver_secret.clone(),
+    })));
+    let pushed = hook_targets.notify();
     let hooks = match settings.server.hooks_listen {
-        Some(addr) => {
-            let hook_targets = Arc::new(FileTargets::new(settings.sources.iter().map(|s| FileSource {
-                id: s.settings.id.clone(),
-                secret_file: s.receiver_secret.clone(),
-            })));
-            Some(start_receiver(addr, hook_targets, metrics.clone(), stopped(stop.clone())).await?)
-        }
+        Some(addr) => Some(start_receiver(addr, hook_targets, metrics.clone(), stopped(stop.clone())).await?),
         None => None,
     };
     let period = settings
@@ -210,7 +208,10 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         ticker.tick().await;
         loop {
-            ticker.tick().await;
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = pushed.notified() => tracing::info!("push received; refreshing now"),
+            }
             let joined = tokio::task::spawn_blocking(move || {
                 let loaded = loader.load_all();
                 (loader, loaded)

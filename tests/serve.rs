@@ -396,12 +396,23 @@ guards:
     )
     .unwrap();
     let (mut child, stderr, _audit) = spawn_serve(dir.path(), &["--config".as_ref(), config.as_os_str()]);
+    // The first load happens before the listeners start.
     let hooks = hooks_addr(&stderr);
-    std::thread::spawn(move || while stderr.recv().is_ok() {});
+
+    // A new commit is picked up at once on a push, not at the source's 1m interval.
+    let deployment = repo.path().join("examples/app/deployment.yaml");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4")).unwrap();
+    support::git(repo.path(), &["commit", "-qam", "four replicas"]);
+    let second = support::git(repo.path(), &["rev-parse", "HEAD"]);
     assert_eq!(
         push_hook(hooks, "/hooks/default/apps", "s3cret").await,
         StatusCode::ACCEPTED
     );
+    recv_until(&stderr, "the pushed commit loaded", |l| {
+        l.contains("desired state loaded") && l.contains(&second)
+    });
+    std::thread::spawn(move || while stderr.recv().is_ok() {});
     assert_eq!(
         push_hook(hooks, "/hooks/default/apps", "guess").await,
         StatusCode::UNAUTHORIZED
