@@ -85,6 +85,15 @@ pub fn guards_of_source(source: &GitSource, guards: &[Arc<Guard>]) -> Vec<Object
         .collect()
 }
 
+/// A GitSource's fetched revision, as a predicate value (None: not fetched yet).
+fn fetched_revision(source: &GitSource) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let revision = source.status.as_ref()?.last_fetched_revision.as_ref()?;
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    revision.hash(&mut hasher);
+    Some(hasher.finish())
+}
+
 /// Reconcile every Guard in the cluster until `shutdown`, writing only while `leading`. A
 /// change to a GitSource (its status records each new commit) reconciles the Guards that
 /// read it right away.
@@ -111,9 +120,15 @@ pub async fn run_guards(
     }
     let shared = Arc::new(Shared { ctx, leading });
     controller
-        .watches(sources, watcher::Config::default(), move |source: GitSource| {
-            guards_of_source(&source, &store.state())
-        })
+        // Only a new fetched revision concerns the Guards: not a push receiver's
+        // `requested-at` annotation, nor the fetch time.
+        .watches_stream(
+            watcher(sources, watcher::Config::default())
+                .default_backoff()
+                .touched_objects()
+                .predicate_filter(fetched_revision, Default::default()),
+            move |source: GitSource| guards_of_source(&source, &store.state()),
+        )
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, shared)
         .for_each(|result| async move {
