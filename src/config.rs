@@ -676,9 +676,14 @@ pub fn git_reference(source: &str, spec: Option<&GitRefSpec>) -> Result<GitRefer
         (["branch"], GitRefSpec { branch: Some(b), .. }) => Ok(GitReference::Branch(b.clone())),
         (["tag"], GitRefSpec { tag: Some(t), .. }) => Ok(GitReference::Tag(t.clone())),
         (["commit"], GitRefSpec { commit: Some(c), .. }) => Ok(GitReference::Commit(c.clone())),
-        (["semver"], _) => Err(ConfigError::Invalid(format!(
-            "source {source}: ref.semver is not supported yet; pin a tag or track a branch"
-        ))),
+        (
+            ["semver"],
+            GitRefSpec {
+                semver: Some(range), ..
+            },
+        ) => crate::source::semver::validate(range)
+            .map(|()| GitReference::Semver(range.clone()))
+            .map_err(|error| ConfigError::Invalid(format!("source {source}: ref.semver: {error}"))),
         ([], _) => Ok(GitReference::Head),
         (many, _) => Err(ConfigError::Invalid(format!(
             "source {source}: ref must set exactly one of branch, tag, semver, commit (got {})",
@@ -790,6 +795,20 @@ guards:
         let err = git_reference("s", Some(&both)).unwrap_err().to_string();
         assert!(err.contains("exactly one"), "{err}");
         assert_eq!(git_reference("s", None).unwrap(), GitReference::Head);
+    }
+
+    #[test]
+    fn semver_ranges_are_checked_when_read() {
+        let range = |r: &str| GitRefSpec {
+            semver: Some(r.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            git_reference("s", Some(&range(">=1.2.0 <2"))).unwrap(),
+            GitReference::Semver(">=1.2.0 <2".into())
+        );
+        let err = git_reference("s", Some(&range("one.two"))).unwrap_err().to_string();
+        assert!(err.contains("source s: ref.semver") && err.contains("one.two"), "{err}");
     }
 
     #[test]

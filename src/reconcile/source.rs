@@ -23,7 +23,7 @@ use crate::source::{LocalRepository, Revision, SourceError};
 pub const REASON_FETCHED: &str = "Fetched";
 /// Ready reason: the repository or the ref could not be read.
 pub const REASON_FETCH_FAILED: &str = "FetchFailed";
-/// Ready reason: the spec cannot work as written (e.g. two refs, or `semver`).
+/// Ready reason: the spec cannot work as written (e.g. two refs, or an invalid semver range).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
 /// How long one fetch may take when the GitSource sets no `timeout`.

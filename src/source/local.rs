@@ -18,6 +18,8 @@ const SUGGESTIONS: usize = 10;
 pub struct LocalRepository {
     repo: Repository,
     path: PathBuf,
+    /// How messages name the repository: the path, or the remote URL of a mirror.
+    name: String,
 }
 
 impl fmt::Debug for LocalRepository {
@@ -45,7 +47,27 @@ impl LocalRepository {
                 source,
             }
         })?;
-        Ok(LocalRepository { repo, path })
+        Ok(LocalRepository {
+            name: path.display().to_string(),
+            repo,
+            path,
+        })
+    }
+
+    /// Opens the bare mirror of a remote repository at `path`; messages name it `name` (the
+    /// remote URL without userinfo) and the mirror's path.
+    pub(crate) fn open_mirror(path: &Path, name: &str) -> Result<Self, SourceError> {
+        let repo = Repository::open_ext(path, RepositoryOpenFlags::NO_SEARCH, &[] as &[&OsStr]).map_err(|source| {
+            SourceError::NotARepository {
+                path: path.to_owned(),
+                source,
+            }
+        })?;
+        Ok(LocalRepository {
+            repo,
+            path: path.to_owned(),
+            name: format!("{name} (mirror {})", path.display()),
+        })
     }
 
     /// The local path the repository was opened from.
@@ -79,7 +101,50 @@ impl LocalRepository {
                 self.resolve_named(reference, name, &candidates, &["refs/tags/*"])
             }
             GitReference::Commit(id) => self.resolve_commit(reference, id),
+            GitReference::Semver(range) => self.resolve_semver(reference, range),
         }
+    }
+
+    /// The names of every tag (`v1.2.3`, without `refs/tags/`).
+    pub fn tag_names(&self) -> Result<Vec<String>, SourceError> {
+        let refs = self
+            .repo
+            .references_glob("refs/tags/*")
+            .map_err(|e| self.git_error("listing tags".to_owned(), e))?;
+        let mut names = Vec::new();
+        for reference in refs {
+            let reference = reference.map_err(|e| self.git_error("listing tags".to_owned(), e))?;
+            if let Some(name) = reference.name().ok().and_then(|n| n.strip_prefix("refs/tags/")) {
+                names.push(name.to_owned());
+            }
+        }
+        names.sort();
+        Ok(names)
+    }
+
+    /// The highest tag matching the range, resolved like a tag (`v1.4.2@sha1:<commit>`).
+    fn resolve_semver(&self, reference: &GitReference, range: &str) -> Result<Revision, SourceError> {
+        let tags = self.tag_names()?;
+        let picked = super::semver::highest_match(range, tags.iter().map(String::as_str)).map_err(|e| {
+            SourceError::InvalidReference {
+                reference: reference.to_string(),
+                reason: e.reason,
+            }
+        })?;
+        let Some(tag) = picked else {
+            return Err(SourceError::ReferenceNotFound {
+                reference: reference.to_string(),
+                repository: self.display(),
+                tried: vec!["refs/tags/*".to_owned()],
+                hint: super::semver_hint(&tags),
+            });
+        };
+        self.resolve_named(reference, &tag, &[format!("refs/tags/{tag}")], &["refs/tags/*"])
+    }
+
+    /// The underlying libgit2 repository (the fetcher looks into its mirrors).
+    pub(crate) fn raw(&self) -> &Repository {
+        &self.repo
     }
 
     /// Reads every file under `dir` as committed in `revision`, sorted by path.
@@ -318,7 +383,7 @@ impl LocalRepository {
     }
 
     fn display(&self) -> String {
-        self.path.display().to_string()
+        self.name.clone()
     }
 
     fn git_error(&self, action: String, source: git2::Error) -> SourceError {

@@ -2,19 +2,26 @@
 //! directory at that commit straight from the object database (never from a work tree, so what
 //! is rendered is exactly what was committed).
 //!
-//! Only local repositories (a path or a `file://` URL) are supported so far. Remote transports
-//! and credentials slot in as a fetch step that produces a local (bare) mirror which
-//! [`LocalRepository`] then opens; semver tags become another [`GitReference`] variant resolved
-//! against the tag list; signature verification is a check on the [`Revision`] that
-//! [`LocalRepository::resolve`] returns.
+//! Local repositories (a path or a `file://` URL) are read in place. Remote repositories
+//! (`https://`, `http://`, `ssh://`, `git@host:path`, `git://`) are fetched by [`Fetcher`] into a
+//! bare mirror per GitSource, which [`LocalRepository`] then reads like any other repository.
+//! Semver ranges ([`GitReference::Semver`]) resolve against the tag list; signature
+//! verification is a check on the [`Revision`] that [`LocalRepository::resolve`] returns.
 
+mod credentials;
+mod fetch;
+mod known_hosts;
 mod local;
+pub mod semver;
 mod url;
 pub mod verify;
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
+pub use credentials::Credentials;
+pub use fetch::{FetchRequest, FetchStats, Fetched, Fetcher};
 pub use local::LocalRepository;
 
 /// Which commit of a repository to use (the GitSource `ref`).
@@ -29,6 +36,9 @@ pub enum GitReference {
     Tag(String),
     /// A commit id, full (40 hex digits) or abbreviated (at least 4).
     Commit(String),
+    /// The highest tag whose name is a version in this semver range (`^1.2`, `>=1.0.0 <2`),
+    /// see [`semver`].
+    Semver(String),
 }
 
 impl fmt::Display for GitReference {
@@ -38,6 +48,7 @@ impl fmt::Display for GitReference {
             GitReference::Branch(name) => write!(f, "branch {name:?}"),
             GitReference::Tag(name) => write!(f, "tag {name:?}"),
             GitReference::Commit(id) => write!(f, "commit {id:?}"),
+            GitReference::Semver(range) => write!(f, "semver {range:?}"),
         }
     }
 }
@@ -196,6 +207,63 @@ pub enum SourceError {
         /// The repository looked in.
         repository: String,
     },
+    /// The GitSource's credentials are incomplete or malformed. Names keys, never values.
+    #[error("invalid Git credentials: {reason}")]
+    InvalidCredentials {
+        /// What is wrong and what to set.
+        reason: String,
+    },
+    /// The server refused the credentials, or wants credentials that were not given.
+    #[error("authentication to {url} failed: {reason}")]
+    Authentication {
+        /// The URL without userinfo.
+        url: String,
+        /// What happened and what to check; holds no secret.
+        reason: String,
+    },
+    /// The SSH server's host key is not one of the given known_hosts keys.
+    #[error("the SSH host key of {url} is not trusted: {reason}")]
+    HostKey {
+        /// The URL without userinfo.
+        url: String,
+        /// Which key was presented, what known_hosts holds for the host, what to do.
+        reason: String,
+    },
+    /// A fetch did not finish within its timeout.
+    #[error(
+        "fetching from {url} did not finish within {timeout:?} (while {phase}); check that the host is \
+         reachable and answers, or raise the GitSource timeout"
+    )]
+    Timeout {
+        /// The URL without userinfo.
+        url: String,
+        /// The timeout of the operation.
+        timeout: Duration,
+        /// What was going on: connecting, listing references, downloading objects.
+        phase: String,
+    },
+    /// Talking to the Git server failed (network, TLS, protocol, server errors).
+    #[error("{action} {url}: {message}; {hint}")]
+    Transport {
+        /// The URL without userinfo.
+        url: String,
+        /// What was being done, e.g. `fetching branch "main" from`.
+        action: String,
+        /// What libgit2 or the server reported, with any secret removed.
+        message: String,
+        /// What to check.
+        hint: String,
+    },
+    /// The cache of fetched repositories cannot be used.
+    #[error("Git cache {}: {action}: {reason}; check that the cache directory is writable", path.display())]
+    Cache {
+        /// The directory involved.
+        path: PathBuf,
+        /// What was being done.
+        action: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Any other libgit2 failure (corrupt objects, I/O errors).
     #[error("{action} in {repository}: {source}")]
     Git {
@@ -206,6 +274,30 @@ pub enum SourceError {
         /// What libgit2 reported.
         source: git2::Error,
     },
+}
+
+/// What a semver "not found" message suggests: the highest few version tags that exist.
+pub(crate) fn semver_hint(tags: &[String]) -> String {
+    let mut versions: Vec<(::semver::Version, &str)> = tags
+        .iter()
+        .filter_map(|t| semver::parse_tag(t).map(|v| (v, t.as_str())))
+        .collect();
+    if versions.is_empty() {
+        return "no tag is a semantic version (v1.2.3 or 1.2.3); tag a release or check the GitSource ref".to_owned();
+    }
+    versions.sort_by(|a, b| b.0.cmp_precedence(&a.0).then_with(|| a.1.cmp(b.1)));
+    let total = versions.len();
+    let shown: Vec<&str> = versions.iter().take(5).map(|(_, t)| *t).collect();
+    let more = if total > shown.len() {
+        format!(" and {} more", total - shown.len())
+    } else {
+        String::new()
+    };
+    format!(
+        "no tag matches the range (pre-releases only match a range that names one); highest version \
+         tags: {}{more}",
+        shown.join(", ")
+    )
 }
 
 /// Normalizes a directory inside a repository to `a/b` form: `""`, `"."` and `"/"` are the
@@ -261,5 +353,6 @@ mod tests {
         assert_eq!(GitReference::Branch("main".into()).to_string(), "branch \"main\"");
         assert_eq!(GitReference::Tag("v1".into()).to_string(), "tag \"v1\"");
         assert_eq!(GitReference::Commit("abcd".into()).to_string(), "commit \"abcd\"");
+        assert_eq!(GitReference::Semver("^1".into()).to_string(), "semver \"^1\"");
     }
 }
