@@ -222,6 +222,14 @@ impl AuditSink for StdoutSink {
     }
 }
 
+/// Discards events: for contexts that record nowhere (a one-off CLI run, tests).
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NullSink;
+
+impl AuditSink for NullSink {
+    fn record(&self, _event: AuditEvent) {}
+}
+
 /// Keeps events in memory (tests, `driftguard check`).
 #[derive(Default)]
 pub struct MemorySink {

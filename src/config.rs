@@ -194,6 +194,12 @@ fn default_service_account() -> String {
     "driftguard/driftguard".to_owned()
 }
 
+/// Where mirrors of remote GitSources live unless `gitCacheDir` says otherwise. Keep it on a
+/// persistent volume to fetch incrementally across restarts.
+pub fn default_git_cache_dir() -> PathBuf {
+    std::env::temp_dir().join("driftguard-git")
+}
+
 fn default_cache_bytes() -> u64 {
     256 * 1024 * 1024
 }
@@ -270,6 +276,13 @@ pub struct ConfigFile {
     /// Bound on cached desired state, in bytes.
     #[serde(default = "default_cache_bytes")]
     pub desired_cache_bytes: u64,
+    /// Mirrors of remote repositories (default: `driftguard-git` in the temp directory).
+    #[serde(default)]
+    pub git_cache_dir: Option<PathBuf>,
+    /// Standalone: credentials and trusted keys, one directory per `secretRef.name` holding a
+    /// file per Secret key (as a mounted Secret looks).
+    #[serde(default)]
+    pub secrets_dir: Option<PathBuf>,
     /// GitSources (standalone mode).
     #[serde(default)]
     pub sources: Vec<SourceEntry>,
@@ -322,6 +335,13 @@ pub struct Source {
     pub interval: Duration,
     /// Standalone push receiver: the file holding the shared secret (None: no receiver).
     pub receiver_secret: Option<PathBuf>,
+    /// `<secretsDir>/<secretRef.name>`: one file per credential key (None: anonymous).
+    pub credentials_dir: Option<PathBuf>,
+    /// Signature policy: what must be signed, and `<secretsDir>/<verify.secretRef.name>` with
+    /// the trusted keys.
+    pub verify: Option<(crate::api::VerifyMode, PathBuf)>,
+    /// Bound on one fetch.
+    pub timeout: Duration,
 }
 
 /// A validated Guard and its source.
@@ -357,6 +377,8 @@ pub struct ClusterSettings {
 pub struct Settings {
     /// Cluster mode (None: standalone, Guards from this file).
     pub cluster: Option<ClusterSettings>,
+    /// Mirrors of remote repositories.
+    pub git_cache_dir: PathBuf,
     /// Server.
     pub server: ServerSettings,
     /// driftguard's own username.
@@ -429,6 +451,8 @@ guards:
         // The text above is a constant shape; a parse failure would be a bug caught by tests.
         Self::parse(&text, "embedded default").unwrap_or_else(|_| ConfigFile {
             cluster: None,
+            git_cache_dir: None,
+            secrets_dir: None,
             server: ServerFile::default(),
             service_account: default_service_account(),
             desired_cache_bytes: default_cache_bytes(),
@@ -444,6 +468,8 @@ guards:
         server.tls.dev_certs_dir = Some(dir.join("certs"));
         ConfigFile {
             cluster: Some(ClusterFile::default()),
+            git_cache_dir: None,
+            secrets_dir: None,
             server,
             service_account: default_service_account(),
             desired_cache_bytes: default_cache_bytes(),
@@ -472,6 +498,7 @@ guards:
                 ));
             }
             return Ok(Settings {
+                git_cache_dir: self.git_cache_dir_in(base_dir),
                 cluster: Some(cluster),
                 server,
                 own_username: service_account_username(&self.service_account),
@@ -489,7 +516,24 @@ guards:
             }
             let reference = git_reference(&id, entry.spec.reference.as_ref())?;
             let receiver_secret = receiver_secret_file(&id, entry, &self.server, &server, base_dir)?;
+            let secret_dir = |field: &str, name: &str| match &self.secrets_dir {
+                Some(dir) => Ok(base_dir.join(dir).join(name)),
+                None => Err(ConfigError::Invalid(format!(
+                    "source {id}: {field} names {name:?}, so set `secretsDir` (a directory with one subdirectory per secret, one file per key)"
+                ))),
+            };
+            let credentials_dir = match &entry.spec.secret_ref {
+                Some(secret) => Some(secret_dir("secretRef", &secret.name)?),
+                None => None,
+            };
+            let verify = match &entry.spec.verify {
+                Some(verify) => Some((verify.mode, secret_dir("verify.secretRef", &verify.secret_ref.name)?)),
+                None => None,
+            };
             sources.push(Source {
+                credentials_dir,
+                verify,
+                timeout: entry.spec.timeout.as_ref().map_or(Duration::from_secs(60), |t| t.0),
                 settings: SourceSettings {
                     id: id.clone(),
                     url: resolve_url(&entry.spec.url, base_dir),
@@ -538,6 +582,7 @@ guards:
             ));
         }
         Ok(Settings {
+            git_cache_dir: self.git_cache_dir_in(base_dir),
             cluster: None,
             server,
             own_username: service_account_username(&self.service_account),
@@ -549,6 +594,12 @@ guards:
 }
 
 impl ConfigFile {
+    fn git_cache_dir_in(&self, base_dir: &Path) -> PathBuf {
+        self.git_cache_dir
+            .as_ref()
+            .map_or_else(default_git_cache_dir, |dir| base_dir.join(dir))
+    }
+
     fn validate_cluster(
         &self,
         file: ClusterFile,

@@ -348,7 +348,8 @@ async fn load_guard_desired(
     client: &kube::Client,
 ) -> Result<Arc<DesiredSet>> {
     use driftguard::reconcile::controller::{ReconcileError, load_desired};
-    match load_desired(guard, client, &DesiredCache::new(u64::MAX)).await {
+    let fetcher = driftguard::source::Fetcher::new(driftguard::config::default_git_cache_dir());
+    match load_desired(guard, client, &DesiredCache::new(u64::MAX), &fetcher).await {
         Ok(set) => Ok(set),
         Err(ReconcileError::MissingSource(source)) => {
             let namespace = source.split_once('/').map_or(id.namespace.as_str(), |(ns, _)| ns);

@@ -19,9 +19,12 @@ use crate::admission::{Admission, AdmissionSettings};
 use crate::audit::{AuditSink, StdoutSink};
 use crate::certs;
 use crate::config::{Settings, TlsSource};
-use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, load_guard};
+use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, SourceSettings, load_guard};
 use crate::receiver::{self, FileSource, FileTargets, HookTargets, ReceiverLimits};
 use crate::server::{self, ServerOptions};
+use crate::source::track::{TrackError, Verification, track};
+use crate::source::verify::TrustedKeys;
+use crate::source::{Credentials, FetchRequest, Fetcher, GitReference};
 use crate::telemetry::Metrics;
 
 /// Why `serve` stopped.
@@ -42,6 +45,29 @@ pub enum ServeError {
     /// The push receiver could not start.
     #[error(transparent)]
     Receiver(#[from] receiver::ReceiverError),
+}
+
+/// Trusted keys from a directory with one file per key (a mounted Secret).
+fn trusted_keys_from(dir: &std::path::Path) -> Result<TrustedKeys, String> {
+    let read = |error: std::io::Error| format!("cannot read trusted keys from {}: {error}", dir.display());
+    let mut data = std::collections::BTreeMap::new();
+    for entry in std::fs::read_dir(dir).map_err(read)? {
+        let path = entry.map_err(read)?.path();
+        // A mounted Secret also holds `..data` links and timestamped dirs; keys are plain files.
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_owned();
+        if name.starts_with('.') || !path.is_file() {
+            continue;
+        }
+        data.insert(name, std::fs::read(&path).map_err(read)?);
+    }
+    let keys = TrustedKeys::from_secret_data(&data).map_err(|e| e.to_string())?;
+    if keys.is_empty() {
+        return Err(format!(
+            "{} holds no public keys: nothing can be trusted",
+            dir.display()
+        ));
+    }
+    Ok(keys)
 }
 
 /// Resolves when `stop` turns true (or its sender is gone).
@@ -75,18 +101,64 @@ async fn join_receiver(task: Option<JoinHandle<()>>) {
 struct Loader {
     settings: Arc<Settings>,
     cache: DesiredCache,
+    fetcher: Fetcher,
+    metrics: Arc<Metrics>,
     last_good: HashMap<GuardId, Arc<DesiredSet>>,
 }
 
 impl Loader {
+    /// Fetch (and verify) one source; the settings to load its commit with. Credentials and
+    /// trusted keys are re-read from their files each time, so rotating them needs no restart.
+    fn track(&self, source: &crate::config::Source) -> Result<SourceSettings, String> {
+        let credentials = match &source.credentials_dir {
+            Some(dir) => Credentials::from_files(dir).map_err(|e| e.to_string())?,
+            None => Credentials::None,
+        };
+        let verification = match &source.verify {
+            Some((mode, dir)) => Some(Verification {
+                mode: *mode,
+                keys: trusted_keys_from(dir)?,
+            }),
+            None => None,
+        };
+        let request = FetchRequest {
+            source_id: &source.settings.id,
+            url: &source.settings.url,
+            reference: &source.settings.reference,
+            credentials: &credentials,
+            timeout: source.timeout,
+        };
+        let started = std::time::Instant::now();
+        let tracked = track(&self.fetcher, &request, verification.as_ref());
+        let failure = tracked.as_ref().err().map(TrackError::reason);
+        self.metrics
+            .observe_fetch(&source.settings.id, started.elapsed(), failure);
+        let tracked = tracked.map_err(|e| e.to_string())?;
+        self.metrics
+            .set_source_revision(&source.settings.id, &tracked.revision.reference);
+        Ok(SourceSettings {
+            id: source.settings.id.clone(),
+            url: tracked.repository.path().display().to_string(),
+            reference: GitReference::Commit(tracked.revision.commit),
+        })
+    }
+
     /// Load every Guard once; returns the sets to publish and whether all Guards loaded.
     fn load_all(&mut self) -> (Vec<Arc<DesiredSet>>, bool) {
         let mut complete = true;
+        let mut tracked: HashMap<usize, Result<SourceSettings, String>> = HashMap::new();
         for guard in &self.settings.guards {
             let Some(source) = self.settings.sources.get(guard.source) else {
                 continue;
             };
-            match load_guard(guard.policy.clone(), &source.settings, &self.cache) {
+            let settings = tracked
+                .entry(guard.source)
+                .or_insert_with(|| self.track(source))
+                .clone();
+            let loaded = settings.and_then(|settings| {
+                load_guard(guard.policy.clone(), &settings, &self.cache).map_err(|e| e.to_string())
+            });
+            match loaded {
                 Ok(set) => {
                     let changed = self
                         .last_good
@@ -99,7 +171,7 @@ impl Loader {
                 }
                 Err(error) => {
                     complete = false;
-                    tracing::error!(guard = %guard.policy.id, %error, "cannot load desired state; keeping the last good revision");
+                    tracing::error!(guard = %guard.policy.id, %error, "cannot fetch or load desired state; keeping the last good revision");
                 }
             }
         }
@@ -156,9 +228,13 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let settings = Arc::new(settings);
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(DesiredStore::new());
+    // Before anything else touches libgit2: the fetcher makes it hermetic process-wide.
+    let fetcher = Fetcher::new(&settings.git_cache_dir);
     let mut loader = Loader {
         settings: settings.clone(),
         cache: DesiredCache::new(settings.desired_cache_bytes),
+        fetcher,
+        metrics: metrics.clone(),
         last_good: HashMap::new(),
     };
     // libgit2 blocks: load on the blocking pool, then hand the loader back.

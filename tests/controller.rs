@@ -211,7 +211,7 @@ impl Loops {
         let ctx = support::guards::context(client).await;
         let tasks = vec![
             tokio::spawn(driftguard::reconcile::run::run_sources(
-                client.clone(),
+                support::guards::source_context(client),
                 leading.clone(),
                 until_stopped(stopped.clone()),
             )),

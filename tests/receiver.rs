@@ -584,7 +584,7 @@ async fn in_cluster_mode_a_valid_push_annotates_the_source_and_the_controller_fe
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let (_leading_tx, leading) = tokio::sync::watch::channel(true);
     let controller = tokio::spawn(driftguard::reconcile::run::run_sources(
-        client.clone(),
+        support::guards::source_context(&client),
         leading,
         async move {
             let mut stopped = stopped;

@@ -16,7 +16,8 @@ use super::selfheal::SelfHeal;
 use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::config::ConfigError;
-use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardId, GuardPolicy, LoadError, load_guard};
+use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError, load_guard};
+use crate::source::Fetcher;
 use crate::telemetry::Metrics;
 
 /// Why a Guard could not be reconciled (each variant is a metric label).
@@ -37,6 +38,14 @@ pub enum ReconcileError {
     /// The loader task failed.
     #[error("desired-state loader failed: {0}")]
     Task(String),
+    /// The remote GitSource has no fetched revision yet.
+    #[error(
+        "GitSource {0} has not been fetched yet; it is read once the leader's first fetch succeeds (see its Ready condition)"
+    )]
+    NotFetched(String),
+    /// The revision could not be fetched or opened for reading.
+    #[error(transparent)]
+    Source(#[from] crate::source::SourceError),
 }
 
 impl ReconcileError {
@@ -48,6 +57,8 @@ impl ReconcileError {
             ReconcileError::Spec(_) => "spec",
             ReconcileError::Load(_) => "load",
             ReconcileError::Task(_) => "task",
+            ReconcileError::NotFetched(_) => "not_fetched",
+            ReconcileError::Source(_) => "source",
         }
     }
 
@@ -59,6 +70,8 @@ impl ReconcileError {
             ReconcileError::Spec(_) => "InvalidSpec",
             ReconcileError::Load(_) => "LoadFailed",
             ReconcileError::Task(_) => "InternalError",
+            ReconcileError::NotFetched(_) => "SourceNotReady",
+            ReconcileError::Source(_) => "FetchFailed",
         }
     }
 
@@ -97,6 +110,8 @@ pub struct Context {
     pub heal: Option<SelfHeal>,
     /// Where reconcile durations and prunes are counted.
     pub metrics: Arc<Metrics>,
+    /// Mirrors of remote GitSources (shared with the GitSource controller).
+    pub fetcher: Fetcher,
 }
 
 impl Context {
@@ -109,6 +124,7 @@ impl Context {
             cache,
             heal: None,
             metrics: Arc::new(Metrics::new()),
+            fetcher: Fetcher::new(crate::config::default_git_cache_dir()),
         }
     }
 
@@ -138,12 +154,10 @@ pub async fn load_desired(
     guard: &Guard,
     client: &Client,
     cache: &DesiredCache,
+    fetcher: &Fetcher,
 ) -> Result<Arc<DesiredSet>, ReconcileError> {
-    let namespace = guard.namespace().unwrap_or_else(|| "default".to_owned());
-    let id = GuardId {
-        namespace: namespace.clone(),
-        name: guard.name_any(),
-    };
+    let id = super::replica::guard_id(guard);
+    let namespace = id.namespace.clone();
     let source_namespace = guard
         .spec
         .source_ref
@@ -155,7 +169,8 @@ pub async fn load_desired(
         .get_opt(&guard.spec.source_ref.name)
         .await?
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
-    let settings = super::source::source_settings(&source)?;
+    // The revision the GitSource fetched (and verified), read from where it was fetched to.
+    let settings = super::source::checkout(&source, None, client, fetcher).await?;
     let policy = Arc::new(GuardPolicy::new(id, &guard.spec, &source.spec.url)?);
     let cache = cache.clone();
     Ok(
@@ -229,7 +244,7 @@ async fn record_failure(guard: &Guard, ctx: &Context, error: &ReconcileError) {
 
 async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
     let started = std::time::Instant::now();
-    let set = load_desired(guard, &ctx.client, &ctx.cache).await?;
+    let set = load_desired(guard, &ctx.client, &ctx.cache, &ctx.fetcher).await?;
     let id = set.guard.id.clone();
     let namespace = id.namespace.clone();
 

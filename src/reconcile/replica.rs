@@ -15,10 +15,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
-use super::source::source_settings;
+use super::source::checkout;
 use crate::api::{GitSource, Guard};
 use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
-use crate::source::GitReference;
+use crate::source::Fetcher;
 use crate::telemetry::Metrics;
 
 /// The Guard's identity.
@@ -35,10 +35,17 @@ struct Wanted {
     settings: crate::desired::SourceSettings,
 }
 
-/// Why a Guard's applied revision cannot be loaded (logged; the last good set keeps serving).
-fn wanted(guard: &Guard, sources: &Store<GitSource>) -> Result<Option<Wanted>, String> {
+/// What `guard` needs loaded (None: never applied, nothing to enforce yet), or why it cannot
+/// be (logged; the last good set keeps serving). A remote source's commit is fetched into this
+/// replica's mirror when it is not there yet.
+async fn wanted(
+    guard: &Guard,
+    sources: &Store<GitSource>,
+    client: &Client,
+    fetcher: &Fetcher,
+) -> Result<Option<Wanted>, String> {
     let Some(commit) = guard.status.as_ref().and_then(|s| s.last_applied_revision.clone()) else {
-        return Ok(None); // never applied: nothing to enforce yet
+        return Ok(None);
     };
     let id = guard_id(guard);
     let namespace = guard
@@ -51,8 +58,9 @@ fn wanted(guard: &Guard, sources: &Store<GitSource>) -> Result<Option<Wanted>, S
     let source = sources
         .get(&key)
         .ok_or_else(|| format!("GitSource {namespace}/{} not found", guard.spec.source_ref.name))?;
-    let mut settings = source_settings(&source).map_err(|e| e.to_string())?;
-    settings.reference = GitReference::Commit(commit);
+    let settings = checkout(&source, Some(&commit), client, fetcher)
+        .await
+        .map_err(|e| e.to_string())?;
     let policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
     Ok(Some(Wanted {
         policy: Arc::new(policy),
@@ -67,14 +75,13 @@ struct Loader {
 }
 
 impl Loader {
-    /// Load what `guards` want (blocking: libgit2). Returns the sets and whether all loaded.
-    fn load(&mut self, guards: &[Arc<Guard>], sources: &Store<GitSource>) -> (Vec<Arc<DesiredSet>>, bool) {
+    /// Load what the Guards want (blocking: libgit2). Returns the sets and whether all loaded.
+    fn load(&mut self, wanted: Vec<(GuardId, Result<Option<Wanted>, String>)>) -> (Vec<Arc<DesiredSet>>, bool) {
         let mut complete = true;
-        let mut sets = Vec::with_capacity(guards.len());
+        let mut sets = Vec::with_capacity(wanted.len());
         let mut next = HashMap::new();
-        for guard in guards {
-            let id = guard_id(guard);
-            let loaded = wanted(guard, sources).and_then(|wanted| match wanted {
+        for (id, wanted) in wanted {
+            let loaded = wanted.and_then(|wanted| match wanted {
                 Some(w) => load_guard(w.policy, &w.settings, &self.cache)
                     .map(Some)
                     .map_err(|e| e.to_string()),
@@ -101,14 +108,29 @@ impl Loader {
     }
 }
 
+/// What [`follow_applied`] works with.
+pub struct Follow {
+    /// Client for Guards, GitSources and Secrets.
+    pub client: Client,
+    /// The admission index to publish to.
+    pub store: Arc<DesiredStore>,
+    /// Desired sets by (Guard, commit, spec).
+    pub cache: DesiredCache,
+    /// This replica's mirrors of remote sources.
+    pub fetcher: Fetcher,
+    /// Per-Guard object gauges.
+    pub metrics: Arc<Metrics>,
+}
+
 /// Follow every Guard's applied revision into `store` until `shutdown`.
-pub async fn follow_applied(
-    client: Client,
-    store: Arc<DesiredStore>,
-    cache: DesiredCache,
-    metrics: Arc<Metrics>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) {
+pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> + Send + 'static) {
+    let Follow {
+        client,
+        store,
+        cache,
+        fetcher,
+        metrics,
+    } = follow;
     let (guards, guard_writer) = reflector::store::<Guard>();
     let (sources, source_writer) = reflector::store::<GitSource>();
     let changed = Arc::new(Notify::new());
@@ -120,7 +142,7 @@ pub async fn follow_applied(
     .map(|event| event.err().map(|e| e.to_string()));
     let source_events = reflector::reflector(
         source_writer,
-        watcher(Api::<GitSource>::all(client), Default::default()),
+        watcher(Api::<GitSource>::all(client.clone()), Default::default()),
     )
     .default_backoff()
     .map(|event| event.err().map(|e| e.to_string()));
@@ -146,9 +168,12 @@ pub async fn follow_applied(
             let Some(mut current) = loader.take() else {
                 return;
             };
-            let (guards, sources) = (guards.clone(), sources.clone());
+            let mut wants = Vec::new();
+            for guard in guards.state() {
+                wants.push((guard_id(&guard), wanted(&guard, &sources, &client, &fetcher).await));
+            }
             let joined = tokio::task::spawn_blocking(move || {
-                let loaded = current.load(&guards.state(), &sources);
+                let loaded = current.load(wants);
                 (current, loaded)
             })
             .await;

@@ -12,11 +12,11 @@ use futures_util::StreamExt;
 use kube::runtime::controller::{Action, Controller};
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{WatchStreamExt, predicates, watcher};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, ResourceExt};
 use tokio::sync::watch;
 
 use super::controller::{Context, ReconcileError, reconcile_guard};
-use super::source::reconcile_source;
+use super::source::{SourceContext, reconcile_source};
 use crate::api::{GitSource, Guard};
 
 /// How often a follower checks whether it leads now.
@@ -140,12 +140,12 @@ pub async fn run_guards(
 }
 
 struct SourceShared {
-    client: Client,
+    ctx: SourceContext,
     leading: watch::Receiver<bool>,
 }
 
 async fn reconcile_one_source(source: Arc<GitSource>, shared: Arc<SourceShared>) -> Result<Action, ReconcileError> {
-    match while_leading(&shared.leading, reconcile_source(&source, &shared.client)).await? {
+    match while_leading(&shared.leading, reconcile_source(&source, &shared.ctx)).await? {
         Some(_) => Ok(Action::requeue(source.spec.interval.0.max(MIN_INTERVAL))),
         None => Ok(Action::requeue(FOLLOWER_RECHECK)),
     }
@@ -160,12 +160,12 @@ fn source_error_policy(source: Arc<GitSource>, error: &ReconcileError, _shared: 
 /// only while `leading`. A fetch that fails is recorded in the status (Ready=False) and
 /// retried at the interval.
 pub async fn run_sources(
-    client: Client,
+    ctx: SourceContext,
     leading: watch::Receiver<bool>,
     shutdown: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let sources: Api<GitSource> = Api::all(client.clone());
-    let shared = Arc::new(SourceShared { client, leading });
+    let sources: Api<GitSource> = Api::all(ctx.client.clone());
+    let shared = Arc::new(SourceShared { ctx, leading });
     Controller::new(sources, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
         .run(reconcile_one_source, source_error_policy, shared)

@@ -5,8 +5,11 @@
 //! The status is written only when it changed, so a source whose branch did not move causes no
 //! write, no watch event and no Guard reconcile.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, Patch, PatchParams};
@@ -15,19 +18,28 @@ use serde_json::json;
 
 use super::controller::ReconcileError;
 use crate::api::{Condition, ConditionType, GitSource, GitSourceStatus};
+use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, NullSink, ObjectRef, SCHEMA, now_rfc3339};
 use crate::config::{ConfigError, git_reference};
 use crate::desired::SourceSettings;
-use crate::source::{LocalRepository, Revision, SourceError};
+use crate::source::track::{TrackError, Verification, commit_of, track};
+use crate::source::verify::TrustedKeys;
+use crate::source::{Credentials, FetchRequest, Fetcher, GitReference, Revision, SourceError, is_local};
+use crate::telemetry::Metrics;
 
 /// Ready reason: the ref was resolved.
 pub const REASON_FETCHED: &str = "Fetched";
 /// Ready reason: the repository or the ref could not be read.
-pub const REASON_FETCH_FAILED: &str = "FetchFailed";
+pub use crate::source::track::{REASON_FETCH_FAILED, REASON_VERIFICATION_FAILED};
+/// Ready reason: a Secret the GitSource names does not exist.
+pub const REASON_SECRET_NOT_FOUND: &str = "SecretNotFound";
 /// Ready reason: the spec cannot work as written (e.g. two refs, or an invalid semver range).
 pub const REASON_INVALID_SPEC: &str = "InvalidSpec";
 
 /// How long one fetch may take when the GitSource sets no `timeout`.
 pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Slack over `spec.timeout` before a hung fetch task is given up on.
+const FETCH_GRACE: Duration = Duration::from_secs(10);
 
 /// Digits of the commit shown in messages.
 const SHORT_COMMIT: usize = 12;
@@ -70,9 +82,121 @@ pub enum Fetch {
     },
 }
 
-/// Resolve `source`'s ref now (libgit2 on a blocking thread, bounded by `spec.timeout`).
-/// Only a failed blocking task is an error; every Git or spec problem is a [`Fetch::Failed`].
-pub async fn fetch(source: &GitSource) -> Result<Fetch, ReconcileError> {
+/// What a GitSource reconcile needs. Cheap to clone.
+#[derive(Clone)]
+pub struct SourceContext {
+    /// Client for Secrets and status.
+    pub client: Client,
+    /// Mirrors of remote repositories.
+    pub fetcher: Fetcher,
+    /// Fetch durations, errors and revisions.
+    pub metrics: Arc<Metrics>,
+    /// `source.updated` and `source.verification_failed` records.
+    pub audit: Arc<dyn AuditSink>,
+}
+
+impl SourceContext {
+    /// A context with its own metrics registry and no audit trail.
+    pub fn new(client: Client, fetcher: Fetcher) -> Self {
+        SourceContext {
+            client,
+            fetcher,
+            metrics: Arc::new(Metrics::new()),
+            audit: Arc::new(NullSink),
+        }
+    }
+}
+
+/// The data of Secret `namespace/name` (None when it does not exist).
+async fn secret_data(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<BTreeMap<String, Vec<u8>>>, kube::Error> {
+    let secret = Api::<Secret>::namespaced(client.clone(), namespace)
+        .get_opt(name)
+        .await?;
+    Ok(secret.map(|s| {
+        s.data
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(key, value)| (key, value.0))
+            .collect()
+    }))
+}
+
+/// A Secret a GitSource names, or why it cannot be used (`Err(Fetch::Failed)`).
+async fn named_secret(
+    client: &Client,
+    source: &GitSource,
+    field: &str,
+    name: &str,
+) -> Result<Result<BTreeMap<String, Vec<u8>>, Fetch>, ReconcileError> {
+    let namespace = source.namespace().unwrap_or_else(|| "default".to_owned());
+    Ok(match secret_data(client, &namespace, name).await? {
+        Some(data) => Ok(data),
+        None => Err(Fetch::Failed {
+            reason: REASON_SECRET_NOT_FOUND,
+            message: format!(
+                "Secret {namespace}/{name} named by {field} of GitSource {} does not exist; create it or fix {field}",
+                source_id(source)
+            ),
+        }),
+    })
+}
+
+/// The credentials of `source` (its `secretRef`), or why they are unusable.
+pub async fn credentials(client: &Client, source: &GitSource) -> Result<Result<Credentials, Fetch>, ReconcileError> {
+    let Some(secret) = &source.spec.secret_ref else {
+        return Ok(Ok(Credentials::None));
+    };
+    Ok(
+        match named_secret(client, source, "spec.secretRef", &secret.name).await? {
+            Ok(data) => Credentials::from_secret_data(&data).map_err(|error| Fetch::Failed {
+                reason: "InvalidCredentials",
+                message: format!("Secret {} (spec.secretRef): {error}", secret.name),
+            }),
+            Err(failed) => Err(failed),
+        },
+    )
+}
+
+/// The signature policy of `source` (its `verify`), or why it is unusable.
+async fn verification(
+    client: &Client,
+    source: &GitSource,
+) -> Result<Result<Option<Verification>, Fetch>, ReconcileError> {
+    let Some(verify) = &source.spec.verify else {
+        return Ok(Ok(None));
+    };
+    let name = &verify.secret_ref.name;
+    Ok(
+        match named_secret(client, source, "spec.verify.secretRef", name).await? {
+            Ok(data) => match TrustedKeys::from_secret_data(&data) {
+                Ok(keys) if keys.is_empty() => Err(Fetch::Failed {
+                    reason: REASON_VERIFICATION_FAILED,
+                    message: format!(
+                        "Secret {name} (spec.verify.secretRef) holds no public keys: nothing can be trusted"
+                    ),
+                }),
+                Ok(keys) => Ok(Some(Verification {
+                    mode: verify.mode,
+                    keys,
+                })),
+                Err(error) => Err(Fetch::Failed {
+                    reason: REASON_VERIFICATION_FAILED,
+                    message: format!("Secret {name} (spec.verify.secretRef): {error}"),
+                }),
+            },
+            Err(failed) => Err(failed),
+        },
+    )
+}
+
+/// Fetch `source`'s ref now and verify it (libgit2 on a blocking thread, bounded by
+/// `spec.timeout`). Only a failed blocking task or an API error is an error; every Git, Secret
+/// or spec problem is a [`Fetch::Failed`], and a refused signature is audited.
+pub async fn fetch(source: &GitSource, ctx: &SourceContext) -> Result<Fetch, ReconcileError> {
     let settings = match source_settings(source) {
         Ok(settings) => settings,
         Err(error) => {
@@ -82,32 +206,155 @@ pub async fn fetch(source: &GitSource) -> Result<Fetch, ReconcileError> {
             });
         }
     };
+    let credentials = match credentials(&ctx.client, source).await? {
+        Ok(credentials) => credentials,
+        Err(failed) => return Ok(failed),
+    };
+    let verification = match verification(&ctx.client, source).await? {
+        Ok(verification) => verification,
+        Err(failed) => return Ok(failed),
+    };
     let timeout = source.spec.timeout.as_ref().map_or(DEFAULT_FETCH_TIMEOUT, |t| t.0);
     let reference = settings.reference.to_string();
-    let failed = |detail: String| Fetch::Failed {
-        reason: REASON_FETCH_FAILED,
+    let started = std::time::Instant::now();
+    let task = {
+        let (fetcher, settings) = (ctx.fetcher.clone(), settings.clone());
+        tokio::task::spawn_blocking(move || {
+            let request = FetchRequest {
+                source_id: &settings.id,
+                url: &settings.url,
+                reference: &settings.reference,
+                credentials: &credentials,
+                timeout,
+            };
+            track(&fetcher, &request, verification.as_ref()).map(|tracked| tracked.revision)
+        })
+    };
+    // The fetcher enforces `timeout` itself; this bound only catches a libgit2 call that hangs.
+    let outcome = tokio::time::timeout(timeout + FETCH_GRACE, task).await;
+    let failed = |reason: &'static str, detail: String| Fetch::Failed {
+        reason,
         message: format!(
             "fetching {reference} of {} from {}: {detail}",
             settings.id, settings.url
         ),
     };
-    let task = {
-        let settings = settings.clone();
-        tokio::task::spawn_blocking(move || -> Result<Revision, SourceError> {
-            LocalRepository::open(&settings.url)?.resolve(&settings.reference)
-        })
-    };
-    Ok(match tokio::time::timeout(timeout, task).await {
-        Err(_) => failed(format!(
-            "no answer within {timeout:?}; raise spec.timeout or check the repository's host"
-        )),
+    let fetched = match outcome {
+        Err(_) => failed(
+            REASON_FETCH_FAILED,
+            format!("no answer within {timeout:?}; raise spec.timeout or check the repository's host"),
+        ),
         Ok(Err(join)) => return Err(ReconcileError::Task(join.to_string())),
-        Ok(Ok(Err(error))) => failed(error.to_string()),
+        Ok(Ok(Err(error))) => {
+            if let TrackError::Verify { revision, .. } = &error {
+                ctx.audit.record(source_event(
+                    source,
+                    EventKind::SourceVerificationFailed,
+                    &revision.commit,
+                    error.to_string(),
+                ));
+            }
+            failed(error.reason(), error.to_string())
+        }
         Ok(Ok(Ok(revision))) => Fetch::Fetched {
             reference: reference.clone(),
             revision,
         },
+    };
+    let failure = match &fetched {
+        Fetch::Failed { reason, .. } => Some(*reason),
+        Fetch::Fetched { .. } => None,
+    };
+    ctx.metrics.observe_fetch(&settings.id, started.elapsed(), failure);
+    Ok(fetched)
+}
+
+/// An audit record about a GitSource.
+fn source_event(source: &GitSource, event: EventKind, revision: &str, message: String) -> AuditEvent {
+    AuditEvent {
+        schema: SCHEMA,
+        seq: 0,
+        time: now_rfc3339(),
+        event,
+        actor: Actor::default(),
+        object: ObjectRef {
+            group: "driftguard.io".to_owned(),
+            version: "v1alpha1".to_owned(),
+            kind: "GitSource".to_owned(),
+            namespace: source.namespace(),
+            name: source.name_any(),
+            subresource: None,
+        },
+        operation: "FETCH".to_owned(),
+        guard: String::new(),
+        revision: revision.to_owned(),
+        fields: Vec::new(),
+        message,
+        request_uid: String::new(),
+        dry_run: false,
+        field_manager: None,
+    }
+}
+
+/// Where readers (a Guard's reconcile, a replica's admission index, `diff`) find `commit` of
+/// `source`: the settings to load with. `commit` defaults to the source's
+/// `status.lastFetchedRevision`. A local repository is read in place; a remote one from the
+/// mirror, fetching the commit first when this process has not got it (a replica, `diff`).
+/// A remote source nobody fetched yet is [`ReconcileError::NotFetched`].
+pub async fn checkout(
+    source: &GitSource,
+    commit: Option<&str>,
+    client: &Client,
+    fetcher: &Fetcher,
+) -> Result<SourceSettings, ReconcileError> {
+    let mut settings = source_settings(source)?;
+    let fetched = source
+        .status
+        .as_ref()
+        .and_then(|s| s.last_fetched_revision.as_deref())
+        .and_then(commit_of);
+    let Some(commit) = commit.or(fetched).map(str::to_owned) else {
+        if is_local(&settings.url) {
+            return Ok(settings); // the tracked ref, resolved when loading
+        }
+        return Err(ReconcileError::NotFetched(settings.id));
+    };
+    settings.reference = GitReference::Commit(commit);
+    if is_local(&settings.url) {
+        return Ok(settings);
+    }
+    let credentials = match credentials(client, source).await? {
+        Ok(credentials) => credentials,
+        Err(Fetch::Failed { message, .. }) => return Err(ReconcileError::Spec(message)),
+        Err(Fetch::Fetched { .. }) => Credentials::None,
+    };
+    let timeout = source.spec.timeout.as_ref().map_or(DEFAULT_FETCH_TIMEOUT, |t| t.0);
+    let fetcher = fetcher.clone();
+    let settings = tokio::task::spawn_blocking(move || -> Result<SourceSettings, SourceError> {
+        let cached = fetcher
+            .open_cached(&settings.id, &settings.url)?
+            .filter(|repository| repository.resolve(&settings.reference).is_ok());
+        let repository = match cached {
+            Some(repository) => repository,
+            None => {
+                let request = FetchRequest {
+                    source_id: &settings.id,
+                    url: &settings.url,
+                    reference: &settings.reference,
+                    credentials: &credentials,
+                    timeout,
+                };
+                fetcher.fetch(&request)?.repository
+            }
+        };
+        Ok(SourceSettings {
+            url: repository.path().display().to_string(),
+            ..settings
+        })
     })
+    .await
+    .map_err(|e| ReconcileError::Task(e.to_string()))??;
+    Ok(settings)
 }
 
 /// The status after `fetch`, from the `previous` one. Pure: `now` stamps what changed.
@@ -159,16 +406,29 @@ pub fn next_status(
 
 /// Reconcile `source` once: resolve its ref and write its status through the status
 /// subresource when it changed. Returns the status (written or already current).
-pub async fn reconcile_source(source: &GitSource, client: &Client) -> Result<GitSourceStatus, ReconcileError> {
-    let fetched = fetch(source).await?;
+pub async fn reconcile_source(source: &GitSource, ctx: &SourceContext) -> Result<GitSourceStatus, ReconcileError> {
+    let fetched = fetch(source, ctx).await?;
     let previous = source.status.clone().unwrap_or_default();
     let status = next_status(&previous, source.metadata.generation, &fetched, Timestamp::now());
+    if let Some(revision) = &status.last_fetched_revision {
+        ctx.metrics.set_source_revision(&source_id(source), revision);
+    }
     if status == previous {
         return Ok(status);
     }
     match &fetched {
         Fetch::Fetched { revision, .. } if previous.last_fetched_revision.as_ref() != Some(&revision.reference) => {
             tracing::info!(source = %source_id(source), revision = %revision, "new revision");
+            ctx.audit.record(source_event(
+                source,
+                EventKind::SourceUpdated,
+                &revision.commit,
+                format!(
+                    "{} moved from {} to {revision}",
+                    source_id(source),
+                    previous.last_fetched_revision.as_deref().unwrap_or("nothing")
+                ),
+            ));
         }
         Fetch::Failed { reason, message } => {
             tracing::warn!(source = %source_id(source), reason, %message, "fetch failed");
@@ -176,7 +436,7 @@ pub async fn reconcile_source(source: &GitSource, client: &Client) -> Result<Git
         Fetch::Fetched { .. } => {}
     }
     let namespace = source.namespace().unwrap_or_else(|| "default".to_owned());
-    Api::<GitSource>::namespaced(client.clone(), &namespace)
+    Api::<GitSource>::namespaced(ctx.client.clone(), &namespace)
         .patch_status(
             &source.name_any(),
             &PatchParams::default(),

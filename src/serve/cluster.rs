@@ -15,10 +15,12 @@ use crate::reconcile::apply::Applier;
 use crate::reconcile::controller::Context;
 use crate::reconcile::events::Events;
 use crate::reconcile::leader::{ElectionConfig, LeaderElector};
-use crate::reconcile::replica::follow_applied;
+use crate::reconcile::replica::{Follow, follow_applied};
 use crate::reconcile::run::{run_guards, run_sources};
 use crate::reconcile::selfheal::{HealDeps, SelfHeal};
+use crate::reconcile::source::SourceContext;
 use crate::server;
+use crate::source::Fetcher;
 use crate::telemetry::Metrics;
 
 /// How long shutdown waits for the loops (the elector releases the Lease on its way out).
@@ -55,6 +57,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         .await
         .map_err(|e| ServeError::Cluster(format!("cannot reach the API server at {url}: {e}")))?;
     tracing::info!(kubernetes = %version.git_version, identity = %cluster.identity, "enforcing against the cluster");
+    // Before anything else touches libgit2: the fetcher makes it hermetic process-wide.
+    let fetcher = Fetcher::new(&settings.git_cache_dir);
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(DesiredStore::new());
     let cache = DesiredCache::new(settings.desired_cache_bytes);
@@ -72,15 +76,22 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
             client: client.clone(),
             applier: applier.clone(),
             events: events.clone(),
-            audit,
+            audit: audit.clone(),
             metrics: metrics.clone(),
             leading: leading.clone(),
         },
         cluster.self_heal,
     );
+    let sources = SourceContext {
+        client: client.clone(),
+        fetcher: fetcher.clone(),
+        metrics: metrics.clone(),
+        audit,
+    };
     let mut ctx = Context::new(client.clone(), applier, cache.clone()).with_self_heal(heal);
     ctx.events = events;
     ctx.metrics = metrics.clone();
+    ctx.fetcher = fetcher.clone();
     let elector = LeaderElector::new(
         client.clone(),
         ElectionConfig::new(
@@ -101,9 +112,18 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     };
     let loops = vec![
         tokio::spawn(elector.run(leading_tx, stopped(stop.clone()))),
-        tokio::spawn(run_sources(client.clone(), leading.clone(), stopped(stop.clone()))),
+        tokio::spawn(run_sources(sources, leading.clone(), stopped(stop.clone()))),
         tokio::spawn(run_guards(ctx, leading, stopped(stop.clone()))),
-        tokio::spawn(follow_applied(client, store, cache, metrics, stopped(stop.clone()))),
+        tokio::spawn(follow_applied(
+            Follow {
+                client,
+                store,
+                cache,
+                fetcher,
+                metrics,
+            },
+            stopped(stop.clone()),
+        )),
     ];
     let signal = tokio::spawn(async move {
         server::shutdown_signal().await;

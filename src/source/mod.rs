@@ -13,6 +13,7 @@ mod fetch;
 mod known_hosts;
 mod local;
 pub mod semver;
+pub mod track;
 mod url;
 pub mod verify;
 
@@ -23,6 +24,11 @@ use std::time::Duration;
 pub use credentials::Credentials;
 pub use fetch::{FetchRequest, FetchStats, Fetched, Fetcher};
 pub use local::LocalRepository;
+
+/// True when `url` names a repository on this machine (read in place, never fetched).
+pub fn is_local(url: &str) -> bool {
+    matches!(url::classify(url), Ok(url::Location::Local(_)))
+}
 
 /// Which commit of a repository to use (the GitSource `ref`).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

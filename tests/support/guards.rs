@@ -85,6 +85,12 @@ pub async fn installed(guard_spec: serde_json::Value) -> Installed {
     }
 }
 
+/// A GitSource reconcile context for `client` (mirrors in the default cache directory).
+pub fn source_context(client: &kube::Client) -> driftguard::reconcile::source::SourceContext {
+    let fetcher = driftguard::source::Fetcher::new(driftguard::config::default_git_cache_dir());
+    driftguard::reconcile::source::SourceContext::new(client.clone(), fetcher)
+}
+
 /// A reconcile context (no self-heal) for `client`.
 pub async fn context(client: &kube::Client) -> Context {
     Context::new(
