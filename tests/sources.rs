@@ -1,0 +1,284 @@
+//! A remote GitSource end to end against the test API server: served by a real `git daemon`,
+//! fetched into a mirror, every commit's SSH signature checked. An unsigned commit is refused
+//! (status, audit, metrics) and the cluster stays on the last verified revision; with the Git
+//! server gone, the last good revision keeps serving and the status says why.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use driftguard::api::{GitSource, Guard};
+use driftguard::audit::{EventKind, MemorySink};
+use driftguard::reconcile::controller::{Context, reconcile_guard};
+use driftguard::reconcile::source::SourceContext;
+use driftguard::source::Fetcher;
+use driftguard::telemetry::Metrics;
+use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{Api, PostParams};
+use serde_json::json;
+use support::gitservers::GitDaemon;
+use support::guards::eventually;
+
+/// Commit in `repo` (everything staged) signed with the SSH key `key`.
+fn signed_commit(repo: &std::path::Path, key: &std::path::Path, message: &str) {
+    let signing_key = format!("user.signingkey={}", key.display());
+    support::git(
+        repo,
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing_key,
+            "commit",
+            "-qS",
+            "-am",
+            message,
+        ],
+    );
+}
+
+fn set_replicas(repo: &std::path::Path, from: u32, to: u32) {
+    let deployment = repo.join("examples/app/deployment.yaml");
+    let text = std::fs::read_to_string(&deployment).unwrap();
+    std::fs::write(
+        &deployment,
+        text.replace(&format!("replicas: {from}"), &format!("replicas: {to}")),
+    )
+    .unwrap();
+}
+
+/// The GitSource's Ready condition as (status, reason, message).
+async fn ready(sources: &Api<GitSource>) -> Option<(String, String, String)> {
+    let status = sources.get("remote").await.ok()?.status?;
+    let c = status.conditions.into_iter().find(|c| c.type_ == "Ready")?;
+    Some((c.status, c.reason, c.message))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away() {
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+
+    // A working repository whose every commit is SSH-signed, pushed to a bare one the daemon serves.
+    let (work, _) = support::example_repo();
+    let key = dir.path().join("signer");
+    let keygen = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "release-bot", "-f"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(keygen.success());
+    let signing_key = format!("user.signingkey={}", key.display());
+    support::git(
+        work.path(),
+        &[
+            "-c",
+            "gpg.format=ssh",
+            "-c",
+            &signing_key,
+            "commit",
+            "-qS",
+            "--amend",
+            "--no-edit",
+        ],
+    );
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    support::git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.path().to_str().unwrap(),
+            served.join("apps.git").to_str().unwrap(),
+        ],
+    );
+    let push = || {
+        support::git(
+            work.path(),
+            &["push", "-q", served.join("apps.git").to_str().unwrap(), "main"],
+        )
+    };
+    let mut daemon = GitDaemon::start(&served, dir.path());
+    let first = support::git(work.path(), &["rev-parse", "HEAD"]);
+
+    // CRDs, the trusted key, a remote GitSource that verifies HEAD, and a Guard on it.
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    for crd in driftguard::api::crds() {
+        crds.create(&PostParams::default(), &crd).await.unwrap();
+    }
+    let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
+    let trusted: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "release-keys", "namespace": "default"},
+        "stringData": {"release-bot": public}
+    }))
+    .unwrap();
+    Api::<Secret>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &trusted)
+        .await
+        .unwrap();
+    let source: GitSource = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": "remote", "namespace": "default"},
+        "spec": {"url": daemon.url("apps.git"), "ref": {"branch": "main"}, "interval": "1s", "timeout": "10s",
+                 "verify": {"mode": "HEAD", "secretRef": {"name": "release-keys"}}}
+    }))
+    .unwrap();
+    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    sources.create(&PostParams::default(), &source).await.unwrap();
+    let guard: Guard = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+        "metadata": {"name": "example-app", "namespace": "default"},
+        "spec": {"sourceRef": {"name": "remote"}, "path": "examples/app", "interval": "1h"}
+    }))
+    .unwrap();
+    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
+    guards.create(&PostParams::default(), &guard).await.unwrap();
+
+    // The leader's loops, sharing one mirror cache.
+    let cache = tempfile::tempdir().unwrap();
+    let fetcher = Fetcher::new(cache.path());
+    let audit = Arc::new(MemorySink::new());
+    let metrics = Arc::new(Metrics::new());
+    let source_ctx = SourceContext {
+        client: client.clone(),
+        fetcher: fetcher.clone(),
+        metrics: metrics.clone(),
+        audit: audit.clone(),
+    };
+    let mut ctx = support::guards::context(&client).await;
+    ctx.fetcher = fetcher.clone();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let (_leading_tx, leading) = tokio::sync::watch::channel(true);
+    let loops = [
+        tokio::spawn(driftguard::reconcile::run::run_sources(
+            source_ctx,
+            leading.clone(),
+            until_stopped(stopped.clone()),
+        )),
+        tokio::spawn(driftguard::reconcile::run::run_guards(
+            ctx,
+            leading,
+            until_stopped(stopped),
+        )),
+    ];
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let replicas = |want: i32| {
+        let deployments = deployments.clone();
+        move || {
+            let deployments = deployments.clone();
+            async move {
+                deployments
+                    .get_opt("web")
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|d| d.spec?.replicas)
+                    == Some(want)
+            }
+        }
+    };
+
+    // The signed first commit is fetched, verified and applied.
+    eventually(
+        "the verified first commit applied",
+        Duration::from_secs(30),
+        replicas(3),
+    )
+    .await;
+    let status = sources.get("remote").await.unwrap().status.unwrap();
+    assert_eq!(status.last_fetched_revision, Some(format!("main@sha1:{first}")));
+    assert!(
+        audit
+            .events()
+            .iter()
+            .any(|e| e.event == EventKind::SourceUpdated && e.revision == first)
+    );
+
+    // An unsigned commit is refused: status, audit and metrics say so; the cluster stays.
+    set_replicas(work.path(), 3, 4);
+    support::git(work.path(), &["commit", "-qam", "unsigned"]);
+    push();
+    let unsigned = support::git(work.path(), &["rev-parse", "HEAD"]);
+    let refused = || {
+        let sources = sources.clone();
+        async move {
+            ready(&sources)
+                .await
+                .is_some_and(|(s, reason, _)| s == "False" && reason == "VerificationFailed")
+        }
+    };
+    eventually("VerificationFailed", Duration::from_secs(30), refused).await;
+    let (_, _, message) = ready(&sources).await.unwrap();
+    assert!(
+        message.contains(&unsigned[..12]) || message.contains("unsigned"),
+        "{message}"
+    );
+    let status = sources.get("remote").await.unwrap().status.unwrap();
+    assert_eq!(
+        status.last_fetched_revision,
+        Some(format!("main@sha1:{first}")),
+        "kept the verified revision"
+    );
+    assert!(
+        audit
+            .events()
+            .iter()
+            .any(|e| e.event == EventKind::SourceVerificationFailed && e.revision == unsigned),
+        "{:?}",
+        audit.events()
+    );
+    assert!(metrics.encode().unwrap().contains(r#"reason="VerificationFailed""#));
+    assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(3));
+
+    // A signed commit on top is accepted and applied.
+    set_replicas(work.path(), 4, 5);
+    signed_commit(work.path(), &key, "signed again");
+    push();
+    let signed = support::git(work.path(), &["rev-parse", "HEAD"]);
+    eventually("the next signed commit applied", Duration::from_secs(30), replicas(5)).await;
+
+    // The Git server goes away: the status explains, the last good revision keeps serving.
+    daemon.stop();
+    let unreachable = || {
+        let sources = sources.clone();
+        async move {
+            ready(&sources)
+                .await
+                .is_some_and(|(s, reason, _)| s == "False" && reason == "FetchFailed")
+        }
+    };
+    eventually("FetchFailed", Duration::from_secs(30), unreachable).await;
+    let (_, _, message) = ready(&sources).await.unwrap();
+    assert!(message.contains("git://127.0.0.1"), "names the URL: {message}");
+    let status = sources.get("remote").await.unwrap().status.unwrap();
+    assert_eq!(status.last_fetched_revision, Some(format!("main@sha1:{signed}")));
+    // A Guard reconcile (a fresh process: new cache, same mirror) still reads the revision.
+    let mut offline = Context::new(
+        client.clone(),
+        driftguard::reconcile::apply::Applier::new(client.clone(), Duration::from_secs(10))
+            .await
+            .unwrap(),
+        driftguard::desired::DesiredCache::new(64 * 1024 * 1024),
+    );
+    offline.fetcher = Fetcher::new(cache.path());
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &offline)
+        .await
+        .unwrap();
+    assert_eq!(status.last_applied_revision.as_deref(), Some(signed.as_str()));
+
+    stop.send(true).unwrap();
+    for task in loops {
+        task.await.unwrap();
+    }
+    api.stop().await;
+}
