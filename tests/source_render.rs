@@ -315,7 +315,7 @@ fn opening_errors_are_clear() {
     ] {
         let err = LocalRepository::open(url).unwrap_err();
         assert!(matches!(err, SourceError::Unsupported { .. }), "{url}: {err}");
-        assert!(err.to_string().contains("later release"), "{err}");
+        assert!(err.to_string().contains("clone it and pass its path"), "{err}");
     }
 
     // An empty repository has no HEAD commit yet.

@@ -35,7 +35,8 @@ impl LocalRepository {
     /// work tree (with `.git`) or a bare repository. Parent directories are not searched, so a
     /// subdirectory of a repository is refused rather than silently widened.
     ///
-    /// Remote URLs (`https://`, `ssh://`, `git@host:path`) give [`SourceError::Unsupported`].
+    /// Remote URLs (`https://`, `ssh://`, `git@host:path`) give [`SourceError::Unsupported`]:
+    /// [`crate::source::Fetcher`] brings them into a local mirror first.
     pub fn open(url: &str) -> Result<Self, SourceError> {
         let path = url::local_path(url)?;
         if !path.exists() {

@@ -89,10 +89,10 @@ pub struct SourceFile {
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum SourceError {
-    /// A transport that this release cannot fetch from.
+    /// A remote URL where a local repository is needed (the CLI's `--repo`).
     #[error(
-        "unsupported Git URL {url:?}: remote URLs (https://, ssh://, git@host:path) arrive in a \
-         later release; for now clone the repository locally and use its path or a file:// URL"
+        "{url:?} is a remote Git URL, and this reads a local repository: clone it and pass its \
+         path (driftguard serve fetches remote GitSources itself)"
     )]
     Unsupported {
         /// The URL as given.

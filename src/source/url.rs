@@ -315,7 +315,7 @@ mod tests {
         ] {
             let err = local_path(url).unwrap_err();
             assert!(matches!(err, SourceError::Unsupported { .. }), "{url}: {err}");
-            assert!(err.to_string().contains("later release"), "{err}");
+            assert!(err.to_string().contains("clone it and pass its path"), "{err}");
         }
     }
 
