@@ -586,3 +586,81 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     drop(repo);
     api.stop().await;
 }
+
+/// Standalone `serve` with a remote source behind HTTP basic auth, credentials read from
+/// `secretsDir`: the first revision is fetched and loaded, and a wrong password never reaches
+/// the log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn standalone_fetches_a_remote_source_with_credentials_from_files() {
+    use support::gitservers::{HttpAuth, SmartHttp};
+
+    let (work, commit) = example_repo();
+    let dir = tempfile::tempdir().unwrap();
+    let served = dir.path().join("served");
+    std::fs::create_dir_all(&served).unwrap();
+    support::git(
+        dir.path(),
+        &[
+            "clone",
+            "-q",
+            "--bare",
+            work.path().to_str().unwrap(),
+            served.join("apps.git").to_str().unwrap(),
+        ],
+    );
+    let http = SmartHttp::start(
+        &served,
+        HttpAuth::Basic {
+            user: "deploy".to_owned(),
+            password: "correct-horse-battery".to_owned(),
+        },
+    );
+    for (name, password) in [("good", "correct-horse-battery"), ("bad", "Tr0ub4dor&3")] {
+        let secret = dir.path().join("secrets").join(name);
+        std::fs::create_dir_all(&secret).unwrap();
+        std::fs::write(secret.join("username"), "deploy\n").unwrap();
+        std::fs::write(secret.join("password"), format!("{password}\n")).unwrap();
+    }
+    let config = dir.path().join("driftguard.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+server: {{ listen: 127.0.0.1:0, metricsListen: null, tls: {{ devCertsDir: certs }} }}
+gitCacheDir: mirrors
+secretsDir: secrets
+sources:
+  - {{ name: apps, url: {url:?}, ref: {{ branch: main }}, secretRef: {{ name: good }} }}
+  - {{ name: locked-out, url: {url:?}, ref: {{ branch: main }}, secretRef: {{ name: bad }} }}
+guards:
+  - {{ name: example-app, sourceRef: {{ name: apps }}, path: examples/app }}
+  - {{ name: other, namespace: other, sourceRef: {{ name: locked-out, namespace: default }}, path: examples/app, targetNamespace: other }}
+"#,
+            url = http.url("apps.git")
+        ),
+    )
+    .unwrap();
+    let (mut child, stderr, _audit) = spawn_serve(dir.path(), &["--config".as_ref(), config.as_os_str()]);
+    let mut seen = Vec::new();
+    let loaded = recv_until(&stderr, "the remote revision loaded", |l| {
+        seen.push(l.to_owned());
+        l.contains("desired state loaded") && l.contains("default/example-app") && l.contains(&commit)
+    });
+    assert!(loaded.contains("objects=5"), "{loaded}");
+    let refused = seen
+        .iter()
+        .find(|l| l.contains("other/other"))
+        .cloned()
+        .unwrap_or_else(|| recv_until(&stderr, "the refused source", |l| l.contains("other/other")));
+    assert!(
+        refused.contains("authentication") || refused.contains("401"),
+        "{refused}"
+    );
+    assert!(!refused.contains("Tr0ub4dor"), "no password in logs: {refused}");
+    assert!(
+        dir.path().join("mirrors").read_dir().unwrap().next().is_some(),
+        "a mirror in gitCacheDir"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

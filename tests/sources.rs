@@ -247,6 +247,40 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     let signed = support::git(work.path(), &["rev-parse", "HEAD"]);
     eventually("the next signed commit applied", Duration::from_secs(30), replicas(5)).await;
 
+    // A replica with its own, empty mirror cache loads the applied revision into its
+    // admission index: it fetches that commit itself.
+    let store = Arc::new(driftguard::desired::DesiredStore::new());
+    let replica_cache = tempfile::tempdir().unwrap();
+    let (replica_stop, replica_stopped) = tokio::sync::watch::channel(false);
+    let replica = tokio::spawn(driftguard::reconcile::replica::follow_applied(
+        driftguard::reconcile::replica::Follow {
+            client: client.clone(),
+            store: store.clone(),
+            cache: driftguard::desired::DesiredCache::new(64 * 1024 * 1024),
+            fetcher: Fetcher::new(replica_cache.path()),
+            metrics: Arc::new(Metrics::new()),
+        },
+        until_stopped(replica_stopped),
+    ));
+    let indexed = || {
+        let store = store.clone();
+        let signed = signed.clone();
+        async move {
+            store
+                .index()
+                .lookup("apps", "deployments", Some("default"), "web")
+                .is_some_and(|m| m.revision.commit == signed)
+        }
+    };
+    eventually(
+        "the replica's index at the applied revision",
+        Duration::from_secs(30),
+        indexed,
+    )
+    .await;
+    replica_stop.send(true).unwrap();
+    replica.await.unwrap();
+
     // The Git server goes away: the status explains, the last good revision keeps serving.
     daemon.stop();
     let unreachable = || {
