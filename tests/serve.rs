@@ -597,17 +597,7 @@ async fn standalone_fetches_a_remote_source_with_credentials_from_files() {
     let (work, commit) = example_repo();
     let dir = tempfile::tempdir().unwrap();
     let served = dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    support::git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.path().to_str().unwrap(),
-            served.join("apps.git").to_str().unwrap(),
-        ],
-    );
+    support::gitservers::bare_clone(work.path(), &served, "apps.git");
     let http = SmartHttp::start(
         &served,
         HttpAuth::Basic {

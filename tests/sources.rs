@@ -88,23 +88,8 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
         ],
     );
     let served = dir.path().join("served");
-    std::fs::create_dir_all(&served).unwrap();
-    support::git(
-        dir.path(),
-        &[
-            "clone",
-            "-q",
-            "--bare",
-            work.path().to_str().unwrap(),
-            served.join("apps.git").to_str().unwrap(),
-        ],
-    );
-    let push = || {
-        support::git(
-            work.path(),
-            &["push", "-q", served.join("apps.git").to_str().unwrap(), "main"],
-        )
-    };
+    let bare = support::gitservers::bare_clone(work.path(), &served, "apps.git");
+    let push = || support::git(work.path(), &["push", "-q", bare.to_str().unwrap(), "main"]);
     let mut daemon = GitDaemon::start(&served, dir.path());
     let first = support::git(work.path(), &["rev-parse", "HEAD"]);
 

@@ -220,13 +220,7 @@ pub async fn fetch(source: &GitSource, ctx: &SourceContext) -> Result<Fetch, Rec
     let task = {
         let (fetcher, settings) = (ctx.fetcher.clone(), settings.clone());
         tokio::task::spawn_blocking(move || {
-            let request = FetchRequest {
-                source_id: &settings.id,
-                url: &settings.url,
-                reference: &settings.reference,
-                credentials: &credentials,
-                timeout,
-            };
+            let request = fetch_request(&settings, &credentials, timeout);
             track(&fetcher, &request, verification.as_ref()).map(|tracked| tracked.revision)
         })
     };
@@ -267,6 +261,21 @@ pub async fn fetch(source: &GitSource, ctx: &SourceContext) -> Result<Fetch, Rec
     };
     ctx.metrics.observe_fetch(&settings.id, started.elapsed(), failure);
     Ok(fetched)
+}
+
+/// What to fetch for `settings`.
+fn fetch_request<'a>(
+    settings: &'a SourceSettings,
+    credentials: &'a Credentials,
+    timeout: Duration,
+) -> FetchRequest<'a> {
+    FetchRequest {
+        source_id: &settings.id,
+        url: &settings.url,
+        reference: &settings.reference,
+        credentials,
+        timeout,
+    }
 }
 
 /// An audit record about a GitSource.
@@ -337,14 +346,9 @@ pub async fn checkout(
         let repository = match cached {
             Some(repository) => repository,
             None => {
-                let request = FetchRequest {
-                    source_id: &settings.id,
-                    url: &settings.url,
-                    reference: &settings.reference,
-                    credentials: &credentials,
-                    timeout,
-                };
-                fetcher.fetch(&request)?.repository
+                fetcher
+                    .fetch(&fetch_request(&settings, &credentials, timeout))?
+                    .repository
             }
         };
         Ok(SourceSettings {

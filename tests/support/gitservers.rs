@@ -62,6 +62,18 @@ fn git_command() -> Command {
     command
 }
 
+/// Publish a bare clone of the working repository `work` as `<root>/<name>` (what a server
+/// serves); push later commits to it with `git push <returned path> main`.
+pub fn bare_clone(work: &Path, root: &Path, name: &str) -> PathBuf {
+    std::fs::create_dir_all(root).unwrap();
+    let bare = root.join(name);
+    super::git(
+        root,
+        &["clone", "-q", "--bare", work.to_str().unwrap(), bare.to_str().unwrap()],
+    );
+    bare
+}
+
 /// `git daemon` exporting every repository under `base` (`git://127.0.0.1:<port>/<name>`).
 pub struct GitDaemon {
     child: Option<Child>,

@@ -124,23 +124,7 @@ pub fn example_repo() -> (tempfile::TempDir, String) {
 /// Run git in `dir`, isolated from the machine's git configuration and with a fixed
 /// identity; panics with git's stderr on failure and returns trimmed stdout.
 pub fn git(dir: &Path, args: &[&str]) -> String {
-    let out = std::process::Command::new("git")
-        .args(args)
-        .current_dir(dir)
-        .env("GIT_CONFIG_GLOBAL", "/dev/null")
-        .env("GIT_CONFIG_NOSYSTEM", "1")
-        .env("GIT_AUTHOR_NAME", "Test")
-        .env("GIT_AUTHOR_EMAIL", "test@example.com")
-        .env("GIT_COMMITTER_NAME", "Test")
-        .env("GIT_COMMITTER_EMAIL", "test@example.com")
-        .output()
-        .expect("run git");
-    assert!(
-        out.status.success(),
-        "git {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    git_with_env(dir, &[], args)
 }
 
 /// [`git`] with extra environment variables (e.g. `GNUPGHOME` for signing); configuration
