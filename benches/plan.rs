@@ -115,6 +115,7 @@ fn bench_plan(c: &mut Criterion) {
             origin: Origin {
                 file: format!("apps/{}.yaml", i / 100),
                 line: 1,
+                document: None,
             },
         })
         .collect();

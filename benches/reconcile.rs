@@ -46,6 +46,7 @@ fn desired() -> DesiredSet {
                 origin: Origin {
                     file: format!("apps/{i}.yaml"),
                     line: 1,
+                    document: None,
                 },
             }
         })

@@ -343,6 +343,7 @@ fn origin(file: &str, line: u32) -> Origin {
     Origin {
         file: file.to_owned(),
         line,
+        document: None,
     }
 }
 

@@ -23,6 +23,7 @@ fn manifest(line: u32, object: serde_json::Value) -> Manifest {
         origin: Origin {
             file: "apps/all.yaml".into(),
             line,
+            document: None,
         },
     }
 }

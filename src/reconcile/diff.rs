@@ -119,6 +119,7 @@ mod tests {
                 origin: Origin {
                     file: "app/all.yaml".into(),
                     line: 1,
+                    document: None,
                 },
             })
             .collect();

@@ -237,6 +237,7 @@ mod tests {
             origin: Origin {
                 file: "web.yaml".into(),
                 line: 1,
+                document: None,
             },
         };
         let revision = Revision {

@@ -31,6 +31,7 @@ fn desired_with(spec: Value, objects: Vec<Value>) -> Vec<DesiredObject> {
             origin: Origin {
                 file: "apps/all.yaml".into(),
                 line: u32::try_from(i).unwrap() + 1,
+                document: None,
             },
         })
         .collect();

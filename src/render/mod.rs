@@ -24,11 +24,18 @@ pub struct Origin {
     /// 1-based line where the object starts: the first content line of its document (after
     /// any `---` and comments), or of its entry in a `List`'s `items`.
     pub line: u32,
+    /// For generated manifests (Kustomize, Helm, Jsonnet): `file` is the entry (the
+    /// kustomization, the chart and its values files, the Jsonnet file) and this the 1-based
+    /// index of the object in the renderer's output; `line` is then 0.
+    pub document: Option<u32>,
 }
 
 impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.file, self.line)
+        match self.document {
+            Some(document) => write!(f, "{} (document {document})", self.file),
+            None => write!(f, "{}:{}", self.file, self.line),
+        }
     }
 }
 

@@ -63,6 +63,7 @@ fn decode<'a>(file: &'a SourceFile, errors: &mut Vec<RenderError>) -> Option<&'a
                 origin: Origin {
                     file: file.path.clone(),
                     line: u32::try_from(newlines).unwrap_or(u32::MAX).saturating_add(1),
+                    document: None,
                 },
             });
             None
@@ -86,6 +87,7 @@ impl Collector {
             let origin = Origin {
                 file: path.to_owned(),
                 line: content_line,
+                document: None,
             };
             match serde_saphyr::from_str_with_options::<Value>(document.text, yaml_options()) {
                 Ok(value) => {
@@ -108,6 +110,7 @@ impl Collector {
             let origin = Origin {
                 file: path.to_owned(),
                 line: lines.line_at(located.start),
+                document: None,
             };
             let item_lines = if is_list(&located.value) {
                 let object = text.get(located.start..located.end).unwrap_or("");
@@ -127,6 +130,7 @@ impl Collector {
                 origin: Origin {
                     file: path.to_owned(),
                     line: error.line,
+                    document: None,
                 },
                 message: format!("{} (column {})", error.message, error.column),
             });
@@ -152,6 +156,7 @@ impl Collector {
                 let item_origin = Origin {
                     file: origin.file.clone(),
                     line,
+                    document: None,
                 };
                 // Nested lists are rare; their items share the nested list's line.
                 self.accept(item, item_origin, &[]);
@@ -262,6 +267,7 @@ fn yaml_error(path: &str, document: &Document<'_>, err: &serde_saphyr::Error) ->
         origin: Origin {
             file: path.to_owned(),
             line,
+            document: None,
         },
         message,
     }
