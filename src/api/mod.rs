@@ -6,6 +6,8 @@ mod crd;
 mod duration;
 mod status;
 
+use std::collections::BTreeMap;
+
 pub use crd::{CrdError, crds, crds_yaml};
 pub use duration::{DURATION_PATTERN, DurationError, GoDuration};
 pub use status::{Condition, ConditionType, Counts, GitSourceStatus, GuardStatus, InventoryEntry};
@@ -271,12 +273,68 @@ pub struct SourceReference {
 }
 
 /// Rendering options.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenderSpec {
     /// Renderer.
     #[serde(default, rename = "type")]
     pub kind: RenderType,
+    /// Helm options (type helm, or auto with a Chart.yaml).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmRender>,
+    /// Jsonnet options; `entry` is required for type jsonnet (auto picks jsonnet only when set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jsonnet: Option<JsonnetRender>,
+}
+
+/// `render.helm`: how the chart at the Guard's path is templated.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HelmRender {
+    /// Release name (default: the Guard's name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<String>,
+    /// Values files, relative to the chart directory, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, applied last.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::free_form")]
+    pub values: Option<serde_json::Value>,
+    /// `--kube-version` (default: Helm's own).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_version: Option<String>,
+    /// `--api-versions`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub api_versions: Vec<String>,
+}
+
+/// `render.jsonnet`: the entry file and its inputs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct JsonnetRender {
+    /// The `.jsonnet` file, relative to the Guard's path.
+    pub entry: String,
+    /// `--ext-str` variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ext_vars: BTreeMap<String, String>,
+    /// `--ext-code` variables.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub ext_code: BTreeMap<String, String>,
+    /// `--tla-str` top-level arguments.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tla_vars: BTreeMap<String, String>,
+    /// `--tla-code` top-level arguments.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tla_code: BTreeMap<String, String>,
+    /// Library directories (`-J`), relative to the repository root.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jpath: Vec<String>,
+}
+
+/// A free-form object in the schema (`x-kubernetes-preserve-unknown-fields`).
+fn free_form(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "object", "x-kubernetes-preserve-unknown-fields": true})
 }
 
 /// Which renderer turns a directory into manifests.
