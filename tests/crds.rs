@@ -66,8 +66,10 @@ fn the_yaml_reads_back_as_the_crds_of_the_rust_types() {
 /// Kubernetes' structural-schema rules (apiextensions `ValidateStructural`) as far as a
 /// generated schema can break them: every node has a type, no `$ref`/`definitions`, no
 /// logical junctors, `additionalProperties` never next to `properties`, and nothing left to
-/// `x-kubernetes-preserve-unknown-fields` (every field driftguard reads is declared).
+/// `x-kubernetes-preserve-unknown-fields` (every field driftguard reads is declared) except
+/// where the content is free-form by nature: Helm values.
 fn assert_structural(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    const FREE_FORM: &[&str] = &["guards.driftguard.io.spec.render.helm.values"];
     let Some(node) = schema.as_object() else {
         problems.push(format!("{at}: not an object"));
         return;
@@ -85,6 +87,9 @@ fn assert_structural(schema: &Value, at: &str, problems: &mut Vec<String>) {
         "not",
         "x-kubernetes-preserve-unknown-fields",
     ] {
+        if forbidden == "x-kubernetes-preserve-unknown-fields" && FREE_FORM.contains(&at) {
+            continue;
+        }
         if node.contains_key(forbidden) {
             problems.push(format!("{at}: {forbidden}"));
         }
