@@ -341,8 +341,8 @@ mod tests {
                 "c",
                 "p.yaml",
                 "s.yaml",
-                "x",
-                "https://charts.example.com"
+                "https://charts.example.com",
+                "x"
             ]
         );
     }
