@@ -7,7 +7,9 @@
 
 mod documents;
 mod json;
+pub mod kustomize;
 mod plain;
+pub mod sandbox;
 
 use std::fmt;
 
@@ -142,6 +144,14 @@ pub enum RenderError {
         /// Each problem; none is itself `Many`.
         errors: Vec<RenderError>,
     },
+    /// A rendering tool (kustomize) refused the entry or failed on it.
+    #[error("{entry}: {message}")]
+    Tool {
+        /// The entry rendered, e.g. `apps/prod/kustomization.yaml`.
+        entry: String,
+        /// What is wrong: the refused reference, or the tool's own message.
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -162,7 +172,7 @@ impl RenderError {
             | RenderError::NotAnObject { origin, .. }
             | RenderError::InvalidObject { origin, .. }
             | RenderError::Duplicate { origin, .. } => Some(origin),
-            RenderError::Many { .. } => None,
+            RenderError::Many { .. } | RenderError::Tool { .. } => None,
         }
     }
 }

@@ -399,4 +399,192 @@ impl LocalRepository {
     pub(crate) fn git(&self) -> &Repository {
         &self.repo
     }
+    /// Writes the whole tree of `revision` into `dest` (created if missing; it should be
+    /// empty): regular files with their committed bytes (mode 0755 when Git says executable,
+    /// else 0644), directories, and symlinks whose target resolves inside `dest`. A symlink
+    /// leading out of the repository (absolute, or `..` past the root, directly or through
+    /// other links) gives [`SourceError::SymlinkEscapes`]; submodules and `.git` entries are
+    /// skipped. Reads the object database only. On error `dest` is left partly written: the
+    /// caller removes it.
+    pub fn checkout(&self, revision: &Revision, dest: &Path) -> Result<(), SourceError> {
+        use std::os::unix::ffi::OsStrExt;
+        use std::os::unix::fs::{OpenOptionsExt, symlink};
+
+        let io_error = |action: String, source: std::io::Error| SourceError::Checkout {
+            revision: revision.reference.clone(),
+            dest: dest.to_owned(),
+            action,
+            source,
+        };
+        let not_found = || SourceError::RevisionNotFound {
+            revision: revision.reference.clone(),
+            repository: self.display(),
+        };
+        let oid = Oid::from_str(&revision.commit).map_err(|_| not_found())?;
+        let commit = self.repo.find_commit(oid).map_err(|e| {
+            if e.code() == ErrorCode::NotFound {
+                not_found()
+            } else {
+                self.git_error(format!("reading commit {}", revision.commit), e)
+            }
+        })?;
+        let root = commit
+            .tree()
+            .map_err(|e| self.git_error(format!("reading the tree of {revision}"), e))?;
+        std::fs::create_dir_all(dest).map_err(|e| io_error("creating the directory".to_owned(), e))?;
+
+        let link_mode = i32::from(FileMode::Link);
+        let executable_mode = i32::from(FileMode::BlobExecutable);
+        // (repository-relative path, target bytes), checked once everything is written.
+        let mut links: Vec<(PathBuf, Vec<u8>)> = Vec::new();
+        let mut pending = vec![(PathBuf::new(), root)];
+        while let Some((prefix, tree)) = pending.pop() {
+            for entry in tree.iter() {
+                let name = entry.name_bytes();
+                if name.is_empty() || name == b"." || name == b".." || name.contains(&b'/') || name.contains(&0) {
+                    return Err(self.git_error(
+                        format!("checking out {revision}"),
+                        git2::Error::from_str(&format!(
+                            "invalid tree entry name {:?} in {:?}",
+                            String::from_utf8_lossy(name),
+                            prefix.display().to_string()
+                        )),
+                    ));
+                }
+                if name.eq_ignore_ascii_case(b".git") {
+                    tracing::debug!(dir = %prefix.display(), "skipping a .git entry");
+                    continue;
+                }
+                let relative = prefix.join(OsStr::from_bytes(name));
+                let shown = || relative.display().to_string();
+                let target = dest.join(&relative);
+                match entry.kind() {
+                    Some(ObjectType::Tree) => {
+                        let subtree = self
+                            .repo
+                            .find_tree(entry.id())
+                            .map_err(|e| self.git_error(format!("reading {:?}", shown()), e))?;
+                        std::fs::create_dir(&target).map_err(|e| io_error(format!("creating {:?}", shown()), e))?;
+                        pending.push((relative, subtree));
+                    }
+                    Some(ObjectType::Blob) => {
+                        let blob = self
+                            .repo
+                            .find_blob(entry.id())
+                            .map_err(|e| self.git_error(format!("reading {:?}", shown()), e))?;
+                        if entry.filemode() == link_mode {
+                            links.push((relative, blob.content().to_vec()));
+                            continue;
+                        }
+                        let mode = if entry.filemode() == executable_mode {
+                            0o755
+                        } else {
+                            0o644
+                        };
+                        let write = || -> std::io::Result<()> {
+                            use std::io::Write;
+                            let mut file = std::fs::OpenOptions::new()
+                                .write(true)
+                                .create_new(true)
+                                .mode(mode)
+                                .open(&target)?;
+                            file.write_all(blob.content())?;
+                            // The umask may have narrowed the mode; Git's modes are exact.
+                            file.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(mode))
+                        };
+                        write().map_err(|e| io_error(format!("writing {:?}", shown()), e))?;
+                    }
+                    Some(ObjectType::Commit) => {
+                        tracing::debug!(path = %shown(), "skipping submodule");
+                    }
+                    other => {
+                        tracing::debug!(path = %shown(), kind = ?other, "skipping unexpected tree entry");
+                    }
+                }
+            }
+        }
+
+        links.sort();
+        for (relative, target) in &links {
+            symlink(OsStr::from_bytes(target), dest.join(relative))
+                .map_err(|e| io_error(format!("creating the symlink {:?}", relative.display().to_string()), e))?;
+        }
+        for (relative, target) in &links {
+            if !link_stays_inside(dest, relative) {
+                // Never leave a link out of the checkout behind, even if the caller forgets.
+                let _ = std::fs::remove_file(dest.join(relative));
+                return Err(SourceError::SymlinkEscapes {
+                    path: relative.display().to_string(),
+                    target: String::from_utf8_lossy(target).into_owned(),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// How many symlinks one resolution may follow (Linux's limit).
+const MAX_SYMLINK_HOPS: usize = 40;
+
+/// Whether the symlink at `link` (relative to `root`) resolves inside `root`, following links
+/// the way the kernel does (`..` after a link applies to the link's target) but without
+/// leaving `root` to look. Missing components are taken as plain names.
+fn link_stays_inside(root: &Path, link: &Path) -> bool {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::path::Component;
+
+    let mut resolved: Vec<OsString> = Vec::new();
+    let mut remaining: VecDeque<OsString> = link
+        .components()
+        .filter_map(|c| match c {
+            Component::Normal(name) => Some(name.to_owned()),
+            _ => None,
+        })
+        .collect();
+    let mut hops = 0usize;
+    while let Some(name) = remaining.pop_front() {
+        match name.to_str() {
+            Some(".") => continue,
+            Some("..") => {
+                if resolved.pop().is_none() {
+                    return false;
+                }
+                continue;
+            }
+            _ => {}
+        }
+        resolved.push(name);
+        let here: PathBuf = resolved.iter().collect();
+        let Ok(meta) = std::fs::symlink_metadata(root.join(&here)) else {
+            continue;
+        };
+        if !meta.file_type().is_symlink() {
+            continue;
+        }
+        hops += 1;
+        if hops > MAX_SYMLINK_HOPS {
+            return false;
+        }
+        let Ok(target) = std::fs::read_link(root.join(&here)) else {
+            return false;
+        };
+        if target.has_root() {
+            return false;
+        }
+        resolved.pop();
+        let mut parts: Vec<OsString> = Vec::new();
+        for component in target.components() {
+            match component {
+                Component::Normal(part) => parts.push(part.to_owned()),
+                Component::ParentDir => parts.push("..".into()),
+                Component::CurDir => {}
+                Component::RootDir | Component::Prefix(_) => return false,
+            }
+        }
+        for part in parts.into_iter().rev() {
+            remaining.push_front(part);
+        }
+    }
+    true
 }

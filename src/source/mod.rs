@@ -280,6 +280,30 @@ pub enum SourceError {
         /// What libgit2 reported.
         source: git2::Error,
     },
+    /// A committed symlink whose target resolves outside the repository (checkouts for
+    /// rendering never follow links out of the checkout).
+    #[error(
+        "symlink {path:?} points to {target:?}, outside the repository; replace the link with \
+         the file itself (renders never read outside the checkout)"
+    )]
+    SymlinkEscapes {
+        /// The link, relative to the repository root.
+        path: String,
+        /// Its target as committed.
+        target: String,
+    },
+    /// Writing a checkout failed.
+    #[error("checking out {revision} into {}: {action}: {source}", dest.display())]
+    Checkout {
+        /// The revision being written.
+        revision: String,
+        /// The destination directory.
+        dest: PathBuf,
+        /// What was being done, e.g. `writing "apps/web.yaml"`.
+        action: String,
+        /// What the file system reported.
+        source: std::io::Error,
+    },
 }
 
 /// What a semver "not found" message suggests: the highest few version tags that exist.
