@@ -6,8 +6,10 @@
 //! problem reported at once. Parsing is pure: no I/O happens here.
 
 mod documents;
+pub mod helm;
 mod json;
 mod plain;
+pub mod sandbox;
 
 use std::fmt;
 
@@ -142,6 +144,14 @@ pub enum RenderError {
         /// Each problem; none is itself `Many`.
         errors: Vec<RenderError>,
     },
+    /// Helm refused the chart or failed to render it (see [`helm::render_helm`]).
+    #[error("{chart}: helm template failed: {message}")]
+    Helm {
+        /// The chart directory, repository-relative.
+        chart: String,
+        /// What went wrong: Helm's own message (its standard error) when it ran.
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -153,7 +163,8 @@ impl RenderError {
         }
     }
 
-    /// Where the problem is, unless this is a [`RenderError::Many`].
+    /// Where the problem is, unless this is a [`RenderError::Many`] or a
+    /// [`RenderError::Helm`] (which names its chart).
     pub fn origin(&self) -> Option<&Origin> {
         match self {
             RenderError::NotUtf8 { origin }
@@ -162,7 +173,7 @@ impl RenderError {
             | RenderError::NotAnObject { origin, .. }
             | RenderError::InvalidObject { origin, .. }
             | RenderError::Duplicate { origin, .. } => Some(origin),
-            RenderError::Many { .. } => None,
+            RenderError::Many { .. } | RenderError::Helm { .. } => None,
         }
     }
 }
