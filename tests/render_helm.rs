@@ -20,13 +20,13 @@ fn root() -> PathBuf {
 /// The shim, once its Python SDK is known to import.
 fn helm() -> PathBuf {
     static CHECKED: OnceLock<Result<(), String>> = OnceLock::new();
-    let checked = CHECKED.get_or_init(|| {
-        match Command::new("python3").args(["-c", "import helm_python"]).output() {
+    let checked = CHECKED.get_or_init(
+        || match Command::new("python3").args(["-c", "import helm_python"]).output() {
             Ok(out) if out.status.success() => Ok(()),
             Ok(out) => Err(String::from_utf8_lossy(&out.stderr).trim().to_owned()),
             Err(err) => Err(format!("cannot run python3: {err}")),
-        }
-    });
+        },
+    );
     if let Err(err) = checked {
         panic!(
             "the Helm tests need the PyPI package helm-python-sdk (Helm's engine for \
@@ -100,8 +100,14 @@ fn defaults_render_every_template_with_helpers() {
     // `include "web.fullname"` and `include "web.labels"` from _helpers.tpl.
     let deployment = find(&manifests, "Deployment", "demo-web");
     assert_eq!(deployment.object["spec"]["replicas"], 1);
-    assert_eq!(deployment.object["metadata"]["labels"]["app.kubernetes.io/instance"], "demo");
-    assert_eq!(deployment.object["metadata"]["labels"]["app.kubernetes.io/version"], "1.27.0");
+    assert_eq!(
+        deployment.object["metadata"]["labels"]["app.kubernetes.io/instance"],
+        "demo"
+    );
+    assert_eq!(
+        deployment.object["metadata"]["labels"]["app.kubernetes.io/version"],
+        "1.27.0"
+    );
     assert_eq!(
         deployment.object["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1.27.0"
@@ -119,21 +125,29 @@ fn values_files_then_inline_values_win() {
     let deployment = find(&manifests, "Deployment", "demo-web");
     assert_eq!(deployment.object["spec"]["replicas"], 3, "from values-prod.yaml");
     assert_eq!(
-        deployment.object["spec"]["template"]["spec"]["containers"][0]["image"],
-        "nginx:1.27.1",
+        deployment.object["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27.1",
         "inline"
     );
     let config = find(&manifests, "ConfigMap", "demo-web");
-    assert_eq!(config.object["data"]["logLevel"], "debug", "inline over values-prod.yaml");
+    assert_eq!(
+        config.object["data"]["logLevel"], "debug",
+        "inline over values-prod.yaml"
+    );
     assert_eq!(config.object["data"]["greeting"], "hello", "chart default");
     // Inline values reach the vendored dependency too.
-    assert_eq!(find(&manifests, "ConfigMap", "demo-cache").object["data"]["size"], "1Gi");
+    assert_eq!(
+        find(&manifests, "ConfigMap", "demo-cache").object["data"]["size"],
+        "1Gi"
+    );
 
     let file_only = render(&HelmOptions {
         values_files: vec!["values-prod.yaml".to_owned()],
         ..options()
     });
-    assert_eq!(find(&file_only, "ConfigMap", "demo-web").object["data"]["logLevel"], "warn");
+    assert_eq!(
+        find(&file_only, "ConfigMap", "demo-web").object["data"]["logLevel"],
+        "warn"
+    );
 }
 
 #[test]
@@ -144,15 +158,24 @@ fn inline_values_need_no_escaping() {
         values: json!({"config": {"greeting": greeting}}),
         ..options()
     });
-    assert_eq!(find(&manifests, "ConfigMap", "demo-web").object["data"]["greeting"], greeting);
+    assert_eq!(
+        find(&manifests, "ConfigMap", "demo-web").object["data"]["greeting"],
+        greeting
+    );
 }
 
 #[test]
 fn vendored_dependency_is_rendered_with_parent_values() {
     let manifests = render(&options());
     let cache = find(&manifests, "ConfigMap", "demo-cache");
-    assert_eq!(cache.object["data"]["size"], "64Mi", "the parent's cache.size over the subchart's 16Mi");
-    assert_eq!(cache.origin.file, "examples/helm/web/charts/cache/templates/configmap.yaml");
+    assert_eq!(
+        cache.object["data"]["size"], "64Mi",
+        "the parent's cache.size over the subchart's 16Mi"
+    );
+    assert_eq!(
+        cache.origin.file,
+        "examples/helm/web/charts/cache/templates/configmap.yaml"
+    );
 }
 
 #[test]
@@ -165,7 +188,10 @@ fn hooks_are_not_desired_state() {
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let text = String::from_utf8(out.stdout).unwrap();
-    assert!(text.contains("# Source: web/templates/test-connection.yaml\n"), "{text}");
+    assert!(
+        text.contains("# Source: web/templates/test-connection.yaml\n"),
+        "{text}"
+    );
     assert!(text.contains("helm.sh/hook: test"), "{text}");
     // ...the renderer drops it.
     let manifests = render(&options());
@@ -185,8 +211,7 @@ fn kube_version_and_api_versions_reach_capabilities() {
     });
     for manifest in manifests.iter().filter(|m| m.object["metadata"]["name"] == "demo-web") {
         assert_eq!(
-            manifest.object["metadata"]["labels"]["example.driftguard.dev/kube-version"],
-            "v1.29.4",
+            manifest.object["metadata"]["labels"]["example.driftguard.dev/kube-version"], "v1.29.4",
             "{}",
             manifest.origin
         );
@@ -232,7 +257,10 @@ fn template_errors_carry_helms_message() {
     assert_eq!(chart, "charts/web");
     assert!(message.contains("config.mustBeSet is required"), "{message}");
     assert!(message.contains("web/templates/broken.yaml"), "{message}");
-    assert!(err.to_string().starts_with("charts/web: helm template failed: "), "{err}");
+    assert!(
+        err.to_string().starts_with("charts/web: helm template failed: "),
+        "{err}"
+    );
 
     // A syntax error too.
     std::fs::write(
@@ -253,7 +281,14 @@ fn undeclared_download_is_refused_without_running_helm() {
     std::fs::write(&chart_yaml, text).unwrap();
     // A program that does not exist: the refusal must come before any run.
     let never_run = checkout.path().join("no-such-helm");
-    let err = render_helm(&never_run, checkout.path(), "charts/web", &options(), &Limits::default()).unwrap_err();
+    let err = render_helm(
+        &never_run,
+        checkout.path(),
+        "charts/web",
+        &options(),
+        &Limits::default(),
+    )
+    .unwrap_err();
     let message = err.to_string();
     assert!(matches!(err, RenderError::Helm { .. }), "{err:?}");
     assert!(message.contains("redis"), "{message}");

@@ -221,16 +221,17 @@ fn check_vendored(chart_path: &Path, chart_yaml: &str) -> Result<(), String> {
     let declared: Vec<&str> = metadata
         .get("dependencies")
         .and_then(Value::as_array)
-        .map(|deps| deps.iter().filter_map(|dep| dep.get("name").and_then(Value::as_str)).collect())
+        .map(|deps| {
+            deps.iter()
+                .filter_map(|dep| dep.get("name").and_then(Value::as_str))
+                .collect()
+        })
         .unwrap_or_default();
     if declared.is_empty() {
         return Ok(());
     }
     let vendored = vendored_charts(&chart_path.join("charts"));
-    let missing: Vec<&str> = declared
-        .into_iter()
-        .filter(|name| !vendored.contains(*name))
-        .collect();
+    let missing: Vec<&str> = declared.into_iter().filter(|name| !vendored.contains(*name)).collect();
     if missing.is_empty() {
         return Ok(());
     }
