@@ -6,6 +6,7 @@
 //! problem reported at once. Parsing is pure: no I/O happens here.
 
 mod documents;
+pub mod helm;
 mod json;
 pub mod kustomize;
 mod plain;
@@ -152,6 +153,14 @@ pub enum RenderError {
         /// What is wrong: the refused reference, or the tool's own message.
         message: String,
     },
+    /// Helm refused the chart or failed to render it (see [`helm::render_helm`]).
+    #[error("{chart}: helm template failed: {message}")]
+    Helm {
+        /// The chart directory, repository-relative.
+        chart: String,
+        /// What went wrong: Helm's own message (its standard error) when it ran.
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -163,7 +172,8 @@ impl RenderError {
         }
     }
 
-    /// Where the problem is, unless this is a [`RenderError::Many`].
+    /// Where the problem is, unless this is a [`RenderError::Many`] or a
+    /// [`RenderError::Helm`] (which names its chart).
     pub fn origin(&self) -> Option<&Origin> {
         match self {
             RenderError::NotUtf8 { origin }
@@ -172,7 +182,7 @@ impl RenderError {
             | RenderError::NotAnObject { origin, .. }
             | RenderError::InvalidObject { origin, .. }
             | RenderError::Duplicate { origin, .. } => Some(origin),
-            RenderError::Many { .. } | RenderError::Tool { .. } => None,
+            RenderError::Many { .. } | RenderError::Tool { .. } | RenderError::Helm { .. } => None,
         }
     }
 }

@@ -42,6 +42,43 @@ pub(super) fn render(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError>
     collector.finish()
 }
 
+/// One document of a renderer's output (Kustomize, Helm, Jsonnet) and where it comes from.
+pub(super) struct Generated<'a> {
+    /// The document's YAML (or JSON) text.
+    pub text: &'a str,
+    /// Where it is declared: the entry file and the document's index in the output.
+    pub origin: Origin,
+}
+
+/// Parses a renderer's output documents as plain files are parsed: null documents skipped,
+/// `List`s expanded (items share their list's origin), objects checked, duplicates reported,
+/// every problem at once. Objects for which `keep` is false are dropped before checking.
+pub(super) fn parse_generated<'a>(
+    documents: impl IntoIterator<Item = Generated<'a>>,
+    keep: impl Fn(&Value) -> bool,
+) -> Result<Vec<Manifest>, RenderError> {
+    let mut collector = Collector::default();
+    for Generated { text, origin } in documents {
+        match serde_saphyr::from_str_with_options::<Value>(text, yaml_options()) {
+            Ok(value) if keep(&value) => collector.accept(value, origin, &[]),
+            Ok(_) => {}
+            Err(err) => {
+                let document = Document {
+                    text,
+                    first_line: 1,
+                    content_line: None,
+                };
+                let message = match yaml_error(&origin.file, &document, &err) {
+                    RenderError::InvalidYaml { message, .. } => message,
+                    other => other.to_string(),
+                };
+                collector.errors.push(RenderError::InvalidYaml { origin, message });
+            }
+        }
+    }
+    collector.finish()
+}
+
 /// Whether `path` is a manifest file. Hidden files and directories (`.github/`, `.vscode/`)
 /// are skipped: they hold tooling configuration (CI workflows are YAML too), never objects
 /// meant for the cluster.
