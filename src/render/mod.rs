@@ -7,6 +7,7 @@
 
 mod documents;
 mod json;
+pub mod jsonnet;
 mod plain;
 
 use std::fmt;
@@ -142,6 +143,15 @@ pub enum RenderError {
         /// Each problem; none is itself `Many`.
         errors: Vec<RenderError>,
     },
+    /// Jsonnet evaluation failed: jrsonnet's message with the location and stack, an import
+    /// refused, a limit hit, or a result that is not manifests.
+    #[error("{entry}: Jsonnet: {message}")]
+    Jsonnet {
+        /// The repository-relative entry file.
+        entry: String,
+        /// What went wrong, with file:line:column locations when Jsonnet gives them.
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -162,7 +172,7 @@ impl RenderError {
             | RenderError::NotAnObject { origin, .. }
             | RenderError::InvalidObject { origin, .. }
             | RenderError::Duplicate { origin, .. } => Some(origin),
-            RenderError::Many { .. } => None,
+            RenderError::Many { .. } | RenderError::Jsonnet { .. } => None,
         }
     }
 }
