@@ -182,6 +182,18 @@ fn relative(root: &Path, path: &Path) -> String {
         .replace('\\', "/")
 }
 
+/// Keeps the message and the innermost frames of a long stack trace.
+fn shorten(text: &str) -> String {
+    const MAX_LINES: usize = 25;
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= MAX_LINES {
+        return text.to_owned();
+    }
+    let mut out = lines[..MAX_LINES].join("\n");
+    let _ = write!(out, "\n    ... {} more frames", lines.len() - MAX_LINES);
+    out
+}
+
 /// Everything the evaluation thread needs (jrsonnet's values are not `Send`: they are all
 /// created on that thread).
 struct Job {
@@ -208,7 +220,22 @@ impl Job {
             max_trace: 20,
             padding: 4,
         };
-        let describe = |err: jrsonnet_evaluator::Error| {
+        let max_stack = self.limits.max_stack;
+        let describe_full = |err: jrsonnet_evaluator::Error| {
+            if matches!(err.error(), jrsonnet_evaluator::error::ErrorKind::StackOverflow) {
+                let mut text = format!(
+                    "stack limit of {max_stack} frames exceeded (endless recursion?); raise max_stack only for \
+                     legitimately deep code"
+                );
+                let mut trace = String::new();
+                if format.write_trace(&mut trace, &err).is_ok()
+                    && let Some((_, frames)) = trace.split_once('\n')
+                {
+                    text.push('\n');
+                    text.push_str(frames);
+                }
+                return text;
+            }
             let mut text = String::new();
             if format.write_trace(&mut text, &err).is_err() {
                 text = err.to_string();
@@ -216,6 +243,7 @@ impl Job {
             text
         };
 
+        let describe = |err: jrsonnet_evaluator::Error| shorten(&describe_full(err));
         let context = jrsonnet_stdlib::ContextInitializer::new(PathResolver::Relative(self.root.clone()));
         for (name, value) in &self.options.ext_vars {
             context.add_ext_str(name.as_str().into(), value.as_str().into());
