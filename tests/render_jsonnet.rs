@@ -242,7 +242,7 @@ fn imports_outside_the_repository_are_refused() {
         ),
         (
             "dots-existing.jsonnet",
-            "import '../outside/x.libsonnet'".to_owned(),
+            "import '../../outside/x.libsonnet'".to_owned(),
             "points outside the repository",
         ),
         (
@@ -257,12 +257,12 @@ fn imports_outside_the_repository_are_refused() {
         ),
         (
             "link.jsonnet",
-            "import 'lib/link.libsonnet'".to_owned(),
+            "import '../lib/link.libsonnet'".to_owned(),
             "symlink to outside the repository",
         ),
         (
             "dirlink.jsonnet",
-            "import 'lib/outdir/x.libsonnet'".to_owned(),
+            "import '../lib/outdir/x.libsonnet'".to_owned(),
             "symlink to outside the repository",
         ),
     ];
@@ -391,6 +391,18 @@ fn results_that_are_not_manifests() {
         }
         other => panic!("{other:?}"),
     }
+
+    write(dir.path(), "missing.jsonnet", "import 'nowhere.libsonnet'");
+    let options = JsonnetOptions {
+        jpath: vec![".".to_owned()],
+        ..entry("missing.jsonnet")
+    };
+    let message = render_err(dir.path(), &options, &limits());
+    assert!(
+        message.contains("import \"nowhere.libsonnet\" in missing.jsonnet: no such file"),
+        "{message}"
+    );
+    assert!(!message.contains(&dir.path().display().to_string()), "{message}");
 
     write(dir.path(), "syntax.jsonnet", "{ a: }");
     let message = render_err(dir.path(), &entry("syntax.jsonnet"), &limits());

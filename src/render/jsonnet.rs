@@ -363,7 +363,14 @@ impl ImportResolver for ConfinedResolver {
                 return Ok(found);
             }
         }
-        Err(jrsonnet_evaluator::ImportFileNotFound(from.clone(), path.to_owned()).into())
+        let file = from
+            .path()
+            .map_or_else(|| from.to_string(), |file| relative(&self.root, file));
+        let dirs: Vec<String> = self.jpath.iter().map(|dir| relative(&self.root, dir)).collect();
+        Err(jrsonnet_evaluator::RuntimeError(
+            format!("import {path:?} in {file}: no such file next to it or in the library directories {dirs:?}").into(),
+        )
+        .into())
     }
 
     /// Only the entry file comes here (from [`State::import`]); it was checked already.
@@ -590,7 +597,8 @@ fn number(n: f64) -> Value {
     // Exact comparisons: both bounds are powers of two, representable in f64.
     const I64_BOUND: f64 = 9_223_372_036_854_775_808.0;
     const U64_BOUND: f64 = 18_446_744_073_709_551_616.0;
-    if n.fract() == 0.0 {
+    // `-0` stays a float: `jsonnet` prints it as `-0`.
+    if n.fract() == 0.0 && !(n == 0.0 && n.is_sign_negative()) {
         #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
         if (-I64_BOUND..I64_BOUND).contains(&n) {
             return Value::from(n as i64);
