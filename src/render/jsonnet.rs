@@ -176,22 +176,37 @@ fn normalize(path: &Path) -> PathBuf {
 }
 
 fn relative(root: &Path, path: &Path) -> String {
-    path.strip_prefix(root)
-        .unwrap_or(path)
-        .to_string_lossy()
-        .replace('\\', "/")
+    match path.strip_prefix(root) {
+        Ok(inner) if inner.as_os_str().is_empty() => ".".to_owned(),
+        Ok(inner) => inner.to_string_lossy().into_owned(),
+        Err(_) => path.to_string_lossy().into_owned(),
+    }
 }
 
-/// Keeps the message and the innermost frames of a long stack trace.
+/// Keeps the message and the first frames of a long stack trace, runs of one repeated frame
+/// (recursion) folded into one line.
 fn shorten(text: &str) -> String {
     const MAX_LINES: usize = 25;
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() <= MAX_LINES {
-        return text.to_owned();
+    let text = text.replacen("runtime error: import ", "import ", 1);
+    let mut lines: Vec<String> = Vec::new();
+    let mut all = text.lines().peekable();
+    while let Some(line) = all.next() {
+        let mut repeats = 0;
+        while all.peek() == Some(&line) {
+            all.next();
+            repeats += 1;
+        }
+        lines.push(line.to_owned());
+        if repeats > 0 {
+            lines.push(format!("    ... the same frame {repeats} more times"));
+        }
     }
-    let mut out = lines[..MAX_LINES].join("\n");
-    let _ = write!(out, "\n    ... {} more frames", lines.len() - MAX_LINES);
-    out
+    if lines.len() > MAX_LINES {
+        let more = lines.len() - MAX_LINES;
+        lines.truncate(MAX_LINES);
+        lines.push(format!("    ... {more} more frames"));
+    }
+    lines.join("\n")
 }
 
 /// Everything the evaluation thread needs (jrsonnet's values are not `Send`: they are all
@@ -281,6 +296,7 @@ impl Job {
         let mut walker = Walker {
             entry: self.options.entry.clone(),
             budget: self.limits.max_output_bytes,
+            limit: self.limits.max_output_bytes,
             manifests: Vec::new(),
             errors: Vec::new(),
             invalid: Vec::new(),
@@ -414,6 +430,8 @@ struct Walker {
     entry: String,
     /// Output bytes still allowed.
     budget: usize,
+    /// Output bytes allowed in all.
+    limit: usize,
     manifests: Vec<Manifest>,
     /// Values that are not manifests, by their path in the result.
     errors: Vec<String>,
@@ -493,9 +511,10 @@ impl Walker {
                 self.budget = left;
                 Ok(())
             }
-            None => Err(WalkError::Other(
-                "the output is larger than the limit (max_output_bytes); it was stopped".to_owned(),
-            )),
+            None => Err(WalkError::Other(format!(
+                "the output is larger than the limit of {} bytes (max_output_bytes); it was stopped",
+                self.limit
+            ))),
         }
     }
 
