@@ -8,6 +8,7 @@
 mod documents;
 pub mod helm;
 mod json;
+pub mod jsonnet;
 pub mod kustomize;
 mod plain;
 pub mod sandbox;
@@ -161,6 +162,15 @@ pub enum RenderError {
         /// What went wrong: Helm's own message (its standard error) when it ran.
         message: String,
     },
+    /// Jsonnet evaluation failed: jrsonnet's message with the location and stack, an import
+    /// refused, a limit hit, or a result that is not manifests.
+    #[error("{entry}: Jsonnet: {message}")]
+    Jsonnet {
+        /// The repository-relative entry file.
+        entry: String,
+        /// What went wrong, with file:line:column locations when Jsonnet gives them.
+        message: String,
+    },
 }
 
 impl RenderError {
@@ -182,7 +192,10 @@ impl RenderError {
             | RenderError::NotAnObject { origin, .. }
             | RenderError::InvalidObject { origin, .. }
             | RenderError::Duplicate { origin, .. } => Some(origin),
-            RenderError::Many { .. } | RenderError::Tool { .. } | RenderError::Helm { .. } => None,
+            RenderError::Many { .. }
+            | RenderError::Tool { .. }
+            | RenderError::Helm { .. }
+            | RenderError::Jsonnet { .. } => None,
         }
     }
 }
