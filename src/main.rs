@@ -8,7 +8,7 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use driftguard::admission::{Admission, AdmissionSettings, Admit, Webhook, service_account_username};
-use driftguard::api::{GuardSpec, Mode, SourceReference};
+use driftguard::api::{GuardSpec, JsonnetRender, Mode, RenderSpec, RenderType, SourceReference};
 use driftguard::audit::MemorySink;
 use driftguard::config::{self, ConfigFile, Overrides};
 use driftguard::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, SourceSettings, load_guard};
@@ -104,6 +104,18 @@ struct GitArgs {
     /// driftguard.io/guard annotation, as the enforcer does).
     #[arg(long = "guard", default_value = "default/cli")]
     guard: String,
+    /// Renderer: auto (a kustomization: kustomize; Chart.yaml: helm; --jsonnet-entry:
+    /// jsonnet; else plain), plain, kustomize, helm or jsonnet.
+    #[arg(long, default_value = "auto", value_parser = parse_render_type)]
+    render: RenderType,
+    /// Jsonnet entry file, relative to --path.
+    #[arg(long)]
+    jsonnet_entry: Option<String>,
+}
+
+fn parse_render_type(text: &str) -> Result<RenderType, String> {
+    serde_json::from_value(serde_json::Value::String(text.to_owned()))
+        .map_err(|_| format!("{text:?} is not one of auto, plain, kustomize, helm, jsonnet"))
 }
 
 /// `driftguard diff`: either a Guard in the cluster, or a local repository (`--repo`).
@@ -248,7 +260,14 @@ fn load(git: &GitArgs, mode: Mode) -> Result<Arc<DesiredSet>> {
             namespace: None,
         },
         path: git.path.clone(),
-        render: Default::default(),
+        render: RenderSpec {
+            kind: git.render,
+            helm: None,
+            jsonnet: git.jsonnet_entry.clone().map(|entry| JsonnetRender {
+                entry,
+                ..Default::default()
+            }),
+        },
         target_namespace: Some(git.target_namespace.clone()),
         mode,
         self_heal: true,
@@ -374,6 +393,8 @@ fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
                 path: args.path.clone().unwrap_or_default(),
                 target_namespace: args.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
                 guard: args.guard.clone().unwrap_or_else(|| "default/cli".to_owned()),
+                render: RenderType::Auto,
+                jsonnet_entry: None,
             };
             Some(load(&git, Mode::Deny)?)
         }

@@ -2,9 +2,10 @@
 //! `helm template` on Helm v4's SDK (the PyPI package helm-python-sdk, which scripts/test
 //! installs). Nothing here is skipped: without the SDK every test fails, saying so.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 
 use driftguard::render::helm::{HelmOptions, render_helm};
 use driftguard::render::sandbox::Limits;
@@ -18,41 +19,8 @@ fn root() -> PathBuf {
 }
 
 /// The shim, once its Python SDK is known to import.
-/// The test-only `helm`: a launcher that runs tests/support/helm/helm with the interpreter that
-/// has helm-python-sdk. The sandbox gives children only PATH=/usr/bin:/bin, where `python3` may
-/// be a different interpreter (Debian's), so the launcher names the right one absolutely.
 fn helm() -> PathBuf {
-    static LAUNCHER: OnceLock<Result<PathBuf, String>> = OnceLock::new();
-    let launcher = LAUNCHER.get_or_init(|| {
-        let out = Command::new("python3")
-            .args(["-c", "import helm_python, sys; print(sys.executable)"])
-            .output()
-            .map_err(|err| format!("cannot run python3: {err}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let dir = std::env::temp_dir().join(format!("driftguard-helm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let launcher = dir.join("helm");
-        let shim = root().join("tests/support/helm/helm");
-        std::fs::write(
-            &launcher,
-            format!("#!/bin/sh\nexec '{python}' '{}' \"$@\"\n", shim.display()),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&launcher, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-        Ok(launcher)
-    });
-    match launcher {
-        Ok(launcher) => launcher.clone(),
-        Err(err) => panic!(
-            "the Helm tests need the PyPI package helm-python-sdk (Helm's engine for \
-             tests/support/helm/helm), which is not importable: {err}. Run scripts/test, \
-             which installs it (or `python3 -m pip install helm-python-sdk==0.2.2`)."
-        ),
-    }
+    support::helm_launcher()
 }
 
 fn options() -> HelmOptions {

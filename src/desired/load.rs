@@ -1,9 +1,15 @@
 //! Effectful edge of desired state: fetch a Guard's revision, render it, build its set.
 
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::render::{RenderError, render_plain};
-use crate::source::{GitReference, LocalRepository, SourceError};
+use crate::render::helm::{HelmOptions, render_helm};
+use crate::render::jsonnet::{JsonnetLimits, JsonnetOptions, render_jsonnet};
+use crate::render::kustomize::render_kustomize;
+use crate::render::sandbox::{Limits, find_program};
+use crate::render::{Choice, Manifest, RenderError, choose, render_plain};
+use crate::source::{GitReference, LocalRepository, Revision, SourceError};
 
 use super::{DesiredCache, DesiredError, DesiredSet, GuardPolicy};
 
@@ -52,6 +58,104 @@ pub enum LoadError {
     Shared(Arc<LoadError>),
 }
 
+/// Why rendering a revision failed.
+enum Rendering {
+    Source(SourceError),
+    Render(RenderError),
+}
+
+impl From<SourceError> for Rendering {
+    fn from(error: SourceError) -> Self {
+        Rendering::Source(error)
+    }
+}
+
+impl From<RenderError> for Rendering {
+    fn from(error: RenderError) -> Self {
+        Rendering::Render(error)
+    }
+}
+
+/// A checkout of a revision in a private temp directory, removed when dropped.
+struct TempCheckout(PathBuf);
+
+impl TempCheckout {
+    fn of(repo: &LocalRepository, revision: &Revision) -> Result<Self, SourceError> {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "driftguard-render-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let checkout = TempCheckout(dir);
+        repo.checkout(revision, &checkout.0)?;
+        Ok(checkout)
+    }
+}
+
+impl Drop for TempCheckout {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Render the Guard's path at `revision` with the renderer its spec (or the files) call for.
+/// Generated renderers work on a checkout of the whole revision, so bases, chart
+/// dependencies and imports elsewhere in the repository resolve; nothing outside it does.
+fn render_revision(
+    repo: &LocalRepository,
+    revision: &Revision,
+    guard: &GuardPolicy,
+) -> Result<Vec<Manifest>, Rendering> {
+    let files = repo.read_files(revision, &guard.path)?;
+    let render = &guard.render;
+    let choice = choose(render.kind, render.jsonnet.is_some(), &files, &guard.path)?;
+    if choice == Choice::Plain {
+        return Ok(render_plain(&files)?);
+    }
+    let checkout = TempCheckout::of(repo, revision)?;
+    let root = checkout.0.as_path();
+    let limits = Limits::default();
+    let dir = guard.path.trim_matches('/');
+    Ok(match choice {
+        // Plain returned above, without a checkout.
+        Choice::Plain | Choice::Kustomize => render_kustomize(root, dir, &limits)?,
+        Choice::Helm => {
+            let helm = find_program("helm").ok_or_else(|| RenderError::Helm {
+                chart: dir.to_owned(),
+                message: "no `helm` on PATH: install Helm 3 or 4 next to driftguard".to_owned(),
+            })?;
+            let spec = render.helm.clone().unwrap_or_default();
+            let options = HelmOptions {
+                release: spec.release.unwrap_or_else(|| guard.id.name.clone()),
+                namespace: guard.target_namespace.clone(),
+                values_files: spec.values_files,
+                values: spec.values.unwrap_or(serde_json::Value::Null),
+                kube_version: spec.kube_version,
+                api_versions: spec.api_versions,
+            };
+            render_helm(&helm, root, dir, &options, &limits)?
+        }
+        Choice::Jsonnet => {
+            let spec = render.jsonnet.clone().unwrap_or_default();
+            let entry = if dir.is_empty() {
+                spec.entry
+            } else {
+                format!("{dir}/{}", spec.entry)
+            };
+            let options = JsonnetOptions {
+                entry,
+                ext_vars: spec.ext_vars,
+                ext_code: spec.ext_code,
+                tla_vars: spec.tla_vars,
+                tla_code: spec.tla_code,
+                jpath: spec.jpath,
+            };
+            render_jsonnet(root, &options, &JsonnetLimits::default())?
+        }
+    })
+}
+
 /// Load one Guard: resolve its reference, then build (or reuse from `cache`) the desired set
 /// of that revision. Blocking (libgit2): call from a blocking context.
 pub fn load_guard(
@@ -69,10 +173,12 @@ pub fn load_guard(
     let commit = revision.commit.clone();
     cache
         .get_or_try_build(&guard.clone(), &commit, || {
-            let files = repo.read_files(&revision, &guard.path).map_err(source_error)?;
-            let manifests = render_plain(&files).map_err(|error| LoadError::Render {
-                guard: guard.id.to_string(),
-                error: Box::new(error),
+            let manifests = render_revision(&repo, &revision, &guard).map_err(|error| match error {
+                Rendering::Source(error) => source_error(error),
+                Rendering::Render(error) => LoadError::Render {
+                    guard: guard.id.to_string(),
+                    error: Box::new(error),
+                },
             })?;
             let set = DesiredSet::build(guard.clone(), revision, manifests).map_err(|error| LoadError::Desired {
                 guard: guard.id.to_string(),

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::api::{Exemptions, GuardSpec, IgnoreRule, Mode};
+use crate::api::{Exemptions, GuardSpec, IgnoreRule, Mode, RenderSpec};
 use crate::drift::IgnorePath;
 
 use super::DesiredError;
@@ -55,6 +55,8 @@ pub struct GuardPolicy {
     pub target_namespace: String,
     /// Identities whose edits are allowed.
     pub exemptions: Exemptions,
+    /// How the path is rendered.
+    pub render: RenderSpec,
     ignore: Vec<CompiledIgnore>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
@@ -100,6 +102,7 @@ impl GuardPolicy {
             source_url: source_url.to_owned(),
             path: spec.path.clone(),
             exemptions: spec.exemptions.clone(),
+            render: spec.render.clone(),
             ignore,
         })
     }

@@ -211,3 +211,115 @@ fn list_errors(errors: &[RenderError]) -> String {
     }
     text
 }
+
+/// The renderer for one Guard path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Choice {
+    /// YAML/JSON files as they are.
+    Plain,
+    /// `kustomize build` of the path.
+    Kustomize,
+    /// `helm template` of the chart at the path.
+    Helm,
+    /// The configured Jsonnet entry.
+    Jsonnet,
+}
+
+/// Kustomization file names `kustomize build` looks for.
+const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+
+/// Pick the renderer for `dir`: the explicit `kind`, or with `auto` from the files directly in
+/// `dir` (a kustomization file: Kustomize; `Chart.yaml`: Helm), or Jsonnet when an entry is
+/// configured (`jsonnet_entry`), else plain. Pure: `files` is the directory as read from Git.
+pub fn choose(
+    kind: crate::api::RenderType,
+    jsonnet_entry: bool,
+    files: &[SourceFile],
+    dir: &str,
+) -> Result<Choice, RenderError> {
+    use crate::api::RenderType;
+    let dir = dir.trim_matches('/');
+    let has = |name: &str| {
+        let path = if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        files.iter().any(|f| f.path == path)
+    };
+    let choice = match kind {
+        RenderType::Plain => Choice::Plain,
+        RenderType::Kustomize => Choice::Kustomize,
+        RenderType::Helm => Choice::Helm,
+        RenderType::Jsonnet => Choice::Jsonnet,
+        RenderType::Auto if KUSTOMIZATION_FILES.iter().any(|f| has(f)) => Choice::Kustomize,
+        RenderType::Auto if has("Chart.yaml") => Choice::Helm,
+        RenderType::Auto if jsonnet_entry => Choice::Jsonnet,
+        RenderType::Auto => Choice::Plain,
+    };
+    if choice == Choice::Jsonnet && !jsonnet_entry {
+        return Err(RenderError::Jsonnet {
+            entry: dir.to_owned(),
+            message: "render.type is jsonnet but render.jsonnet.entry is not set: name the .jsonnet file".to_owned(),
+        });
+    }
+    Ok(choice)
+}
+
+#[cfg(test)]
+mod choose_tests {
+    use super::*;
+    use crate::api::RenderType;
+
+    fn files(paths: &[&str]) -> Vec<SourceFile> {
+        paths
+            .iter()
+            .map(|p| SourceFile {
+                path: (*p).to_owned(),
+                content: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn auto_looks_at_the_directory_explicit_types_win() {
+        let cases = [
+            (
+                RenderType::Auto,
+                false,
+                vec!["apps/kustomization.yaml", "apps/a.yaml"],
+                Choice::Kustomize,
+            ),
+            (RenderType::Auto, false, vec!["apps/Kustomization"], Choice::Kustomize),
+            (
+                RenderType::Auto,
+                false,
+                vec!["apps/Chart.yaml", "apps/templates/x.yaml"],
+                Choice::Helm,
+            ),
+            (
+                RenderType::Auto,
+                false,
+                vec!["apps/sub/Chart.yaml", "apps/a.yaml"],
+                Choice::Plain,
+            ),
+            (RenderType::Auto, true, vec!["apps/main.jsonnet"], Choice::Jsonnet),
+            (RenderType::Auto, false, vec!["apps/a.yaml"], Choice::Plain),
+            (RenderType::Plain, false, vec!["apps/kustomization.yaml"], Choice::Plain),
+            (RenderType::Helm, false, vec!["apps/a.yaml"], Choice::Helm),
+        ];
+        for (kind, jsonnet, paths, want) in cases {
+            assert_eq!(
+                choose(kind, jsonnet, &files(&paths), "apps").unwrap(),
+                want,
+                "{kind:?} {paths:?}"
+            );
+        }
+        assert_eq!(
+            choose(RenderType::Auto, false, &files(&["Chart.yaml"]), "").unwrap(),
+            Choice::Helm
+        );
+        let err = choose(RenderType::Jsonnet, false, &files(&[]), "apps").unwrap_err();
+        assert!(err.to_string().contains("render.jsonnet.entry"), "{err}");
+    }
+}
