@@ -1,9 +1,10 @@
 //! Rendering: the files of a revision become Kubernetes manifests, each remembering the
 //! `file:line` that declares it (admission messages point people there).
 //!
-//! Only plain YAML/JSON exists so far. Kustomize, Helm and Jsonnet become further
-//! [`Renderer`] variants with the same contract: files in, manifests with origins out, every
-//! problem reported at once. Parsing is pure: no I/O happens here.
+//! Plain YAML/JSON is parsed here, purely. Kustomize ([`kustomize`]) and Helm ([`helm`]) run as
+//! sandboxed child processes ([`sandbox`]) on a checkout of the revision, Jsonnet ([`jsonnet`])
+//! in process; [`choose`] picks one for a Guard's path. Every renderer has the same contract:
+//! manifests with origins out, sorted, every problem reported at once.
 
 mod documents;
 pub mod helm;
