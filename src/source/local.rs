@@ -148,14 +148,8 @@ impl LocalRepository {
         &self.repo
     }
 
-    /// Reads every file under `dir` as committed in `revision`, sorted by path.
-    ///
-    /// Reads the object database only, never the work tree: uncommitted edits are invisible.
-    /// `dir` is relative to the repository root (`""`, `"."`, `"./apps/"` are accepted).
-    /// Symlinks and submodules are skipped: their targets are not part of this tree, so
-    /// following them would render content that the revision does not pin.
-    pub fn read_files(&self, revision: &Revision, dir: &str) -> Result<Vec<SourceFile>, SourceError> {
-        let dir = normalize_dir(dir)?;
+    /// The root tree of `revision`'s commit.
+    fn tree_of(&self, revision: &Revision) -> Result<git2::Tree<'_>, SourceError> {
         let not_found = || SourceError::RevisionNotFound {
             revision: revision.reference.clone(),
             repository: self.display(),
@@ -168,9 +162,20 @@ impl LocalRepository {
                 self.git_error(format!("reading commit {}", revision.commit), e)
             }
         })?;
-        let root = commit
+        commit
             .tree()
-            .map_err(|e| self.git_error(format!("reading the tree of {revision}"), e))?;
+            .map_err(|e| self.git_error(format!("reading the tree of {revision}"), e))
+    }
+
+    /// Reads every file under `dir` as committed in `revision`, sorted by path.
+    ///
+    /// Reads the object database only, never the work tree: uncommitted edits are invisible.
+    /// `dir` is relative to the repository root (`""`, `"."`, `"./apps/"` are accepted).
+    /// Symlinks and submodules are skipped: their targets are not part of this tree, so
+    /// following them would render content that the revision does not pin.
+    pub fn read_files(&self, revision: &Revision, dir: &str) -> Result<Vec<SourceFile>, SourceError> {
+        let dir = normalize_dir(dir)?;
+        let root = self.tree_of(revision)?;
 
         let start = if dir.is_empty() {
             root
@@ -416,21 +421,7 @@ impl LocalRepository {
             action,
             source,
         };
-        let not_found = || SourceError::RevisionNotFound {
-            revision: revision.reference.clone(),
-            repository: self.display(),
-        };
-        let oid = Oid::from_str(&revision.commit).map_err(|_| not_found())?;
-        let commit = self.repo.find_commit(oid).map_err(|e| {
-            if e.code() == ErrorCode::NotFound {
-                not_found()
-            } else {
-                self.git_error(format!("reading commit {}", revision.commit), e)
-            }
-        })?;
-        let root = commit
-            .tree()
-            .map_err(|e| self.git_error(format!("reading the tree of {revision}"), e))?;
+        let root = self.tree_of(revision)?;
         std::fs::create_dir_all(dest).map_err(|e| io_error("creating the directory".to_owned(), e))?;
 
         let link_mode = i32::from(FileMode::Link);
