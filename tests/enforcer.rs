@@ -17,7 +17,7 @@ use driftguard::reconcile::controller::{Context, reconcile_guard};
 use driftguard::reconcile::events::Events;
 use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
 use driftguard::telemetry::Metrics;
-use driftguard_testapi::Identity;
+use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
@@ -431,5 +431,73 @@ async fn deleted_and_unlabelled_objects_come_back() {
         }
     };
     eventually("both corrections audited", Duration::from_secs(10), both).await;
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn denied_edits_show_as_rate_limited_events_on_the_object() {
+    use driftguard::audit::{Actor, AuditEvent, AuditSink, ObjectRef, SCHEMA};
+    use driftguard::reconcile::admission_events::EventingSink;
+
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let audit = Arc::new(MemorySink::new());
+    let sink = EventingSink::start(audit.clone(), Events::new(client.clone(), Some("replica-a".into())));
+    let denial = |dry_run: bool| AuditEvent {
+        schema: SCHEMA,
+        seq: 0,
+        time: driftguard::audit::now_rfc3339(),
+        event: EventKind::AdmissionDenied,
+        actor: Actor {
+            username: "alice@example.com".into(),
+            uid: None,
+            groups: vec![],
+        },
+        object: ObjectRef {
+            group: "apps".into(),
+            version: "v1".into(),
+            kind: "Deployment".into(),
+            namespace: Some("default".into()),
+            name: "web".into(),
+            subresource: Some("scale".into()),
+        },
+        operation: "UPDATE".into(),
+        guard: "default/example-app".into(),
+        revision: "c0ffee".into(),
+        fields: vec![],
+        message: "spec.replicas is managed by Git".into(),
+        request_uid: "u".into(),
+        dry_run,
+        field_manager: None,
+    };
+    for _ in 0..5 {
+        sink.record(denial(false));
+    }
+    sink.record(denial(true));
+    assert_eq!(audit.events().len(), 6, "every decision is audited");
+
+    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let denied = || {
+        let events = events.clone();
+        async move {
+            events.list(&Default::default()).await.is_ok_and(|list| {
+                list.items.iter().any(|e| {
+                    e.reason.as_deref() == Some("EditDenied")
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("web")
+                        && e.note.as_deref().is_some_and(|n| n.contains("alice@example.com"))
+                })
+            })
+        }
+    };
+    eventually("an EditDenied Event on web", Duration::from_secs(10), denied).await;
+    // One Event for the burst: the rest wait for the next window.
+    let list = events.list(&Default::default()).await.unwrap();
+    let count = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("EditDenied"))
+        .count();
+    assert_eq!(count, 1, "{:?}", list.items.iter().map(|e| &e.note).collect::<Vec<_>>());
     api.stop().await;
 }

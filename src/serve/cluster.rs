@@ -11,6 +11,7 @@ use crate::audit::{AuditSink, StdoutSink};
 use crate::config::{ClusterSettings, Settings};
 use crate::desired::{DesiredCache, DesiredStore};
 use crate::receiver::KubeTargets;
+use crate::reconcile::admission_events::EventingSink;
 use crate::reconcile::apply::Applier;
 use crate::reconcile::controller::Context;
 use crate::reconcile::events::Events;
@@ -62,7 +63,12 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(DesiredStore::new());
     let cache = DesiredCache::new(settings.desired_cache_bytes);
-    let audit: Arc<dyn AuditSink> = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
+    let events = Events::new(client.clone(), Some(cluster.identity.clone()));
+    // Denied and reverted edits also show as Events on the object, off the request path.
+    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(
+        Arc::new(StdoutSink::start().map_err(ServeError::Audit)?),
+        events.clone(),
+    ));
     let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
@@ -70,7 +76,6 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         .map_err(|e| ServeError::Cluster(e.to_string()))?;
     let (stop_tx, stop) = watch::channel(false);
     let (leading_tx, leading) = watch::channel(false);
-    let events = Events::new(client.clone(), Some(cluster.identity.clone()));
     let heal = SelfHeal::new(
         HealDeps {
             client: client.clone(),

@@ -1,0 +1,154 @@
+//! Kubernetes Events for admission decisions: a denied or reverted edit shows on the object
+//! (`kubectl describe`, `kubectl get events`), next to the enforcer's own Events.
+//!
+//! Admission must never wait on the API server, so [`EventingSink`] wraps the audit sink: it
+//! passes every record through and hands denials and reverts to a background publisher over a
+//! bounded channel (a full channel drops the Event, never the request). The publisher allows
+//! one Event per object and reason per [`RATE_WINDOW`]; what it held back is counted into the
+//! next one, and kube-runtime's recorder aggregates repeats into a series.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use tokio::sync::mpsc;
+
+use super::events::Events;
+use crate::audit::{AuditEvent, AuditSink, EventKind};
+
+/// At most one Event per object and reason in this window.
+pub const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Decisions waiting to become Events; more are dropped (admission never waits).
+const QUEUE: usize = 1024;
+
+/// An [`AuditSink`] that also turns admission denials and reverts into Events.
+pub struct EventingSink {
+    inner: Arc<dyn AuditSink>,
+    queue: mpsc::Sender<AuditEvent>,
+}
+
+impl EventingSink {
+    /// Wrap `inner`; Events are published through `events` by a task spawned here (call from
+    /// within a tokio runtime).
+    pub fn start(inner: Arc<dyn AuditSink>, events: Events) -> Self {
+        let (queue, pending) = mpsc::channel(QUEUE);
+        tokio::spawn(publish(pending, events));
+        EventingSink { inner, queue }
+    }
+}
+
+impl AuditSink for EventingSink {
+    fn record(&self, event: AuditEvent) {
+        if event_reason(event.event).is_some() && !event.dry_run {
+            // Full or closed: the Event is lost, the audit record below is not.
+            let _ = self.queue.try_send(event.clone());
+        }
+        self.inner.record(event);
+    }
+}
+
+/// The Event reason for an admission decision worth one.
+fn event_reason(kind: EventKind) -> Option<&'static str> {
+    match kind {
+        EventKind::AdmissionDenied => Some("EditDenied"),
+        EventKind::AdmissionReverted => Some("EditReverted"),
+        _ => None,
+    }
+}
+
+/// Decides which decisions become Events: one per (object, reason) per window, the rest
+/// counted into the next.
+#[derive(Default)]
+struct Limiter {
+    last: HashMap<(String, &'static str), (Instant, u32)>,
+}
+
+impl Limiter {
+    /// `Some(held back since the last Event)` when an Event may go out now.
+    fn admit(&mut self, key: (String, &'static str), now: Instant) -> Option<u32> {
+        match self.last.get_mut(&key) {
+            Some((at, held)) if now.duration_since(*at) < RATE_WINDOW => {
+                *held = held.saturating_add(1);
+                None
+            }
+            Some((at, held)) => {
+                let before = *held;
+                (*at, *held) = (now, 0);
+                Some(before)
+            }
+            None => {
+                self.last.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+async fn publish(mut pending: mpsc::Receiver<AuditEvent>, events: Events) {
+    let mut limiter = Limiter::default();
+    while let Some(event) = pending.recv().await {
+        let Some(reason) = event_reason(event.event) else {
+            continue;
+        };
+        let object = &event.object;
+        let key = format!(
+            "{}/{}/{}/{}",
+            object.group,
+            object.kind,
+            object.namespace.as_deref().unwrap_or(""),
+            object.name
+        );
+        let Some(held) = limiter.admit((key, reason), Instant::now()) else {
+            continue;
+        };
+        let regarding = ObjectReference {
+            api_version: Some(if object.group.is_empty() {
+                object.version.clone()
+            } else {
+                format!("{}/{}", object.group, object.version)
+            }),
+            kind: Some(object.kind.clone()),
+            namespace: object.namespace.clone(),
+            name: Some(object.name.clone()),
+            ..ObjectReference::default()
+        };
+        let mut note = format!("{} by {}: {}", event.operation, event.actor.username, event.message);
+        if held > 0 {
+            note.push_str(&format!(" ({held} more since the last Event)"));
+        }
+        events.warning(&regarding, reason, "Admit", note).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_event_per_object_and_reason_per_window_counting_the_rest() {
+        let mut limiter = Limiter::default();
+        let now = Instant::now();
+        let web = || ("apps/Deployment/default/web".to_owned(), "EditDenied");
+        assert_eq!(limiter.admit(web(), now), Some(0));
+        assert_eq!(limiter.admit(web(), now + Duration::from_secs(1)), None);
+        assert_eq!(limiter.admit(web(), now + Duration::from_secs(2)), None);
+        assert_eq!(
+            limiter.admit(("apps/Deployment/default/web".to_owned(), "EditReverted"), now),
+            Some(0),
+            "another reason is another stream"
+        );
+        assert_eq!(
+            limiter.admit(web(), now + RATE_WINDOW + Duration::from_secs(1)),
+            Some(2)
+        );
+    }
+
+    #[test]
+    fn only_denials_and_reverts_become_events() {
+        assert_eq!(event_reason(EventKind::AdmissionDenied), Some("EditDenied"));
+        assert_eq!(event_reason(EventKind::AdmissionReverted), Some("EditReverted"));
+        assert_eq!(event_reason(EventKind::AdmissionAudited), None);
+        assert_eq!(event_reason(EventKind::DriftCorrected), None);
+    }
+}
