@@ -486,3 +486,68 @@ fn readiness_follows_the_store() {
     assert!(!fresh.is_ready());
     let _ = &stack.store;
 }
+
+/// Every fixture through both webhooks in every mode: no Secret value, plain or base64, in a
+/// response (other than the revert patch that restores it), an audit record, a warning or a
+/// log line (captured at TRACE).
+#[test]
+fn no_secret_value_reaches_any_output_across_the_fixtures() {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+    impl Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let logs = Captured::default();
+    let writer = logs.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+
+    let engine = base64::engine::general_purpose::STANDARD;
+    let secrets = ["attacker-chosen-token", "example-placeholder-token"];
+    let forbidden: Vec<String> = secrets.iter().flat_map(|s| [s.to_string(), engine.encode(s)]).collect();
+    let mut fixtures: Vec<String> = std::fs::read_dir(support::root().join("tests/fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| p.file_stem().unwrap().to_string_lossy().into_owned())
+        .collect();
+    fixtures.sort();
+    assert!(fixtures.contains(&"edit-secret".to_owned()));
+    tracing::subscriber::with_default(subscriber, || {
+        for mode in [Mode::Deny, Mode::Revert, Mode::Audit] {
+            let stack = stack_with(mode, vec![], Exemptions::default());
+            for name in &fixtures {
+                for webhook in [Webhook::Validate, Webhook::Mutate] {
+                    let reply = stack.admission.admit(webhook, &fixture(&format!("{name}.json")));
+                    let mut review: Value = serde_json::from_slice(&reply.body).unwrap_or_default();
+                    if let Some(response) = review.get_mut("response").and_then(Value::as_object_mut) {
+                        response.remove("patch"); // the revert itself, not an echo
+                    }
+                    let text = review.to_string();
+                    for secret in &forbidden {
+                        assert!(!text.contains(secret.as_str()), "{mode:?} {name} {webhook:?}: {text}");
+                    }
+                }
+            }
+            let audit = serde_json::to_string(&stack.audit.events()).unwrap();
+            for secret in &forbidden {
+                assert!(!audit.contains(secret.as_str()), "{mode:?}: audit leaked: {audit}");
+            }
+        }
+    });
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    for secret in &forbidden {
+        assert!(!logs.contains(secret.as_str()), "log leaked: {logs}");
+    }
+}
