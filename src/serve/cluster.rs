@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{ServeError, Started, join_receiver, start, start_receiver, stopped};
-use crate::audit::{AuditSink, StdoutSink};
+use crate::audit::{AuditSink, ChainSink};
 use crate::config::{ClusterSettings, Settings};
 use crate::desired::{DesiredCache, DesiredStore};
 use crate::receiver::KubeTargets;
@@ -62,7 +62,12 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let metrics = Arc::new(Metrics::new());
     let store = Arc::new(DesiredStore::new());
     let cache = DesiredCache::new(settings.desired_cache_bytes);
-    let audit: Arc<dyn AuditSink> = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
+    let audit: Arc<dyn AuditSink> = Arc::new(
+        ChainSink::builder(settings.audit.clone())
+            .dropped_counter(metrics.audit_dropped_counter())
+            .start()
+            .map_err(ServeError::Audit)?,
+    );
     let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
