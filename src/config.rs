@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::admission::service_account_username;
-use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::api::{GitRefSpec, GitSourceSpec, GoDuration, GuardSpec, Mode, SourceReference};
+use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
 use crate::reconcile::selfheal::HealSettings;
 use crate::source::GitReference;
@@ -325,7 +325,9 @@ impl AuditFile {
         let defaults = AuditConfig::default();
         let max_file_bytes = self.max_file_bytes.unwrap_or(defaults.max_file_bytes);
         if max_file_bytes < 1024 {
-            return Err(ConfigError::Invalid("audit.maxFileBytes must be at least 1024".to_owned()));
+            return Err(ConfigError::Invalid(
+                "audit.maxFileBytes must be at least 1024".to_owned(),
+            ));
         }
         let fsync = match self.fsync.as_deref().map(str::trim) {
             None => defaults.fsync,
@@ -342,7 +344,9 @@ impl AuditFile {
         };
         let queue_capacity = self.queue_capacity.unwrap_or(defaults.queue_capacity);
         if queue_capacity == 0 {
-            return Err(ConfigError::Invalid("audit.queueCapacity must be at least 1".to_owned()));
+            return Err(ConfigError::Invalid(
+                "audit.queueCapacity must be at least 1".to_owned(),
+            ));
         }
         Ok(AuditConfig {
             file: self.file.as_ref().map(|f| base_dir.join(f)),

@@ -592,9 +592,13 @@ mod tests {
     #[test]
     fn canonical_form_ignores_key_order() {
         let a: Value = serde_json::from_str(r#"{"b":1,"a":{"y":[3,{"q":true,"p":null}],"x":"é\n"}}"#).unwrap();
-        let b: Value = serde_json::from_str(r#"{ "a": {"x": "é\n", "y": [3, {"p": null, "q": true}]}, "b": 1 }"#).unwrap();
+        let b: Value =
+            serde_json::from_str(r#"{ "a": {"x": "é\n", "y": [3, {"p": null, "q": true}]}, "b": 1 }"#).unwrap();
         assert_eq!(canonical_json(&a), canonical_json(&b));
-        assert_eq!(canonical_json(&a), r#"{"a":{"x":"é\n","y":[3,{"p":null,"q":true}]},"b":1}"#);
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":{"x":"é\n","y":[3,{"p":null,"q":true}]},"b":1}"#
+        );
     }
 
     #[test]

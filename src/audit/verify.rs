@@ -98,9 +98,7 @@ fn parse_record(line: &str) -> Result<Record, String> {
         .ok_or("no prev_hash")?
         .to_owned();
     if sha256_hex(body.as_bytes()) != hash {
-        return Err(format!(
-            "content does not match its hash: the record was modified (seq {seq})"
-        ));
+        return Err("content does not match its hash: the record was modified".to_owned());
     }
     Ok(Record {
         seq,
@@ -161,7 +159,8 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                 seq: None,
                 file: path.clone(),
                 line: 1,
-                reason: "cannot read the first record's seq (needed to order the files): the record was modified".to_owned(),
+                reason: "cannot read the first record's seq (needed to order the files): the record was modified"
+                    .to_owned(),
             })?;
         ordered.push((seq, path.clone(), lines));
     }
@@ -178,7 +177,13 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                 line: *number,
                 reason,
             };
-            let record = parse_record(text).map_err(|reason| broken(None, reason))?;
+            let record = parse_record(text).map_err(|reason| {
+                // The seq of a modified record, when its JSON still says one.
+                let seq = serde_json::from_str::<Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("seq").and_then(Value::as_u64));
+                broken(seq, reason)
+            })?;
             match &previous {
                 None => {
                     first_seq = record.seq;
@@ -205,12 +210,7 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                     if record.seq != p.seq + 1 {
                         return Err(broken(
                             Some(record.seq),
-                            format!(
-                                "seq does not follow seq {} at {}:{}",
-                                p.seq,
-                                p.file.display(),
-                                p.line
-                            ),
+                            format!("seq does not follow seq {} at {}:{}", p.seq, p.file.display(), p.line),
                         ));
                     }
                 }
@@ -232,7 +232,9 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
             });
         }
     }
-    let (last_seq, head) = previous.as_ref().map_or((0, String::new()), |p| (p.seq, p.hash.clone()));
+    let (last_seq, head) = previous
+        .as_ref()
+        .map_or((0, String::new()), |p| (p.seq, p.hash.clone()));
     if let Some(expected) = expect_head
         && !expected.eq_ignore_ascii_case(&head)
     {
