@@ -10,6 +10,7 @@ use serde::Deserialize;
 
 use crate::admission::service_account_username;
 use crate::api::{GitRefSpec, GitSourceSpec, GoDuration, GuardSpec, Mode, SourceReference};
+use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
 use crate::reconcile::selfheal::HealSettings;
 use crate::source::GitReference;
@@ -289,6 +290,72 @@ pub struct ConfigFile {
     /// Guards (standalone mode).
     #[serde(default)]
     pub guards: Vec<GuardEntry>,
+    /// Audit log.
+    #[serde(default)]
+    pub audit: AuditFile,
+}
+
+/// `audit:` section of the config file. Events always go to stdout; with `file` they are also
+/// appended to that file, rotated by size (`audit.log` → `audit.log.1` ... `audit.log.<keepFiles>`),
+/// as one hash chain (see `driftguard::audit::chain`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AuditFile {
+    /// Append-only audit file (relative to the config file's directory); none: stdout only.
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    /// Rotate before a record would take the file over this size (default 100 MiB, at least 1024).
+    #[serde(default)]
+    pub max_file_bytes: Option<u64>,
+    /// Rotated files kept (default 10).
+    #[serde(default)]
+    pub keep_files: Option<usize>,
+    /// `always` (fsync after each record) or a duration such as `1s` or `200ms` (at most that
+    /// long after a record; default 1s).
+    #[serde(default)]
+    pub fsync: Option<String>,
+    /// Events that may wait for the writer before further ones are dropped (default 16384).
+    #[serde(default)]
+    pub queue_capacity: Option<usize>,
+}
+
+impl AuditFile {
+    /// Validate into sink settings; `file` is resolved against `base_dir`.
+    pub fn validate(&self, base_dir: &Path) -> Result<AuditConfig, ConfigError> {
+        let defaults = AuditConfig::default();
+        let max_file_bytes = self.max_file_bytes.unwrap_or(defaults.max_file_bytes);
+        if max_file_bytes < 1024 {
+            return Err(ConfigError::Invalid(
+                "audit.maxFileBytes must be at least 1024".to_owned(),
+            ));
+        }
+        let fsync = match self.fsync.as_deref().map(str::trim) {
+            None => defaults.fsync,
+            Some("always") => FsyncPolicy::Always,
+            Some(text) => {
+                let every = GoDuration::parse(text)
+                    .map_err(|e| ConfigError::Invalid(format!("audit.fsync must be `always` or a duration: {e}")))?;
+                if every.0.is_zero() {
+                    FsyncPolicy::Always
+                } else {
+                    FsyncPolicy::Every(every.0)
+                }
+            }
+        };
+        let queue_capacity = self.queue_capacity.unwrap_or(defaults.queue_capacity);
+        if queue_capacity == 0 {
+            return Err(ConfigError::Invalid(
+                "audit.queueCapacity must be at least 1".to_owned(),
+            ));
+        }
+        Ok(AuditConfig {
+            file: self.file.as_ref().map(|f| base_dir.join(f)),
+            max_file_bytes,
+            keep_files: self.keep_files.unwrap_or(defaults.keep_files),
+            fsync,
+            queue_capacity,
+        })
+    }
 }
 
 /// How the webhook gets its certificate.
@@ -389,6 +456,8 @@ pub struct Settings {
     pub sources: Vec<Source>,
     /// Guards.
     pub guards: Vec<Guard>,
+    /// Audit sink.
+    pub audit: AuditConfig,
 }
 
 /// Command-line overrides (flags and `DRIFTGUARD_*` variables).
@@ -458,6 +527,7 @@ guards:
             desired_cache_bytes: default_cache_bytes(),
             sources: Vec::new(),
             guards: Vec::new(),
+            audit: AuditFile::default(),
         })
     }
 
@@ -475,12 +545,14 @@ guards:
             desired_cache_bytes: default_cache_bytes(),
             sources: Vec::new(),
             guards: Vec::new(),
+            audit: AuditFile::default(),
         }
     }
 
     /// Validate, resolving relative paths against `base_dir`.
     pub fn validate(self, base_dir: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
         let server = validate_server(self.server.clone(), base_dir, overrides)?;
+        let audit = self.audit.validate(base_dir)?;
         if self.service_account.split('/').count() != 2 {
             return Err(ConfigError::Invalid(format!(
                 "serviceAccount {:?} must be written namespace/name",
@@ -505,6 +577,7 @@ guards:
                 desired_cache_bytes: self.desired_cache_bytes,
                 sources: Vec::new(),
                 guards: Vec::new(),
+                audit,
             });
         }
         let mut sources = Vec::with_capacity(self.sources.len());
@@ -589,6 +662,7 @@ guards:
             desired_cache_bytes: self.desired_cache_bytes,
             sources,
             guards,
+            audit,
         })
     }
 }

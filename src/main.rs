@@ -84,6 +84,27 @@ enum Command {
     /// Print the GitSource and Guard CustomResourceDefinitions as YAML
     /// (`driftguard crds | kubectl apply -f -`).
     Crds,
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Check the hash chain of audit files: order, links and hashes. Rotated files may be given
+    /// in any order (they are ordered by their first seq). Dropped-event gaps and a chain that
+    /// starts after seq 1 are reported as warnings.
+    /// Exit status: 0 intact, 1 broken (the first broken record is reported), 2 unreadable.
+    Verify {
+        /// The hash the last record must have (proves the end was not cut off).
+        #[arg(long)]
+        expect_head: Option<String>,
+        /// Audit files (e.g. audit.log audit.log.1 ...).
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -185,11 +206,42 @@ fn main() -> ExitCode {
         Command::Diff { args } => run_diff(&args),
         Command::Render { git } => run_render(&git),
         Command::Crds => run_crds(),
+        Command::Audit {
+            command: AuditCommand::Verify { expect_head, files },
+        } => Ok(run_audit_verify(&files, expect_head.as_deref())),
     };
     match outcome {
         Ok(code) => code,
         Err(error) => {
             eprintln!("driftguard: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run_audit_verify(files: &[PathBuf], expect_head: Option<&str>) -> ExitCode {
+    use driftguard::audit::verify::{VerifyError, verify_files};
+    match verify_files(files, expect_head) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                println!("warning: {warning}");
+            }
+            println!(
+                "ok: {} records in {} files, seq {}..{}, head {}",
+                report.records,
+                report.files.len(),
+                report.first_seq,
+                report.last_seq,
+                report.head
+            );
+            ExitCode::SUCCESS
+        }
+        Err(error @ VerifyError::Broken { .. }) => {
+            println!("broken: {error}");
+            ExitCode::from(1)
+        }
+        Err(error) => {
+            eprintln!("driftguard: {error}");
             ExitCode::from(2)
         }
     }

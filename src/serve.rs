@@ -16,7 +16,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admission::{Admission, AdmissionSettings};
-use crate::audit::{AuditSink, StdoutSink};
+use crate::audit::{AuditSink, ChainSink};
 use crate::certs;
 use crate::config::{Settings, TlsSource};
 use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, SourceSettings, load_guard};
@@ -247,7 +247,12 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let mut loader = loader_back;
     store.publish_reporting(sets, complete, &metrics);
 
-    let audit = Arc::new(StdoutSink::start().map_err(ServeError::Audit)?);
+    let audit = Arc::new(
+        ChainSink::builder(settings.audit.clone())
+            .dropped_counter(metrics.audit_dropped_counter())
+            .start()
+            .map_err(ServeError::Audit)?,
+    );
     let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit).await?;
     let addr = bound.https_addr();
     if let (true, Some(ca)) = (embedded, ca_file) {

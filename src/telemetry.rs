@@ -95,9 +95,15 @@ pub struct Metrics {
     fetch_errors: Family<FetchErrorLabels, Counter>,
     revision_info: Family<RevisionLabels, Gauge<u64, AtomicU64>>,
     served_revisions: std::sync::Mutex<std::collections::HashMap<String, String>>,
+    audit_dropped: Counter,
 }
 
 impl Metrics {
+    /// `driftguard_audit_dropped_total`, for the audit sink to count its drops.
+    pub fn audit_dropped_counter(&self) -> Counter {
+        self.audit_dropped.clone()
+    }
+
     /// Creates the registry with every driftguard metric family registered.
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("driftguard");
@@ -183,7 +189,14 @@ impl Metrics {
             "The revision each GitSource serves (value 1)",
             revision_info.clone(),
         );
+        let audit_dropped = Counter::default();
+        registry.register(
+            "audit_dropped",
+            "Audit events dropped because the audit queue was full (each gap is also an audit.dropped record)",
+            audit_dropped.clone(),
+        );
         Self {
+            audit_dropped,
             registry,
             admission_requests,
             admission_duration,

@@ -470,6 +470,8 @@ async fn denied_edits_show_as_rate_limited_events_on_the_object() {
         request_uid: "u".into(),
         dry_run,
         field_manager: None,
+        prev_hash: String::new(),
+        hash: String::new(),
     };
     for _ in 0..5 {
         sink.record(denial(false));

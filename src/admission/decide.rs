@@ -338,5 +338,7 @@ fn event(
         request_uid: request.uid.to_string(),
         dry_run: request.dry_run.unwrap_or(false),
         field_manager: None,
+        prev_hash: String::new(),
+        hash: String::new(),
     }
 }

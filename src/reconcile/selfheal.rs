@@ -632,6 +632,8 @@ async fn correct(
         request_uid: String::new(),
         dry_run: false,
         field_manager: manager,
+        prev_hash: String::new(),
+        hash: String::new(),
     });
     let regarding = reference(&key, &desired.version, meta.uid);
     inner
@@ -671,6 +673,8 @@ async fn report_fight(inner: &Inner, guard: GuardId, fight: Fight) {
         request_uid: String::new(),
         dry_run: false,
         field_manager: Some(fight.manager.clone()),
+        prev_hash: String::new(),
+        hash: String::new(),
     });
     let regarding = reference(&fight.key, &version, None);
     inner

@@ -302,6 +302,8 @@ fn source_event(source: &GitSource, event: EventKind, revision: &str, message: S
         request_uid: String::new(),
         dry_run: false,
         field_manager: None,
+        prev_hash: String::new(),
+        hash: String::new(),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::{ServeError, Started, join_receiver, start, start_receiver, stopped};
-use crate::audit::{AuditSink, StdoutSink};
+use crate::audit::{AuditSink, ChainSink};
 use crate::config::{ClusterSettings, Settings};
 use crate::desired::{DesiredCache, DesiredStore};
 use crate::receiver::KubeTargets;
@@ -65,10 +65,11 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let cache = DesiredCache::new(settings.desired_cache_bytes);
     let events = Events::new(client.clone(), Some(cluster.identity.clone()));
     // Denied and reverted edits also show as Events on the object, off the request path.
-    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(
-        Arc::new(StdoutSink::start().map_err(ServeError::Audit)?),
-        events.clone(),
-    ));
+    let chain = ChainSink::builder(settings.audit.clone())
+        .dropped_counter(metrics.audit_dropped_counter())
+        .start()
+        .map_err(ServeError::Audit)?;
+    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(Arc::new(chain), events.clone()));
     let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)

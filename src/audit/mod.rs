@@ -1,15 +1,23 @@
 //! Audit events (`driftguard.io/audit/v1`), one JSON object per line.
 //!
-//! This module owns the schema and the sinks. The hash chain (`prev_hash`, `hash`) and the
-//! rotating file sink arrive with the compliance work; events already carry everything else.
+//! This module owns the schema and the sinks:
+//!
+//! - [`ChainSink`] (and [`StdoutSink`], the same sink without a file) writes every event once to
+//!   stdout and, when configured, to an append-only rotating file, as a tamper-evident hash
+//!   chain: see [`chain`] for the canonical form, the hash, rotation, resume and backpressure.
+//! - [`verify`] checks such files (`driftguard audit verify FILE...`).
+//! - [`MemorySink`] (tests, `driftguard check`) numbers events but does not hash them;
+//!   [`NullSink`] discards them.
 
-use std::io::Write;
+pub mod chain;
+pub mod verify;
+
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
 
 use serde::Serialize;
 use serde_json::Value;
+
+pub use chain::{AuditConfig, ChainSink, ChainSinkBuilder, FsyncPolicy, GENESIS_HASH, canonical_json};
 
 /// Schema identifier written into every event.
 pub const SCHEMA: &str = "driftguard.io/audit/v1";
@@ -41,6 +49,10 @@ pub enum EventKind {
     /// A fetched revision failed signature verification and was refused.
     #[serde(rename = "source.verification_failed")]
     SourceVerificationFailed,
+    /// The audit queue was full and events were dropped (admission is never blocked by the
+    /// audit log); the record's `dropped` member says how many since the previous such record.
+    #[serde(rename = "audit.dropped")]
+    AuditDropped,
 }
 
 impl EventKind {
@@ -55,6 +67,7 @@ impl EventKind {
             EventKind::DriftFighting => "drift.fighting",
             EventKind::SourceUpdated => "source.updated",
             EventKind::SourceVerificationFailed => "source.verification_failed",
+            EventKind::AuditDropped => "audit.dropped",
         }
     }
 }
@@ -156,6 +169,38 @@ pub struct AuditEvent {
     /// API server records no user for past writes, only the manager).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub field_manager: Option<String>,
+    /// Hash of the previous record in the chain (64 zeros for the first), assigned by a
+    /// chained sink; empty (and not written) otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub prev_hash: String,
+    /// SHA-256 (hex) of this record's canonical form without `hash`, assigned by a chained
+    /// sink; empty (and not written) otherwise.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub hash: String,
+}
+
+impl AuditEvent {
+    /// An event of `kind` with every other field empty, stamped with the current time.
+    pub fn new(kind: EventKind) -> Self {
+        AuditEvent {
+            schema: SCHEMA,
+            seq: 0,
+            time: now_rfc3339(),
+            event: kind,
+            actor: Actor::default(),
+            object: ObjectRef::default(),
+            operation: String::new(),
+            guard: String::new(),
+            revision: String::new(),
+            fields: Vec::new(),
+            message: String::new(),
+            request_uid: String::new(),
+            dry_run: false,
+            field_manager: None,
+            prev_hash: String::new(),
+            hash: String::new(),
+        }
+    }
 }
 
 /// Current time in RFC 3339 (UTC, with fractional seconds).
@@ -171,54 +216,21 @@ pub trait AuditSink: Send + Sync {
     fn record(&self, event: AuditEvent);
 }
 
-/// Writes events as JSON lines to stdout from a dedicated thread, so a slow reader of stdout
-/// delays the writer, not admission. Events are never dropped: when the queue is full the
-/// caller writes the line itself.
-pub struct StdoutSink {
-    seq: AtomicU64,
-    queue: Mutex<mpsc::SyncSender<String>>,
-}
+/// The chained sink writing to stdout only (no file): `seq`, `prev_hash` and `hash` are assigned
+/// by a dedicated writer thread; the chain starts afresh (at seq 1) in each process. A full queue
+/// drops events and says so in an `audit.dropped` record (see [`ChainSink`]).
+pub struct StdoutSink(ChainSink);
 
 impl StdoutSink {
     /// Start the writer thread.
     pub fn start() -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::sync_channel::<String>(16 * 1024);
-        std::thread::Builder::new().name("audit-stdout".into()).spawn(move || {
-            for line in rx {
-                write_line(&line);
-            }
-        })?;
-        Ok(StdoutSink {
-            seq: AtomicU64::new(0),
-            queue: Mutex::new(tx),
-        })
-    }
-}
-
-fn write_line(line: &str) {
-    let mut out = std::io::stdout().lock();
-    if let Err(error) = writeln!(out, "{line}").and_then(|()| out.flush()) {
-        tracing::error!(%error, "cannot write audit event to stdout");
+        ChainSink::builder(AuditConfig::default()).start().map(StdoutSink)
     }
 }
 
 impl AuditSink for StdoutSink {
-    fn record(&self, mut event: AuditEvent) {
-        event.seq = self.seq.fetch_add(1, Ordering::Relaxed) + 1;
-        let line = match serde_json::to_string(&event) {
-            Ok(line) => line,
-            Err(error) => {
-                tracing::error!(%error, "cannot serialize audit event");
-                return;
-            }
-        };
-        let queue = match self.queue.lock() {
-            Ok(queue) => queue,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Err(mpsc::TrySendError::Full(line) | mpsc::TrySendError::Disconnected(line)) = queue.try_send(line) {
-            write_line(&line);
-        }
+    fn record(&self, event: AuditEvent) {
+        self.0.record(event);
     }
 }
 
