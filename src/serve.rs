@@ -253,7 +253,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             .start()
             .map_err(ServeError::Audit)?,
     );
-    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit).await?;
+    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
     let addr = bound.https_addr();
     if let (true, Some(ca)) = (embedded, ca_file) {
         let metrics_url = bound
@@ -318,5 +318,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     signal.abort();
     refresher.abort();
     join_receiver(hooks).await;
+    // Every decision made before shutdown is on disk (and fsynced) before the process exits.
+    tokio::task::block_in_place(|| audit.flush());
     Ok(result?)
 }

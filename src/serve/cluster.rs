@@ -69,7 +69,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         .dropped_counter(metrics.audit_dropped_counter())
         .start()
         .map_err(ServeError::Audit)?;
-    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(Arc::new(chain), events.clone()));
+    let chain = Arc::new(chain);
+    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(chain.clone(), events.clone()));
     let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
@@ -142,5 +143,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     if joined.is_err() {
         tracing::warn!("enforcement loops did not stop within {LOOPS_GRACE:?}");
     }
+    // Every decision made before shutdown is on disk (and fsynced) before the process exits.
+    tokio::task::block_in_place(|| chain.flush());
     Ok(result?)
 }
