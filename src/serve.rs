@@ -25,7 +25,7 @@ use crate::server::{self, ServerOptions};
 use crate::source::track::{TrackError, Verification, track};
 use crate::source::verify::TrustedKeys;
 use crate::source::{Credentials, FetchRequest, Fetcher, GitReference};
-use crate::telemetry::Metrics;
+use crate::telemetry::{CountingSink, Metrics};
 
 /// Why `serve` stopped.
 #[derive(Debug, thiserror::Error)]
@@ -253,7 +253,8 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             .start()
             .map_err(ServeError::Audit)?,
     );
-    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
+    let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(audit.clone(), metrics.clone()));
+    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), counted).await?;
     let addr = bound.https_addr();
     if let (true, Some(ca)) = (embedded, ca_file) {
         let metrics_url = bound

@@ -66,6 +66,12 @@ struct RevisionLabels {
     revision: String,
 }
 
+/// Labels of `driftguard_audit_events_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AuditLabels {
+    event: &'static str,
+}
+
 /// Labels of `driftguard_certificate_reloads_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
@@ -96,6 +102,7 @@ pub struct Metrics {
     revision_info: Family<RevisionLabels, Gauge<u64, AtomicU64>>,
     served_revisions: std::sync::Mutex<std::collections::HashMap<String, String>>,
     audit_dropped: Counter,
+    audit_events: Family<AuditLabels, Counter>,
 }
 
 impl Metrics {
@@ -195,8 +202,11 @@ impl Metrics {
             "Audit events dropped because the audit queue was full (each gap is also an audit.dropped record)",
             audit_dropped.clone(),
         );
+        let audit_events = Family::<AuditLabels, Counter>::default();
+        registry.register("audit_events", "Audit records written, by event", audit_events.clone());
         Self {
             audit_dropped,
+            audit_events,
             registry,
             admission_requests,
             admission_duration,
@@ -320,6 +330,11 @@ impl Metrics {
         }
     }
 
+    /// Counts one audit record of `event`.
+    pub fn count_audit_event(&self, event: &'static str) {
+        self.audit_events.get_or_create(&AuditLabels { event }).inc();
+    }
+
     /// Renders every metric in the OpenMetrics text format ([`METRICS_CONTENT_TYPE`]).
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
         let mut out = String::new();
@@ -346,6 +361,27 @@ pub fn init_tracing() {
         // Colour codes only for a person at a terminal, never in collected logs.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .try_init();
+}
+
+/// An audit sink that counts records by event (`driftguard_audit_events_total`) and passes
+/// them on.
+pub struct CountingSink {
+    inner: std::sync::Arc<dyn crate::audit::AuditSink>,
+    metrics: std::sync::Arc<Metrics>,
+}
+
+impl CountingSink {
+    /// Count what goes to `inner` in `metrics`.
+    pub fn new(inner: std::sync::Arc<dyn crate::audit::AuditSink>, metrics: std::sync::Arc<Metrics>) -> Self {
+        CountingSink { inner, metrics }
+    }
+}
+
+impl crate::audit::AuditSink for CountingSink {
+    fn record(&self, event: crate::audit::AuditEvent) {
+        self.metrics.count_audit_event(event.event.as_str());
+        self.inner.record(event);
+    }
 }
 
 #[cfg(test)]

@@ -28,7 +28,9 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
         commit: first_commit,
         guards,
     } = installed(json!({})).await;
-    let ctx = support::guards::context(&client).await;
+    let mut ctx = support::guards::context(&client).await;
+    let audit = std::sync::Arc::new(driftguard::audit::MemorySink::new());
+    ctx.audit = audit.clone();
 
     // First sync: everything applied, status recorded through the status subresource.
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
@@ -67,6 +69,24 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
     assert!(config_maps.get_opt("web-config").await.unwrap().is_none());
     assert!(secrets.get_opt("web-credentials").await.unwrap().is_none());
+    // Every write is audited: 5 creations, the replicas change, then the two prunes.
+    let events = audit.events();
+    let of = |kind: driftguard::audit::EventKind| events.iter().filter(|e| e.event == kind).collect::<Vec<_>>();
+    assert_eq!(
+        of(driftguard::audit::EventKind::ReconcileApplied).len(),
+        6,
+        "{events:?}"
+    );
+    let pruned: Vec<&str> = of(driftguard::audit::EventKind::ReconcilePruned)
+        .iter()
+        .map(|e| e.object.name.as_str())
+        .collect();
+    assert_eq!(pruned, ["web-credentials", "web-config"]);
+    assert!(
+        events
+            .iter()
+            .all(|e| e.guard == "default/example-app" && !e.object.version.is_empty())
+    );
 
     // Suspended: a drifted object is left alone and Ready says why.
     guards

@@ -535,6 +535,8 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
         r#"driftguard_drift_corrections_total{guard="default/example-app",kind="Deployment"} 1"#,
         r#"driftguard_reconcile_duration_seconds_count{guard="default/example-app"}"#,
         r#"driftguard_desired_objects{guard="default/example-app"} 5"#,
+        r#"driftguard_audit_events_total{event="drift.corrected"} 1"#,
+        r#"driftguard_audit_events_total{event="reconcile.applied"} 5"#,
     ] {
         assert!(scraped.contains(needle), "{needle} in\n{scraped}");
     }

@@ -43,6 +43,12 @@ pub enum EventKind {
     /// The enforcer stopped correcting an object because one writer keeps changing it back.
     #[serde(rename = "drift.fighting")]
     DriftFighting,
+    /// The enforcer applied an object (created it, or brought its declared fields back to Git).
+    #[serde(rename = "reconcile.applied")]
+    ReconcileApplied,
+    /// The enforcer deleted an object Git no longer declares.
+    #[serde(rename = "reconcile.pruned")]
+    ReconcilePruned,
     /// A GitSource moved to a new revision.
     #[serde(rename = "source.updated")]
     SourceUpdated,
@@ -65,6 +71,8 @@ impl EventKind {
             EventKind::AdmissionExempted => "admission.exempted",
             EventKind::DriftCorrected => "drift.corrected",
             EventKind::DriftFighting => "drift.fighting",
+            EventKind::ReconcileApplied => "reconcile.applied",
+            EventKind::ReconcilePruned => "reconcile.pruned",
             EventKind::SourceUpdated => "source.updated",
             EventKind::SourceVerificationFailed => "source.verification_failed",
             EventKind::AuditDropped => "audit.dropped",

@@ -15,6 +15,7 @@ use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
 use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
+use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink, ObjectRef as AuditObject};
 use crate::config::ConfigError;
 use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError, load_guard};
 use crate::source::Fetcher;
@@ -112,6 +113,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Mirrors of remote GitSources (shared with the GitSource controller).
     pub fetcher: Fetcher,
+    /// `reconcile.applied` and `reconcile.pruned` records.
+    pub audit: Arc<dyn AuditSink>,
 }
 
 impl Context {
@@ -125,6 +128,7 @@ impl Context {
             heal: None,
             metrics: Arc::new(Metrics::new()),
             fetcher: Fetcher::new(crate::config::default_git_cache_dir()),
+            audit: Arc::new(NullSink),
         }
     }
 
@@ -285,6 +289,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             ..previous.counts
         };
         report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
+        audit_writes(ctx, &id, &set, &previous.inventory, &outcome);
         ctx.metrics
             .observe_reconcile(&id.to_string(), started.elapsed(), outcome.pruned.len() as u64);
         status.inventory = inventory;
@@ -372,6 +377,57 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         .patch_status(&id.name, &PatchParams::default(), &Patch::Merge(&patch))
         .await?;
     Ok(status)
+}
+
+/// One audit record per object written or deleted.
+fn audit_writes(
+    ctx: &Context,
+    guard: &crate::desired::GuardId,
+    set: &DesiredSet,
+    inventory: &[InventoryEntry],
+    outcome: &super::apply::Outcome,
+) {
+    let record = |event: EventKind, key: &super::ObjectKey, version: &str, message: String| {
+        let mut record = AuditEvent::new(event);
+        record.object = AuditObject {
+            group: key.group.clone(),
+            version: version.to_owned(),
+            kind: key.kind.clone(),
+            namespace: key.namespace.clone(),
+            name: key.name.clone(),
+            subresource: None,
+        };
+        record.operation = "APPLY".to_owned();
+        record.guard = guard.to_string();
+        record.revision = set.revision.commit.clone();
+        record.message = message;
+        ctx.audit.record(record);
+    };
+    for applied in &outcome.applied {
+        let version = set
+            .objects
+            .iter()
+            .find(|o| super::ObjectKey::of(o) == applied.key)
+            .map_or("", |o| o.version.as_str());
+        record(
+            EventKind::ReconcileApplied,
+            &applied.key,
+            version,
+            format!("applied {} from {}", applied.key, set.revision.reference),
+        );
+    }
+    for pruned in &outcome.pruned {
+        let version = inventory
+            .iter()
+            .find(|e| e.key() == *pruned)
+            .map_or("", |e| e.version.as_str());
+        record(
+            EventKind::ReconcilePruned,
+            pruned,
+            version,
+            format!("pruned {pruned}: {} no longer declares it", set.revision.reference),
+        );
+    }
 }
 
 /// An unchanged condition keeps the time it last changed.

@@ -22,7 +22,7 @@ use crate::reconcile::selfheal::{HealDeps, SelfHeal};
 use crate::reconcile::source::SourceContext;
 use crate::server;
 use crate::source::Fetcher;
-use crate::telemetry::Metrics;
+use crate::telemetry::{CountingSink, Metrics};
 
 /// How long shutdown waits for the loops (the elector releases the Lease on its way out).
 const LOOPS_GRACE: Duration = Duration::from_secs(10);
@@ -70,7 +70,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         .start()
         .map_err(ServeError::Audit)?;
     let chain = Arc::new(chain);
-    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(chain.clone(), events.clone()));
+    let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(chain.clone(), metrics.clone()));
+    let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(counted, events.clone()));
     let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
@@ -93,12 +94,13 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         client: client.clone(),
         fetcher: fetcher.clone(),
         metrics: metrics.clone(),
-        audit,
+        audit: audit.clone(),
     };
     let mut ctx = Context::new(client.clone(), applier, cache.clone()).with_self_heal(heal);
     ctx.events = events;
     ctx.metrics = metrics.clone();
     ctx.fetcher = fetcher.clone();
+    ctx.audit = audit.clone();
     let elector = LeaderElector::new(
         client.clone(),
         ElectionConfig::new(
