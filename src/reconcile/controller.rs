@@ -15,7 +15,7 @@ use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
 use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
-use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink, ObjectRef as AuditObject};
+use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink};
 use crate::config::ConfigError;
 use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError, load_guard};
 use crate::source::Fetcher;
@@ -389,14 +389,7 @@ fn audit_writes(
 ) {
     let record = |event: EventKind, key: &super::ObjectKey, version: &str, message: String| {
         let mut record = AuditEvent::new(event);
-        record.object = AuditObject {
-            group: key.group.clone(),
-            version: version.to_owned(),
-            kind: key.kind.clone(),
-            namespace: key.namespace.clone(),
-            name: key.name.clone(),
-            subresource: None,
-        };
+        record.object = key.audit_ref(version);
         record.operation = "APPLY".to_owned();
         record.guard = guard.to_string();
         record.revision = set.revision.commit.clone();

@@ -61,6 +61,18 @@ impl ObjectKey {
     pub fn group_kind(&self) -> GroupKind {
         GroupKind::new(&self.group, &self.kind)
     }
+
+    /// The object as audit records name it, served at `version`.
+    pub fn audit_ref(&self, version: &str) -> crate::audit::ObjectRef {
+        crate::audit::ObjectRef {
+            group: self.group.clone(),
+            version: version.to_owned(),
+            kind: self.kind.clone(),
+            namespace: self.namespace.clone(),
+            name: self.name.clone(),
+            subresource: None,
+        }
+    }
 }
 
 impl fmt::Display for ObjectKey {

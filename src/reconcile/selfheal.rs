@@ -30,7 +30,7 @@ use super::apply::Applier;
 use super::events::{Events, reference};
 use super::heal::{Heal, Healer};
 use crate::api::{ConditionType, Guard, MANAGED_LABEL};
-use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, FieldRecord, ObjectRef, SCHEMA, now_rfc3339};
+use crate::audit::{Actor, AuditEvent, AuditSink, EventKind, FieldRecord, SCHEMA, now_rfc3339};
 use crate::desired::{DesiredObject, DesiredSet, GuardId};
 use crate::drift::FieldDrift;
 use crate::telemetry::Metrics;
@@ -623,7 +623,7 @@ async fn correct(
         time: now_rfc3339(),
         event: EventKind::DriftCorrected,
         actor: Actor::default(),
-        object: object_ref(&key, &desired.version),
+        object: key.audit_ref(&desired.version),
         operation: "APPLY".to_owned(),
         guard: guard.to_string(),
         revision: revision.unwrap_or_default(),
@@ -664,7 +664,7 @@ async fn report_fight(inner: &Inner, guard: GuardId, fight: Fight) {
         time: now_rfc3339(),
         event: EventKind::DriftFighting,
         actor: Actor::default(),
-        object: object_ref(&fight.key, &version),
+        object: fight.key.audit_ref(&version),
         operation: "APPLY".to_owned(),
         guard: guard.to_string(),
         revision: String::new(),
@@ -706,17 +706,6 @@ async fn report_fight(inner: &Inner, guard: GuardId, fight: Fight) {
 
 fn guards(inner: &Inner, guard: &GuardId) -> Api<Guard> {
     Api::namespaced(inner.client.clone(), &guard.namespace)
-}
-
-fn object_ref(key: &ObjectKey, version: &str) -> ObjectRef {
-    ObjectRef {
-        group: key.group.clone(),
-        version: version.to_owned(),
-        kind: key.kind.clone(),
-        namespace: key.namespace.clone(),
-        name: key.name.clone(),
-        subresource: None,
-    }
 }
 
 #[cfg(test)]
