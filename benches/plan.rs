@@ -181,6 +181,7 @@ fn bench_plan(c: &mut Criterion) {
         established: &established,
         prune: &prune,
         held: &Default::default(),
+        detached: &Default::default(),
     };
     let check = plan(&set.objects, &inventory, &live, &facts);
     assert_eq!(check.prune.len(), PRUNES);

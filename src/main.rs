@@ -523,6 +523,7 @@ fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
             established: &established,
             prune: &prune,
             held: &Default::default(),
+            detached: &Default::default(),
         };
         let report = diff::report(&plan(&set.objects, &inventory, &live, &facts), &live);
         anyhow::Ok((set, report))

@@ -103,6 +103,7 @@ pub struct Metrics {
     served_revisions: std::sync::Mutex<std::collections::HashMap<String, String>>,
     audit_dropped: Counter,
     audit_events: Family<AuditLabels, Counter>,
+    break_glass_active: Family<GuardLabels, Gauge<u64, AtomicU64>>,
 }
 
 impl Metrics {
@@ -204,9 +205,16 @@ impl Metrics {
         );
         let audit_events = Family::<AuditLabels, Counter>::default();
         registry.register("audit_events", "Audit records written, by event", audit_events.clone());
+        let break_glass_active = Family::<GuardLabels, Gauge<u64, AtomicU64>>::default();
+        registry.register(
+            "break_glass_active",
+            "Objects of each Guard detached from Git by an unexpired break-glass",
+            break_glass_active.clone(),
+        );
         Self {
             audit_dropped,
             audit_events,
+            break_glass_active,
             registry,
             admission_requests,
             admission_duration,
@@ -328,6 +336,15 @@ impl Metrics {
                 revision: old,
             });
         }
+    }
+
+    /// Sets how many objects of `guard` are detached by break-glass.
+    pub fn set_break_glass_active(&self, guard: &str, count: u64) {
+        self.break_glass_active
+            .get_or_create(&GuardLabels {
+                guard: guard.to_owned(),
+            })
+            .set(count);
     }
 
     /// Counts one audit record of `event`.

@@ -7,7 +7,7 @@ use base64::Engine;
 use driftguard::admission::{Admit, Webhook};
 use driftguard::api::{Exemptions, IgnoreRule, Mode};
 use driftguard::audit::EventKind;
-use serde_json::Value;
+use serde_json::{Value, json};
 use support::{fixture, stack_with};
 
 fn ask(stack: &support::Stack, webhook: Webhook, name: &str) -> (Value, &'static str) {
@@ -550,4 +550,72 @@ fn no_secret_value_reaches_any_output_across_the_fixtures() {
     for secret in &forbidden {
         assert!(!logs.contains(secret.as_str()), "log leaked: {logs}");
     }
+}
+
+/// Break-glass: a member's annotated edit is let through and recorded (the mutating webhook
+/// stamps the expiry), a non-member is told who may, a detached object takes further edits,
+/// and an expired one is enforced again.
+#[test]
+fn break_glass_lets_members_through_and_tells_others_who_may() {
+    use driftguard::admission::break_glass::{BREAK_GLASS_ANNOTATION, EXPIRES_ANNOTATION};
+
+    let mut spec = support::example_guard(Mode::Deny);
+    spec.break_glass = Some(serde_json::from_value(json!({"groups": ["sre"], "maxDuration": "30m"})).unwrap());
+    let stack = support::stack(&spec);
+    // `kubectl patch deploy web --type merge -p '{"spec":{"replicas":…}}'` plus the annotation.
+    let review = |groups: &[&str], old_annotations: Value, new_annotations: Value| {
+        let mut review: Value = serde_json::from_slice(&fixture("patch-merge-replicas.json")).unwrap();
+        review["request"]["userInfo"]["groups"] = json!(groups);
+        for (side, extra) in [("oldObject", old_annotations), ("object", new_annotations)] {
+            let annotations = review["request"][side]["metadata"]["annotations"]
+                .as_object_mut()
+                .unwrap();
+            annotations.extend(extra.as_object().unwrap().clone());
+        }
+        serde_json::to_vec(&review).unwrap()
+    };
+    let ask = |webhook: Webhook, body: &[u8]| -> Value {
+        let reply = stack.admission.admit(webhook, body);
+        serde_json::from_slice::<Value>(&reply.body).unwrap()["response"].clone()
+    };
+    let starting = json!({BREAK_GLASS_ANNOTATION: "INC-4711: checkout down"});
+
+    // A member: allowed, warned, recorded with the reason; mutate stamps the expiry.
+    let body = review(&["sre"], json!({}), starting.clone());
+    let response = ask(Webhook::Validate, &body);
+    assert_eq!(response["allowed"], true, "{response}");
+    let record = stack.audit.events().pop().unwrap();
+    assert_eq!(record.event, EventKind::AdmissionBreakGlass);
+    assert!(
+        record.message.contains("INC-4711") && record.message.contains("alice@example.com"),
+        "{}",
+        record.message
+    );
+    let mutated = ask(Webhook::Mutate, &body);
+    let patch = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(mutated["patch"].as_str().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert!(patch.contains("driftguard.io~1break-glass-expires"), "{patch}");
+
+    // Someone else: denied, told who may.
+    let response = ask(Webhook::Validate, &review(&["developers"], json!({}), starting.clone()));
+    assert_eq!(response["allowed"], false);
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("only members of sre may set driftguard.io/break-glass"),
+        "{message}"
+    );
+
+    // Detached: a further edit by anyone goes through while it lasts.
+    let active = json!({BREAK_GLASS_ANNOTATION: "INC-4711", EXPIRES_ANNOTATION: "2999-01-01T00:00:00Z"});
+    let response = ask(Webhook::Validate, &review(&["developers"], active.clone(), active));
+    assert_eq!(response["allowed"], true, "{response}");
+
+    // Run out: enforced again (and starting over needs a member).
+    let over = json!({BREAK_GLASS_ANNOTATION: "INC-4711", EXPIRES_ANNOTATION: "2020-01-01T00:00:00Z"});
+    let response = ask(Webhook::Validate, &review(&["developers"], over.clone(), over));
+    assert_eq!(response["allowed"], false, "{response}");
 }

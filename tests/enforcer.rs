@@ -503,3 +503,81 @@ async fn denied_edits_show_as_rate_limited_events_on_the_object() {
     assert_eq!(count, 1, "{:?}", list.items.iter().map(|e| &e.note).collect::<Vec<_>>());
     api.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
+    use driftguard::admission::break_glass::{BREAK_GLASS_ANNOTATION, EXPIRES_ANNOTATION};
+
+    let Installed {
+        api,
+        dir: _dir,
+        client,
+        repo: _repo,
+        commit: _,
+        guards,
+    } = installed(json!({"interval": "1h", "breakGlass": {"groups": ["sre"], "maxDuration": "30m"}})).await;
+    let (mut ctx, _) = enforcer(&client, HealSettings::default()).await;
+    let audit = Arc::new(MemorySink::new());
+    ctx.audit = audit.clone();
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+
+    // An on-call engineer's break-glass edit (what admission let through, expiry stamped).
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let edit = |expires: &str, replicas: i32| {
+        json!({"metadata": {"annotations": {BREAK_GLASS_ANNOTATION: "INC-4711", EXPIRES_ANNOTATION: expires}},
+               "spec": {"replicas": replicas}})
+    };
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(edit("2999-01-01T00:00:00Z", 7)),
+        )
+        .await
+        .unwrap();
+    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    assert_eq!(
+        deployments.get("web").await.unwrap().spec.unwrap().replicas,
+        Some(7),
+        "left alone"
+    );
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+    );
+
+    // Its time is up: Git comes back, the annotations go, the end is recorded.
+    deployments
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(edit("2020-01-01T00:00:00Z", 7)),
+        )
+        .await
+        .unwrap();
+    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
+        .await
+        .unwrap();
+    let web = deployments.get("web").await.unwrap();
+    assert_eq!(web.spec.unwrap().replicas, Some(3));
+    let annotations = web.metadata.annotations.unwrap_or_default();
+    assert!(
+        !annotations.contains_key(BREAK_GLASS_ANNOTATION) && !annotations.contains_key(EXPIRES_ANNOTATION),
+        "{annotations:?}"
+    );
+    assert!(
+        audit
+            .events()
+            .iter()
+            .any(|e| e.event == EventKind::BreakGlassEnded && e.object.name == "web"),
+        "{:?}",
+        audit.events()
+    );
+    api.stop().await;
+}

@@ -153,6 +153,11 @@ pub fn decide(
         }
         return Ok(decision);
     }
+    if subresource.is_none()
+        && let Some(decision) = decide_break_glass(webhook, request, &managed)
+    {
+        return Ok(decision);
+    }
     if request.operation == Operation::Delete {
         return Ok(decide_delete(webhook, request, &managed));
     }
@@ -164,6 +169,95 @@ pub fn decide(
         return Ok(Decision::pass("allowed"));
     }
     Ok(decide_drift(webhook, request, &managed, compared))
+}
+
+/// Break-glass ([`super::break_glass`]) when the request touches its annotation or the object
+/// is detached; None leaves the request to the normal rules. The raw JSON is searched first so
+/// ordinary requests pay no extra parse.
+fn decide_break_glass(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Option<Decision> {
+    use super::break_glass::{BREAK_GLASS_ANNOTATION, BreakGlass, EXPIRES_ANNOTATION, authorize, classify, expiry};
+    let mentions =
+        |raw: Option<&serde_json::value::RawValue>| raw.is_some_and(|r| r.get().contains(BREAK_GLASS_ANNOTATION));
+    if !mentions(request.object) && !mentions(request.old_object) {
+        return None;
+    }
+    let now = time::OffsetDateTime::now_utc();
+    let (old, new) = (parse(request.old_object), parse(request.object));
+    let state = match request.operation {
+        // Deleting a detached object is part of the incident response.
+        Operation::Delete => classify(old.as_ref(), old.as_ref(), now),
+        _ => classify(old.as_ref(), new.as_ref(), now),
+    };
+    let object = format!(
+        "{} {}{}",
+        managed.object.kind,
+        managed
+            .object
+            .namespace
+            .as_deref()
+            .map(|n| format!("{n}/"))
+            .unwrap_or_default(),
+        managed.object.name
+    );
+    let context = (request, managed);
+    let allowed = |label: &'static str, message: String, verdict: Verdict, warnings: Vec<String>| {
+        let mut decision = Decision::recorded(
+            label,
+            EventKind::AdmissionBreakGlass,
+            verdict,
+            warnings,
+            context,
+            &[],
+            message,
+        );
+        if webhook != Webhook::Validate {
+            decision.audit = None; // one record per request, from the validating pass
+        }
+        decision
+    };
+    match state {
+        BreakGlass::None => None,
+        BreakGlass::Active { reason, until } => Some(allowed(
+            "break_glass",
+            format!("{object} is detached from Git for break-glass ({reason}) until {until}"),
+            Verdict::Allow,
+            Vec::new(),
+        )),
+        // An expired break-glass on a deleted object: the normal rules (a managed delete).
+        BreakGlass::Start { .. } if request.operation == Operation::Delete => None,
+        BreakGlass::Start { reason } => {
+            let guard = managed.guard.id.to_string();
+            match authorize(managed.guard.break_glass.as_ref(), &request.user_info, &object, &guard) {
+                Err(message) if webhook == Webhook::Validate => Some(Decision::denied(message, context, &[])),
+                Err(_) => Some(Decision::pass("allowed")), // the validating pass denies
+                Ok(()) => {
+                    let until = expiry(managed.guard.break_glass.as_ref(), now);
+                    let message = format!(
+                        "break-glass by {}: {reason}; {object} is detached from Git until {until}",
+                        request.user_info.username
+                    );
+                    let warning = message::clip(
+                        &format!("driftguard: break-glass until {until}; Git is restored then"),
+                        120,
+                    );
+                    let verdict = match webhook {
+                        Webhook::Mutate => {
+                            let path = format!(
+                                "/metadata/annotations/{}",
+                                EXPIRES_ANNOTATION.replace('~', "~0").replace('/', "~1")
+                            );
+                            match serde_json::from_value(json!([{"op": "add", "path": path, "value": until}])) {
+                                Ok(patch) => Verdict::Patch(patch),
+                                Err(_) => Verdict::Allow,
+                            }
+                        }
+                        _ => Verdict::Allow,
+                    };
+                    Some(allowed("break_glass", message, verdict, vec![warning]))
+                }
+            }
+        }
+    }
 }
 
 fn parse(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {

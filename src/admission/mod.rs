@@ -42,6 +42,7 @@ pub trait Admit: Send + Sync + 'static {
     fn is_ready(&self) -> bool;
 }
 
+pub mod break_glass;
 mod decide;
 mod exempt;
 mod message;

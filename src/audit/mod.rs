@@ -43,6 +43,12 @@ pub enum EventKind {
     /// The enforcer stopped correcting an object because one writer keeps changing it back.
     #[serde(rename = "drift.fighting")]
     DriftFighting,
+    /// A break-glass member's edit, let through while the object is detached from Git.
+    #[serde(rename = "admission.break_glass")]
+    AdmissionBreakGlass,
+    /// A break-glass ended: its time was up, and Git was restored.
+    #[serde(rename = "break_glass.ended")]
+    BreakGlassEnded,
     /// The enforcer applied an object (created it, or brought its declared fields back to Git).
     #[serde(rename = "reconcile.applied")]
     ReconcileApplied,
@@ -71,6 +77,8 @@ impl EventKind {
             EventKind::AdmissionExempted => "admission.exempted",
             EventKind::DriftCorrected => "drift.corrected",
             EventKind::DriftFighting => "drift.fighting",
+            EventKind::AdmissionBreakGlass => "admission.break_glass",
+            EventKind::BreakGlassEnded => "break_glass.ended",
             EventKind::ReconcileApplied => "reconcile.applied",
             EventKind::ReconcilePruned => "reconcile.pruned",
             EventKind::SourceUpdated => "source.updated",

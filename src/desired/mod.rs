@@ -16,7 +16,7 @@ mod store;
 pub use cache::DesiredCache;
 pub use index::{AdmissionIndex, Conflict, Managed};
 pub use load::{LoadError, SourceSettings, load_guard};
-pub use policy::{GuardId, GuardPolicy};
+pub use policy::{BreakGlassPolicy, DEFAULT_BREAK_GLASS, GuardId, GuardPolicy};
 pub use set::{DesiredObject, DesiredSet};
 pub use store::DesiredStore;
 

@@ -40,6 +40,18 @@ impl CompiledIgnore {
     }
 }
 
+/// How long a break-glass lasts when the Guard sets no `maxDuration`.
+pub const DEFAULT_BREAK_GLASS: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Who may break glass on a Guard's objects, and for how long.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BreakGlassPolicy {
+    /// Groups whose members may.
+    pub groups: Vec<String>,
+    /// How long an object stays detached.
+    pub max_duration: std::time::Duration,
+}
+
 /// What admission needs to know about a Guard.
 #[derive(Debug, Clone)]
 pub struct GuardPolicy {
@@ -57,6 +69,8 @@ pub struct GuardPolicy {
     pub exemptions: Exemptions,
     /// How the path is rendered.
     pub render: RenderSpec,
+    /// Break-glass, when the Guard allows it.
+    pub break_glass: Option<BreakGlassPolicy>,
     ignore: Vec<CompiledIgnore>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
@@ -103,6 +117,10 @@ impl GuardPolicy {
             path: spec.path.clone(),
             exemptions: spec.exemptions.clone(),
             render: spec.render.clone(),
+            break_glass: spec.break_glass.as_ref().map(|b| BreakGlassPolicy {
+                groups: b.groups.clone(),
+                max_duration: b.max_duration.as_ref().map_or(DEFAULT_BREAK_GLASS, |d| d.0),
+            }),
             ignore,
         })
     }

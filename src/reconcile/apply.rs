@@ -25,6 +25,7 @@ use super::{
     Applied, GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, Plan, PlanFacts, SkipReason, WaitReason,
     next_inventory, plan,
 };
+use crate::admission::break_glass;
 use crate::api::PruneSpec;
 use crate::desired::{DesiredObject, GuardId};
 
@@ -84,6 +85,10 @@ pub struct Sync {
     /// Objects that were not applied because their CRD is not Established yet (neither before
     /// this pass nor within its CRD wait), and why. The next reconcile retries them.
     pub waiting: Vec<(ObjectKey, WaitReason)>,
+    /// Objects detached by an unexpired break-glass (left alone).
+    pub detached: Vec<ObjectKey>,
+    /// Objects whose break-glass ran out this pass: Git applied, annotations removed.
+    pub ended: Vec<ObjectKey>,
 }
 
 /// State of one pass (a sync, or one public read or execute call).
@@ -288,21 +293,76 @@ impl Applier {
         let pass = Pass::default();
         let live = self.snapshot_in(&pass, desired, inventory).await;
         let established = self.served_custom_kinds_in(&pass, desired).await;
+        // Break-glass: detached objects are left alone; expired ones get Git back (below).
+        let now = time::OffsetDateTime::now_utc();
+        let mut detached = HashSet::new();
+        let mut expired = Vec::new();
+        for object in desired {
+            let key = ObjectKey::of(object);
+            if let Some(current) = live.get(&key) {
+                if break_glass::active_until(current, now).is_some() {
+                    detached.insert(key);
+                } else if break_glass::expired(current, now) {
+                    expired.push(object);
+                }
+            }
+        }
         let facts = PlanFacts {
             guard,
             established: &established,
             prune,
             held,
+            detached: &detached,
         };
         let plan = plan(desired, inventory, &live, &facts);
         let outcome = self.execute_in(&pass, &plan).await;
+        let mut ended = Vec::new();
+        for object in expired {
+            let key = ObjectKey::of(object);
+            if outcome.apply_failed.iter().any(|f| f.key == key) {
+                continue; // Git is not back yet: keep the annotations, retry next pass
+            }
+            match self.end_break_glass(&pass, object).await {
+                Ok(()) => ended.push(key),
+                Err(message) => tracing::warn!(%key, %message, "cannot remove expired break-glass annotations"),
+            }
+        }
         let mut waiting = plan.waiting.clone();
         waiting.extend(outcome.waiting.iter().cloned());
         Sync {
             inventory: next_inventory(&plan, &outcome.applied, &outcome.pruned),
             skipped: plan.skipped.clone(),
             waiting,
+            detached: detached.into_iter().collect(),
+            ended,
             outcome,
+        }
+    }
+
+    /// Remove the break-glass annotations of `object` (its time is up and Git is applied).
+    async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> Result<(), String> {
+        let api = self
+            .api(
+                pass,
+                &object.group,
+                &object.version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await?;
+        let patch = serde_json::json!({"metadata": {"annotations": {
+            break_glass::BREAK_GLASS_ANNOTATION: null,
+            break_glass::EXPIRES_ANNOTATION: null,
+        }}});
+        match tokio::time::timeout(
+            self.timeout,
+            api.patch(&object.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)),
+        )
+        .await
+        {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(error)) => Err(error.to_string()),
+            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
         }
     }
 

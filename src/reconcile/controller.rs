@@ -280,6 +280,8 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             inventory,
             waiting,
             skipped,
+            detached,
+            ended,
         } = ctx
             .applier
             .sync_holding(&set.objects, &previous.inventory, &id, &guard.spec.prune, &held)
@@ -290,6 +292,33 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         };
         report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
         audit_writes(ctx, &id, &set, &previous.inventory, &outcome);
+        ctx.metrics
+            .set_break_glass_active(&id.to_string(), detached.len() as u64);
+        for key in &ended {
+            let version = set
+                .objects
+                .iter()
+                .find(|o| super::ObjectKey::of(o) == *key)
+                .map_or("", |o| o.version.as_str());
+            let mut record = AuditEvent::new(EventKind::BreakGlassEnded);
+            record.object = key.audit_ref(version);
+            record.operation = "APPLY".to_owned();
+            record.guard = id.to_string();
+            record.revision = set.revision.commit.clone();
+            record.message = format!(
+                "break-glass on {key} ran out: Git restored ({})",
+                set.revision.reference
+            );
+            ctx.events
+                .normal(
+                    &reference(key, version, None),
+                    "BreakGlassEnded",
+                    "Restore",
+                    record.message.clone(),
+                )
+                .await;
+            ctx.audit.record(record);
+        }
         ctx.metrics
             .observe_reconcile(&id.to_string(), started.elapsed(), outcome.pruned.len() as u64);
         status.inventory = inventory;

@@ -167,6 +167,7 @@ mod tests {
             established: &established,
             prune: &prune,
             held: &HashSet::new(),
+            detached: &HashSet::new(),
         };
         report(&plan(desired, &inventory, live, &facts), live)
     }

@@ -33,6 +33,8 @@ pub struct PlanFacts<'a> {
     /// Objects self-heal gave up on because another writer keeps changing them back (the
     /// Guard's `Fighting` condition): left as they are until Git changes them.
     pub held: &'a HashSet<ObjectKey>,
+    /// Objects an on-call engineer detached with break-glass (not expired): left alone.
+    pub detached: &'a HashSet<ObjectKey>,
 }
 
 /// Why an object is applied.
@@ -122,6 +124,8 @@ pub enum SkipReason {
     StillInUse(ObjectKey),
     /// Self-heal is fighting another writer over it; re-applying would only restart the fight.
     Fighting,
+    /// Detached from Git by break-glass until its annotation expires or is removed.
+    BreakGlass,
 }
 
 impl fmt::Display for SkipReason {
@@ -136,6 +140,7 @@ impl fmt::Display for SkipReason {
             SkipReason::LiveUnknown => f.write_str("its kind could not be read from the cluster"),
             SkipReason::StillInUse(by) => write!(f, "still needed by {by}"),
             SkipReason::Fighting => f.write_str("another writer keeps changing it (see the Fighting condition)"),
+            SkipReason::BreakGlass => f.write_str("detached from Git by break-glass until it expires"),
         }
     }
 }
@@ -241,7 +246,7 @@ fn decide(
     key: &ObjectKey,
     live: &LiveSnapshot,
     guard: &str,
-    held: &HashSet<ObjectKey>,
+    facts: &PlanFacts<'_>,
 ) -> Decision {
     if live.is_unknown(key) {
         return Decision::Apply(ApplyReason::LiveUnknown);
@@ -249,7 +254,10 @@ fn decide(
     let Some(current) = live.get(key) else {
         return Decision::Apply(ApplyReason::Create);
     };
-    if held.contains(key) {
+    if facts.detached.contains(key) {
+        return Decision::Skip(SkipReason::BreakGlass);
+    }
+    if facts.held.contains(key) {
         return Decision::Skip(SkipReason::Fighting);
     }
     if let Some(owner) = annotation(current, GUARD_ANNOTATION)
@@ -330,7 +338,7 @@ pub fn plan<'a>(
             tier,
             requires_crd: None,
         };
-        let decision = decide(object, &step.key, live, &guard, facts.held);
+        let decision = decide(object, &step.key, live, &guard, facts);
         step.place(decision, &mut apply, &mut skipped);
     }
 
@@ -376,7 +384,7 @@ pub fn plan<'a>(
             tier,
             requires_crd,
         };
-        let decision = decide(object, &step.key, live, &guard, facts.held);
+        let decision = decide(object, &step.key, live, &guard, facts);
         step.place(decision, &mut apply, &mut skipped);
     }
 

@@ -464,6 +464,11 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
         let Some(desired) = desired_of(&state, &guard, &key) else {
             return;
         };
+        if let Seen::Live { object, .. } = &seen
+            && crate::admission::break_glass::active_until(object, time::OffsetDateTime::now_utc()).is_some()
+        {
+            return; // detached by break-glass: the reconcile restores Git when it runs out
+        }
         let decision = match &seen {
             Seen::Live { object, .. } => lock(&inner.healer).observe(desired, object, Instant::now()),
             Seen::Gone => lock(&inner.healer).observe_deleted(desired, Instant::now()),

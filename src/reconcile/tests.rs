@@ -200,6 +200,7 @@ fn run_holding<'a>(
             established: &established,
             prune: &prune,
             held,
+            detached: &HashSet::new(),
         },
     )
 }
