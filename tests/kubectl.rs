@@ -79,13 +79,19 @@ impl Kubectl {
 /// driftguard serving the example app in `mode` on 127.0.0.1, with a certificate valid for
 /// the webhook Service name; returns its address and CA.
 async fn start_driftguard(mode: Mode) -> (std::net::SocketAddr, CertificateAuthority, tempfile::TempDir) {
+    start_driftguard_with(support::example_guard(mode)).await
+}
+
+async fn start_driftguard_with(
+    spec: driftguard::api::GuardSpec,
+) -> (std::net::SocketAddr, CertificateAuthority, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let ca = CertificateAuthority::generate("driftguard webhook CA").unwrap();
     let hosts = ["driftguard.driftguard.svc", "localhost", "127.0.0.1"].map(String::from);
     let issued = ca.issue_serving(&hosts, Duration::from_secs(3600)).unwrap();
     std::fs::write(dir.path().join("tls.crt"), &issued.cert_pem).unwrap();
     std::fs::write(dir.path().join("tls.key"), &issued.key_pem).unwrap();
-    let stack = support::stack(&support::example_guard(mode));
+    let stack = support::stack(&spec);
     let mut options = ServerOptions::new(dir.path().join("tls.crt"), dir.path().join("tls.key"));
     options.listen = "127.0.0.1:0".parse().unwrap();
     options.metrics_listen = None;
@@ -252,6 +258,58 @@ async fn revert_mode_scale_succeeds_with_a_warning_and_git_replicas_stay() {
             "{stderr}"
         );
         assert_eq!(replicas(&kubectl), "3");
+        kubectl
+    })
+    .await
+    .unwrap();
+    drop(kubectl);
+    api.stop().await;
+}
+
+/// Break-glass through real kubectl and the registered webhooks: a non-member's annotation is
+/// denied with who may; a member's annotated edit lands with its expiry stamped by the
+/// mutating webhook; while detached, further edits pass.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn break_glass_by_a_member_lands_and_anyone_else_is_told_who_may() {
+    let api = TestApiServer::start(ApiOptions::default()).await.unwrap();
+    let kubectl = Kubectl::new(&api);
+    let mut spec = support::example_guard(Mode::Deny);
+    spec.break_glass =
+        Some(serde_json::from_value(serde_json::json!({"groups": ["system:masters"], "maxDuration": "30m"})).unwrap());
+    let (addr, ca, _certs) = start_driftguard_with(spec).await;
+    register_webhooks(&api, &kubectl, addr, &ca);
+    let kubectl = tokio::task::spawn_blocking(move || {
+        seed_example_app(&kubectl);
+        let annotate = ["annotate", "deploy", "web", "driftguard.io/break-glass=INC-4711 checkout down"];
+        let out = kubectl.run_as(Identity::User, &annotate, &[]);
+        assert_denied(
+            &out,
+            "validate.driftguard.io",
+            &["only members of system:masters may set driftguard.io/break-glass", "alice@example.com"],
+        );
+
+        let patch = r#"{"metadata":{"annotations":{"driftguard.io/break-glass":"INC-4711 checkout down"}},"spec":{"replicas":5}}"#;
+        let out = kubectl.run_as(Identity::Admin, &["patch", "deploy", "web", "--type", "merge", "-p", patch], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(stderr.contains("break-glass until"), "a warning names the end: {stderr}");
+        assert_eq!(replicas(&kubectl), "5");
+        let web: serde_json::Value =
+            serde_json::from_str(&kubectl.ok(Identity::Admin, &["get", "deploy", "web", "-o", "json"])).unwrap();
+        assert!(
+            web["metadata"]["annotations"]["driftguard.io/break-glass-expires"].is_string(),
+            "{}",
+            web["metadata"]["annotations"]
+        );
+
+        // Detached: alice's edit of a declared field passes until it runs out.
+        let out = kubectl.run_as(
+            Identity::User,
+            &["patch", "deploy", "web", "--type", "merge", "-p", r#"{"spec":{"replicas":6}}"#],
+            &[],
+        );
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(replicas(&kubectl), "6");
         kubectl
     })
     .await
