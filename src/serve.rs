@@ -201,6 +201,7 @@ async fn start(
             (paths.cert, paths.key, Some(paths.ca_cert))
         }
     };
+    let audit_for_rotations = audit.clone();
     let admission = Arc::new(Admission::new(
         store,
         AdmissionSettings {
@@ -215,7 +216,8 @@ async fn start(
     options.max_body_bytes = settings.server.max_body_bytes;
     options.max_in_flight = settings.server.max_in_flight;
     options.shutdown_grace = settings.server.shutdown_grace;
-    let bound = server::bind(options, admission, metrics).await?;
+    let mut bound = server::bind(options, admission, metrics).await?;
+    bound.record_rotations(audit_for_rotations);
     tracing::info!(addr = %bound.https_addr(), metrics = ?bound.metrics_addr(), "driftguard is serving admission");
     Ok(Started { bound, ca_file })
 }

@@ -144,6 +144,8 @@ impl SecretVolume {
 // Server under test.
 
 struct Running {
+    /// Where the server records certificate rotations.
+    audit: Arc<driftguard::audit::MemorySink>,
     https: SocketAddr,
     metrics: SocketAddr,
     registry: Arc<Metrics>,
@@ -175,7 +177,9 @@ async fn start(admit: Arc<dyn Admit>, volume: &SecretVolume, tweak: impl FnOnce(
     opts.reload_interval = Duration::from_millis(50);
     tweak(&mut opts);
     let registry = Arc::new(Metrics::new());
-    let server = bind(opts, admit, registry.clone()).await.unwrap();
+    let mut server = bind(opts, admit, registry.clone()).await.unwrap();
+    let audit = Arc::new(driftguard::audit::MemorySink::new());
+    server.record_rotations(audit.clone());
     let https = server.https_addr();
     let metrics = server.metrics_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
@@ -183,6 +187,7 @@ async fn start(admit: Arc<dyn Admit>, volume: &SecretVolume, tweak: impl FnOnce(
         let _ = stopped.await;
     }));
     Running {
+        audit,
         https,
         metrics,
         registry,
@@ -320,6 +325,21 @@ async fn rotates_on_a_kubelet_symlink_swap_without_dropping_open_connections() {
         (presented_leaf(&tls) == leaf_der(&third)).then_some(())
     })
     .await;
+    // Each rotation is an audit record naming the new certificate.
+    let rotations: Vec<String> = server
+        .audit
+        .events()
+        .into_iter()
+        .filter(|e| e.event == driftguard::audit::EventKind::CertificateRotated)
+        .map(|e| e.message)
+        .collect();
+    assert_eq!(rotations.len(), 2, "{rotations:?}");
+    assert!(
+        rotations
+            .iter()
+            .all(|m| m.contains("serial") && m.contains("valid until")),
+        "{rotations:?}"
+    );
     server.stop().await;
 }
 

@@ -49,6 +49,9 @@ pub enum EventKind {
     /// A break-glass ended: its time was up, and Git was restored.
     #[serde(rename = "break_glass.ended")]
     BreakGlassEnded,
+    /// The serving certificate changed on disk and was swapped in.
+    #[serde(rename = "certificate.rotated")]
+    CertificateRotated,
     /// The enforcer applied an object (created it, or brought its declared fields back to Git).
     #[serde(rename = "reconcile.applied")]
     ReconcileApplied,
@@ -79,6 +82,7 @@ impl EventKind {
             EventKind::DriftFighting => "drift.fighting",
             EventKind::AdmissionBreakGlass => "admission.break_glass",
             EventKind::BreakGlassEnded => "break_glass.ended",
+            EventKind::CertificateRotated => "certificate.rotated",
             EventKind::ReconcileApplied => "reconcile.applied",
             EventKind::ReconcilePruned => "reconcile.pruned",
             EventKind::SourceUpdated => "source.updated",

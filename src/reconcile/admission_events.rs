@@ -1,4 +1,4 @@
-//! Kubernetes Events for admission decisions: a denied or reverted edit shows on the object
+//! Kubernetes Events for admission decisions: a denied, reverted or break-glass edit shows on the object
 //! (`kubectl describe`, `kubectl get events`), next to the enforcer's own Events.
 //!
 //! Admission must never wait on the API server, so [`EventingSink`] wraps the audit sink: it
@@ -53,6 +53,7 @@ fn event_reason(kind: EventKind) -> Option<&'static str> {
     match kind {
         EventKind::AdmissionDenied => Some("EditDenied"),
         EventKind::AdmissionReverted => Some("EditReverted"),
+        EventKind::AdmissionBreakGlass => Some("BreakGlass"),
         _ => None,
     }
 }
@@ -148,6 +149,7 @@ mod tests {
     fn only_denials_and_reverts_become_events() {
         assert_eq!(event_reason(EventKind::AdmissionDenied), Some("EditDenied"));
         assert_eq!(event_reason(EventKind::AdmissionReverted), Some("EditReverted"));
+        assert_eq!(event_reason(EventKind::AdmissionBreakGlass), Some("BreakGlass"));
         assert_eq!(event_reason(EventKind::AdmissionAudited), None);
         assert_eq!(event_reason(EventKind::DriftCorrected), None);
     }

@@ -199,6 +199,11 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr, what: &'static str) -> R
 }
 
 impl BoundServer {
+    /// Record every certificate rotation (`certificate.rotated`) in `audit`.
+    pub fn record_rotations(&mut self, audit: Arc<dyn crate::audit::AuditSink>) {
+        self.reloader.audit = Some(tls::AuditHook(audit));
+    }
+
     /// The bound webhook address (with the real port when the options said port 0).
     pub fn https_addr(&self) -> SocketAddr {
         self.https_addr

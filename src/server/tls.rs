@@ -67,6 +67,18 @@ pub(super) struct CertReloader {
     last_seen: (Vec<u8>, Vec<u8>),
     /// True while the files cannot be read, so the outage is reported once.
     read_failing: bool,
+    /// Where a rotation is recorded (`certificate.rotated`), when serving records one.
+    pub(super) audit: Option<AuditHook>,
+}
+
+/// The audit sink a rotation is recorded in.
+#[derive(Clone)]
+pub(super) struct AuditHook(pub(super) Arc<dyn crate::audit::AuditSink>);
+
+impl std::fmt::Debug for AuditHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AuditHook")
+    }
 }
 
 impl CertReloader {
@@ -84,6 +96,7 @@ impl CertReloader {
             metrics,
             last_seen: (cert, key),
             read_failing: false,
+            audit: None,
         })
     }
 
@@ -113,6 +126,20 @@ impl CertReloader {
         let outcome = match parsed {
             Ok(certified) => {
                 record_loaded(&certified, &self.cert_file, &self.metrics);
+                if let Some(AuditHook(audit)) = &self.audit {
+                    let mut record = crate::audit::AuditEvent::new(crate::audit::EventKind::CertificateRotated);
+                    let leaf = certified.cert.first().map(cert_info);
+                    record.message = match leaf {
+                        Some(Ok(info)) => format!(
+                            "serving certificate rotated from {}: serial {}, valid until {}",
+                            self.cert_file.display(),
+                            info.serial,
+                            info.not_after
+                        ),
+                        _ => format!("serving certificate rotated from {}", self.cert_file.display()),
+                    };
+                    audit.record(record);
+                }
                 self.resolver.current.store(Arc::new(certified));
                 self.metrics.observe_certificate_reload("reloaded");
                 ReloadOutcome::Reloaded
