@@ -54,6 +54,8 @@ const DENIED: Option<EventKind> = Some(EventKind::AdmissionDenied);
 
 #[test]
 fn deny_mode_decides_each_kubectl_command() {
+    // An allowed change to a managed object is on record too.
+    const ALLOWED: Option<EventKind> = Some(EventKind::AdmissionAllowed);
     const WHERE: &str = "examples/app/deployment.yaml:2";
     let cases = [
         case(
@@ -120,10 +122,10 @@ fn deny_mode_decides_each_kubectl_command() {
             DENIED,
         ),
         case("edit-image-20kb", false, "denied", &["\"nginx:latest\""], DENIED),
-        case("rollout-restart-20kb", true, "allowed", &[], None),
-        case("label-undeclared", true, "allowed", &[], None),
-        case("rollout-restart", true, "allowed", &[], None),
-        case("edit-undeclared-field", true, "allowed", &[], None),
+        case("rollout-restart-20kb", true, "allowed", &[], ALLOWED),
+        case("label-undeclared", true, "allowed", &[], ALLOWED),
+        case("rollout-restart", true, "allowed", &[], ALLOWED),
+        case("edit-undeclared-field", true, "allowed", &[], ALLOWED),
         case(
             "delete-by-user",
             false,

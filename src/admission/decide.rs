@@ -166,6 +166,19 @@ pub fn decide(
         None => object_drift(request, &managed)?,
     };
     if compared.drifts.is_empty() {
+        // Every decision on a managed object is on record, allows included (once, from the
+        // validating pass); only unmanaged objects pass unrecorded.
+        if webhook == Webhook::Validate {
+            return Ok(Decision::recorded(
+                "allowed",
+                EventKind::AdmissionAllowed,
+                Verdict::Allow,
+                Vec::new(),
+                (request, &managed),
+                &[],
+                "no field Git declares is changed".to_owned(),
+            ));
+        }
         return Ok(Decision::pass("allowed"));
     }
     Ok(decide_drift(webhook, request, &managed, compared))

@@ -34,6 +34,9 @@ pub enum EventKind {
     /// Drift allowed and recorded (audit mode).
     #[serde(rename = "admission.audited")]
     AdmissionAudited,
+    /// A change to a managed object that leaves every declared field as Git has it.
+    #[serde(rename = "admission.allowed")]
+    AdmissionAllowed,
     /// A managed object was changed by an exempt identity.
     #[serde(rename = "admission.exempted")]
     AdmissionExempted,
@@ -77,6 +80,7 @@ impl EventKind {
             EventKind::AdmissionDenied => "admission.denied",
             EventKind::AdmissionReverted => "admission.reverted",
             EventKind::AdmissionAudited => "admission.audited",
+            EventKind::AdmissionAllowed => "admission.allowed",
             EventKind::AdmissionExempted => "admission.exempted",
             EventKind::DriftCorrected => "drift.corrected",
             EventKind::DriftFighting => "drift.fighting",
