@@ -33,9 +33,7 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     ctx.audit = audit.clone();
 
     // First sync: everything applied, status recorded through the status subresource.
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.last_applied_revision.as_deref(), Some(first_commit.as_str()));
     assert_eq!(status.inventory.len(), 5);
     let stored = guards.get("example-app").await.unwrap().status.unwrap();
@@ -52,18 +50,14 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4")).unwrap();
     support::git(repo.path(), &["commit", "-qam", "four replicas"]);
     let second_commit = support::git(repo.path(), &["rev-parse", "HEAD"]);
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.last_applied_revision.as_deref(), Some(second_commit.as_str()));
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
 
     // Removing a file prunes what it declared.
     support::git(repo.path(), &["rm", "-q", "examples/app/config.yaml"]);
     support::git(repo.path(), &["commit", "-qm", "drop config"]);
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 3, "{:?}", status.inventory);
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
@@ -105,9 +99,7 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
         )
         .await
         .unwrap();
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.conditions[0].reason, "Suspended");
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(9));
     assert_eq!(status.inventory.len(), 3, "suspend keeps the inventory");
@@ -121,9 +113,7 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
         )
         .await
         .unwrap();
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
     api.stop().await;
 }
@@ -170,21 +160,7 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     let a = replica(&client, "replica-a").await;
     let b = replica(&client, "replica-b").await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let replicas = |want: i32| {
-        let deployments = deployments.clone();
-        move || {
-            let deployments = deployments.clone();
-            async move {
-                deployments
-                    .get_opt("web")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.spec?.replicas)
-                    == Some(want)
-            }
-        }
-    };
+    let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
     eventually("the leader's first sync", Duration::from_secs(20), replicas(3)).await;
     let recorded = || {
         let guards = guards.clone();
@@ -434,9 +410,7 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
         guards,
     } = installed(json!({})).await;
     let ctx = support::guards::context(&client).await;
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 5);
 
     // A commit that leaves the path without manifests (a broken refactor, say).
@@ -444,9 +418,7 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     support::git(repo.path(), &["add", "examples/app/README.md"]);
     support::git(repo.path(), &["rm", "-q", "examples/app/*.yaml"]);
     support::git(repo.path(), &["commit", "-qm", "everything moved"]);
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 5, "nothing forgotten");
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     assert!(deployments.get_opt("web").await.unwrap().is_some(), "nothing pruned");
@@ -468,9 +440,7 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
         )
         .await
         .unwrap();
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert!(status.inventory.is_empty(), "{:?}", status.inventory);
     assert!(deployments.get_opt("web").await.unwrap().is_none());
     api.stop().await;
@@ -487,9 +457,7 @@ async fn failures_show_in_status_and_the_applied_revision_stays() {
         guards,
     } = installed(json!({})).await;
     let ctx = support::guards::context(&client).await;
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
     let condition = |status: &driftguard::api::GuardStatus, kind: &str| {
         status
             .conditions
@@ -529,9 +497,7 @@ async fn failures_show_in_status_and_the_applied_revision_stays() {
     // Fixed in Git: Ready again, Stalled gone.
     support::git(repo.path(), &["rm", "-q", "examples/app/broken.yaml"]);
     support::git(repo.path(), &["commit", "-qm", "fixed"]);
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(condition(&status, "Ready").map(|c| c.0), Some("True".to_owned()));
     assert_eq!(condition(&status, "Stalled"), None);
 

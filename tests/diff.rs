@@ -13,7 +13,7 @@ use std::time::Duration;
 use driftguard::api::{GitSource, Guard, Mode, PruneSpec};
 use driftguard::desired::DesiredCache;
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::controller::{Context, reconcile_guard};
+use driftguard::reconcile::controller::Context;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
@@ -216,9 +216,7 @@ async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
             .unwrap(),
         DesiredCache::new(64 * 1024 * 1024),
     );
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 5);
     let (code, stdout, stderr) = diff_guard("default/example-app", &kubeconfig).await;
     assert_eq!(code, 0, "{stdout}{stderr}");
@@ -291,9 +289,7 @@ async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
 
     // A sync does exactly what diff said: it prunes the ConfigMap, keeps the Secret and
     // restores replicas; then diff is clean again.
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
     assert!(config_maps.get_opt("web-config").await.unwrap().is_none());
     assert!(secrets.get_opt("web-credentials").await.unwrap().is_some());
     let (code, stdout, stderr) = diff_guard("default/example-app", &kubeconfig).await;

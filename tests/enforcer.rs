@@ -13,7 +13,7 @@ use driftguard::api::Guard;
 use driftguard::audit::{EventKind, MemorySink};
 use driftguard::desired::DesiredCache;
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::controller::{Context, reconcile_guard};
+use driftguard::reconcile::controller::Context;
 use driftguard::reconcile::events::Events;
 use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
 use driftguard::telemetry::Metrics;
@@ -101,9 +101,7 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
         guards,
     } = installed(json!({"interval": "1h"})).await;
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.last_applied_revision.as_deref(), Some(commit.as_str()));
 
     // A person edits replicas with kubectl; no webhook stops it. Self-heal has 5 seconds.
@@ -170,9 +168,7 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     };
     eventually("counts.driftCorrected = 1", Duration::from_secs(10), count).await;
     // The next full reconcile keeps the count and finds nothing to apply.
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.counts.drift_corrected, 1);
     api.stop().await;
 }
@@ -193,9 +189,7 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
         window: Duration::from_secs(120),
     };
     let (ctx, audit) = enforcer(&client, settings).await;
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
 
     // Like an HPA: whenever replicas is back at 3, set 6 again.
     let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
@@ -256,9 +250,7 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
 
     // A full reconcile leaves the contested object alone, keeps Fighting, serves the rest.
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
     assert!(status.conditions.iter().any(|c| c.type_ == "Fighting"));
     assert!(
@@ -280,9 +272,7 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
         )
         .await
         .unwrap();
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert!(
         !status.conditions.iter().any(|c| c.type_ == "Fighting"),
         "{:?}",
@@ -304,9 +294,7 @@ async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
     } = installed(json!({})).await;
     let before = {
         let (ctx, _) = enforcer(&client, HealSettings::default()).await;
-        reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-            .await
-            .unwrap()
+        support::guards::reconcile(&guards, &ctx).await
     };
     assert_eq!(before.inventory.len(), 5);
     let versions = |client: kube::Client, status: driftguard::api::GuardStatus| async move {
@@ -335,9 +323,7 @@ async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
 
     // A new process: nothing cached, only the Guard's status to go on.
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
-    let after = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let after = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(after.inventory, before.inventory, "same objects, same uids");
     assert_eq!(
         versions(client.clone(), after).await,
@@ -359,9 +345,7 @@ async fn deleted_and_unlabelled_objects_come_back() {
         guards,
     } = installed(json!({"interval": "1h"})).await;
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
     let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
     let before = config_maps.get("web-config").await.unwrap().metadata.uid;
 
@@ -519,9 +503,7 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
     let (mut ctx, _) = enforcer(&client, HealSettings::default()).await;
     let audit = Arc::new(MemorySink::new());
     ctx.audit = audit.clone();
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
 
     // An on-call engineer's break-glass edit (what admission let through, expiry stamped).
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
@@ -537,9 +519,7 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
         )
         .await
         .unwrap();
-    let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(
         deployments.get("web").await.unwrap().spec.unwrap().replicas,
         Some(7),
@@ -561,9 +541,7 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
         )
         .await
         .unwrap();
-    reconcile_guard(&guards.get("example-app").await.unwrap(), &ctx)
-        .await
-        .unwrap();
+    support::guards::reconcile(&guards, &ctx).await;
     let web = deployments.get("web").await.unwrap();
     assert_eq!(web.spec.unwrap().replicas, Some(3));
     let annotations = web.metadata.annotations.unwrap_or_default();

@@ -157,21 +157,7 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
         )),
     ];
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
-    let replicas = |want: i32| {
-        let deployments = deployments.clone();
-        move || {
-            let deployments = deployments.clone();
-            async move {
-                deployments
-                    .get_opt("web")
-                    .await
-                    .ok()
-                    .flatten()
-                    .and_then(|d| d.spec?.replicas)
-                    == Some(want)
-            }
-        }
-    };
+    let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
 
     // The signed first commit is fetched, verified and applied.
     eventually(

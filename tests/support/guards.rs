@@ -130,3 +130,30 @@ pub fn kubectl_edit_web(api: &TestApiServer, dir: &std::path::Path, sed: &str) -
         &[("EDITOR", &editor)],
     )
 }
+
+/// Reconcile the Guard `default/example-app` once, as stored now; panics on an error.
+pub async fn reconcile(guards: &Api<Guard>, ctx: &Context) -> driftguard::api::GuardStatus {
+    driftguard::reconcile::controller::reconcile_guard(&guards.get("example-app").await.unwrap(), ctx)
+        .await
+        .unwrap()
+}
+
+/// A check for [`eventually`]: Deployment `web` has `want` replicas.
+pub fn web_replicas(
+    deployments: &Api<k8s_openapi::api::apps::v1::Deployment>,
+    want: i32,
+) -> impl FnMut() -> std::pin::Pin<Box<dyn std::future::Future<Output = bool> + Send>> {
+    let deployments = deployments.clone();
+    move || {
+        let deployments = deployments.clone();
+        Box::pin(async move {
+            deployments
+                .get_opt("web")
+                .await
+                .ok()
+                .flatten()
+                .and_then(|d| d.spec?.replicas)
+                == Some(want)
+        })
+    }
+}
