@@ -55,6 +55,119 @@ pub struct TlsFile {
     /// Generate a development CA and serving certificate here when no files are given.
     #[serde(default)]
     pub dev_certs_dir: Option<PathBuf>,
+    /// Cluster mode: keep the CA and serving certificate in a Secret and inject the CA into
+    /// the webhook configurations (the chart's `certs.mode: self`).
+    #[serde(default)]
+    pub managed: Option<ManagedTlsFile>,
+}
+
+/// `server.tls.managed:` self-managed certificates.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ManagedTlsFile {
+    /// The Secret (in driftguard's namespace) holding `ca.crt`, `ca.key`, `tls.crt`, `tls.key`.
+    #[serde(default = "default_managed_secret")]
+    pub secret_name: String,
+    /// The Service kube-apiserver calls; the certificate is valid for its DNS names.
+    #[serde(default = "default_managed_name")]
+    pub service_name: String,
+    /// Name of both the Validating- and the MutatingWebhookConfiguration to inject into.
+    #[serde(default = "default_managed_name")]
+    pub webhook_configuration: String,
+    /// Lifetime of a new CA (default 10 years).
+    #[serde(default = "default_ca_validity")]
+    pub ca_validity: GoDuration,
+    /// Lifetime of a new serving certificate (default 1 year).
+    #[serde(default = "default_serving_validity")]
+    pub serving_validity: GoDuration,
+    /// Renew a certificate this long before it expires (default 30 days).
+    #[serde(default = "default_renew_before")]
+    pub renew_before: GoDuration,
+    /// After a CA rotation, how long both CAs are trusted before the serving certificate moves
+    /// to the new one (default 2m).
+    #[serde(default = "default_ca_overlap")]
+    pub ca_overlap: GoDuration,
+    /// How often the leader checks the Secret and the caBundles with nothing changed (default 1m).
+    #[serde(default = "default_check_interval")]
+    pub check_interval: GoDuration,
+}
+
+fn default_managed_secret() -> String {
+    "driftguard-tls".to_owned()
+}
+fn default_managed_name() -> String {
+    "driftguard".to_owned()
+}
+fn default_ca_validity() -> GoDuration {
+    GoDuration(crate::certs::DEFAULT_CA_VALIDITY)
+}
+fn default_serving_validity() -> GoDuration {
+    GoDuration(crate::certs::DEFAULT_SERVING_VALIDITY)
+}
+fn default_renew_before() -> GoDuration {
+    GoDuration(Duration::from_secs(30 * 24 * 3600))
+}
+fn default_ca_overlap() -> GoDuration {
+    GoDuration(Duration::from_secs(120))
+}
+fn default_check_interval() -> GoDuration {
+    GoDuration(Duration::from_secs(60))
+}
+
+/// Validated `server.tls.managed`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ManagedTls {
+    /// Secret name (namespace: the cluster's lease namespace, driftguard's own).
+    pub secret_name: String,
+    /// Service name.
+    pub service_name: String,
+    /// Webhook configurations' name.
+    pub webhook_configuration: String,
+    /// CA lifetime.
+    pub ca_validity: Duration,
+    /// Serving lifetime.
+    pub serving_validity: Duration,
+    /// Renewal margin.
+    pub renew_before: Duration,
+    /// CA overlap.
+    pub ca_overlap: Duration,
+    /// Leader's check period.
+    pub check_interval: Duration,
+}
+
+impl ManagedTlsFile {
+    fn validate(self) -> Result<ManagedTls, ConfigError> {
+        let invalid = |m: String| Err(ConfigError::Invalid(format!("server.tls.managed: {m}")));
+        for (field, value) in [
+            ("secretName", &self.secret_name),
+            ("serviceName", &self.service_name),
+            ("webhookConfiguration", &self.webhook_configuration),
+        ] {
+            if value.is_empty() {
+                return invalid(format!("{field} must not be empty"));
+            }
+        }
+        let (ca, serving, renew) = (self.ca_validity.0, self.serving_validity.0, self.renew_before.0);
+        // A margin as long as a lifetime would renew on every check.
+        if renew.is_zero() || renew >= serving || renew >= ca {
+            return invalid(format!(
+                "renewBefore ({renew:?}) must be positive and shorter than servingValidity ({serving:?}) and caValidity ({ca:?})"
+            ));
+        }
+        if self.check_interval.0 < Duration::from_millis(100) {
+            return invalid("checkInterval must be at least 100ms".to_owned());
+        }
+        Ok(ManagedTls {
+            secret_name: self.secret_name,
+            service_name: self.service_name,
+            webhook_configuration: self.webhook_configuration,
+            ca_validity: ca,
+            serving_validity: serving,
+            renew_before: renew,
+            ca_overlap: self.ca_overlap.0,
+            check_interval: self.check_interval.0,
+        })
+    }
 }
 
 /// `server:` section of the config file.
@@ -370,6 +483,8 @@ pub enum TlsSource {
     },
     /// A development CA and certificate generated into this directory.
     Dev(PathBuf),
+    /// Cluster mode: a Secret the leader keeps, followed by every replica.
+    Managed(ManagedTls),
 }
 
 /// Validated server settings.
@@ -563,6 +678,11 @@ guards:
             (None, false) => None,
             (file, _) => Some(self.validate_cluster(file.clone().unwrap_or_default(), base_dir, overrides)?),
         };
+        if cluster.is_none() && matches!(server.tls, TlsSource::Managed(_)) {
+            return Err(ConfigError::Invalid(
+                "server.tls.managed needs cluster mode (a `cluster:` section or --cluster): the certificates live in a Secret".to_owned(),
+            ));
+        }
         if let Some(cluster) = cluster {
             if !self.sources.is_empty() || !self.guards.is_empty() {
                 return Err(ConfigError::Invalid(
@@ -721,15 +841,21 @@ impl ConfigFile {
 fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> Result<ServerSettings, ConfigError> {
     let cert = overrides.cert_file.clone().or(file.tls.cert_file);
     let key = overrides.key_file.clone().or(file.tls.key_file);
-    let tls = match (cert, key, file.tls.dev_certs_dir) {
-        (Some(cert), Some(key), _) => TlsSource::Files {
+    let tls = match (cert, key, file.tls.dev_certs_dir, file.tls.managed) {
+        (None, None, None, Some(managed)) => TlsSource::Managed(managed.validate()?),
+        (_, _, _, Some(_)) => {
+            return Err(ConfigError::Invalid(
+                "server.tls.managed cannot be combined with certFile/keyFile (or --cert-file) or devCertsDir; choose one".to_owned(),
+            ));
+        }
+        (Some(cert), Some(key), _, None) => TlsSource::Files {
             cert: base_dir.join(cert),
             key: base_dir.join(key),
         },
-        (None, None, Some(dir)) => TlsSource::Dev(base_dir.join(dir)),
-        (None, None, None) => {
+        (None, None, Some(dir), None) => TlsSource::Dev(base_dir.join(dir)),
+        (None, None, None, None) => {
             return Err(ConfigError::Invalid(
-                "server.tls: set certFile and keyFile (or devCertsDir for a development certificate)".to_owned(),
+                "server.tls: set certFile and keyFile (or devCertsDir for a development certificate, or managed in cluster mode)".to_owned(),
             ));
         }
         _ => {
@@ -894,6 +1020,39 @@ guards:
         let text = SAMPLE.replace("mode: revert", "mdoe: revert");
         let err = ConfigFile::parse(&text, "sample").unwrap_err().to_string();
         assert!(err.contains("mdoe"), "{err}");
+    }
+
+    #[test]
+    fn managed_tls_is_for_cluster_mode_alone_and_checks_its_periods() {
+        let validate = |text: &str| {
+            ConfigFile::parse(text, "managed")
+                .unwrap()
+                .validate(Path::new("/"), &Overrides::default())
+        };
+        let settings = validate(
+            "cluster: {}\nserver:\n  tls:\n    managed: {secretName: dg-tls, serviceName: dg, webhookConfiguration: dg, renewBefore: 48h}\n",
+        )
+        .unwrap();
+        let TlsSource::Managed(managed) = settings.server.tls else {
+            panic!("{:?}", settings.server.tls)
+        };
+        assert_eq!(managed.secret_name, "dg-tls");
+        assert_eq!(managed.renew_before, Duration::from_secs(48 * 3600));
+        assert_eq!(managed.ca_validity, crate::certs::DEFAULT_CA_VALIDITY);
+        assert_eq!(managed.check_interval, Duration::from_secs(60));
+
+        let standalone = validate("server:\n  tls:\n    managed: {}\nguards: []\n")
+            .unwrap_err()
+            .to_string();
+        assert!(standalone.contains("cluster mode"), "{standalone}");
+        let both = validate("cluster: {}\nserver:\n  tls:\n    managed: {}\n    devCertsDir: certs\n")
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("cannot be combined"), "{both}");
+        let looping = validate("cluster: {}\nserver:\n  tls:\n    managed: {servingValidity: 24h, renewBefore: 48h}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(looping.contains("renewBefore"), "{looping}");
     }
 
     #[test]

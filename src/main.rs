@@ -89,6 +89,64 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Certificate tools.
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+    /// Webhook configuration tools.
+    Webhooks {
+        #[command(subcommand)]
+        command: WebhooksCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum CertsCommand {
+    /// Write a CA and a serving certificate for a Service's DNS names (<service>,
+    /// <service>.<namespace>, <service>.<namespace>.svc, <service>.<namespace>.svc.cluster.local)
+    /// into --out as ca.crt, ca.key, tls.crt, tls.key (keys mode 0600), and print the base64
+    /// caBundle for the webhook configurations (the chart's certs.files.caBundle).
+    Generate {
+        /// The Service kube-apiserver calls.
+        #[arg(long, default_value = "driftguard")]
+        service: String,
+        /// Its namespace.
+        #[arg(long, default_value = "driftguard")]
+        namespace: String,
+        /// Directory to write into (created if missing).
+        #[arg(long)]
+        out: PathBuf,
+        /// Lifetime of the CA (Go duration).
+        #[arg(long, default_value = "87600h", value_parser = parse_duration)]
+        ca_validity: std::time::Duration,
+        /// Lifetime of the serving certificate (Go duration).
+        #[arg(long, default_value = "8760h", value_parser = parse_duration)]
+        validity: std::time::Duration,
+        /// Replace files that already exist in --out.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum WebhooksCommand {
+    /// Delete the ValidatingWebhookConfiguration and the MutatingWebhookConfiguration NAME
+    /// (absent ones are fine). The Helm chart's pre-delete hook runs this, so an uninstall
+    /// never leaves a webhook pointing at a Service that is gone.
+    Delete {
+        /// Name of both configurations.
+        name: String,
+        /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster config).
+        #[arg(long)]
+        kubeconfig: Option<PathBuf>,
+    },
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    driftguard::api::GoDuration::parse(text)
+        .map(|d| d.0)
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Subcommand)]
@@ -209,6 +267,20 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { expect_head, files },
         } => Ok(run_audit_verify(&files, expect_head.as_deref())),
+        Command::Certs {
+            command:
+                CertsCommand::Generate {
+                    service,
+                    namespace,
+                    out,
+                    ca_validity,
+                    validity,
+                    force,
+                },
+        } => run_certs_generate(&service, &namespace, &out, ca_validity, validity, force),
+        Command::Webhooks {
+            command: WebhooksCommand::Delete { name, kubeconfig },
+        } => run_webhooks_delete(&name, kubeconfig.as_deref()),
     };
     match outcome {
         Ok(code) => code,
@@ -217,6 +289,68 @@ fn main() -> ExitCode {
             ExitCode::from(2)
         }
     }
+}
+
+fn run_certs_generate(
+    service: &str,
+    namespace: &str,
+    out: &Path,
+    ca_validity: std::time::Duration,
+    validity: std::time::Duration,
+    force: bool,
+) -> Result<ExitCode> {
+    use base64::Engine as _;
+    let hosts = driftguard::certs::rotation::RotationPolicy::service_hosts(service, namespace);
+    let paths = driftguard::certs::generate_certs(out, &hosts, ca_validity, validity, force)?;
+    let ca = std::fs::read(&paths.ca_cert).with_context(|| format!("cannot read back {}", paths.ca_cert.display()))?;
+    eprintln!(
+        "wrote {}, {}, {} and {} for {}",
+        paths.ca_cert.display(),
+        paths.ca_key.display(),
+        paths.cert.display(),
+        paths.key.display(),
+        hosts.join(", ")
+    );
+    eprintln!(
+        "create the Secret: kubectl -n {namespace} create secret tls {service}-tls --cert={} --key={}",
+        paths.cert.display(),
+        paths.key.display()
+    );
+    eprintln!("caBundle (certs.files.caBundle):");
+    println!("{}", base64::engine::general_purpose::STANDARD.encode(ca));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_webhooks_delete(name: &str, kubeconfig: Option<&Path>) -> Result<ExitCode> {
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let (client, url) = connect(kubeconfig).await?;
+        let params = kube::api::DeleteParams::default();
+        let validating = kube::Api::<ValidatingWebhookConfiguration>::all(client.clone());
+        let mutating = kube::Api::<MutatingWebhookConfiguration>::all(client);
+        let outcomes = [
+            (
+                "ValidatingWebhookConfiguration",
+                validating.delete(name, &params).await.map(|_| ()),
+            ),
+            (
+                "MutatingWebhookConfiguration",
+                mutating.delete(name, &params).await.map(|_| ()),
+            ),
+        ];
+        for (kind, outcome) in outcomes {
+            match outcome {
+                Ok(()) => println!("deleted {kind} {name}"),
+                Err(kube::Error::Api(status)) if status.code == 404 => println!("{kind} {name} was already gone"),
+                Err(error) => return Err(error).with_context(|| format!("cannot delete {kind} {name} at {url}")),
+            }
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn run_audit_verify(files: &[PathBuf], expect_head: Option<&str>) -> ExitCode {

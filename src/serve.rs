@@ -21,7 +21,7 @@ use crate::certs;
 use crate::config::{Settings, TlsSource};
 use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, SourceSettings, load_guard};
 use crate::receiver::{self, FileSource, FileTargets, HookTargets, ReceiverLimits};
-use crate::server::{self, ServerOptions};
+use crate::server::{self, CertificateSource, ServerOptions};
 use crate::source::track::{TrackError, Verification, track};
 use crate::source::verify::TrustedKeys;
 use crate::source::{Credentials, FetchRequest, Fetcher, GitReference};
@@ -186,19 +186,40 @@ struct Started {
     ca_file: Option<std::path::PathBuf>,
 }
 
-/// Prepare certificates and bind the webhook and metrics listeners.
+/// Prepare certificates and bind the webhook and metrics listeners. `managed` is the slot the
+/// self-managed Secret fills (cluster mode with `server.tls.managed`); it must hold a
+/// certificate already.
 async fn start(
     settings: &Settings,
     store: Arc<DesiredStore>,
     metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
+    managed: Option<Arc<server::ServingCert>>,
 ) -> Result<Started, ServeError> {
-    let (cert_file, key_file, ca_file) = match &settings.server.tls {
-        TlsSource::Files { cert, key } => (cert.clone(), key.clone(), None),
-        TlsSource::Dev(dir) => {
+    let (certificate, ca_file) = match (&settings.server.tls, managed) {
+        (TlsSource::Files { cert, key }, _) => (
+            CertificateSource::Files {
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+            },
+            None,
+        ),
+        (TlsSource::Dev(dir), _) => {
             let hosts: Vec<String> = certs::DEFAULT_DEV_HOSTS.iter().map(|h| h.to_string()).collect();
             let paths = certs::ensure_dev_certs(dir, &hosts)?;
-            (paths.cert, paths.key, Some(paths.ca_cert))
+            (
+                CertificateSource::Files {
+                    cert_file: paths.cert,
+                    key_file: paths.key,
+                },
+                Some(paths.ca_cert),
+            )
+        }
+        (TlsSource::Managed(_), Some(serving)) => (CertificateSource::Provided(serving), None),
+        (TlsSource::Managed(_), None) => {
+            return Err(ServeError::Cluster(
+                "server.tls.managed needs cluster mode: the certificates live in a Secret".to_owned(),
+            ));
         }
     };
     let audit_for_rotations = audit.clone();
@@ -209,7 +230,7 @@ async fn start(
         },
         audit,
     ));
-    let mut options = ServerOptions::new(cert_file, key_file);
+    let mut options = ServerOptions::with_certificate(certificate);
     options.listen = settings.server.listen;
     options.metrics_listen = settings.server.metrics_listen;
     options.reload_interval = settings.server.reload_interval;
@@ -256,7 +277,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             .map_err(ServeError::Audit)?,
     );
     let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(audit.clone(), metrics.clone()));
-    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), counted).await?;
+    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), counted, None).await?;
     let addr = bound.https_addr();
     if let (true, Some(ca)) = (embedded, ca_file) {
         let metrics_url = bound

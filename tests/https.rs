@@ -550,8 +550,8 @@ async fn bind_names_the_missing_or_invalid_certificate_file() {
         .unwrap_err();
     assert!(error.to_string().contains("missing.crt"), "{error}");
 
-    std::fs::write(&opts.cert_file, "not a certificate").unwrap();
-    std::fs::write(&opts.key_file, "not a key").unwrap();
+    std::fs::write(dir.path().join("missing.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("missing.key"), "not a key").unwrap();
     let error = bind(opts, TestAdmit::ready(), Arc::new(Metrics::new()))
         .await
         .unwrap_err();

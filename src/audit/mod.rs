@@ -52,9 +52,12 @@ pub enum EventKind {
     /// A break-glass ended: its time was up, and Git was restored.
     #[serde(rename = "break_glass.ended")]
     BreakGlassEnded,
-    /// The serving certificate changed on disk and was swapped in.
+    /// The serving certificate changed (on disk or in the self-managed Secret) and was swapped in.
     #[serde(rename = "certificate.rotated")]
     CertificateRotated,
+    /// The leader issued a CA or serving certificate into the self-managed Secret.
+    #[serde(rename = "certificate.issued")]
+    CertificateIssued,
     /// The enforcer applied an object (created it, or brought its declared fields back to Git).
     #[serde(rename = "reconcile.applied")]
     ReconcileApplied,
@@ -87,6 +90,7 @@ impl EventKind {
             EventKind::AdmissionBreakGlass => "admission.break_glass",
             EventKind::BreakGlassEnded => "break_glass.ended",
             EventKind::CertificateRotated => "certificate.rotated",
+            EventKind::CertificateIssued => "certificate.issued",
             EventKind::ReconcileApplied => "reconcile.applied",
             EventKind::ReconcilePruned => "reconcile.pruned",
             EventKind::SourceUpdated => "source.updated",

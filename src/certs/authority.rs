@@ -216,7 +216,7 @@ fn san_of(host: &str) -> Result<SanType, CertError> {
     }
 }
 
-fn pem_of(der: &CertificateDer<'_>) -> String {
+pub(super) fn pem_of(der: &CertificateDer<'_>) -> String {
     use base64::Engine as _;
     let b64 = base64::engine::general_purpose::STANDARD.encode(der.as_ref());
     let mut out = String::from("-----BEGIN CERTIFICATE-----\n");

@@ -107,6 +107,52 @@ pub fn ensure_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, Ce
     Ok(DevCertPaths { outcome, ..paths })
 }
 
+/// Writes a new CA and a serving certificate for `hosts` into `dir` as `ca.crt`, `ca.key`,
+/// `tls.crt` and `tls.key` (keys mode 0600), for `driftguard certs generate`. Existing files
+/// are kept, and the call fails naming them, unless `overwrite`.
+pub fn generate_certs(
+    dir: &Path,
+    hosts: &[String],
+    ca_validity: Duration,
+    serving_validity: Duration,
+    overwrite: bool,
+) -> Result<DevCertPaths, CertError> {
+    if hosts.is_empty() {
+        return Err(CertError::NoHosts);
+    }
+    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let paths = DevCertPaths {
+        ca_cert: dir.join(CA_CERT_FILE),
+        ca_key: dir.join(CA_KEY_FILE),
+        cert: dir.join(CERT_FILE),
+        key: dir.join(KEY_FILE),
+        outcome: DevCertOutcome::Regenerated,
+    };
+    if !overwrite {
+        for path in [&paths.ca_cert, &paths.ca_key, &paths.cert, &paths.key] {
+            if path.exists() {
+                return Err(CertError::Write {
+                    path: path.clone(),
+                    source: std::io::Error::new(
+                        std::io::ErrorKind::AlreadyExists,
+                        "the file exists (pass --force to replace it)",
+                    ),
+                });
+            }
+        }
+    }
+    let ca = CertificateAuthority::generate_with_validity("driftguard webhook CA", ca_validity)?;
+    let issued = ca.issue_serving(hosts, serving_validity)?;
+    write_file(&paths.ca_key, ca.key_pem().as_bytes(), true)?;
+    write_file(&paths.ca_cert, ca.cert_pem().as_bytes(), false)?;
+    write_file(&paths.key, issued.key_pem.as_bytes(), true)?;
+    write_file(&paths.cert, issued.cert_pem.as_bytes(), false)?;
+    Ok(paths)
+}
+
 /// Outer error: the files exist but cannot be read (the user must act). Inner error: the CA
 /// is missing, broken or expiring, so a new one is generated.
 fn load_ca(paths: &DevCertPaths, deadline: SystemTime) -> Result<Result<CertificateAuthority, CertError>, CertError> {
@@ -217,6 +263,33 @@ mod tests {
 
     fn read(path: &Path) -> Vec<u8> {
         fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn generate_writes_a_service_certificate_and_refuses_to_overwrite() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = crate::certs::rotation::RotationPolicy::service_hosts("driftguard", "platform");
+        let day = Duration::from_secs(24 * 3600);
+        let paths = generate_certs(dir.path(), &hosts, 3650 * day, 365 * day, false).unwrap();
+        let ca = CertificateAuthority::from_pem(
+            &String::from_utf8(read(&paths.ca_cert)).unwrap(),
+            &String::from_utf8(read(&paths.ca_key)).unwrap(),
+        )
+        .unwrap();
+        let chain = parse_cert_chain(&read(&paths.cert), "tls.crt").unwrap();
+        verify_serving(&chain, ca.cert_der(), &hosts, SystemTime::now(), "tls.crt").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            assert_eq!(fs::metadata(&paths.key).unwrap().permissions().mode() & 0o777, 0o600);
+            assert_eq!(fs::metadata(&paths.ca_key).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        let before = read(&paths.key);
+        let err = generate_certs(dir.path(), &hosts, 3650 * day, 365 * day, false).unwrap_err();
+        assert!(err.to_string().contains("--force"), "{err}");
+        assert_eq!(read(&paths.key), before, "nothing replaced");
+        generate_certs(dir.path(), &hosts, 3650 * day, 365 * day, true).unwrap();
+        assert_ne!(read(&paths.key), before);
     }
 
     #[test]

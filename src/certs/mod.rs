@@ -1,18 +1,22 @@
 //! Certificates: a small CA, serving certificates for the webhook, PEM loading and checks, and
 //! the self-signed files `driftguard serve` creates for local use.
 //!
-//! Everything here is synchronous and cheap enough to run at start or from a reload task;
-//! the TLS server (`crate::server`) loads its serving pair through [`load_certified_key`].
+//! Everything here but [`managed`] is synchronous and cheap enough to run at start or from a
+//! reload task; the TLS server (`crate::server`) loads its serving pair through
+//! [`load_certified_key`]. [`rotation`] plans the self-managed Secret purely; [`managed`] keeps
+//! it in the cluster and injects its CA bundle into the webhook configurations.
 
 mod authority;
 mod dev;
+pub mod managed;
 mod pem;
+pub mod rotation;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 pub use authority::{CertificateAuthority, DEFAULT_CA_VALIDITY, DEFAULT_SERVING_VALIDITY, IssuedCert};
-pub use dev::{DEFAULT_DEV_HOSTS, DEV_MIN_REMAINING, DevCertOutcome, DevCertPaths, ensure_dev_certs};
+pub use dev::{DEFAULT_DEV_HOSTS, DEV_MIN_REMAINING, DevCertOutcome, DevCertPaths, ensure_dev_certs, generate_certs};
 pub use pem::{CertInfo, cert_info, load_certified_key, parse_cert_chain, parse_private_key, verify_serving};
 
 /// Everything that can go wrong creating, reading or checking certificates. Messages name the

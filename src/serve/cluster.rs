@@ -4,11 +4,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use super::{ServeError, Started, join_receiver, start, start_receiver, stopped};
 use crate::audit::{AuditSink, ChainSink};
-use crate::config::{ClusterSettings, Settings};
+use crate::certs::managed::ManagedCerts;
+use crate::certs::rotation::RotationPolicy;
+use crate::config::{ClusterSettings, ManagedTls, Settings, TlsSource};
 use crate::desired::{DesiredCache, DesiredStore};
 use crate::receiver::KubeTargets;
 use crate::reconcile::admission_events::EventingSink;
@@ -50,6 +52,48 @@ async fn client(settings: &ClusterSettings) -> Result<(kube::Client, String), Se
     Ok((client, url))
 }
 
+/// The self-managed certificates of `managed`, in driftguard's namespace (the Lease's).
+fn managed_certs(
+    managed: &ManagedTls,
+    cluster: &ClusterSettings,
+    client: kube::Client,
+    audit: Arc<dyn AuditSink>,
+) -> ManagedCerts {
+    ManagedCerts {
+        client,
+        namespace: cluster.lease_namespace.clone(),
+        secret_name: managed.secret_name.clone(),
+        webhook_configuration: managed.webhook_configuration.clone(),
+        policy: RotationPolicy {
+            hosts: RotationPolicy::service_hosts(&managed.service_name, &cluster.lease_namespace),
+            ca_validity: managed.ca_validity,
+            serving_validity: managed.serving_validity,
+            renew_before: managed.renew_before,
+            ca_overlap: managed.ca_overlap,
+        },
+        check_interval: managed.check_interval,
+        api_timeout: cluster.api_timeout,
+        audit,
+    }
+}
+
+/// Waits until the Secret holds a certificate to serve (written by whichever replica leads),
+/// saying every so often what it waits for. False: shutdown came first.
+async fn first_certificate(serving: &server::ServingCert, certs: &ManagedCerts, stop: watch::Receiver<bool>) -> bool {
+    const REMIND: Duration = Duration::from_secs(15);
+    let mut stop = std::pin::pin!(stopped(stop));
+    loop {
+        tokio::select! {
+            () = serving.wait_loaded() => return true,
+            () = &mut stop => return false,
+            () = tokio::time::sleep(REMIND) => tracing::info!(
+                secret = %format!("{}/{}", certs.namespace, certs.secret_name),
+                "waiting for the leader to write the serving certificate; not serving until then"
+            ),
+        }
+    }
+}
+
 /// Run until SIGTERM/Ctrl-C.
 pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<(), ServeError> {
     let (client, url) = client(&cluster).await?;
@@ -72,13 +116,52 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let chain = Arc::new(chain);
     let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(chain.clone(), metrics.clone()));
     let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(counted, events.clone()));
-    let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone()).await?;
+    let (stop_tx, stop) = watch::channel(false);
+    let (leading_tx, leading) = watch::channel(false);
+    let signal = tokio::spawn(async move {
+        server::shutdown_signal().await;
+        let _ = stop_tx.send(true);
+    });
+    // The Lease first: in self-managed mode the leader writes the certificate this replica
+    // waits for before it can serve.
+    let elector = LeaderElector::new(
+        client.clone(),
+        ElectionConfig::new(
+            &cluster.lease_namespace,
+            &cluster.lease_name,
+            &cluster.identity,
+            cluster.lease_duration,
+        ),
+    );
+    let mut loops = vec![tokio::spawn(elector.run(leading_tx, stopped(stop.clone())))];
+    let managed = match &settings.server.tls {
+        TlsSource::Managed(managed) => {
+            let serving = server::ServingCert::new(metrics.clone());
+            let certs = Arc::new(managed_certs(managed, &cluster, client.clone(), audit.clone()));
+            let wake = Arc::new(Notify::new());
+            loops.push(tokio::spawn(certs.clone().follow(
+                serving.clone(),
+                wake.clone(),
+                stopped(stop.clone()),
+            )));
+            loops.push(tokio::spawn(certs.clone().maintain(
+                leading.clone(),
+                wake,
+                stopped(stop.clone()),
+            )));
+            if !first_certificate(&serving, &certs, stop.clone()).await {
+                signal.abort();
+                return Ok(());
+            }
+            Some(serving)
+        }
+        _ => None,
+    };
+    let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone(), managed).await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
         .await
         .map_err(|e| ServeError::Cluster(e.to_string()))?;
-    let (stop_tx, stop) = watch::channel(false);
-    let (leading_tx, leading) = watch::channel(false);
     let heal = SelfHeal::new(
         HealDeps {
             client: client.clone(),
@@ -101,15 +184,6 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     ctx.metrics = metrics.clone();
     ctx.fetcher = fetcher.clone();
     ctx.audit = audit.clone();
-    let elector = LeaderElector::new(
-        client.clone(),
-        ElectionConfig::new(
-            &cluster.lease_namespace,
-            &cluster.lease_name,
-            &cluster.identity,
-            cluster.lease_duration,
-        ),
-    );
     // Push receiver: any replica verifies hooks and annotates the GitSource; the leader's
     // GitSource controller fetches.
     let hooks = match settings.server.hooks_listen {
@@ -119,8 +193,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         }
         None => None,
     };
-    let loops = vec![
-        tokio::spawn(elector.run(leading_tx, stopped(stop.clone()))),
+    loops.extend([
         tokio::spawn(run_sources(sources, leading.clone(), stopped(stop.clone()))),
         tokio::spawn(run_guards(ctx, leading, stopped(stop.clone()))),
         tokio::spawn(follow_applied(
@@ -133,11 +206,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
             },
             stopped(stop.clone()),
         )),
-    ];
-    let signal = tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
+    ]);
     let result = bound.run(stopped(stop)).await;
     signal.abort();
     join_receiver(hooks).await;

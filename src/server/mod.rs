@@ -26,6 +26,7 @@ use tokio_rustls::TlsAcceptor;
 
 pub use routes::{metrics_router, router};
 pub use shutdown::shutdown_signal;
+pub use tls::ServingCert;
 
 use crate::admission::Admit;
 use crate::certs::CertError;
@@ -39,18 +40,31 @@ pub const DEFAULT_METRICS_PORT: u16 = 9090;
 /// are capped at ~1.5 MiB in etcd, and a review carries at most two of them).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
 
+/// Where the serving certificate comes from.
+#[derive(Debug, Clone)]
+pub enum CertificateSource {
+    /// PEM files, re-read every `reload_interval` and swapped in when they change.
+    Files {
+        /// PEM certificate chain, leaf first.
+        cert_file: PathBuf,
+        /// PEM private key of the leaf.
+        key_file: PathBuf,
+    },
+    /// A slot someone else fills and updates (the self-managed certificate Secret); the
+    /// server starts once it holds a certificate.
+    Provided(Arc<ServingCert>),
+}
+
 /// How the server listens, where its certificate is, and its limits.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct ServerOptions {
     /// HTTPS (webhook) listen address.
     pub listen: SocketAddr,
     /// Plain-HTTP metrics listen address; `None` serves no metrics.
     pub metrics_listen: Option<SocketAddr>,
-    /// PEM certificate chain, leaf first. Re-read every `reload_interval`.
-    pub cert_file: PathBuf,
-    /// PEM private key of the leaf. Re-read with the certificate.
-    pub key_file: PathBuf,
-    /// How often the certificate files are checked for changes.
+    /// The serving certificate.
+    pub certificate: CertificateSource,
+    /// How often certificate files are checked for changes.
     pub reload_interval: Duration,
     /// Largest request body accepted on the webhook routes; larger ones get 413.
     pub max_body_bytes: usize,
@@ -70,11 +84,15 @@ impl ServerOptions {
     /// bounds memory), 10 s handshakes, 20 s grace (inside the kubelet's default 30 s
     /// termination grace period).
     pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Self {
+        Self::with_certificate(CertificateSource::Files { cert_file, key_file })
+    }
+
+    /// [`ServerOptions::new`] with the certificate from `certificate`.
+    pub fn with_certificate(certificate: CertificateSource) -> Self {
         Self {
             listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_HTTPS_PORT)),
             metrics_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, DEFAULT_METRICS_PORT))),
-            cert_file,
-            key_file,
+            certificate,
             reload_interval: Duration::from_secs(10),
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             max_in_flight: 64,
@@ -139,7 +157,8 @@ pub struct BoundServer {
     acceptor: TlsAcceptor,
     router: Router,
     metrics_router: Router,
-    reloader: tls::CertReloader,
+    reloader: Option<tls::CertReloader>,
+    serving: Arc<ServingCert>,
     opts: ServerOptions,
 }
 
@@ -161,8 +180,22 @@ pub async fn bind(
     metrics: Arc<Metrics>,
 ) -> Result<BoundServer, ServerError> {
     opts.validate()?;
-    let reloader = tls::CertReloader::load(&opts.cert_file, &opts.key_file, metrics.clone()).await?;
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(reloader.resolver())?));
+    let (serving, reloader) = match &opts.certificate {
+        CertificateSource::Files { cert_file, key_file } => {
+            let serving = ServingCert::new(metrics.clone());
+            let reloader = tls::CertReloader::load(cert_file, key_file, serving.clone(), metrics.clone()).await?;
+            (serving, Some(reloader))
+        }
+        CertificateSource::Provided(serving) => {
+            if !serving.is_loaded() {
+                return Err(ServerError::Options(
+                    "the provided serving certificate slot is empty; install a certificate before binding".to_owned(),
+                ));
+            }
+            (serving.clone(), None)
+        }
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving.clone())?));
     let https = listen(opts.listen, "webhooks (HTTPS)").await?;
     let https_addr = local_addr(&https, opts.listen, "webhooks (HTTPS)")?;
     let metrics_listener = match opts.metrics_listen {
@@ -182,6 +215,7 @@ pub async fn bind(
         metrics: metrics_listener,
         acceptor,
         reloader,
+        serving,
         opts,
     })
 }
@@ -201,7 +235,7 @@ fn local_addr(listener: &TcpListener, addr: SocketAddr, what: &'static str) -> R
 impl BoundServer {
     /// Record every certificate rotation (`certificate.rotated`) in `audit`.
     pub fn record_rotations(&mut self, audit: Arc<dyn crate::audit::AuditSink>) {
-        self.reloader.audit = Some(tls::AuditHook(audit));
+        self.serving.record_rotations(audit);
     }
 
     /// The bound webhook address (with the real port when the options said port 0).
@@ -227,7 +261,7 @@ impl BoundServer {
             ..
         } = self;
         let (signal, trigger) = shutdown::trigger_on(shutdown);
-        let reload = tokio::spawn(reloader.run(opts.reload_interval, signal.clone()));
+        let reload = reloader.map(|reloader| tokio::spawn(reloader.run(opts.reload_interval, signal.clone())));
         let metrics_server = metrics.map(|(listener, _)| {
             tokio::spawn(serve_metrics(
                 listener,
@@ -252,7 +286,9 @@ impl BoundServer {
                 .and_then(|r| r.map_err(ServerError::Metrics)),
             None => Ok(()),
         };
-        reload.abort();
+        if let Some(reload) = reload {
+            reload.abort();
+        }
         trigger.abort();
         tracing::info!("server stopped");
         metrics_result

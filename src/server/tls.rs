@@ -9,10 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
+use std::sync::OnceLock;
+
+use arc_swap::ArcSwapOption;
 use rustls::ServerConfig;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
 
 use super::shutdown::Shutdown;
 use crate::certs::{CertError, cert_info, load_certified_key};
@@ -21,21 +24,119 @@ use crate::telemetry::Metrics;
 /// ALPN protocols offered, in preference order.
 const ALPN: [&[u8]; 2] = [b"h2", b"http/1.1"];
 
-/// Serves whatever certificate pair was loaded last.
-#[derive(Debug)]
-pub(super) struct ReloadingResolver {
-    current: ArcSwap<CertifiedKey>,
+/// The serving certificate every new TLS handshake gets, swapped live.
+///
+/// Fed by the file reloader ([`CertReloader`]) or, in self-managed mode, by the replica that
+/// follows the certificate Secret (`crate::certs::managed`). Connections already open keep the
+/// certificate they were made with; only new handshakes see a swap.
+pub struct ServingCert {
+    current: ArcSwapOption<CertifiedKey>,
+    metrics: Arc<Metrics>,
+    /// Where a rotation is recorded (`certificate.rotated`), once serving records one.
+    audit: OnceLock<Arc<dyn crate::audit::AuditSink>>,
+    loaded: watch::Sender<bool>,
 }
 
-impl ResolvesServerCert for ReloadingResolver {
+impl std::fmt::Debug for ServingCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServingCert")
+            .field("loaded", &self.is_loaded())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ServingCert {
+    /// An empty slot: handshakes fail until the first [`ServingCert::install_pem`].
+    pub fn new(metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            current: ArcSwapOption::empty(),
+            metrics,
+            audit: OnceLock::new(),
+            loaded: watch::Sender::new(false),
+        })
+    }
+
+    /// Whether a certificate has been installed.
+    pub fn is_loaded(&self) -> bool {
+        *self.loaded.borrow()
+    }
+
+    /// Resolves once a certificate is installed.
+    pub async fn wait_loaded(&self) {
+        let mut loaded = self.loaded.subscribe();
+        let _ = loaded.wait_for(|l| *l).await;
+    }
+
+    /// Record every later rotation in `audit`.
+    pub fn record_rotations(&self, audit: Arc<dyn crate::audit::AuditSink>) {
+        let _ = self.audit.set(audit);
+    }
+
+    /// Parses a PEM chain (leaf first) and key and serves them to new handshakes. Returns
+    /// false, changing nothing, when they are the pair already served. `origin` names where
+    /// they came from in logs and audit records.
+    pub fn install_pem(&self, cert: &[u8], key: &[u8], cert_origin: &str, key_origin: &str) -> Result<bool, CertError> {
+        let certified = load_certified_key(cert, key, cert_origin, key_origin)?;
+        // The key matches the leaf (checked above), so the same chain means the same pair.
+        let unchanged = self
+            .current
+            .load()
+            .as_ref()
+            .is_some_and(|current| current.cert == certified.cert);
+        if unchanged {
+            return Ok(false);
+        }
+        self.install(certified, cert_origin);
+        Ok(true)
+    }
+
+    fn install(&self, certified: CertifiedKey, origin: &str) {
+        let leaf = certified.cert.first().map(cert_info);
+        match &leaf {
+            Some(Ok(info)) => {
+                self.metrics.set_certificate_expiry(info.not_after.unix_timestamp());
+                tracing::info!(from = %origin, serial = %info.serial, not_after = %info.not_after, "serving TLS certificate loaded");
+            }
+            // Already validated by `load_certified_key`; nothing more to report.
+            _ => tracing::info!(from = %origin, "serving TLS certificate loaded"),
+        }
+        let first = self.current.swap(Some(Arc::new(certified))).is_none();
+        if !first {
+            self.metrics.observe_certificate_reload("reloaded");
+            if let Some(audit) = self.audit.get() {
+                let mut record = crate::audit::AuditEvent::new(crate::audit::EventKind::CertificateRotated);
+                record.message = match leaf {
+                    Some(Ok(info)) => format!(
+                        "serving certificate rotated from {origin}: serial {}, valid until {}",
+                        info.serial, info.not_after
+                    ),
+                    _ => format!("serving certificate rotated from {origin}"),
+                };
+                audit.record(record);
+            }
+        }
+        self.loaded.send_replace(true);
+    }
+
+    #[cfg(test)]
+    fn served_leaf(&self) -> Vec<u8> {
+        self.current
+            .load()
+            .as_ref()
+            .map(|c| c.cert[0].to_vec())
+            .unwrap_or_default()
+    }
+}
+
+impl ResolvesServerCert for ServingCert {
     fn resolve(&self, _client_hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.current.load_full())
+        self.current.load_full()
     }
 }
 
 /// The rustls configuration: ring, TLS 1.3 and 1.2 only, h2 and http/1.1, certificates from
 /// `resolver`.
-pub(super) fn server_config(resolver: Arc<ReloadingResolver>) -> Result<ServerConfig, rustls::Error> {
+pub(super) fn server_config(resolver: Arc<ServingCert>) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
@@ -56,53 +157,43 @@ pub(super) enum ReloadOutcome {
     Rejected,
 }
 
-/// Watches the certificate and key files and feeds [`ReloadingResolver`].
+/// Watches the certificate and key files and feeds a [`ServingCert`].
 #[derive(Debug)]
 pub(super) struct CertReloader {
     cert_file: PathBuf,
     key_file: PathBuf,
-    resolver: Arc<ReloadingResolver>,
+    serving: Arc<ServingCert>,
     metrics: Arc<Metrics>,
     /// Bytes of the last look, valid or not, so a broken pair is reported once, not per tick.
     last_seen: (Vec<u8>, Vec<u8>),
     /// True while the files cannot be read, so the outage is reported once.
     read_failing: bool,
-    /// Where a rotation is recorded (`certificate.rotated`), when serving records one.
-    pub(super) audit: Option<AuditHook>,
-}
-
-/// The audit sink a rotation is recorded in.
-#[derive(Clone)]
-pub(super) struct AuditHook(pub(super) Arc<dyn crate::audit::AuditSink>);
-
-impl std::fmt::Debug for AuditHook {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("AuditHook")
-    }
 }
 
 impl CertReloader {
-    /// Loads the initial pair; failing here fails the start, with the files named.
-    pub(super) async fn load(cert_file: &Path, key_file: &Path, metrics: Arc<Metrics>) -> Result<Self, CertError> {
+    /// Loads the initial pair into `serving`; failing here fails the start, with the files
+    /// named.
+    pub(super) async fn load(
+        cert_file: &Path,
+        key_file: &Path,
+        serving: Arc<ServingCert>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self, CertError> {
         let (cert, key) = read_pair(cert_file, key_file).await?;
-        let certified = parse_pair(&cert, &key, cert_file, key_file)?;
-        record_loaded(&certified, cert_file, &metrics);
+        serving.install_pem(
+            &cert,
+            &key,
+            &cert_file.display().to_string(),
+            &key_file.display().to_string(),
+        )?;
         Ok(Self {
             cert_file: cert_file.to_path_buf(),
             key_file: key_file.to_path_buf(),
-            resolver: Arc::new(ReloadingResolver {
-                current: ArcSwap::from_pointee(certified),
-            }),
+            serving,
             metrics,
             last_seen: (cert, key),
             read_failing: false,
-            audit: None,
         })
-    }
-
-    /// The resolver to install in the TLS configuration.
-    pub(super) fn resolver(&self) -> Arc<ReloadingResolver> {
-        Arc::clone(&self.resolver)
     }
 
     /// Re-reads the files and swaps in a changed, valid pair.
@@ -114,36 +205,18 @@ impl CertReloader {
         if pair == self.last_seen {
             return ReloadOutcome::Unchanged;
         }
-        let mut parsed = parse_pair(&pair.0, &pair.1, &self.cert_file, &self.key_file);
-        if parsed.is_err() {
+        let mut installed = self.install(&pair);
+        if installed.is_err() {
             // The read may have straddled an update (certificate before a symlink swap, key
             // after it); look once more before calling the update broken.
             if let Some(again) = self.read().await.filter(|again| *again != pair) {
-                parsed = parse_pair(&again.0, &again.1, &self.cert_file, &self.key_file);
+                installed = self.install(&again);
                 pair = again;
             }
         }
-        let outcome = match parsed {
-            Ok(certified) => {
-                record_loaded(&certified, &self.cert_file, &self.metrics);
-                if let Some(AuditHook(audit)) = &self.audit {
-                    let mut record = crate::audit::AuditEvent::new(crate::audit::EventKind::CertificateRotated);
-                    let leaf = certified.cert.first().map(cert_info);
-                    record.message = match leaf {
-                        Some(Ok(info)) => format!(
-                            "serving certificate rotated from {}: serial {}, valid until {}",
-                            self.cert_file.display(),
-                            info.serial,
-                            info.not_after
-                        ),
-                        _ => format!("serving certificate rotated from {}", self.cert_file.display()),
-                    };
-                    audit.record(record);
-                }
-                self.resolver.current.store(Arc::new(certified));
-                self.metrics.observe_certificate_reload("reloaded");
-                ReloadOutcome::Reloaded
-            }
+        let outcome = match installed {
+            Ok(true) => ReloadOutcome::Reloaded,
+            Ok(false) => ReloadOutcome::Unchanged,
             Err(error) => {
                 tracing::warn!(%error, "ignoring the changed TLS certificate files; still serving the previous certificate");
                 self.metrics.observe_certificate_reload("rejected");
@@ -152,6 +225,15 @@ impl CertReloader {
         };
         self.last_seen = pair;
         outcome
+    }
+
+    fn install(&self, (cert, key): &(Vec<u8>, Vec<u8>)) -> Result<bool, CertError> {
+        self.serving.install_pem(
+            cert,
+            key,
+            &self.cert_file.display().to_string(),
+            &self.key_file.display().to_string(),
+        )
     }
 
     /// Both files, or `None` (reported once per outage, not per tick) if one cannot be read.
@@ -201,32 +283,6 @@ async fn read_pair(cert_file: &Path, key_file: &Path) -> Result<(Vec<u8>, Vec<u8
     Ok((read(cert_file).await?, read(key_file).await?))
 }
 
-fn parse_pair(cert: &[u8], key: &[u8], cert_file: &Path, key_file: &Path) -> Result<CertifiedKey, CertError> {
-    load_certified_key(
-        cert,
-        key,
-        &cert_file.display().to_string(),
-        &key_file.display().to_string(),
-    )
-}
-
-fn record_loaded(certified: &CertifiedKey, cert_file: &Path, metrics: &Metrics) {
-    let leaf = certified.cert.first().map(cert_info);
-    match leaf {
-        Some(Ok(info)) => {
-            metrics.set_certificate_expiry(info.not_after.unix_timestamp());
-            tracing::info!(
-                file = %cert_file.display(),
-                serial = %info.serial,
-                not_after = %info.not_after,
-                "serving TLS certificate loaded"
-            );
-        }
-        // Already validated by `load_certified_key`; nothing more to report.
-        _ => tracing::info!(file = %cert_file.display(), "serving TLS certificate loaded"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,7 +294,7 @@ mod tests {
     }
 
     fn served_leaf(reloader: &CertReloader) -> Vec<u8> {
-        reloader.resolver.current.load().cert[0].to_vec()
+        reloader.serving.served_leaf()
     }
 
     #[tokio::test]
@@ -250,7 +306,8 @@ mod tests {
         std::fs::write(&cert_file, &first.cert_pem).unwrap();
         std::fs::write(&key_file, &first.key_pem).unwrap();
         let metrics = Arc::new(Metrics::new());
-        let mut reloader = CertReloader::load(&cert_file, &key_file, metrics.clone())
+        let serving = ServingCert::new(metrics.clone());
+        let mut reloader = CertReloader::load(&cert_file, &key_file, serving, metrics.clone())
             .await
             .unwrap();
         let first_leaf = served_leaf(&reloader);
@@ -298,6 +355,7 @@ mod tests {
         let err = CertReloader::load(
             &dir.path().join("nope.crt"),
             &dir.path().join("nope.key"),
+            ServingCert::new(Arc::new(Metrics::new())),
             Arc::new(Metrics::new()),
         )
         .await
