@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -14,6 +13,7 @@ use hyper::StatusCode;
 use rustls::pki_types::CertificateDer;
 use serde_json::Value;
 use support::https::{Answer, Body, DEADLINE, connect, empty, eventually, full, send};
+use support::process::{between, lines, recv_until, spawn_serve};
 use support::{example_repo, fixture, root};
 
 /// A running `driftguard serve` with its output streamed into channels.
@@ -31,57 +31,6 @@ impl Drop for Served {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn lines(stream: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stream).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-fn recv_until(rx: &mpsc::Receiver<String>, what: &str, mut found: impl FnMut(&str) -> bool) -> String {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut seen = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if found(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no line with {what}; saw:\n{}", seen.join("\n")),
-        }
-    }
-}
-
-fn between<'a>(text: &'a str, start: &str, end: &str) -> &'a str {
-    let from = text
-        .find(start)
-        .map(|i| i + start.len())
-        .unwrap_or_else(|| panic!("{start:?} in {text}"));
-    let rest = &text[from..];
-    &rest[..rest.find(end).unwrap_or(rest.len())]
-}
-
-/// Start `driftguard serve ARGS` in `dir`; returns it with its stderr (logs) and stdout (audit)
-/// lines.
-fn spawn_serve(dir: &Path, args: &[&std::ffi::OsStr]) -> (Child, mpsc::Receiver<String>, mpsc::Receiver<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .arg("serve")
-        .args(args)
-        .current_dir(dir)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("driftguard starts");
-    let stderr = lines(child.stderr.take().unwrap());
-    let audit = lines(child.stdout.take().unwrap());
-    (child, stderr, audit)
 }
 
 /// Start the embedded default (no config) inside a repository that holds examples/app.

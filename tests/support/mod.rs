@@ -5,6 +5,7 @@
 pub mod gitservers;
 pub mod guards;
 pub mod https;
+pub mod process;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
