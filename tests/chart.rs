@@ -1225,6 +1225,22 @@ fn config_yaml_is_the_contract_for_each_certs_mode() {
         } })),
         "self mode"
     );
+    // The binary reads and validates it as self-managed certificates in cluster mode.
+    let text = find(&docs, "ConfigMap", "driftguard")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    let settings = driftguard::config::ConfigFile::parse(text, "config.yaml")
+        .and_then(|file| file.validate(Path::new("/"), &Default::default()))
+        .unwrap_or_else(|err| panic!("self mode: {err}"));
+    assert!(settings.cluster.is_some());
+    match settings.server.tls {
+        driftguard::config::TlsSource::Managed(managed) => {
+            assert_eq!(managed.secret_name, "driftguard-tls");
+            assert_eq!(managed.webhook_configuration, "driftguard");
+            assert_eq!(managed.renew_before, std::time::Duration::from_secs(720 * 3600));
+        }
+        other => panic!("self mode is read as {other:?}"),
+    }
     let docs = render(&[
         "--set",
         "certs.self.caValidity=43800h,certs.self.servingValidity=2160h,certs.self.renewBefore=240h",
@@ -1252,7 +1268,7 @@ fn config_yaml_is_the_contract_for_each_certs_mode() {
             ),
             "{args:?}"
         );
-        // The binary reads it (self mode's `managed` belongs to the certificate code).
+        // The binary reads it.
         let text = find(&docs, "ConfigMap", "driftguard")["data"]["config.yaml"]
             .as_str()
             .unwrap();
@@ -1495,4 +1511,37 @@ fn readme_values_reference_is_generated_from_the_schema() {
         "README.md's values reference is stale: replace what is between <!-- values-reference:start --> \
          and <!-- values-reference:end --> with the output of scripts/values-reference"
     );
+}
+
+/// certs/cert-manager/ (for users of manifests/install.yaml) holds the Issuers and
+/// Certificates the chart renders in cert-manager mode, spec for spec.
+#[test]
+fn standalone_cert_manager_manifests_match_the_chart() {
+    let docs = render(&["--set", "certs.mode=cert-manager"]);
+    let rendered: Vec<&Value> = docs
+        .iter()
+        .filter(|d| d["apiVersion"].as_str().is_some_and(|v| v.starts_with("cert-manager.io/")))
+        .collect();
+    let mut standalone = Vec::new();
+    for file in ["issuer.yaml", "certificate.yaml"] {
+        let text = std::fs::read_to_string(support::root().join("certs/cert-manager").join(file)).unwrap();
+        standalone.extend(serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(Value::is_object));
+    }
+    let key = |d: &Value| {
+        (
+            d["kind"].as_str().unwrap_or_default().to_owned(),
+            d["metadata"]["name"].as_str().unwrap_or_default().to_owned(),
+        )
+    };
+    let mut names: Vec<_> = rendered.iter().map(|d| key(d)).collect();
+    let mut theirs: Vec<_> = standalone.iter().map(key).collect();
+    names.sort();
+    theirs.sort();
+    assert_eq!(names, theirs, "the same cert-manager objects");
+    for doc in &standalone {
+        let chart = rendered.iter().find(|d| key(d) == key(doc)).unwrap();
+        assert_eq!(doc["apiVersion"], chart["apiVersion"], "{:?}", key(doc));
+        assert_eq!(doc["metadata"]["namespace"], chart["metadata"]["namespace"], "{:?}", key(doc));
+        assert_eq!(doc["spec"], chart["spec"], "{:?}: certs/cert-manager differs from the chart", key(doc));
+    }
 }

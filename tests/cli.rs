@@ -109,3 +109,39 @@ fn render_prints_normalized_objects_with_origins() {
     assert!(yaml.contains("driftguard.io/managed"), "ownership stamped: {yaml}");
     assert_eq!(yaml.matches("---\n").count(), 5, "five objects: {yaml}");
 }
+
+/// `driftguard certs generate`: the four files for the Service's names, keys private, and the
+/// caBundle on stdout is the CA, base64-encoded; existing files are not replaced.
+#[test]
+fn certs_generate_writes_a_service_certificate_and_prints_the_ca_bundle() {
+    use base64::Engine as _;
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("tls");
+    let args = [
+        "certs",
+        "generate",
+        "--service",
+        "guard",
+        "--namespace",
+        "platform",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ];
+    let out = driftguard(&args);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let ca = std::fs::read(out_dir.join("ca.crt")).unwrap();
+    let printed = String::from_utf8(out.stdout).unwrap();
+    let bundle = base64::engine::general_purpose::STANDARD
+        .decode(printed.trim())
+        .unwrap();
+    assert_eq!(bundle, ca, "stdout is the caBundle");
+    let ca = driftguard::certs::parse_cert_chain(&ca, "ca.crt").unwrap().remove(0);
+    let chain = driftguard::certs::parse_cert_chain(&std::fs::read(out_dir.join("tls.crt")).unwrap(), "tls.crt").unwrap();
+    let hosts: Vec<String> = ["guard.platform.svc", "guard.platform.svc.cluster.local"]
+        .map(String::from)
+        .to_vec();
+    driftguard::certs::verify_serving(&chain, &ca, &hosts, std::time::SystemTime::now(), "tls.crt").unwrap();
+    let again = driftguard(&args);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}

@@ -590,6 +590,60 @@ fn assert_rbac_allows_every_request(api: &TestApiServer, docs: &[Value]) {
     );
 }
 
+/// The chart's pre-delete hook, run as its Job runs it: both webhook configurations go, so an
+/// uninstall never leaves a fail-closed webhook behind; running it again is not an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pre_delete_hook_removes_both_webhook_configurations() {
+    use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
+    let docs = render(&["--set", "webhook.failurePolicy=Fail"]);
+    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
+    let webhooks: Vec<Value> = docs
+        .iter()
+        .filter(|d| kind_of(d).ends_with("WebhookConfiguration"))
+        .cloned()
+        .collect();
+    assert_eq!(webhooks.len(), 2);
+    install(&admin, &webhooks).await;
+
+    let job = docs
+        .iter()
+        .find(|d| kind_of(d) == "Job" && d["metadata"]["annotations"]["helm.sh/hook"] == "pre-delete")
+        .expect("a pre-delete Job");
+    let args: Vec<String> = job["spec"]["template"]["spec"]["containers"][0]["args"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_owned())
+        .collect();
+    let kubeconfig = dir.path().join("admin.kubeconfig");
+    api.write_kubeconfig(Identity::Admin, &kubeconfig).unwrap();
+    let run = || {
+        Command::new(env!("CARGO_BIN_EXE_driftguard"))
+            .args(&args)
+            .arg("--kubeconfig")
+            .arg(&kubeconfig)
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("deleted ValidatingWebhookConfiguration driftguard")
+            && stdout.contains("deleted MutatingWebhookConfiguration driftguard"),
+        "{stdout}"
+    );
+    let validating = Api::<ValidatingWebhookConfiguration>::all(admin.clone());
+    let mutating = Api::<MutatingWebhookConfiguration>::all(admin.clone());
+    assert!(validating.get_opt(RELEASE).await.unwrap().is_none());
+    assert!(mutating.get_opt(RELEASE).await.unwrap().is_none());
+    let again = run();
+    assert!(again.status.success(), "{}", String::from_utf8_lossy(&again.stderr));
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already gone"));
+}
+
 #[test]
 fn the_rbac_evaluator_denies_what_no_rule_grants() {
     let grant = Grant {
