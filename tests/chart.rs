@@ -1520,12 +1520,21 @@ fn standalone_cert_manager_manifests_match_the_chart() {
     let docs = render(&["--set", "certs.mode=cert-manager"]);
     let rendered: Vec<&Value> = docs
         .iter()
-        .filter(|d| d["apiVersion"].as_str().is_some_and(|v| v.starts_with("cert-manager.io/")))
+        .filter(|d| {
+            d["apiVersion"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("cert-manager.io/"))
+        })
         .collect();
     let mut standalone = Vec::new();
     for file in ["issuer.yaml", "certificate.yaml"] {
         let text = std::fs::read_to_string(support::root().join("certs/cert-manager").join(file)).unwrap();
-        standalone.extend(serde_saphyr::from_multiple::<Value>(&text).unwrap().into_iter().filter(Value::is_object));
+        standalone.extend(
+            serde_saphyr::from_multiple::<Value>(&text)
+                .unwrap()
+                .into_iter()
+                .filter(Value::is_object),
+        );
     }
     let key = |d: &Value| {
         (
@@ -1541,7 +1550,17 @@ fn standalone_cert_manager_manifests_match_the_chart() {
     for doc in &standalone {
         let chart = rendered.iter().find(|d| key(d) == key(doc)).unwrap();
         assert_eq!(doc["apiVersion"], chart["apiVersion"], "{:?}", key(doc));
-        assert_eq!(doc["metadata"]["namespace"], chart["metadata"]["namespace"], "{:?}", key(doc));
-        assert_eq!(doc["spec"], chart["spec"], "{:?}: certs/cert-manager differs from the chart", key(doc));
+        assert_eq!(
+            doc["metadata"]["namespace"],
+            chart["metadata"]["namespace"],
+            "{:?}",
+            key(doc)
+        );
+        assert_eq!(
+            doc["spec"],
+            chart["spec"],
+            "{:?}: certs/cert-manager differs from the chart",
+            key(doc)
+        );
     }
 }

@@ -136,7 +136,8 @@ fn certs_generate_writes_a_service_certificate_and_prints_the_ca_bundle() {
         .unwrap();
     assert_eq!(bundle, ca, "stdout is the caBundle");
     let ca = driftguard::certs::parse_cert_chain(&ca, "ca.crt").unwrap().remove(0);
-    let chain = driftguard::certs::parse_cert_chain(&std::fs::read(out_dir.join("tls.crt")).unwrap(), "tls.crt").unwrap();
+    let chain =
+        driftguard::certs::parse_cert_chain(&std::fs::read(out_dir.join("tls.crt")).unwrap(), "tls.crt").unwrap();
     let hosts: Vec<String> = ["guard.platform.svc", "guard.platform.svc.cluster.local"]
         .map(String::from)
         .to_vec();

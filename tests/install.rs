@@ -137,7 +137,11 @@ fn start_replica(dir: &Path, docs: &[Value], pod: &str, kubeconfig: &Path) -> Re
         .as_array()
         .unwrap()
         .iter()
-        .map(|a| a.as_str().unwrap().replace("/etc/driftguard/config.yaml", config_file.to_str().unwrap()))
+        .map(|a| {
+            a.as_str()
+                .unwrap()
+                .replace("/etc/driftguard/config.yaml", config_file.to_str().unwrap())
+        })
         .collect();
     assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
     args.remove(0);
@@ -156,7 +160,9 @@ fn start_replica(dir: &Path, docs: &[Value], pod: &str, kubeconfig: &Path) -> Re
     let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
     let (child, stderr, audit) = spawn_serve_with_env(dir, &args, &env);
-    let serving = recv_until(&stderr, "the serving line", |l| l.contains("driftguard is serving admission"));
+    let serving = recv_until(&stderr, "the serving line", |l| {
+        l.contains("driftguard is serving admission")
+    });
     let https = between(&serving, "addr=", " ").parse().unwrap();
     let metrics = between(&serving, "metrics=Some(", ")").parse().unwrap();
     let logs = std::thread::spawn(move || while stderr.recv().is_ok() {});
@@ -206,8 +212,14 @@ async fn presented(addr: std::net::SocketAddr, bundle: &[CertificateDer<'static>
 /// Reads the two webhook configurations' `caBundle`s, entry by entry.
 async fn injected_bundles(client: &kube::Client) -> Vec<Option<Vec<u8>>> {
     use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
-    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone()).get(RELEASE).await.unwrap();
-    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone()).get(RELEASE).await.unwrap();
+    let validating = Api::<ValidatingWebhookConfiguration>::all(client.clone())
+        .get(RELEASE)
+        .await
+        .unwrap();
+    let mutating = Api::<MutatingWebhookConfiguration>::all(client.clone())
+        .get(RELEASE)
+        .await
+        .unwrap();
     let mut out: Vec<Option<Vec<u8>>> = validating
         .webhooks
         .unwrap_or_default()
@@ -241,7 +253,10 @@ impl Probe {
         while !self.stop.load(Ordering::Relaxed) {
             n += 1;
             let patch = json!({"data": {"n": n.to_string()}});
-            match maps.patch("probe", &PatchParams::default(), &Patch::Merge(&patch)).await {
+            match maps
+                .patch("probe", &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+            {
                 Ok(_) => self.ok.fetch_add(1, Ordering::Relaxed),
                 Err(error) => {
                     self.errors.lock().unwrap().push(error.to_string());
@@ -294,8 +309,6 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
 
     let kubeconfig = dir.path().join("driftguard.kubeconfig");
     api.write_kubeconfig(Identity::Driftguard, &kubeconfig).unwrap();
-    let (tx_a, rx_a) = mpsc::channel();
-    let (tx_b, rx_b) = mpsc::channel();
     let (dir_a, dir_b, docs_a, docs_b) = (
         dir.path().to_path_buf(),
         dir.path().to_path_buf(),
@@ -304,10 +317,9 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
     );
     let (kube_a, kube_b) = (kubeconfig.clone(), kubeconfig.clone());
     // Both start at once; neither serves before the leader has written the Secret.
-    std::thread::spawn(move || tx_a.send(start_replica(&dir_a, &docs_a, "driftguard-a", &kube_a)));
-    std::thread::spawn(move || tx_b.send(start_replica(&dir_b, &docs_b, "driftguard-b", &kube_b)));
-    let a = rx_a.recv_timeout(Duration::from_secs(90)).expect("replica a serves");
-    let b = rx_b.recv_timeout(Duration::from_secs(90)).expect("replica b serves");
+    let a = std::thread::spawn(move || start_replica(&dir_a, &docs_a, "driftguard-a", &kube_a));
+    let b = std::thread::spawn(move || start_replica(&dir_b, &docs_b, "driftguard-b", &kube_b));
+    let (a, b) = (a.join().expect("replica a serves"), b.join().expect("replica b serves"));
     api.dispatcher()
         .map_service(NAMESPACE, RELEASE, &format!("https://{}", a.https));
 
@@ -356,7 +368,11 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
     // A forced serving renewal: same CA, a new leaf on both replicas, the request removed.
     let renew = |what: &str| json!({"metadata": {"annotations": {"driftguard.io/renew": what}}});
     secrets
-        .patch("driftguard-tls", &PatchParams::default(), &Patch::Merge(&renew("serving")))
+        .patch(
+            "driftguard-tls",
+            &PatchParams::default(),
+            &Patch::Merge(&renew("serving")),
+        )
         .await
         .unwrap();
     let second_leaf = until("a new serving certificate in the Secret", || async {
@@ -435,11 +451,19 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         .unwrap();
     let leader = lease.spec.unwrap().holder_identity.unwrap();
     let (leading, other) = if leader == "driftguard-a" { (&a, &b) } else { (&b, &a) };
-    for needle in ["a new CA and serving certificate", "a new serving certificate", "a new CA ("] {
-        recv_until(&leading.audit, needle, |l| l.contains("certificate.issued") && l.contains(needle));
+    for needle in [
+        "a new CA and serving certificate",
+        "a new serving certificate",
+        "a new CA (",
+    ] {
+        recv_until(&leading.audit, needle, |l| {
+            l.contains("certificate.issued") && l.contains(needle)
+        });
     }
     for replica in [leading, other] {
-        recv_until(&replica.audit, "certificate.rotated", |l| l.contains("certificate.rotated"));
+        recv_until(&replica.audit, "certificate.rotated", |l| {
+            l.contains("certificate.rotated")
+        });
     }
 
     assert_rbac_allows_every_request(&api, &docs);
@@ -452,7 +476,12 @@ struct Grant {
 }
 
 fn strings(value: &Value) -> Vec<&str> {
-    value.as_array().into_iter().flatten().filter_map(Value::as_str).collect()
+    value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+        .collect()
 }
 
 /// The rules bound to driftguard's service account by the rendered (non-hook) bindings.
@@ -463,15 +492,22 @@ fn grants(docs: &[Value], account: (&str, &str)) -> Vec<Grant> {
         if kind != "ClusterRoleBinding" && kind != "RoleBinding" {
             continue;
         }
-        let bound = binding["subjects"].as_array().into_iter().flatten().any(|s| {
-            s["kind"] == "ServiceAccount" && s["name"] == account.1 && s["namespace"] == account.0
-        });
+        let bound = binding["subjects"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["kind"] == "ServiceAccount" && s["name"] == account.1 && s["namespace"] == account.0);
         if !bound {
             continue;
         }
         let role_kind = binding["roleRef"]["kind"].as_str().unwrap();
         let role_name = binding["roleRef"]["name"].as_str().unwrap();
-        let binding_ns = (kind == "RoleBinding").then(|| binding["metadata"]["namespace"].as_str().unwrap_or(NAMESPACE).to_owned());
+        let binding_ns = (kind == "RoleBinding").then(|| {
+            binding["metadata"]["namespace"]
+                .as_str()
+                .unwrap_or(NAMESPACE)
+                .to_owned()
+        });
         let role = docs
             .iter()
             .find(|d| kind_of(d) == role_kind && d["metadata"]["name"] == role_name && !is_hook(d))
@@ -528,7 +564,9 @@ fn attributes(method: &str, path: &str, query: &str) -> Option<Attributes> {
         _ => return None,
     };
     if name.is_empty()
-        && let Some(selected) = params.get("fieldSelector").and_then(|s| s.strip_prefix("metadata.name="))
+        && let Some(selected) = params
+            .get("fieldSelector")
+            .and_then(|s| s.strip_prefix("metadata.name="))
     {
         name = selected.to_owned();
     }
@@ -578,7 +616,10 @@ fn assert_rbac_allows_every_request(api: &TestApiServer, docs: &[Value]) {
         };
         checked += 1;
         if !grants.iter().any(|g| allows(g, &attributes)) {
-            denied.push(format!("{} {}?{} -> {attributes:?}", request.method, request.path, request.query));
+            denied.push(format!(
+                "{} {}?{} -> {attributes:?}",
+                request.method, request.path, request.query
+            ));
         }
     }
     denied.dedup();
@@ -672,5 +713,8 @@ fn the_rbac_evaluator_denies_what_no_rule_grants() {
         rule: json!({"apiGroups": ["*"], "resources": ["*"], "verbs": ["patch"]}),
     };
     assert!(allows(&wildcard, &scale));
-    assert!(attributes("GET", "/apis/apps/v1", "").is_none(), "discovery is not a resource request");
+    assert!(
+        attributes("GET", "/apis/apps/v1", "").is_none(),
+        "discovery is not a resource request"
+    );
 }

@@ -67,4 +67,3 @@ pub fn spawn_serve_with_env(
     let audit = lines(child.stdout.take().unwrap());
     (child, stderr, audit)
 }
-
