@@ -72,7 +72,7 @@ struct AuditLabels {
     event: &'static str,
 }
 
-/// Labels of `driftguard_certificate_reloads_total`.
+/// Labels of `driftguard_certificate_reloads_total` and `driftguard_certificate_passes_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReloadLabels {
     result: &'static str,
@@ -93,6 +93,7 @@ pub struct Metrics {
     desired_objects: Family<GuardLabels, Gauge<u64, AtomicU64>>,
     certificate_expiry: Gauge,
     certificate_reloads: Family<ReloadLabels, Counter>,
+    certificate_passes: Family<ReloadLabels, Counter>,
     receiver_requests: Family<ReceiverLabels, Counter>,
     drift_corrections: Family<CorrectionLabels, Counter>,
     reconcile_duration: Family<GuardLabels, Histogram>,
@@ -148,6 +149,12 @@ impl Metrics {
             "certificate_reloads",
             "Changes of the TLS certificate files seen, by result (reloaded or rejected)",
             certificate_reloads.clone(),
+        );
+        let certificate_passes = Family::<ReloadLabels, Counter>::default();
+        registry.register(
+            "certificate_passes",
+            "Self-managed certificate passes of the leader, by result (unchanged; changed: the Secret written or a caBundle injected; or the failure: api, timeout, issue)",
+            certificate_passes.clone(),
         );
         let receiver_requests = Family::<ReceiverLabels, Counter>::default();
         registry.register(
@@ -221,6 +228,7 @@ impl Metrics {
             desired_objects,
             certificate_expiry,
             certificate_reloads,
+            certificate_passes,
             receiver_requests,
             drift_corrections,
             reconcile_duration,
@@ -267,6 +275,12 @@ impl Metrics {
     /// Counts one look at changed certificate files: `reloaded` or `rejected`.
     pub fn observe_certificate_reload(&self, result: &'static str) {
         self.certificate_reloads.get_or_create(&ReloadLabels { result }).inc();
+    }
+
+    /// Counts one pass of the self-managed certificate leader: `unchanged`, `changed`, or the
+    /// failure's label.
+    pub fn observe_certificate_pass(&self, result: &'static str) {
+        self.certificate_passes.get_or_create(&ReloadLabels { result }).inc();
     }
 
     /// Counts one push hook answered with `result`.

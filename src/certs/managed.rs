@@ -50,6 +50,8 @@ pub struct ManagedCerts {
     pub api_timeout: Duration,
     /// Where issued certificates are recorded (`certificate.issued`).
     pub audit: Arc<dyn AuditSink>,
+    /// Where passes are counted (`driftguard_certificate_passes_total`).
+    pub metrics: Arc<crate::telemetry::Metrics>,
 }
 
 impl std::fmt::Debug for ManagedCerts {
@@ -387,7 +389,13 @@ impl ManagedCerts {
         loop {
             let mut next = self.check_interval;
             if *leading.borrow_and_update() {
-                match self.pass().await {
+                let passed = self.pass().await;
+                self.metrics.observe_certificate_pass(match &passed {
+                    Ok(outcome) if outcome.wrote.is_some() || outcome.injected > 0 => "changed",
+                    Ok(_) => "unchanged",
+                    Err(error) => error.label(),
+                });
+                match passed {
                     Ok(outcome) => {
                         if let Some(at) = outcome.wake_at {
                             let until = at.duration_since(SystemTime::now()).unwrap_or_default();

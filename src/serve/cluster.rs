@@ -58,6 +58,7 @@ fn managed_certs(
     cluster: &ClusterSettings,
     client: kube::Client,
     audit: Arc<dyn AuditSink>,
+    metrics: Arc<Metrics>,
 ) -> ManagedCerts {
     ManagedCerts {
         client,
@@ -74,6 +75,7 @@ fn managed_certs(
         check_interval: managed.check_interval,
         api_timeout: cluster.api_timeout,
         audit,
+        metrics,
     }
 }
 
@@ -137,7 +139,13 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let managed = match &settings.server.tls {
         TlsSource::Managed(managed) => {
             let serving = server::ServingCert::new(metrics.clone());
-            let certs = Arc::new(managed_certs(managed, &cluster, client.clone(), audit.clone()));
+            let certs = Arc::new(managed_certs(
+                managed,
+                &cluster,
+                client.clone(),
+                audit.clone(),
+                metrics.clone(),
+            ));
             let wake = Arc::new(Notify::new());
             loops.push(tokio::spawn(certs.clone().follow(
                 serving.clone(),
