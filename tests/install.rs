@@ -367,6 +367,7 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
 
     // A forced serving renewal: same CA, a new leaf on both replicas, the request removed.
     let renew = |what: &str| json!({"metadata": {"annotations": {"driftguard.io/renew": what}}});
+    let asked = std::time::Instant::now();
     secrets
         .patch(
             "driftguard-tls",
@@ -397,10 +398,15 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         })
         .await;
     }
+    eprintln!(
+        "serving renewal: both replicas serve the new certificate {:?} after the request",
+        asked.elapsed()
+    );
     probe.succeeds(10).await;
 
     // A forced CA rotation: both CAs trusted and injected first, then (after the overlap) a
     // serving certificate from the new CA.
+    let asked = std::time::Instant::now();
     secrets
         .patch("driftguard-tls", &PatchParams::default(), &Patch::Merge(&renew("ca")))
         .await
@@ -432,6 +438,10 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         })
         .await;
     }
+    eprintln!(
+        "CA rotation: both replicas serve from the new CA {:?} after the request (overlap 1s)",
+        asked.elapsed()
+    );
     probe.succeeds(10).await;
     probe.stop.store(true, Ordering::Relaxed);
     running.await.unwrap();
@@ -443,6 +453,10 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         probe.errors.lock().unwrap()
     );
     assert!(probe.ok.load(Ordering::Relaxed) >= 30);
+    eprintln!(
+        "probe writes through both webhooks (failurePolicy Fail): {} succeeded, {failed} failed",
+        probe.ok.load(Ordering::Relaxed)
+    );
 
     // On record: the leader's issues, every replica's swaps.
     let lease = Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(admin.clone(), NAMESPACE)

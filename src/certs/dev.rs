@@ -55,20 +55,7 @@ pub enum DevCertOutcome {
 /// Makes sure `dir` holds `ca.crt`, `ca.key`, `tls.crt` and `tls.key` for serving `hosts`,
 /// valid for more than [`DEV_MIN_REMAINING`], reusing what is there when possible.
 pub fn ensure_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, CertError> {
-    if hosts.is_empty() {
-        return Err(CertError::NoHosts);
-    }
-    fs::create_dir_all(dir).map_err(|source| CertError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
-    let paths = DevCertPaths {
-        ca_cert: dir.join(CA_CERT_FILE),
-        ca_key: dir.join(CA_KEY_FILE),
-        cert: dir.join(CERT_FILE),
-        key: dir.join(KEY_FILE),
-        outcome: DevCertOutcome::Reused,
-    };
+    let paths = prepare(dir, hosts)?;
     let now = SystemTime::now();
     let deadline = now + DEV_MIN_REMAINING;
 
@@ -107,6 +94,24 @@ pub fn ensure_dev_certs(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, Ce
     Ok(DevCertPaths { outcome, ..paths })
 }
 
+/// Checks `hosts`, creates `dir`, and names the four files in it.
+fn prepare(dir: &Path, hosts: &[String]) -> Result<DevCertPaths, CertError> {
+    if hosts.is_empty() {
+        return Err(CertError::NoHosts);
+    }
+    fs::create_dir_all(dir).map_err(|source| CertError::Write {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    Ok(DevCertPaths {
+        ca_cert: dir.join(CA_CERT_FILE),
+        ca_key: dir.join(CA_KEY_FILE),
+        cert: dir.join(CERT_FILE),
+        key: dir.join(KEY_FILE),
+        outcome: DevCertOutcome::Reused,
+    })
+}
+
 /// Writes a new CA and a serving certificate for `hosts` into `dir` as `ca.crt`, `ca.key`,
 /// `tls.crt` and `tls.key` (keys mode 0600), for `driftguard certs generate`. Existing files
 /// are kept, and the call fails naming them, unless `overwrite`.
@@ -117,19 +122,9 @@ pub fn generate_certs(
     serving_validity: Duration,
     overwrite: bool,
 ) -> Result<DevCertPaths, CertError> {
-    if hosts.is_empty() {
-        return Err(CertError::NoHosts);
-    }
-    fs::create_dir_all(dir).map_err(|source| CertError::Write {
-        path: dir.to_path_buf(),
-        source,
-    })?;
     let paths = DevCertPaths {
-        ca_cert: dir.join(CA_CERT_FILE),
-        ca_key: dir.join(CA_KEY_FILE),
-        cert: dir.join(CERT_FILE),
-        key: dir.join(KEY_FILE),
         outcome: DevCertOutcome::Regenerated,
+        ..prepare(dir, hosts)?
     };
     if !overwrite {
         for path in [&paths.ca_cert, &paths.ca_key, &paths.cert, &paths.key] {

@@ -264,62 +264,58 @@ impl ManagedCerts {
         if bundle.is_empty() {
             return Ok((0, Vec::new()));
         }
+        let validating = self.inject_into::<ValidatingWebhookConfiguration>(bundle).await?;
+        let mutating = self.inject_into::<MutatingWebhookConfiguration>(bundle).await?;
         let mut patched = 0;
         let mut missing = Vec::new();
-        let validating: Api<ValidatingWebhookConfiguration> = Api::all(self.client.clone());
-        let mutating: Api<MutatingWebhookConfiguration> = Api::all(self.client.clone());
+        for (kind, injected) in [
+            (
+                <ValidatingWebhookConfiguration as k8s_openapi::Resource>::KIND,
+                validating,
+            ),
+            (<MutatingWebhookConfiguration as k8s_openapi::Resource>::KIND, mutating),
+        ] {
+            match injected {
+                Some(count) => patched += count,
+                None => missing.push(kind),
+            }
+        }
         let name = &self.webhook_configuration;
-        let read = |kind: &str| format!("reading {kind} {name}");
-        match self
-            .bounded(|| read("ValidatingWebhookConfiguration"), validating.get_opt(name))
-            .await?
-        {
-            Some(config) => {
-                let entries = config.webhooks.unwrap_or_default();
-                let entries = entries.iter().map(|w| {
-                    (
-                        w.name.as_str(),
-                        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
-                    )
-                });
-                patched += self
-                    .patch_entries(&validating, "ValidatingWebhookConfiguration", entries, bundle)
-                    .await?;
-            }
-            None => missing.push("ValidatingWebhookConfiguration"),
-        }
-        match self
-            .bounded(|| read("MutatingWebhookConfiguration"), mutating.get_opt(name))
-            .await?
-        {
-            Some(config) => {
-                let entries = config.webhooks.unwrap_or_default();
-                let entries = entries.iter().map(|w| {
-                    (
-                        w.name.as_str(),
-                        w.client_config.ca_bundle.as_ref().map(|b| b.0.as_slice()),
-                    )
-                });
-                patched += self
-                    .patch_entries(&mutating, "MutatingWebhookConfiguration", entries, bundle)
-                    .await?;
-            }
-            None => missing.push("MutatingWebhookConfiguration"),
-        }
         if patched > 0 {
             tracing::info!(configuration = %name, entries = patched, "injected the CA bundle into the webhook configurations");
         }
         Ok((patched, missing))
     }
 
+    /// Reads the configuration of kind `K` and patches `bundle` into its entries (`None`: there
+    /// is no such configuration).
+    async fn inject_into<K>(&self, bundle: &[u8]) -> Result<Option<usize>, ManagedCertError>
+    where
+        K: CaBundles + Resource<Scope = kube::core::ClusterResourceScope, DynamicType = ()>,
+        K: k8s_openapi::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        let api = Api::<K>::all(self.client.clone());
+        let name = &self.webhook_configuration;
+        let kind = <K as k8s_openapi::Resource>::KIND;
+        let Some(config) = self
+            .bounded(|| format!("reading {kind} {name}"), api.get_opt(name))
+            .await?
+        else {
+            return Ok(None);
+        };
+        self.patch_entries(&api, kind, &config.ca_bundles(), bundle)
+            .await
+            .map(Some)
+    }
+
     /// One JSON patch per configuration: for each entry with another bundle, a `test` of its
     /// name (so a concurrent reordering fails the patch instead of hitting the wrong entry)
     /// and an `add` of the bundle.
-    async fn patch_entries<'a, K>(
+    async fn patch_entries<K>(
         &self,
         api: &Api<K>,
         kind: &str,
-        entries: impl Iterator<Item = (&'a str, Option<&'a [u8]>)>,
+        entries: &[(String, Option<Vec<u8>>)],
         bundle: &[u8],
     ) -> Result<usize, ManagedCertError>
     where
@@ -328,8 +324,8 @@ impl ManagedCerts {
         use base64::Engine as _;
         let encoded = base64::engine::general_purpose::STANDARD.encode(bundle);
         let mut ops = Vec::new();
-        for (index, (name, current)) in entries.enumerate() {
-            if current == Some(bundle) {
+        for (index, (name, current)) in entries.iter().enumerate() {
+            if current.as_deref() == Some(bundle) {
                 continue;
             }
             ops.push(json!({"op": "test", "path": format!("/webhooks/{index}/name"), "value": name}));
@@ -489,6 +485,29 @@ impl ManagedCerts {
         ) {
             tracing::warn!(%error, "ignoring the certificate in the Secret; still serving the previous one");
         }
+    }
+}
+
+/// A webhook configuration's entries as (name, caBundle), in order.
+trait CaBundles {
+    fn ca_bundles(self) -> Vec<(String, Option<Vec<u8>>)>;
+}
+
+impl CaBundles for ValidatingWebhookConfiguration {
+    fn ca_bundles(self) -> Vec<(String, Option<Vec<u8>>)> {
+        let hooks = self.webhooks.unwrap_or_default().into_iter();
+        hooks
+            .map(|w| (w.name, w.client_config.ca_bundle.map(|b| b.0)))
+            .collect()
+    }
+}
+
+impl CaBundles for MutatingWebhookConfiguration {
+    fn ca_bundles(self) -> Vec<(String, Option<Vec<u8>>)> {
+        let hooks = self.webhooks.unwrap_or_default().into_iter();
+        hooks
+            .map(|w| (w.name, w.client_config.ca_bundle.map(|b| b.0)))
+            .collect()
     }
 }
 
