@@ -876,6 +876,23 @@ fn assert_rbac(docs: &[Value], fullname: &str, namespace: &str) {
     }
 }
 
+/// `rbac.applyRules` replaces the all-kinds rule 4 with the listed groups and resources, and
+/// nothing else changes.
+#[test]
+fn rbac_apply_rules_narrow_what_the_enforcer_may_write() {
+    let (_dir, values) = values_file(
+        "rbac:\n  applyRules:\n    - apiGroups: [\"\"]\n      resources: [configmaps, secrets]\n    - apiGroups: [apps]\n      resources: [deployments]\n",
+    );
+    let rendered = rendered_rules(&render(&["-f", &values]));
+    let verbs = ["get", "list", "watch", "create", "patch", "delete"];
+    let role = "ClusterRole driftguard".to_owned();
+    let mut expected = documented_rules("driftguard", NAMESPACE);
+    assert!(expected.remove(&rule(role.clone(), &["*"], &["*"], &verbs, &[])));
+    expected.insert(rule(role.clone(), &[""], &["configmaps", "secrets"], &verbs, &[]));
+    expected.insert(rule(role, &["apps"], &["deployments"], &verbs, &[]));
+    assert_eq!(rendered, expected);
+}
+
 #[test]
 fn rbac_grants_exactly_the_documented_rules() {
     assert_rbac(&render(&[]), "driftguard", NAMESPACE);
@@ -1314,7 +1331,9 @@ fn config_yaml_is_the_contract_for_each_certs_mode() {
 #[test]
 fn values_schema_rejects_bad_values() {
     let (_dir, unknown) = values_file("replicas: 3\n");
+    let (_empty_dir, no_apply_rules) = values_file("rbac:\n  applyRules: []\n");
     let cases: &[(&[&str], &str)] = &[
+        (&["-f", &no_apply_rules], "/rbac/applyRules"),
         (&["--set", "webhook.failurePolicy=Sometimes"], "/webhook/failurePolicy"),
         (&["--set", "webhook.timeoutSeconds=60"], "/webhook/timeoutSeconds"),
         (&["--set", "webhook.timeoutSeconds=0"], "/webhook/timeoutSeconds"),

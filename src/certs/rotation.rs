@@ -166,7 +166,9 @@ fn serving_problem(
     // Issued by the current CA, for every host, valid now: a CA rotation or a changed Service
     // name shows up here.
     if let Err(error) = verify_serving(&certified.cert, ca.cert_der(), &policy.hosts, now, TLS_CERT_KEY) {
-        return Some(error.to_string());
+        return Some(format!(
+            "the serving certificate is not valid under the current CA for every Service name (after a CA rotation it is still from the previous CA): {error}"
+        ));
     }
     match certified.cert.first().map(cert_info) {
         Some(Ok(info)) if expires_within(info.not_after, now, policy.renew_before) => Some(format!(
