@@ -70,6 +70,8 @@ FROM buildpack-deps:bookworm-curl AS tools
 #   (the lines for kustomize_<version>_linux_amd64.tar.gz and ..._linux_arm64.tar.gz)
 # - helm: https://get.helm.sh/helm-<version>-linux-<arch>.tar.gz.sha256sum, linked from
 #   https://github.com/helm/helm/releases/tag/<version>
+# The default checksums below were written without network access to those pages and have not
+# been checked against the downloads here; the first build checks them (a wrong one stops it).
 ARG KUSTOMIZE_VERSION=v5.7.1
 ARG KUSTOMIZE_SHA256_AMD64=ea375e7372f9aa029129d4b2d16c66b7750b7f1213c4f66f910d981c895818d8
 ARG KUSTOMIZE_SHA256_ARM64=4261a040217df3bd6896597c3986d1465925726e4f22a945304b5233a4dcdbda
