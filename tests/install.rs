@@ -480,6 +480,26 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         });
     }
 
+    // A deleted Secret: the leader starts over with a new CA, injects it, and every replica
+    // serves from it (no overlap on this path; the probe has stopped).
+    let old_bundle = secret_data(&secrets.get("driftguard-tls").await.unwrap())["ca.crt"].clone();
+    secrets.delete("driftguard-tls", &Default::default()).await.unwrap();
+    let fresh = until("a new Secret with a new CA, injected", || async {
+        let data = secret_data(&secrets.get("driftguard-tls").await.ok()?);
+        let bundle = data["ca.crt"].clone();
+        let injected = injected_bundles(&admin).await;
+        (bundle != old_bundle && injected.iter().all(|b| b.as_deref() == Some(bundle.as_slice())))
+            .then(|| certs_in(&bundle))
+    })
+    .await;
+    assert_eq!(fresh.len(), 1, "a new CA alone");
+    for replica in [&a, &b] {
+        until("the replica serves from the new CA", || async {
+            presented(replica.https, &fresh).await
+        })
+        .await;
+    }
+
     assert_rbac_allows_every_request(&api, &docs);
 }
 
