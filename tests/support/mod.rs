@@ -6,6 +6,7 @@ pub mod gitservers;
 pub mod guards;
 pub mod https;
 pub mod process;
+pub mod workload;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
