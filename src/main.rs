@@ -682,7 +682,7 @@ fn run_render(git: &GitArgs) -> Result<ExitCode> {
     for object in &set.objects {
         out.push_str("---\n");
         out.push_str(&format!("# Source: {}\n", object.origin));
-        out.push_str(&serde_saphyr::to_string(&object.object).context("cannot print an object as YAML")?);
+        out.push_str(&serde_saphyr::to_string(&object.value()?).context("cannot print an object as YAML")?);
     }
     print!("{out}");
     Ok(ExitCode::SUCCESS)

@@ -291,8 +291,16 @@ struct Compared {
     drifts: Vec<FieldDrift>,
     /// The object the request would store (for a scale request, the Scale).
     new: Value,
-    /// Git's object as `new` sees it: the Scale projection, or None for the object itself.
-    desired_view: Option<Value>,
+    /// Git's object as `new` sees it: the object itself, or the Scale projection.
+    desired: Value,
+}
+
+/// Git's object, parsed from its stored text.
+fn desired_tree(managed: &Managed<'_>) -> Result<Value, ReviewError> {
+    managed.object.value().map_err(|error| ReviewError::Desired {
+        object: managed.object.display_name(),
+        reason: error.to_string(),
+    })
 }
 
 fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
@@ -301,22 +309,20 @@ fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared
         Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
         _ => parse(request.old_object),
     };
-    let drifts = drift::detect(&managed.object.object, old.as_ref(), &new, &managed.object.ignore);
-    Ok(Compared {
-        drifts,
-        new,
-        desired_view: None,
-    })
+    let desired = desired_tree(managed)?;
+    let drifts = drift::detect(&desired, old.as_ref(), &new, &managed.object.ignore);
+    Ok(Compared { drifts, new, desired })
 }
 
 /// The scale subresource carries only replicas: compare them with Git's replicas.
 fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
     let new = require(parse(request.object), request.operation, "object")?;
-    let Some(git) = managed.object.object.pointer(REPLICAS_POINTER) else {
+    let object = desired_tree(managed)?;
+    let Some(git) = object.pointer(REPLICAS_POINTER) else {
         return Ok(Compared {
             drifts: Vec::new(),
             new,
-            desired_view: None,
+            desired: object,
         });
     };
     let project = |scale: &Value| match scale.pointer(REPLICAS_POINTER) {
@@ -331,11 +337,7 @@ fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared,
         &project(&new),
         &managed.object.ignore,
     );
-    Ok(Compared {
-        drifts,
-        new,
-        desired_view: Some(desired),
-    })
+    Ok(Compared { drifts, new, desired })
 }
 
 fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Decision {
@@ -354,7 +356,7 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
     let Compared {
         drifts,
         new,
-        desired_view,
+        desired,
     } = compared;
     let is_sensitive = |d: &FieldDrift| managed.object.is_sensitive(&d.path);
     let context = (request, managed);
@@ -365,7 +367,7 @@ fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, 
             Decision::denied(message::drift_denied(managed, &drifts, is_sensitive), context, &drifts)
         }
         (Mode::Revert, Webhook::Mutate) => {
-            let patch = drift::revert_patch(&new, desired_view.as_ref().unwrap_or(&managed.object.object), &drifts);
+            let patch = drift::revert_patch(&new, &desired, &drifts);
             let warnings = message::reverted_warnings(managed, &drifts, is_sensitive);
             let message = warnings.join("; ");
             let verdict = Verdict::Patch(patch);

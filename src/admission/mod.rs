@@ -136,6 +136,7 @@ impl Admit for Admission {
     fn admit(&self, webhook: Webhook, body: &[u8]) -> Reply {
         match self.respond(webhook, body) {
             Ok(reply) => reply,
+            Err(error @ ReviewError::Desired { .. }) => internal_error("unknown", &error),
             Err(error) => {
                 tracing::warn!(webhook = webhook.as_str(), %error, "rejected a malformed admission review");
                 error_reply(400, "unknown", "invalid", &error.to_string())

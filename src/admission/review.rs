@@ -36,6 +36,15 @@ pub enum ReviewError {
     /// Empty `request.uid`.
     #[error("the AdmissionReview request has no uid")]
     MissingUid,
+    /// driftguard's stored desired object could not be read (checked when it was built, so a
+    /// bug): answered 500, and the webhook's failurePolicy decides.
+    #[error("cannot read the desired state of {object}: {reason}")]
+    Desired {
+        /// The object.
+        object: String,
+        /// Why.
+        reason: String,
+    },
     /// The operation needs an object the review lacks.
     #[error("a {operation} review must carry request.{field}")]
     MissingObject {

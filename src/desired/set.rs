@@ -4,6 +4,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde_json::Value;
+use serde_json::value::RawValue;
 
 use crate::api::{GUARD_ANNOTATION, MANAGED_LABEL};
 use crate::drift::IgnorePath;
@@ -28,8 +29,11 @@ pub struct DesiredObject {
     pub namespace: Option<String>,
     /// Name.
     pub name: String,
-    /// The normalized object as Git declares it.
-    pub object: Value,
+    /// The normalized object as Git declares it, kept as its compact JSON text: a parsed tree
+    /// costs about 15 times the bytes (BTreeMap nodes sized for 11 entries, most maps holding
+    /// 2), which at 10,000 objects broke the memory budget of DESIGN.md section 10. Parse it
+    /// with [`DesiredObject::value`]; server-side apply sends the text as it is.
+    pub object: Box<RawValue>,
     /// Where in Git it is declared.
     pub origin: Origin,
     /// Ignore pointers of the Guard that select this object.
@@ -41,6 +45,11 @@ pub struct DesiredObject {
 static SENSITIVE: &[(&str, &str, &[&str])] = &[("", "Secret", &["data", "stringData"])];
 
 impl DesiredObject {
+    /// The object as a JSON tree (parsed from its stored text on every call).
+    pub fn value(&self) -> Result<Value, serde_json::Error> {
+        serde_json::from_str(self.object.get())
+    }
+
     /// True when the value at `path` must never be shown (Secret data).
     pub fn is_sensitive(&self, path: &crate::drift::FieldPath) -> bool {
         SENSITIVE
@@ -96,7 +105,7 @@ impl DesiredSet {
                 });
             }
             seen.insert(key, objects.len());
-            weight += estimate_bytes(&object.object) + 256;
+            weight += object.object.get().len() + OBJECT_OVERHEAD;
             objects.push(object);
         }
         Ok(DesiredSet {
@@ -157,6 +166,10 @@ fn desired_object(guard: &GuardPolicy, manifest: Manifest) -> Result<DesiredObje
     };
     stamp_ownership(&mut object, guard);
     normalize_desired(&mut object);
+    let object = serde_json::value::to_raw_value(&object).map_err(|e| invalid(&format!("cannot encode: {e}")))?;
+    // Read back once here, so reading it later cannot fail (serde_json limits nesting to 128).
+    serde_json::from_str::<serde::de::IgnoredAny>(object.get())
+        .map_err(|e| invalid(&format!("cannot be read back as JSON: {e}")))?;
     let ignore = guard.ignore_for(&group, &kind, namespace.as_deref(), &name);
     Ok(DesiredObject {
         group,
@@ -193,18 +206,6 @@ fn stamp_ownership(object: &mut Value, guard: &GuardPolicy) {
     insert("annotations", GUARD_ANNOTATION, guard.id.to_string());
 }
 
-/// Rough heap size of a JSON value (serde_json's Value nodes plus string bytes).
-fn estimate_bytes(value: &Value) -> usize {
-    const NODE: usize = 32;
-    match value {
-        Value::String(s) => NODE + s.len(),
-        Value::Array(items) => NODE + items.iter().map(estimate_bytes).sum::<usize>(),
-        Value::Object(map) => {
-            NODE + map
-                .iter()
-                .map(|(k, v)| NODE + k.len() + estimate_bytes(v))
-                .sum::<usize>()
-        }
-        _ => NODE,
-    }
-}
+/// Heap bytes of a desired object beside its JSON text: identity strings, origin, ignore list
+/// and the allocator's per-block overhead (measured with benches/memory.rs).
+const OBJECT_OVERHEAD: usize = 512;

@@ -61,16 +61,16 @@ fn namespaces_are_defaulted_and_cluster_scope_comes_from_the_table() {
     .unwrap();
     let namespaces: Vec<_> = set.objects.iter().map(|o| o.namespace.as_deref()).collect();
     assert_eq!(namespaces, [Some("team-a"), Some("other"), None]);
-    assert_eq!(set.objects[0].object["metadata"]["namespace"], "team-a");
-    assert!(set.objects[2].object["metadata"].get("namespace").is_none());
+    assert_eq!(set.objects[0].value().unwrap()["metadata"]["namespace"], "team-a");
+    assert!(set.objects[2].value().unwrap()["metadata"].get("namespace").is_none());
     assert_eq!(set.objects[2].resource, "clusterroles");
     // Ownership is stamped so that removing it is drift.
     assert_eq!(
-        set.objects[0].object["metadata"]["labels"]["driftguard.io/managed"],
+        set.objects[0].value().unwrap()["metadata"]["labels"]["driftguard.io/managed"],
         "true"
     );
     assert_eq!(
-        set.objects[0].object["metadata"]["annotations"]["driftguard.io/guard"],
+        set.objects[0].value().unwrap()["metadata"]["annotations"]["driftguard.io/guard"],
         "default/g"
     );
     assert!(set.weight() > 0);

@@ -34,10 +34,11 @@ pub fn report(plan: &Plan<'_>, live: &LiveSnapshot) -> Report {
                     if paths.len() == 1 { "s" } else { "" },
                 ));
                 let live_object = live.get(&step.key);
+                let git_object = object.value().ok();
                 for path in paths {
                     let sensitive = object.is_sensitive(path);
                     let cluster = live_object.and_then(|l| path.resolve(l));
-                    let git = path.resolve(&object.object);
+                    let git = git_object.as_ref().and_then(|o| path.resolve(o));
                     lines.push(format!(
                         "  {path}: cluster {}, Git {}",
                         show_value(cluster, sensitive),

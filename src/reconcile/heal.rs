@@ -109,7 +109,11 @@ impl Healer {
     /// Decide for `live`, the object's current state, observed at `now`.
     pub fn observe(&mut self, desired: &DesiredObject, live: &Value, now: Instant) -> Heal {
         let key = ObjectKey::of(desired);
-        let fields = detect(&desired.object, None, live, &desired.ignore);
+        // Unreadable cannot happen (checked when the set was built): nothing to compare.
+        let Ok(git) = desired.value() else {
+            return Heal::InSync;
+        };
+        let fields = detect(&git, None, live, &desired.ignore);
         if fields.is_empty() {
             return Heal::InSync;
         }
@@ -252,7 +256,7 @@ mod tests {
 
     /// The live object after `manager` set replicas (managedFields newest last).
     fn live(desired: &DesiredObject, replicas: i64, manager: &str, time: &str) -> Value {
-        let mut live = desired.object.clone();
+        let mut live = desired.value().unwrap();
         live["spec"]["replicas"] = json!(replicas);
         live["metadata"]["managedFields"] = json!([
             {"manager": "driftguard", "operation": "Apply", "time": "2026-11-26T10:00:00Z"},
@@ -396,12 +400,12 @@ mod tests {
     #[test]
     fn suggested_ignore_pointers_silence_the_drift() {
         let desired = web();
-        let mut edited = desired.object.clone();
+        let mut edited = desired.value().unwrap();
         edited["spec"]["template"]["spec"]["containers"][0]["image"] = json!("nginx:latest");
-        let drifts = detect(&desired.object, None, &edited, &[]);
+        let drifts = detect(&desired.value().unwrap(), None, &edited, &[]);
         let pointer = ignore_pointer(&drifts[0].path);
         assert_eq!(pointer, "/spec/template/spec/containers/web/image");
         let ignore = [IgnorePath::parse(&pointer).unwrap()];
-        assert!(detect(&desired.object, None, &edited, &ignore).is_empty());
+        assert!(detect(&desired.value().unwrap(), None, &edited, &ignore).is_empty());
     }
 }

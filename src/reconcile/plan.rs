@@ -268,7 +268,11 @@ fn decide(
         return Decision::Skip(SkipReason::OwnedByOtherGuard(owner.to_owned()));
     }
     // With no old object, detect reports exactly the declared fields where live != Git.
-    let drifts = drift::detect(&object.object, None, current, &object.ignore);
+    // Unreadable cannot happen (checked when the set was built); applying Git's text is safe.
+    let Ok(desired) = object.value() else {
+        return Decision::Apply(ApplyReason::Drift(Vec::new()));
+    };
+    let drifts = drift::detect(&desired, None, current, &object.ignore);
     if !drifts.is_empty() {
         return Decision::Apply(ApplyReason::Drift(drifts.into_iter().map(|d| d.path).collect()));
     }
@@ -346,13 +350,13 @@ pub fn plan<'a>(
     let applied_crds: HashMap<GroupKind, &str> = apply
         .iter()
         .filter(|step| is_crd(&step.key))
-        .filter_map(|step| Some((crd_defines(&step.object.object)?, step.object.name.as_str())))
+        .filter_map(|step| Some((crd_defines(&step.object.value().ok()?)?, step.object.name.as_str())))
         .collect();
     // CRDs declared in Git (applied or not), for the name in waiting messages.
     let declared_crds: HashMap<GroupKind, &str> = desired
         .iter()
         .filter(|o| o.group == CRD_GROUP && o.kind == CRD_KIND)
-        .filter_map(|o| Some((crd_defines(&o.object)?, o.name.as_str())))
+        .filter_map(|o| Some((crd_defines(&o.value().ok()?)?, o.name.as_str())))
         .collect();
 
     for (object, key) in custom {

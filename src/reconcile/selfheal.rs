@@ -206,7 +206,7 @@ impl SelfHeal {
                     .index
                     .get(key)
                     .map(|&j| &old.set.objects[j])
-                    .is_none_or(|old| old.object != new.object || old.ignore != new.ignore);
+                    .is_none_or(|old| old.object.get() != new.object.get() || old.ignore != new.ignore);
                 if changed {
                     reset.push(key.clone());
                 }
@@ -658,9 +658,9 @@ async fn report_fight(inner: &Inner, guard: GuardId, fight: Fight) {
     tracing::warn!(key = %fight.key, manager = %fight.manager, fields = ?fight.fields, "a writer keeps reverting Git; self-heal stopped correcting this object");
     let version = {
         let state = lock(&inner.state);
-        desired_of(&state, &guard, &fight.key).map(|d| (d.version.clone(), d.object.clone()))
+        desired_of(&state, &guard, &fight.key).map(|d| d.version.clone())
     };
-    let Some((version, _)) = version else {
+    let Some(version) = version else {
         return;
     };
     inner.audit.record(AuditEvent {

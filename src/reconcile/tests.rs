@@ -262,7 +262,7 @@ fn custom_resources_wait_for_their_crd_unless_this_plan_applies_it() {
     let widget_key = key("example.com", "Widget", Some("shop"), "w1");
     let gk = GroupKind::new("example.com", "Widget");
     // Live CRD equal to Git, stamped: the plan skips it, so it does not apply it.
-    let mut live_crd = desired(vec![crd("example.com", "Widget", "widgets")]).remove(0).object;
+    let mut live_crd = desired(vec![crd("example.com", "Widget", "widgets")]).remove(0).value().unwrap();
     live_crd["metadata"]["uid"] = json!("crd-uid");
     live_crd["status"] = json!({"conditions": [{"type": "NamesAccepted", "status": "True"}]});
 
@@ -468,10 +468,12 @@ fn stamps_missing_on_an_otherwise_equal_object_are_applied() {
     // A desired object built without the stamps (as a caller could) still gets them applied.
     let dkey = key("apps", "Deployment", Some("shop"), "web");
     let mut objects = desired(vec![deployment("web")]);
-    objects[0].object["metadata"]["labels"]
+    let mut unstamped = objects[0].value().unwrap();
+    unstamped["metadata"]["labels"]
         .as_object_mut()
         .unwrap()
         .remove("driftguard.io/managed");
+    objects[0].object = serde_json::value::to_raw_value(&unstamped).unwrap();
     let mut l = live_deployment("web");
     l["metadata"]["labels"]
         .as_object_mut()
