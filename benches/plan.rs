@@ -1,15 +1,18 @@
 //! Plan budget (DESIGN.md section 10): a plan of 10,000 objects in <= 200 ms.
 //!
-//! 10,000 desired Deployments, ConfigMaps and Services: a third live and equal to Git (with
-//! server defaults, managedFields and status, as the API server returns them), a third live
-//! with a drifted field, a third absent; plus 500 inventory entries Git no longer declares
-//! (prunes).
+//! 10,000 (and 1,000) desired Deployments, ConfigMaps and Services: a third live and equal to
+//! Git (with server defaults, managedFields and status, as the API server returns them), a
+//! third live with a drifted field, a third absent; plus 500 (50) inventory entries Git no
+//! longer declares (prunes).
+//!
+//! `cargo bench --bench plan`
 
 use std::collections::HashSet;
 use std::hint::black_box;
 use std::sync::Arc;
 
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, criterion_group, criterion_main};
 use driftguard::api::{GuardSpec, PruneSpec};
 use driftguard::desired::{DesiredSet, GuardId, GuardPolicy};
 use driftguard::reconcile::{InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, PlanFacts, plan};
@@ -17,8 +20,11 @@ use driftguard::render::{Manifest, Origin};
 use driftguard::source::Revision;
 use serde_json::{Value, json};
 
-const OBJECTS: usize = 10_000;
-const PRUNES: usize = 500;
+/// (desired objects, prunes, benchmark id) per size.
+const SIZES: [(usize, usize, &str); 2] = [
+    (1_000, 50, "1k_objects_50_prunes"),
+    (10_000, 500, "10k_objects_500_prunes"),
+];
 
 fn manifest(i: usize) -> Value {
     let ns = format!("team-{}", i % 50);
@@ -102,14 +108,22 @@ fn drift(live: &mut Value) {
     }
 }
 
-fn bench_plan(c: &mut Criterion) {
+/// The plan's inputs for `objects` desired objects and `prunes` stale inventory entries.
+struct Inputs {
+    id: GuardId,
+    set: DesiredSet,
+    inventory: Vec<InventoryEntry>,
+    live: LiveSnapshot,
+}
+
+fn inputs(objects: usize, prunes: usize) -> Inputs {
     let id = GuardId {
         namespace: "driftguard".into(),
         name: "shop".into(),
     };
     let spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "shop"}, "path": "apps"})).unwrap();
     let policy = Arc::new(GuardPolicy::new(id.clone(), &spec, "file:///repo").unwrap());
-    let manifests = (0..OBJECTS)
+    let manifests = (0..objects)
         .map(|i| Manifest {
             object: manifest(i),
             origin: Origin {
@@ -126,7 +140,7 @@ fn bench_plan(c: &mut Criterion) {
     let set = DesiredSet::build(policy, revision, manifests).unwrap();
 
     let mut live = LiveSnapshot::new();
-    let mut inventory = Vec::with_capacity(OBJECTS + PRUNES);
+    let mut inventory = Vec::with_capacity(objects + prunes);
     for (i, object) in set.objects.iter().enumerate() {
         let key = ObjectKey::of(object);
         inventory.push(InventoryEntry {
@@ -151,7 +165,7 @@ fn bench_plan(c: &mut Criterion) {
             _ => {}
         }
     }
-    for i in 0..PRUNES {
+    for i in 0..prunes {
         let mut object = manifest(i);
         let name = format!("old-{i}");
         object["metadata"]["name"] = json!(name);
@@ -170,33 +184,57 @@ fn bench_plan(c: &mut Criterion) {
         });
         live.insert(LiveObject {
             key,
-            object: live_copy(&object, OBJECTS + i),
+            object: live_copy(&object, objects + i),
         });
     }
 
+    Inputs {
+        id,
+        set,
+        inventory,
+        live,
+    }
+}
+
+fn bench_plan(c: &mut Criterion) {
+    let mut group = c.benchmark_group("plan");
+    group.sample_size(20);
+    for (objects, prunes, name) in SIZES {
+        bench_size(&mut group, name, (objects, prunes), &inputs(objects, prunes));
+    }
+    group.finish();
+}
+
+fn bench_size(
+    group: &mut BenchmarkGroup<'_, WallTime>,
+    name: &str,
+    (objects, prunes): (usize, usize),
+    Inputs {
+        id,
+        set,
+        inventory,
+        live,
+    }: &Inputs,
+) {
     let established = HashSet::new();
     let prune = PruneSpec::default();
     let facts = PlanFacts {
-        guard: &id,
+        guard: id,
         established: &established,
         prune: &prune,
         held: &Default::default(),
         detached: &Default::default(),
     };
-    let check = plan(&set.objects, &inventory, &live, &facts);
-    assert_eq!(check.prune.len(), PRUNES);
+    let check = plan(&set.objects, inventory, live, &facts);
+    assert_eq!(check.prune.len(), prunes);
     assert!(
-        check.apply.len() > OBJECTS / 2 && check.apply.len() < OBJECTS * 3 / 4,
+        check.apply.len() > objects / 2 && check.apply.len() < objects * 3 / 4,
         "{}",
         check.apply.len()
     );
-
-    let mut group = c.benchmark_group("plan");
-    group.sample_size(20);
-    group.bench_function("10k_objects_500_prunes", |b| {
-        b.iter(|| black_box(plan(black_box(&set.objects), &inventory, &live, &facts)))
+    group.bench_function(name, |b| {
+        b.iter(|| black_box(plan(black_box(&set.objects), inventory, live, &facts)))
     });
-    group.finish();
 }
 
 criterion_group!(benches, bench_plan);
