@@ -175,10 +175,10 @@ fn measure(apps: usize, report: bool) -> Row {
     let set = &index.sets()[0];
     assert_eq!(set.objects.len(), apps * 4);
     let before_clone = current();
-    let trees: Vec<Value> = set.objects.iter().map(|o| o.object.clone()).collect();
-    // The Vec's buffer stands for the inline `Value`s inside the `DesiredObject`s.
+    let texts: Vec<Box<serde_json::value::RawValue>> = set.objects.iter().map(|o| o.object.clone()).collect();
+    // The stored JSON texts (the Vec's buffer stands for the boxes inside the `DesiredObject`s).
     let json = current() - before_clone;
-    drop(trees);
+    drop(texts);
     let weight = set.weight();
     if report && apps * 4 == BUDGET_OBJECTS {
         breakdown(set, retained, json);
@@ -252,22 +252,20 @@ fn breakdown(set: &DesiredSet, retained: usize, json: usize) {
     kinds.sort_unstable();
     kinds.dedup();
     for kind in kinds {
-        let trees: Vec<&Value> = set
-            .objects
-            .iter()
-            .filter(|o| o.kind == kind)
-            .map(|o| &o.object)
-            .collect();
+        let of_kind: Vec<_> = set.objects.iter().filter(|o| o.kind == kind).collect();
+        let text: usize = of_kind.iter().map(|o| o.object.get().len()).sum();
+        // What one parse of them costs while it is in use (admission parses one per request).
         let before = current();
-        let copies: Vec<Value> = trees.iter().map(|&v| v.clone()).collect();
-        let bytes = current() - before;
-        drop(copies);
+        let trees: Vec<Value> = of_kind.iter().map(|o| o.value().unwrap()).collect();
+        let parsed = current() - before;
         let mut c = Census::default();
         trees.iter().for_each(|v| census(v, &mut c));
-        let n = trees.len();
+        drop(trees);
+        let n = of_kind.len();
         println!(
-            "  {kind:<10} {:>6} B/object of JSON: {:>3} maps ({} entries), {} arrays, {} B of strings",
-            bytes / n,
+            "  {kind:<10} {:>6} B/object stored as JSON text ({:>6} B as a parsed tree): {:>3} maps ({} entries), {} arrays, {} B of strings",
+            text / n,
+            parsed / n,
             c.maps / n,
             c.entries / n,
             c.arrays / n,
@@ -275,9 +273,9 @@ fn breakdown(set: &DesiredSet, retained: usize, json: usize) {
         );
     }
     let mut c = Census::default();
-    set.objects.iter().for_each(|o| census(&o.object, &mut c));
+    set.objects.iter().for_each(|o| census(&o.value().unwrap(), &mut c));
     println!(
-        "  JSON trees {:.1} MiB ({:.0}%): {} maps x {leaf} B B-tree leaf node = {:.1} MiB ({:.1} entries/map), strings {:.1} MiB, array slots {:.1} MiB",
+        "  JSON texts {:.1} MiB ({:.0}%); parsed they would hold {} maps x {leaf} B B-tree leaf node = {:.1} MiB ({:.1} entries/map), strings {:.1} MiB, array slots {:.1} MiB",
         mib(json),
         json as f64 * 100.0 / retained as f64,
         c.maps,

@@ -155,10 +155,10 @@ fn inputs(objects: usize, prunes: usize) -> Inputs {
         match (i / 3) % 3 {
             0 => live.insert(LiveObject {
                 key,
-                object: live_copy(&object.object, i),
+                object: live_copy(&object.value().unwrap(), i),
             }),
             1 => {
-                let mut object = live_copy(&object.object, i);
+                let mut object = live_copy(&object.value().unwrap(), i);
                 drift(&mut object);
                 live.insert(LiveObject { key, object });
             }
