@@ -275,8 +275,7 @@ fn decide_break_glass(webhook: Webhook, request: &Request<'_>, managed: &Managed
 
 fn parse(raw: Option<&serde_json::value::RawValue>) -> Option<Value> {
     // The review was already checked to be valid JSON, so an embedded object always parses.
-    raw.and_then(|r| serde_json::from_str(r.get()).ok())
-        .filter(|v: &Value| !v.is_null())
+    raw.and_then(super::review::object_for_drift)
 }
 
 fn require(value: Option<Value>, operation: Operation, field: &'static str) -> Result<Value, ReviewError> {
@@ -314,15 +313,35 @@ fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared
     Ok(Compared { drifts, new, desired })
 }
 
+/// Git's `spec.replicas` ([`REPLICAS_POINTER`]), read from the stored text without building
+/// the whole object.
+fn desired_replicas(managed: &Managed<'_>) -> Result<Option<Value>, ReviewError> {
+    #[derive(serde::Deserialize)]
+    struct Object {
+        #[serde(default)]
+        spec: Option<Spec>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Spec {
+        #[serde(default)]
+        replicas: Option<Value>,
+    }
+    serde_json::from_str::<Object>(managed.object.object.get())
+        .map(|object| object.spec.and_then(|spec| spec.replicas))
+        .map_err(|error| ReviewError::Desired {
+            object: managed.object.display_name(),
+            reason: error.to_string(),
+        })
+}
+
 /// The scale subresource carries only replicas: compare them with Git's replicas.
 fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
     let new = require(parse(request.object), request.operation, "object")?;
-    let object = desired_tree(managed)?;
-    let Some(git) = object.pointer(REPLICAS_POINTER) else {
+    let Some(git) = desired_replicas(managed)? else {
         return Ok(Compared {
             drifts: Vec::new(),
             new,
-            desired: object,
+            desired: json!({ "spec": {} }),
         });
     };
     let project = |scale: &Value| match scale.pointer(REPLICAS_POINTER) {

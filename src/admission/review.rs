@@ -7,6 +7,7 @@ use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use serde_json::value::RawValue;
 
 /// `apiVersion` of the only review version driftguard speaks.
@@ -244,4 +245,114 @@ pub fn encode(response: Response<'_>) -> Result<Vec<u8>, serde_json::Error> {
         kind: KIND,
         response,
     })
+}
+
+/// Parses an object of the review leaving out what the drift rule never reads: top-level
+/// `status` and `metadata.managedFields`. Together they are about half of a typical 20 KB
+/// Deployment, and building them as a JSON tree was most of a managed decision's cost. `None`
+/// for `null` or what does not parse (the review was already checked to be JSON).
+pub fn object_for_drift(raw: &RawValue) -> Option<Value> {
+    let mut deserializer = serde_json::Deserializer::from_str(raw.get());
+    let value = serde::de::DeserializeSeed::deserialize(Without::TOP, &mut deserializer).ok()?;
+    (!value.is_null()).then_some(value)
+}
+
+/// A JSON value without the keys `skip` names at its top level, and without `nested.1` inside
+/// the object under key `nested.0`.
+#[derive(Clone, Copy)]
+struct Without {
+    skip: &'static str,
+    nested: Option<(&'static str, &'static str)>,
+}
+
+impl Without {
+    const TOP: Without = Without {
+        skip: "status",
+        nested: Some(("metadata", "managedFields")),
+    };
+}
+
+impl<'de> serde::de::DeserializeSeed<'de> for Without {
+    type Value = serde_json::Value;
+
+    fn deserialize<D: serde::Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Without {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if key == self.skip {
+                map.next_value::<serde::de::IgnoredAny>()?;
+                continue;
+            }
+            let value = match self.nested {
+                Some((parent, child)) if key == parent => map.next_value_seed(Without {
+                    skip: child,
+                    nested: None,
+                })?,
+                _ => map.next_value::<Value>()?,
+            };
+            out.insert(key, value);
+        }
+        Ok(Value::Object(out))
+    }
+
+    // Anything but an object is kept whole (`null` included; the caller checks it).
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, seq: A) -> Result<Value, A::Error> {
+        serde::de::Deserialize::deserialize(serde::de::value::SeqAccessDeserializer::new(seq))
+    }
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+}
+
+#[cfg(test)]
+mod drift_parse_tests {
+    use super::*;
+
+    #[test]
+    fn status_and_managed_fields_are_left_out_and_the_rest_is_kept() {
+        let text = r#"{"apiVersion":"apps/v1","kind":"Deployment",
+            "metadata":{"name":"web","labels":{"a":"b"},"managedFields":[{"manager":"kubectl"}],"annotations":{"status":"x"}},
+            "spec":{"replicas":3,"status":"kept","template":{"metadata":{"managedFields":"kept"}},"ratio":0.5,"big":18446744073709551615,"neg":-4},
+            "status":{"replicas":3}}"#;
+        let raw = RawValue::from_string(text.to_owned()).unwrap();
+        let parsed = object_for_drift(&raw).unwrap();
+        let mut full: Value = serde_json::from_str(text).unwrap();
+        full.as_object_mut().unwrap().remove("status");
+        full["metadata"].as_object_mut().unwrap().remove("managedFields");
+        assert_eq!(parsed, full);
+        let null = RawValue::from_string("null".to_owned()).unwrap();
+        assert!(object_for_drift(&null).is_none());
+    }
 }
