@@ -138,7 +138,9 @@ fn bench_drift(c: &mut Criterion) {
     group.bench_function("revert_patch_20kb", |b| {
         b.iter(|| revert_patch(black_box(&image_new), black_box(&web_tree), black_box(&image_drifts)))
     });
-    group.bench_function("parse_desired_deployment", |b| b.iter(|| black_box(web).value().unwrap()));
+    group.bench_function("parse_desired_deployment", |b| {
+        b.iter(|| black_box(web).value().unwrap())
+    });
     // For scale only: what admission pays to get the two values `detect` compares.
     group.bench_function("parse_20kb_object_and_old", |b| {
         b.iter(|| {

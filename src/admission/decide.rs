@@ -372,11 +372,7 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
 }
 
 fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, compared: Compared) -> Decision {
-    let Compared {
-        drifts,
-        new,
-        desired,
-    } = compared;
+    let Compared { drifts, new, desired } = compared;
     let is_sensitive = |d: &FieldDrift| managed.object.is_sensitive(&d.path);
     let context = (request, managed);
     match (managed.guard.mode, webhook) {

@@ -262,7 +262,10 @@ fn custom_resources_wait_for_their_crd_unless_this_plan_applies_it() {
     let widget_key = key("example.com", "Widget", Some("shop"), "w1");
     let gk = GroupKind::new("example.com", "Widget");
     // Live CRD equal to Git, stamped: the plan skips it, so it does not apply it.
-    let mut live_crd = desired(vec![crd("example.com", "Widget", "widgets")]).remove(0).value().unwrap();
+    let mut live_crd = desired(vec![crd("example.com", "Widget", "widgets")])
+        .remove(0)
+        .value()
+        .unwrap();
     live_crd["metadata"]["uid"] = json!("crd-uid");
     live_crd["status"] = json!({"conditions": [{"type": "NamesAccepted", "status": "True"}]});
 
