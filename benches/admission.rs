@@ -15,10 +15,6 @@ use driftguard::audit::{AuditEvent, AuditSink};
 use driftguard::desired::DesiredStore;
 use serde_json::Value;
 
-/// The binary's allocator (src/main.rs), so the figures are the shipped ones.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Drops events: the bench measures deciding, not writing.
 struct Discard;
 impl AuditSink for Discard {

@@ -94,10 +94,6 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, sleep, sleep_until, timeout};
 use tokio_rustls::TlsConnector;
 
-/// The binary's allocator (src/main.rs), so the servers run as shipped.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Applications in the desired state and the request mix.
 const APPS: usize = 1000;
 /// Distinct requests generated (round robin over them).

@@ -15,12 +15,6 @@ use driftguard::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, Guard
 use driftguard::source::{GitReference, LocalRepository};
 use driftguard::{serve, telemetry};
 
-/// mimalloc instead of glibc's malloc: a managed 20 KB review builds and drops two JSON trees
-/// of small maps and strings, and glibc's allocator took about a third of that decision's time
-/// (benches/admission.rs: 63 µs with glibc, 42 µs with mimalloc).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(name = "driftguard", version, about = "Keeps Kubernetes equal to Git")]
 struct Cli {
