@@ -68,13 +68,10 @@ use std::time::Duration;
 mod support;
 
 use driftguard::admission::review::{self, Response};
-use driftguard::admission::{
-    Admission, AdmissionSettings, Admit, Reply, Webhook, error_reply, service_account_username,
-};
+use driftguard::admission::{Admit, Reply, Webhook, error_reply};
 use driftguard::api::Mode;
 use driftguard::audit::{AuditEvent, AuditSink};
 use driftguard::certs::{DEFAULT_DEV_HOSTS, ensure_dev_certs, parse_cert_chain};
-use driftguard::desired::DesiredStore;
 use driftguard::server::{ServerError, ServerOptions, bind};
 use driftguard::telemetry::Metrics;
 use hdrhistogram::Histogram;
@@ -847,15 +844,7 @@ fn run(quick: bool) -> Result<bool, String> {
     drop(requests);
     let set = workload::desired_set(APPS, Mode::Deny);
     let objects = set.objects.len();
-    let store = Arc::new(DesiredStore::new());
-    store.publish(vec![set], true);
-    let admission = Admission::new(
-        store,
-        AdmissionSettings {
-            own_username: service_account_username("driftguard/driftguard"),
-        },
-        Arc::new(Discard),
-    );
+    let admission = workload::admission(set, Arc::new(Discard));
 
     println!("driftguard load benchmark (benches/load.rs)");
     if quick {

@@ -7,10 +7,9 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use driftguard::admission::{Admission, AdmissionSettings, Admit, Webhook, service_account_username};
+use driftguard::admission::{Admit, Webhook};
 use driftguard::api::Mode;
 use driftguard::audit::MemorySink;
-use driftguard::desired::DesiredStore;
 use serde_json::Value;
 use support::workload::{self, Kind, MIX};
 
@@ -23,15 +22,7 @@ fn every_request_of_the_mix_gets_the_decision_of_its_kind() {
         apps * 4,
         "a Deployment, a ConfigMap, a Secret and a Service per app"
     );
-    let store = Arc::new(DesiredStore::new());
-    store.publish(vec![set], true);
-    let admission = Admission::new(
-        store,
-        AdmissionSettings {
-            own_username: service_account_username("driftguard/driftguard"),
-        },
-        Arc::new(MemorySink::new()),
-    );
+    let admission = workload::admission(set, Arc::new(MemorySink::new()));
     let requests = workload::requests(apps, 10 * MIX.len());
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     for (n, request) in requests.iter().enumerate() {

@@ -78,6 +78,23 @@ pub fn desired_set(apps: usize, mode: Mode) -> Arc<DesiredSet> {
     Arc::new(DesiredSet::build(policy, revision, manifests).unwrap())
 }
 
+/// Admission over `set` alone (driftguard's own service account exempt), recording to `audit`.
+pub fn admission(
+    set: Arc<DesiredSet>,
+    audit: Arc<dyn driftguard::audit::AuditSink>,
+) -> driftguard::admission::Admission {
+    use driftguard::admission::{Admission, AdmissionSettings, service_account_username};
+    let store = Arc::new(driftguard::desired::DesiredStore::new());
+    store.publish(vec![set], true);
+    Admission::new(
+        store,
+        AdmissionSettings {
+            own_username: service_account_username("driftguard/driftguard"),
+        },
+        audit,
+    )
+}
+
 /// What a request of the mix is, and what driftguard must answer on `/validate`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {
