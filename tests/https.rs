@@ -539,6 +539,107 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
     assert!(send(&mut idle, "GET", "/healthz", empty()).await.is_err());
 }
 
+/// Overload: with every slot taken, further reviews are refused at once with a JSON 503 (the
+/// API server then applies its failurePolicy) instead of queueing past its timeout; the held
+/// review still completes, and the refusals are counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn overload_is_refused_at_once_with_503_and_the_held_review_completes() {
+    const REFUSED: usize = 16;
+    let f = fixture();
+    let gate = Arc::new(Gate::default());
+    let admit = Arc::new(TestAdmit {
+        ready: AtomicBool::new(true),
+        gate: Some(gate.clone()),
+    });
+    let server = start(admit, &f.volume, |opts| {
+        opts.max_in_flight = 1;
+        opts.in_flight_wait = Duration::from_millis(50);
+    })
+    .await;
+    let mut busy = connect(server.https, f.ca.cert_der()).await;
+    let held = tokio::spawn(async move { send(&mut busy, "POST", "/validate?timeout=3s", full("{}")).await });
+    tokio::time::timeout(DEADLINE, gate.entered.notified())
+        .await
+        .expect("the first review reaches admit");
+
+    let mut refused = Vec::new();
+    for _ in 0..REFUSED {
+        let (addr, ca) = (server.https, f.ca.cert_der().clone());
+        refused.push(tokio::spawn(async move {
+            let mut sender = connect(addr, &ca).await;
+            let sent = tokio::time::Instant::now();
+            let answer = send(&mut sender, "POST", "/validate?timeout=3s", full("{}"))
+                .await
+                .unwrap();
+            (answer, sent.elapsed())
+        }));
+    }
+    let mut slowest = Duration::ZERO;
+    for task in refused {
+        let (answer, took) = tokio::time::timeout(DEADLINE, task).await.unwrap().unwrap();
+        assert_eq!(answer.status, StatusCode::SERVICE_UNAVAILABLE, "{}", answer.body);
+        assert!(answer.body.contains("\"error\""), "{}", answer.body);
+        slowest = slowest.max(took);
+    }
+    // The bound is the 50 ms slot wait; a whole second leaves room for a loaded CI machine
+    // while staying far below the API server's 3 s.
+    assert!(slowest < Duration::from_secs(1), "a refusal took {slowest:?}");
+
+    gate.open();
+    let answer = tokio::time::timeout(DEADLINE, held).await.unwrap().unwrap().unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    let text = server.registry.encode().unwrap();
+    assert!(
+        text.contains(&format!(r#"decision="overloaded"}} {REFUSED}"#)),
+        "{text}"
+    );
+    server.stop().await;
+}
+
+/// A review whose body stalls is cut off at the deadline the API server's `?timeout=` implies
+/// (here 1 s, so 0.8 s), long before the 30 s body limit, with a JSON 408, and its slot is
+/// freed for the next review.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_cut_off_within_the_api_servers_timeout() {
+    let f = fixture();
+    let server = start(TestAdmit::ready(), &f.volume, |opts| {
+        opts.max_in_flight = 1;
+    })
+    .await;
+    let mut tls = tls_connect(server.https, f.ca.cert_der()).await.unwrap();
+    let sent = tokio::time::Instant::now();
+    tls.write_all(
+        b"POST /validate?timeout=1s HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"apiVersion\"",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&response).contains("}") {
+        let n = tokio::time::timeout(DEADLINE, tls.read(&mut buf))
+            .await
+            .expect("an answer before the test deadline")
+            .unwrap();
+        if n == 0 {
+            break;
+        }
+        response.extend_from_slice(&buf[..n]);
+    }
+    let took = sent.elapsed();
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("not received within"), "{text}");
+    assert!(
+        took < Duration::from_secs(3),
+        "the deadline is the API server's, not 30 s: {took:?}"
+    );
+    // The slot is free again.
+    let mut sender = connect(server.https, f.ca.cert_der()).await;
+    let answer = send(&mut sender, "POST", "/validate", full("{}")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK);
+    server.stop().await;
+}
+
 #[tokio::test]
 async fn bind_names_the_missing_or_invalid_certificate_file() {
     let dir = tempfile::tempdir().unwrap();

@@ -22,6 +22,25 @@ use crate::telemetry::{METRICS_CONTENT_TYPE, Metrics};
 
 /// kube-apiserver gives a webhook at most 30 s; a body still arriving after that is useless.
 const BODY_READ_TIMEOUT: Duration = Duration::from_secs(30);
+/// Share of the API server's `?timeout=` a request may use: the rest is left for the answer
+/// to travel back, so a late answer is never cut off mid-way and the failurePolicy applies
+/// to a clear error instead.
+const DEADLINE_SHARE: f64 = 0.8;
+
+/// How long this request may take: [`DEADLINE_SHARE`] of the `timeout` kube-apiserver sends
+/// with every webhook call (`?timeout=3s`, the configuration's timeoutSeconds), else
+/// [`BODY_READ_TIMEOUT`].
+fn request_deadline(query: Option<&str>) -> Duration {
+    query
+        .into_iter()
+        .flat_map(|q| q.split('&'))
+        .filter_map(|pair| pair.strip_prefix("timeout="))
+        .find_map(|value| crate::api::GoDuration::parse(value).ok())
+        .filter(|timeout| !timeout.0.is_zero())
+        .map_or(BODY_READ_TIMEOUT, |timeout| {
+            timeout.0.mul_f64(DEADLINE_SHARE).min(BODY_READ_TIMEOUT)
+        })
+}
 /// What the server answers on, for error messages.
 const ENDPOINTS: &str = "POST /validate, POST /mutate, GET /healthz, GET /readyz";
 
@@ -106,7 +125,9 @@ async fn review(state: AppState, webhook: Webhook, req: Request) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let body = match read_limited(req.into_body(), declared_len, state.max_body_bytes, BODY_READ_TIMEOUT).await {
+    // The permit wait counts against the deadline too.
+    let deadline = request_deadline(req.uri().query()).saturating_sub(started.elapsed());
+    let body = match read_limited(req.into_body(), declared_len, state.max_body_bytes, deadline).await {
         Ok(body) => body,
         Err(error) => {
             let decision = match error {
@@ -312,6 +333,16 @@ mod tests {
         let json: serde_json::Value = serde_json::from_str(&body).unwrap();
         assert!(json["error"].as_str().unwrap().contains("1024 bytes"), "{body}");
         assert!(metrics.encode().unwrap().contains(r#"decision="too_large"} 1"#));
+    }
+
+    #[test]
+    fn the_deadline_follows_the_api_servers_timeout() {
+        assert_eq!(request_deadline(Some("timeout=3s")), Duration::from_millis(2400));
+        assert_eq!(request_deadline(Some("x=1&timeout=10s")), Duration::from_secs(8));
+        assert_eq!(request_deadline(Some("timeout=5m")), BODY_READ_TIMEOUT);
+        assert_eq!(request_deadline(Some("timeout=soon")), BODY_READ_TIMEOUT);
+        assert_eq!(request_deadline(Some("timeout=0s")), BODY_READ_TIMEOUT);
+        assert_eq!(request_deadline(None), BODY_READ_TIMEOUT);
     }
 
     #[tokio::test]
