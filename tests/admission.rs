@@ -621,3 +621,40 @@ fn break_glass_lets_members_through_and_tells_others_who_may() {
     let response = ask(Webhook::Validate, &review(&["developers"], over.clone(), over));
     assert_eq!(response["allowed"], false, "{response}");
 }
+
+/// The largest object etcd stores (~1.5 MiB) in both object and oldObject (a 3 MiB review,
+/// inside the server's 8 MiB body limit): a change of a declared field is still denied, a
+/// change of only the huge undeclared annotation is allowed, and the huge value is echoed
+/// nowhere.
+#[test]
+fn a_one_and_a_half_mib_object_is_decided_without_echoing_it() {
+    let stack = stack_with(Mode::Deny, Vec::new(), Exemptions::default());
+    let huge = "x".repeat(1536 * 1024);
+    let with_annotation = |body: &[u8], value: &str| -> Vec<u8> {
+        let mut review: Value = serde_json::from_slice(body).unwrap();
+        for side in ["object", "oldObject"] {
+            review["request"][side]["metadata"]["annotations"]["example.com/blob"] = json!(value);
+        }
+        serde_json::to_vec(&review).unwrap()
+    };
+    // `kubectl set image` on an object carrying 1.5 MiB of annotation: still denied.
+    let drift = with_annotation(&fixture("edit-image-20kb.json"), &huge);
+    assert!(drift.len() > 3 * 1024 * 1024, "{} bytes", drift.len());
+    let reply = stack.admission.admit(Webhook::Validate, &drift);
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.decision, "denied");
+    assert!(!String::from_utf8_lossy(&reply.body).contains(&huge[..1024]));
+    // An edit of only the huge undeclared annotation: allowed.
+    let mut review: Value = serde_json::from_slice(&with_annotation(&fixture("edit-image-20kb.json"), &huge)).unwrap();
+    let old_image = review["request"]["oldObject"]["spec"]["template"]["spec"]["containers"][0]["image"].clone();
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = old_image;
+    review["request"]["object"]["metadata"]["annotations"]["example.com/blob"] = json!(format!("{huge}y"));
+    let reply = stack
+        .admission
+        .admit(Webhook::Validate, &serde_json::to_vec(&review).unwrap());
+    assert_eq!(reply.status, 200);
+    assert_eq!(reply.decision, "allowed");
+    // Neither the answers nor the audit records carry the blob.
+    let recorded = serde_json::to_string(&stack.audit.events()).unwrap();
+    assert!(!recorded.contains(&huge[..1024]), "the blob reached the audit log");
+}
