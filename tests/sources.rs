@@ -58,6 +58,19 @@ async fn ready(sources: &Api<GitSource>) -> Option<(String, String, String)> {
     Some((c.status, c.reason, c.message))
 }
 
+/// Waits until the GitSource's Ready condition is False with `reason`.
+async fn not_ready_because(sources: &Api<GitSource>, reason: &str) {
+    let not_ready = || {
+        let sources = sources.clone();
+        async move {
+            ready(&sources)
+                .await
+                .is_some_and(|(status, why, _)| status == "False" && why == reason)
+        }
+    };
+    eventually(reason, Duration::from_secs(30), not_ready).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
@@ -180,15 +193,7 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     support::git(work.path(), &["commit", "-qam", "unsigned"]);
     push();
     let unsigned = support::git(work.path(), &["rev-parse", "HEAD"]);
-    let refused = || {
-        let sources = sources.clone();
-        async move {
-            ready(&sources)
-                .await
-                .is_some_and(|(s, reason, _)| s == "False" && reason == "VerificationFailed")
-        }
-    };
-    eventually("VerificationFailed", Duration::from_secs(30), refused).await;
+    not_ready_because(&sources, "VerificationFailed").await;
     let (_, _, message) = ready(&sources).await.unwrap();
     assert!(
         message.contains(&unsigned[..12]) || message.contains("unsigned"),
@@ -254,15 +259,7 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
 
     // The Git server goes away: the status explains, the last good revision keeps serving.
     daemon.stop();
-    let unreachable = || {
-        let sources = sources.clone();
-        async move {
-            ready(&sources)
-                .await
-                .is_some_and(|(s, reason, _)| s == "False" && reason == "FetchFailed")
-        }
-    };
-    eventually("FetchFailed", Duration::from_secs(30), unreachable).await;
+    not_ready_because(&sources, "FetchFailed").await;
     let (_, _, message) = ready(&sources).await.unwrap();
     assert!(message.contains("git://127.0.0.1"), "names the URL: {message}");
     let status = sources.get("remote").await.unwrap().status.unwrap();

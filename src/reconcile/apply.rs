@@ -182,6 +182,18 @@ impl Applier {
             .ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))
     }
 
+    /// The API of a desired object's kind, in its namespace.
+    async fn api_of(&self, pass: &Pass, object: &DesiredObject) -> Result<Api<DynamicObject>, String> {
+        self.api(
+            pass,
+            &object.group,
+            &object.version,
+            &object.kind,
+            object.namespace.as_deref(),
+        )
+        .await
+    }
+
     async fn api(
         &self,
         pass: &Pass,
@@ -341,15 +353,7 @@ impl Applier {
 
     /// Remove the break-glass annotations of `object` (its time is up and Git is applied).
     async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> Result<(), String> {
-        let api = self
-            .api(
-                pass,
-                &object.group,
-                &object.version,
-                &object.kind,
-                object.namespace.as_deref(),
-            )
-            .await?;
+        let api = self.api_of(pass, object).await?;
         let patch = serde_json::json!({"metadata": {"annotations": {
             break_glass::BREAK_GLASS_ANNOTATION: null,
             break_glass::EXPIRES_ANNOTATION: null,
@@ -414,15 +418,7 @@ impl Applier {
 
     async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> Result<ObjectMeta, String> {
         let params = PatchParams::apply(FIELD_MANAGER).force();
-        let api = self
-            .api(
-                pass,
-                &object.group,
-                &object.version,
-                &object.kind,
-                object.namespace.as_deref(),
-            )
-            .await?;
+        let api = self.api_of(pass, object).await?;
         match tokio::time::timeout(
             self.timeout,
             api.patch(&object.name, &params, &Patch::Apply(&object.object)),
