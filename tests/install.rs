@@ -209,6 +209,26 @@ async fn presented(addr: std::net::SocketAddr, bundle: &[CertificateDer<'static>
     tls.get_ref().1.peer_certificates()?.first().cloned()
 }
 
+/// Replaces (PUT) both webhook configurations with their rendered form, which has no caBundle
+/// in self mode, as `kubectl replace` does.
+async fn reset_ca_bundles(client: &kube::Client, docs: &[Value]) {
+    for kind in ["ValidatingWebhookConfiguration", "MutatingWebhookConfiguration"] {
+        let gvk = GroupVersionKind::gvk("admissionregistration.k8s.io", "v1", kind);
+        let (resource, _) = kube::discovery::pinned_kind(client, &gvk).await.unwrap();
+        let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
+        let live = api.get(RELEASE).await.unwrap();
+        let rendered = find(docs, kind).clone();
+        let entries = rendered["webhooks"].as_array().unwrap();
+        assert!(
+            entries.iter().all(|w| w["clientConfig"].get("caBundle").is_none()),
+            "self mode renders no caBundle"
+        );
+        let mut rendered: DynamicObject = serde_json::from_value(rendered).unwrap();
+        rendered.metadata.resource_version = live.metadata.resource_version;
+        api.replace(RELEASE, &PostParams::default(), &rendered).await.unwrap();
+    }
+}
+
 /// Reads the two webhook configurations' `caBundle`s, entry by entry.
 async fn injected_bundles(client: &kube::Client) -> Vec<Option<Vec<u8>>> {
     use k8s_openapi::api::admissionregistration::v1::{MutatingWebhookConfiguration, ValidatingWebhookConfiguration};
@@ -499,6 +519,24 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
         })
         .await;
     }
+
+    // `kubectl replace -f manifests/install.yaml` (or an upgrade that rewrites the
+    // configurations) puts back the rendered entries, which carry no caBundle: the leader,
+    // watching both configurations, injects the current CA again.
+    let current = secret_data(&secrets.get("driftguard-tls").await.unwrap())["ca.crt"].clone();
+    let injections = || {
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path.contains("webhookconfigurations/"))
+            .count()
+    };
+    let before = injections();
+    reset_ca_bundles(&admin, &docs).await;
+    until("the CA injected again after the reset", || async {
+        let bundles = injected_bundles(&admin).await;
+        (injections() >= before + 2 && bundles.iter().all(|b| b.as_deref() == Some(current.as_slice()))).then_some(())
+    })
+    .await;
 
     assert_rbac_allows_every_request(&api, &docs);
 }
