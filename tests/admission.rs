@@ -658,3 +658,75 @@ fn a_one_and_a_half_mib_object_is_decided_without_echoing_it() {
     let recorded = serde_json::to_string(&stack.audit.events()).unwrap();
     assert!(!recorded.contains(&huge[..1024]), "the blob reached the audit log");
 }
+
+/// A request made in another version of the object's API than Git's (`apps/v1beta2` while Git
+/// declares `apps/v1`): fields may be shaped differently per version, so only the declared
+/// labels and annotations are compared (and denied); the rest is allowed with a warning saying
+/// so, on record, and left to the enforcer, which applies in Git's version.
+#[test]
+fn a_request_in_another_api_version_is_compared_on_labels_and_annotations_only() {
+    let stack = stack_with(Mode::Deny, Vec::new(), Exemptions::default());
+    let in_version = |body: &[u8], version: &str| -> Value {
+        let mut review: Value = serde_json::from_slice(body).unwrap();
+        let request = &mut review["request"];
+        for gvk in ["kind", "requestKind"] {
+            if request.get(gvk).is_some() {
+                request[gvk]["version"] = json!(version);
+            }
+        }
+        for gvr in ["resource", "requestResource"] {
+            if request.get(gvr).is_some() {
+                request[gvr]["version"] = json!(version);
+            }
+        }
+        for side in ["object", "oldObject"] {
+            request[side]["apiVersion"] = json!(format!("apps/{version}"));
+        }
+        review
+    };
+    let admit = |review: &Value| {
+        let reply = stack
+            .admission
+            .admit(Webhook::Validate, &serde_json::to_vec(review).unwrap());
+        assert_eq!(reply.status, 200, "{}", String::from_utf8_lossy(&reply.body));
+        let answer: Value = serde_json::from_slice(&reply.body).unwrap();
+        (answer["response"].clone(), reply.decision)
+    };
+
+    // The image drift of `kubectl set image`, sent as apps/v1: denied (the control case).
+    let body = fixture("edit-image-20kb.json");
+    let (response, decision) = admit(&in_version(&body, "v1"));
+    assert_eq!((decision, response["allowed"].as_bool()), ("denied", Some(false)));
+
+    // The same edit as apps/v1beta2: spec is not compared; allowed, with a warning and a record.
+    let mut review = in_version(&body, "v1beta2");
+    let (response, decision) = admit(&review);
+    assert_eq!((decision, response["allowed"].as_bool()), ("allowed", Some(true)));
+    let warnings: Vec<&str> = response["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_str().unwrap())
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(
+        warnings[0].contains("apps/v1beta2")
+            && warnings[0].contains("Git declares apps/v1")
+            && warnings[0].len() <= 120,
+        "{warnings:?}"
+    );
+    let last = stack.audit.events().pop().unwrap();
+    assert_eq!(last.event, EventKind::AdmissionAllowed);
+    assert_eq!(last.message, warnings[0]);
+
+    // A declared label changed through apps/v1beta2: still denied, naming the label.
+    review["request"]["object"]["metadata"]["labels"]["tier"] = json!("backend");
+    let (response, decision) = admit(&review);
+    assert_eq!((decision, response["allowed"].as_bool()), ("denied", Some(false)));
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.contains("tier"), "{message}");
+    assert!(
+        !message.contains("image"),
+        "spec is not compared across versions: {message}"
+    );
+}

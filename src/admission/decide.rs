@@ -169,14 +169,21 @@ pub fn decide(
         // Every decision on a managed object is on record, allows included (once, from the
         // validating pass); only unmanaged objects pass unrecorded.
         if webhook == Webhook::Validate {
+            let (warnings, message) = match &compared.other_version {
+                Some(version) => {
+                    let warning = message::other_version_warning(&managed, version);
+                    (vec![warning.clone()], warning)
+                }
+                None => (Vec::new(), "no field Git declares is changed".to_owned()),
+            };
             return Ok(Decision::recorded(
                 "allowed",
                 EventKind::AdmissionAllowed,
                 Verdict::Allow,
-                Vec::new(),
+                warnings,
                 (request, &managed),
                 &[],
-                "no field Git declares is changed".to_owned(),
+                message,
             ));
         }
         return Ok(Decision::pass("allowed"));
@@ -292,6 +299,9 @@ struct Compared {
     new: Value,
     /// Git's object as `new` sees it: the object itself, or the Scale projection.
     desired: Value,
+    /// The request's version, when it is not Git's (only version-independent fields were
+    /// compared).
+    other_version: Option<String>,
 }
 
 /// Git's object, parsed from its stored text.
@@ -308,9 +318,35 @@ fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared
         Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
         _ => parse(request.old_object),
     };
-    let desired = desired_tree(managed)?;
+    let mut desired = desired_tree(managed)?;
+    let version = &request.kind.version;
+    let other_version = (!version.is_empty() && *version != managed.object.version).then(|| version.to_string());
+    if other_version.is_some() {
+        desired = version_independent(desired);
+    }
     let drifts = drift::detect(&desired, old.as_ref(), &new, &managed.object.ignore);
-    Ok(Compared { drifts, new, desired })
+    Ok(Compared {
+        drifts,
+        new,
+        desired,
+        other_version,
+    })
+}
+
+/// What of Git's object can be compared with a request made in another version of its API
+/// (a CRD's v1beta1 while Git declares v1, `autoscaling/v1` for a `v2` HPA): only identity and
+/// the declared labels and annotations. Other fields may be named or shaped differently per
+/// version, so comparing them could deny a harmless edit or revert to a wrong path; they are
+/// left to the enforcer, which reads and applies in Git's version.
+fn version_independent(desired: Value) -> Value {
+    let Value::Object(mut object) = desired else {
+        return desired;
+    };
+    object.retain(|key, _| key == "metadata");
+    if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
+        metadata.retain(|key, _| matches!(key.as_str(), "name" | "namespace" | "labels" | "annotations"));
+    }
+    Value::Object(object)
 }
 
 /// Git's `spec.replicas` ([`REPLICAS_POINTER`]), read from the stored text without building
@@ -342,6 +378,7 @@ fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared,
             drifts: Vec::new(),
             new,
             desired: json!({ "spec": {} }),
+            other_version: None,
         });
     };
     let project = |scale: &Value| match scale.pointer(REPLICAS_POINTER) {
@@ -356,7 +393,12 @@ fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared,
         &project(&new),
         &managed.object.ignore,
     );
-    Ok(Compared { drifts, new, desired })
+    Ok(Compared {
+        drifts,
+        new,
+        desired,
+        other_version: None,
+    })
 }
 
 fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>) -> Decision {
@@ -372,7 +414,9 @@ fn decide_delete(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>)
 }
 
 fn decide_drift(webhook: Webhook, request: &Request<'_>, managed: &Managed<'_>, compared: Compared) -> Decision {
-    let Compared { drifts, new, desired } = compared;
+    let Compared {
+        drifts, new, desired, ..
+    } = compared;
     let is_sensitive = |d: &FieldDrift| managed.object.is_sensitive(&d.path);
     let context = (request, managed);
     match (managed.guard.mode, webhook) {

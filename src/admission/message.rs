@@ -101,6 +101,27 @@ pub fn audited_warnings(
     })
 }
 
+/// The warning for a request made in `version` while Git declares another version of the same
+/// API: only labels and annotations were compared.
+pub fn other_version_warning(managed: &Managed<'_>, version: &str) -> String {
+    let group = &managed.object.group;
+    let api = |v: &str| {
+        if group.is_empty() {
+            v.to_owned()
+        } else {
+            format!("{group}/{v}")
+        }
+    };
+    clip(
+        &format!(
+            "driftguard checked only labels/annotations in {}; Git declares {}, the enforcer restores the rest",
+            api(version),
+            api(&managed.object.version)
+        ),
+        MAX_WARNING,
+    )
+}
+
 /// The warning for an audited delete.
 pub fn delete_audited_warning(managed: &Managed<'_>) -> Vec<String> {
     vec![
