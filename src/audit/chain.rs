@@ -660,12 +660,14 @@ impl FileLog {
     /// Take a sealed line for the file: into the pending lines, or, when the backlog is full,
     /// dropped (from the file only) into the open gap.
     fn push(&mut self, seq: u64, prev_hash: &str, hash: &str, line: String) {
+        if self.outage.is_none() && self.pending_bytes + line.len() as u64 > self.backlog_max {
+            // Make room as a full write buffer would; the bound only ever holds back a failing file.
+            self.drain(false);
+        }
         let marker = self.gap.as_ref().map(Gap::marker);
         let needed = line.len() as u64 + marker.as_ref().map_or(0, |m| m.len() as u64);
-        // The bound is for the backlog: a healthy file takes every record.
-        let room = self.outage.is_none()
-            || (self.pending.is_empty() && marker.is_none())
-            || self.pending_bytes + needed <= self.backlog_max;
+        // An empty backlog takes any one record, however large.
+        let room = (self.pending.is_empty() && marker.is_none()) || self.pending_bytes + needed <= self.backlog_max;
         if room {
             if let Some(marker) = marker {
                 self.close_gap(marker);
