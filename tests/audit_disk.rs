@@ -124,7 +124,13 @@ fn seq_of(line: &str) -> u64 {
 fn file_lines(files: &[PathBuf]) -> Vec<String> {
     files
         .iter()
-        .flat_map(|f| std::fs::read_to_string(f).unwrap().lines().map(str::to_owned).collect::<Vec<_>>())
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(str::to_owned)
+                .collect::<Vec<_>>()
+        })
         .collect()
 }
 
@@ -182,7 +188,10 @@ fn a_full_disk_keeps_records_until_space_is_freed_then_the_file_chain_is_complet
     drop(sink);
 
     let files = audit_files(dir.path());
-    assert!(files.len() > 3, "expected rotations while the backlog was written: {files:?}");
+    assert!(
+        files.len() > 3,
+        "expected rotations while the backlog was written: {files:?}"
+    );
     let report = verify_files(&files, None).unwrap();
     assert_eq!((report.records, report.first_seq, report.last_seq), (60, 1, 60));
     assert!(report.warnings.is_empty(), "{:?}", report.warnings);
@@ -269,7 +278,10 @@ fn an_overflowing_backlog_drops_from_the_file_only_and_the_file_marks_the_gap() 
     assert!((1..30).contains(&kept), "kept {kept}");
     assert_eq!(kept + dropped, 30);
     let kept_bytes: usize = console.lines()[..kept as usize].iter().map(|l| l.len() + 1).sum();
-    assert!(kept_bytes <= 4 * 1024, "the backlog is bounded: {kept} records, {kept_bytes} bytes");
+    assert!(
+        kept_bytes <= 4 * 1024,
+        "the backlog is bounded: {kept} records, {kept_bytes} bytes"
+    );
     let log = logs().text();
     let overflow: Vec<&str> = log
         .lines()
@@ -286,7 +298,7 @@ fn an_overflowing_backlog_drops_from_the_file_only_and_the_file_marks_the_gap() 
     drop(sink);
 
     // The file: the kept records, then the marker of the dropped ones.
-    let lines = file_lines(&[path.clone()]);
+    let lines = file_lines(std::slice::from_ref(&path));
     assert_eq!(lines.len() as u64, kept + 1);
     assert_eq!(lines[..kept as usize], console.lines()[..kept as usize]);
     let marker: Value = serde_json::from_str(lines.last().unwrap()).unwrap();
@@ -295,7 +307,7 @@ fn an_overflowing_backlog_drops_from_the_file_only_and_the_file_marks_the_gap() 
     assert_eq!(marker["seq"], 30);
     assert_eq!(marker["dropped"], dropped);
     assert_eq!(marker["last_hash"], Value::from(head.1.clone()));
-    let report = verify_files(&[path.clone()], Some(&head.1)).unwrap();
+    let report = verify_files(std::slice::from_ref(&path), Some(&head.1)).unwrap();
     assert_eq!((report.records, report.last_seq), (kept, 30));
     let expected = format!("seq {}..30: {dropped} records are missing from the file", kept + 1);
     assert!(
@@ -312,7 +324,7 @@ fn an_overflowing_backlog_drops_from_the_file_only_and_the_file_marks_the_gap() 
     }
     sink.flush();
     drop(sink);
-    let report = verify_files(&[path.clone()], None).unwrap();
+    let report = verify_files(std::slice::from_ref(&path), None).unwrap();
     assert_eq!((report.records, report.last_seq), (kept + 5, 35));
     assert_eq!(report.warnings.len(), 1, "{:?}", report.warnings);
 }
@@ -338,11 +350,11 @@ fn a_removed_gap_marker_is_a_break() {
     });
     sink.record(event(20));
     drop(sink);
-    let mut lines = file_lines(&[path.clone()]);
+    let mut lines = file_lines(std::slice::from_ref(&path));
     let at = lines.iter().position(|l| l.contains("audit.file_gap")).unwrap();
     lines.remove(at);
     std::fs::write(&path, lines.join("\n") + "\n").unwrap();
-    let error = verify_files(&[path.clone()], None).unwrap_err().to_string();
+    let error = verify_files(std::slice::from_ref(&path), None).unwrap_err().to_string();
     assert!(error.contains("record seq 21"), "{error}");
     assert!(error.contains("prev_hash does not match"), "{error}");
 }
@@ -382,7 +394,7 @@ fn dropping_the_sink_makes_a_last_attempt_and_reports_what_is_lost() {
     });
     std::fs::remove_file(&path).unwrap();
     drop(sink);
-    let report = verify_files(&[path.clone()], None).unwrap();
+    let report = verify_files(std::slice::from_ref(&path), None).unwrap();
     assert_eq!((report.records, report.last_seq), (recorded as u64, recorded as u64));
     assert_eq!(file_lines(&[path]), console.lines());
 }

@@ -278,11 +278,7 @@ impl ChainSinkBuilder {
         let (file, seq, prev) = match &self.config.file {
             Some(path) => {
                 let (seq, prev) = resume(path)?;
-                (
-                    Some(FileLog::open(path, &self.config, self.file_metrics)?),
-                    seq,
-                    prev,
-                )
+                (Some(FileLog::open(path, &self.config, self.file_metrics)?), seq, prev)
             }
             None => (None, 0, GENESIS_HASH.to_owned()),
         };
