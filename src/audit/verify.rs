@@ -16,7 +16,10 @@
 //! could not be written and its backlog overflowed, see [`super::chain`]) is checked like a
 //! link: its `prev_hash` must be the preceding record's hash and its `first_seq` the next seq;
 //! the record after it must follow its `seq` and name its `last_hash`. The missing range is
-//! reported as a warning (those records went to stdout only); markers are not counted as records. With an expected head, the last record's hash must equal it,
+//! reported as a warning (those records went to stdout only); markers are not counted as records.
+//! Like every record of this unkeyed chain a marker can be forged by whoever can rewrite the
+//! file: compare its range with the stdout copy or the `driftguard_audit_file_dropped_total`
+//! metric, and anchor the end with an expected head. With an expected head, the last record's hash must equal it,
 //! which proves nothing was cut from (or added to) the end.
 
 use std::fmt;
