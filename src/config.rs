@@ -430,6 +430,10 @@ pub struct AuditFile {
     /// Events that may wait for the writer before further ones are dropped (default 16384).
     #[serde(default)]
     pub queue_capacity: Option<usize>,
+    /// Bytes of records kept in memory for the file while it cannot be written (disk full);
+    /// past this, records are dropped from the file only (default 64 MiB, at least 64 KiB).
+    #[serde(default)]
+    pub file_backlog_bytes: Option<u64>,
 }
 
 impl AuditFile {
@@ -461,12 +465,19 @@ impl AuditFile {
                 "audit.queueCapacity must be at least 1".to_owned(),
             ));
         }
+        let file_backlog_bytes = self.file_backlog_bytes.unwrap_or(defaults.file_backlog_bytes);
+        if file_backlog_bytes < 64 * 1024 {
+            return Err(ConfigError::Invalid(
+                "audit.fileBacklogBytes must be at least 65536".to_owned(),
+            ));
+        }
         Ok(AuditConfig {
             file: self.file.as_ref().map(|f| base_dir.join(f)),
             max_file_bytes,
             keep_files: self.keep_files.unwrap_or(defaults.keep_files),
             fsync,
             queue_capacity,
+            file_backlog_bytes,
         })
     }
 }

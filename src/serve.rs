@@ -273,6 +273,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let audit = Arc::new(
         ChainSink::builder(settings.audit.clone())
             .dropped_counter(metrics.audit_dropped_counter())
+            .file_metrics(metrics.audit_file_metrics())
             .start()
             .map_err(ServeError::Audit)?,
     );

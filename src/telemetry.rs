@@ -103,6 +103,7 @@ pub struct Metrics {
     revision_info: Family<RevisionLabels, Gauge<u64, AtomicU64>>,
     served_revisions: std::sync::Mutex<std::collections::HashMap<String, String>>,
     audit_dropped: Counter,
+    audit_file: crate::audit::AuditFileMetrics,
     audit_events: Family<AuditLabels, Counter>,
     break_glass_active: Family<GuardLabels, Gauge<u64, AtomicU64>>,
 }
@@ -111,6 +112,11 @@ impl Metrics {
     /// `driftguard_audit_dropped_total`, for the audit sink to count its drops.
     pub fn audit_dropped_counter(&self) -> Counter {
         self.audit_dropped.clone()
+    }
+
+    /// The audit file's write failures, backlog and drops, for the audit sink to report into.
+    pub fn audit_file_metrics(&self) -> crate::audit::AuditFileMetrics {
+        self.audit_file.clone()
     }
 
     /// Creates the registry with every driftguard metric family registered.
@@ -210,6 +216,22 @@ impl Metrics {
             "Audit events dropped because the audit queue was full (each gap is also an audit.dropped record)",
             audit_dropped.clone(),
         );
+        let audit_file = crate::audit::AuditFileMetrics::default();
+        registry.register(
+            "audit_file_write_failures",
+            "Failed attempts to write, reopen, rotate or fsync the audit file (disk full, I/O error); its records wait in a backlog",
+            audit_file.write_failures.clone(),
+        );
+        registry.register(
+            "audit_file_backlog_records",
+            "Audit records waiting in memory for the audit file after a failed write (stdout has them)",
+            audit_file.backlog_records.clone(),
+        );
+        registry.register(
+            "audit_file_dropped",
+            "Audit records dropped from the audit file (not from stdout) because its backlog was full; the file marks the gap",
+            audit_file.dropped.clone(),
+        );
         let audit_events = Family::<AuditLabels, Counter>::default();
         registry.register("audit_events", "Audit records written, by event", audit_events.clone());
         let break_glass_active = Family::<GuardLabels, Gauge<u64, AtomicU64>>::default();
@@ -220,6 +242,7 @@ impl Metrics {
         );
         Self {
             audit_dropped,
+            audit_file,
             audit_events,
             break_glass_active,
             registry,

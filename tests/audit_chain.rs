@@ -18,6 +18,7 @@ fn config(dir: &Path, max_file_bytes: u64) -> AuditConfig {
         keep_files: 10_000,
         fsync: FsyncPolicy::Every(Duration::from_millis(50)),
         queue_capacity: 16 * 1024,
+        ..AuditConfig::default()
     }
 }
 

@@ -46,9 +46,54 @@
 //! burst), and as soon as the writer catches up it writes an `audit.dropped` record whose
 //! `dropped` member is the number of events lost since the previous one, so the gap is visible
 //! in the chain and reported by verification.
+//!
+//! # When the file cannot be written (disk full)
+//!
+//! Stdout always gets every record at once. A record the file does not take (`ENOSPC`, `EIO`,
+//! the file or its directory gone, a failed rotation) is not lost: the writer keeps it, in chain
+//! order, in a backlog bounded by [`AuditConfig::file_backlog_bytes`], and retries with
+//! exponential backoff (0.1 s doubling to 5 s) from its own thread, also when no new records
+//! arrive. Every retry reopens the path (the operator may have freed space, or moved, deleted or
+//! replaced the file). A line the kernel took only in part (a short write before `ENOSPC`) is
+//! cut off again (truncated back to the last complete line, and on reopen any bytes after the
+//! file's last newline are cut, as at start), so no torn record is left in the middle of the
+//! file. Once the file takes writes again the backlog is written, in order, before any newer
+//! record: the file's chain has no gap and verifies. Rotation works as usual across this. Every
+//! failed attempt (write, reopen, rotation, fsync) counts in
+//! `driftguard_audit_file_write_failures_total`; `driftguard_audit_file_backlog_records` is the
+//! number of lines waiting. The log names the file and the OS error, never a record's content.
+//!
+//! When the path is moved away or deleted while the file is healthy (seen within about a second),
+//! the writer reopens the path and continues the chain in a new file there, instead of writing
+//! into a file nobody can see any more.
+//!
+//! When the backlog is full, further records are dropped **from the file only** (they were on
+//! stdout), counted in `driftguard_audit_file_dropped_total` and logged once per burst. The file
+//! then says so itself: as soon as there is room again (the backlog drained, or a new record
+//! comes), the writer puts a **file gap marker** where the records are missing, a line sealed
+//! like a record (it has a `hash` over its canonical form) with `"event":"audit.file_gap"`:
+//!
+//! - `first_seq` and `seq`: the first and last missing `seq`; `dropped`: how many;
+//! - `prev_hash`: the `hash` of the record before the gap (the last one in the file);
+//! - `last_hash`: the `hash` of the last missing record, which the next record's `prev_hash`
+//!   names.
+//!
+//! A marker takes no `seq` of its own and never appears on stdout (whose chain has every record).
+//! [`super::verify`] checks that the marker links to the record before it and that the record
+//! after it links to `last_hash`, so the rest of the file stays verified, and reports the gap as
+//! a warning naming the missing seq range (those records are on stdout only). A verifier that
+//! does not know markers fails at the record after the gap: a gap is never silent. Resuming after
+//! a restart treats a marker as the last record (`seq`, `last_hash`).
+//!
+//! # Shutdown
+//!
+//! Dropping the sink writes what is queued, makes a last attempt to write the backlog (whatever
+//! the backoff), and logs how many records could not be written to the file.
 
+use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, SyncSender, TryRecvError, TrySendError};
@@ -57,6 +102,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
@@ -165,7 +211,13 @@ pub struct AuditConfig {
     pub fsync: FsyncPolicy,
     /// Events that may wait for the writer; more are dropped (and counted).
     pub queue_capacity: usize,
+    /// Bytes of records kept for the file while it cannot be written (disk full); records past
+    /// this are dropped from the file only, and a gap marker says so (see the module docs).
+    pub file_backlog_bytes: u64,
 }
+
+/// Default of [`AuditConfig::file_backlog_bytes`]: 64 MiB.
+pub const DEFAULT_FILE_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
 
 impl Default for AuditConfig {
     fn default() -> Self {
@@ -175,8 +227,23 @@ impl Default for AuditConfig {
             keep_files: 10,
             fsync: FsyncPolicy::Every(Duration::from_secs(1)),
             queue_capacity: 16 * 1024,
+            file_backlog_bytes: DEFAULT_FILE_BACKLOG_BYTES,
         }
     }
+}
+
+/// The metrics the file writer reports into (registered by `telemetry::Metrics`); unregistered
+/// defaults count just the same.
+#[derive(Debug, Clone, Default)]
+pub struct AuditFileMetrics {
+    /// `driftguard_audit_file_write_failures_total`: failed attempts to write, reopen, rotate
+    /// or fsync the audit file.
+    pub write_failures: Counter,
+    /// `driftguard_audit_file_backlog_records`: lines waiting for the file after a failed write.
+    pub backlog_records: Gauge,
+    /// `driftguard_audit_file_dropped_total`: records dropped from the file (not from stdout)
+    /// because the backlog was full.
+    pub dropped: Counter,
 }
 
 /// Builds a [`ChainSink`].
@@ -184,6 +251,7 @@ pub struct ChainSinkBuilder {
     config: AuditConfig,
     console: Option<Box<dyn Write + Send>>,
     counter: Option<Counter>,
+    file_metrics: AuditFileMetrics,
 }
 
 impl ChainSinkBuilder {
@@ -199,12 +267,18 @@ impl ChainSinkBuilder {
         self
     }
 
+    /// Report the file's write failures, backlog and drops in these metrics.
+    pub fn file_metrics(mut self, metrics: AuditFileMetrics) -> Self {
+        self.file_metrics = metrics;
+        self
+    }
+
     /// Open the file (resuming its chain) and start the writer thread.
     pub fn start(self) -> io::Result<ChainSink> {
         let (file, seq, prev) = match &self.config.file {
             Some(path) => {
                 let (seq, prev) = resume(path)?;
-                (Some(FileLog::open(path, &self.config)?), seq, prev)
+                (Some(FileLog::open(path, &self.config, self.file_metrics)?), seq, prev)
             }
             None => (None, 0, GENESIS_HASH.to_owned()),
         };
@@ -261,6 +335,7 @@ impl ChainSink {
             config,
             console: None,
             counter: None,
+            file_metrics: AuditFileMetrics::default(),
         }
     }
 
@@ -277,8 +352,9 @@ impl ChainSink {
         }
     }
 
-    /// Wait until everything recorded so far is written, flushed and fsynced. Blocks: not for
-    /// the request path.
+    /// Wait until everything recorded so far is written to stdout and handed to the file,
+    /// flushed and fsynced; records the file does not take yet stay in its backlog (see the
+    /// module documentation). Blocks: not for the request path.
     pub fn flush(&self) {
         if let Some(queue) = &self.queue {
             let (tx, rx) = mpsc::channel();
@@ -331,6 +407,7 @@ struct Writer {
 
 impl Writer {
     fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        // The tick also paces the file's retries while it cannot be written.
         let tick = match self.fsync {
             FsyncPolicy::Always => Duration::from_millis(100),
             FsyncPolicy::Every(every) => every.clamp(Duration::from_millis(1), Duration::from_millis(100)),
@@ -362,9 +439,17 @@ impl Writer {
                 None => {}
             }
             self.sync_if_due();
+            if let Some(file) = &mut self.file {
+                file.reopen_if_moved();
+            }
         }
         self.write_dropped();
-        self.flush(true);
+        if let Err(error) = self.console.flush() {
+            tracing::error!(%error, "cannot flush audit stdout");
+        }
+        if let Some(file) = &mut self.file {
+            file.close();
+        }
     }
 
     fn write_dropped(&mut self) {
@@ -394,10 +479,12 @@ impl Writer {
         if let Err(error) = self.console.write_all(line.as_bytes()) {
             tracing::error!(%error, "cannot write audit event to stdout");
         }
-        if let Some(file) = &mut self.file
-            && let Err(error) = file.append(&line, self.fsync == FsyncPolicy::Always)
-        {
-            tracing::error!(%error, path = %file.path.display(), seq, "cannot write audit event to the audit file");
+        if let Some(file) = &mut self.file {
+            file.push(seq, &self.prev, &hash, line);
+            if self.fsync == FsyncPolicy::Always {
+                file.drain(false);
+                file.sync();
+            }
         }
         self.seq = seq;
         self.prev = hash.clone();
@@ -412,9 +499,9 @@ impl Writer {
             tracing::error!(%error, "cannot flush audit stdout");
         }
         if let Some(file) = &mut self.file {
-            let result = if sync { file.sync() } else { file.out.flush() };
-            if let Err(error) = result {
-                tracing::error!(%error, path = %file.path.display(), "cannot flush the audit file");
+            file.drain(false);
+            if sync {
+                file.sync();
             }
         }
     }
@@ -423,21 +510,87 @@ impl Writer {
         if let (FsyncPolicy::Every(every), Some(file)) = (self.fsync, &mut self.file)
             && file.dirty
             && file.last_sync.elapsed() >= every
-            && let Err(error) = file.sync()
         {
-            tracing::error!(%error, path = %file.path.display(), "cannot fsync the audit file");
+            file.sync();
         }
     }
 }
 
+/// Lines waiting for the file are written once this many bytes have gathered (or when the
+/// writer is idle, or at once with `fsync: always`).
+const BUFFER_BYTES: u64 = 8 * 1024;
+/// At most this many bytes go to the file in one write call.
+const BATCH_BYTES: usize = 64 * 1024;
+/// First wait before retrying a file that failed; it doubles up to [`RETRY_MAX`].
+const RETRY_FIRST: Duration = Duration::from_millis(100);
+/// Longest wait between retries.
+const RETRY_MAX: Duration = Duration::from_secs(5);
+/// How often a healthy file is checked for having been moved away or deleted.
+const MOVED_CHECK_EVERY: Duration = Duration::from_secs(1);
+
+/// The file cannot be written since `since`; the next attempt is at `retry_at`.
+struct Outage {
+    since: Instant,
+    backoff: Duration,
+    retry_at: Instant,
+}
+
+/// Records dropped from the file because the backlog was full: `first_seq..=last_seq`.
+struct Gap {
+    first_seq: u64,
+    last_seq: u64,
+    /// `hash` of the record before the gap.
+    prev_hash: String,
+    /// `hash` of the last dropped record.
+    last_hash: String,
+}
+
+impl Gap {
+    /// The gap marker line (see the module documentation), with its newline.
+    fn marker(&self) -> String {
+        let dropped = self.last_seq - self.first_seq + 1;
+        let mut object = Map::new();
+        object.insert("schema".to_owned(), Value::from(super::SCHEMA));
+        object.insert("time".to_owned(), Value::from(super::now_rfc3339()));
+        object.insert("event".to_owned(), Value::from(FILE_GAP_EVENT));
+        object.insert("first_seq".to_owned(), Value::from(self.first_seq));
+        object.insert("dropped".to_owned(), Value::from(dropped));
+        object.insert("last_hash".to_owned(), Value::from(self.last_hash.as_str()));
+        object.insert(
+            "message".to_owned(),
+            Value::from(format!(
+                "{dropped} audit records (seq {}..{}) are missing from this file: it could not be written and the backlog was full; they were written to stdout only",
+                self.first_seq, self.last_seq
+            )),
+        );
+        let (mut line, _) = seal(object, self.last_seq, &self.prev_hash);
+        line.push('\n');
+        line
+    }
+}
+
+/// `event` of a file gap marker.
+pub const FILE_GAP_EVENT: &str = "audit.file_gap";
+
 struct FileLog {
     path: PathBuf,
-    out: BufWriter<File>,
+    /// None after a failure: the next attempt reopens the path.
+    out: Option<File>,
+    /// Bytes in the open file, up to its last complete line.
     size: u64,
     max: u64,
     keep: usize,
     dirty: bool,
     last_sync: Instant,
+    last_moved_check: Instant,
+    /// Lines (with newline) not yet written, in chain order: the write buffer, and while the
+    /// file fails, the backlog.
+    pending: VecDeque<String>,
+    pending_bytes: u64,
+    backlog_max: u64,
+    outage: Option<Outage>,
+    gap: Option<Gap>,
+    metrics: AuditFileMetrics,
 }
 
 /// `audit.log.N`.
@@ -451,47 +604,298 @@ fn open_append(path: &Path) -> io::Result<File> {
     OpenOptions::new().create(true).append(true).open(path)
 }
 
-impl FileLog {
-    fn open(path: &Path, config: &AuditConfig) -> io::Result<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            fs::create_dir_all(dir)?;
+/// Write `buf`, retrying short writes; returns how many bytes the kernel took either way.
+fn write_counted(mut out: &File, buf: &[u8]) -> (usize, io::Result<()>) {
+    let mut written = 0;
+    while let Some(rest) = buf.get(written..).filter(|rest| !rest.is_empty()) {
+        match out.write(rest) {
+            Ok(0) => return (written, Err(io::ErrorKind::WriteZero.into())),
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return (written, Err(e)),
         }
-        let file = open_append(path)?;
-        let size = file.metadata()?.len();
-        Ok(FileLog {
+    }
+    (written, Ok(()))
+}
+
+impl FileLog {
+    fn open(path: &Path, config: &AuditConfig, metrics: AuditFileMetrics) -> io::Result<Self> {
+        let mut log = FileLog {
             path: path.to_owned(),
-            out: BufWriter::new(file),
-            size,
+            out: None,
+            size: 0,
             max: config.max_file_bytes.max(1),
             keep: config.keep_files,
             dirty: false,
             last_sync: Instant::now(),
-        })
+            last_moved_check: Instant::now(),
+            pending: VecDeque::new(),
+            pending_bytes: 0,
+            backlog_max: config.file_backlog_bytes,
+            outage: None,
+            gap: None,
+            metrics,
+        };
+        log.reopen()?;
+        Ok(log)
     }
 
-    fn append(&mut self, line: &str, sync: bool) -> io::Result<()> {
-        if self.size > 0 && self.size + line.len() as u64 > self.max {
-            self.rotate()?;
+    /// Open the path afresh, cutting a torn last line (ours, from a short write) first.
+    fn reopen(&mut self) -> io::Result<()> {
+        self.out = None;
+        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            fs::create_dir_all(dir)?;
         }
-        self.out.write_all(line.as_bytes())?;
-        self.size += line.len() as u64;
-        self.dirty = true;
-        if sync { self.sync() } else { Ok(()) }
-    }
-
-    fn sync(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        if self.dirty {
-            self.out.get_ref().sync_data()?;
-            self.dirty = false;
-        }
-        self.last_sync = Instant::now();
+        last_line(&self.path, true)?;
+        let file = open_append(&self.path)?;
+        self.size = file.metadata()?.len();
+        self.out = Some(file);
         Ok(())
     }
 
+    /// Take a sealed line for the file: into the pending lines, or, when the backlog is full,
+    /// dropped (from the file only) into the open gap.
+    fn push(&mut self, seq: u64, prev_hash: &str, hash: &str, line: String) {
+        if self.outage.is_none() && self.pending_bytes + line.len() as u64 > self.backlog_max {
+            // Make room as a full write buffer would; the bound only ever holds back a failing file.
+            self.drain(false);
+        }
+        let marker = self.gap.as_ref().map(Gap::marker);
+        let needed = line.len() as u64 + marker.as_ref().map_or(0, |m| m.len() as u64);
+        // An empty backlog takes any one record, however large.
+        let room = (self.pending.is_empty() && marker.is_none()) || self.pending_bytes + needed <= self.backlog_max;
+        if room {
+            if let Some(marker) = marker {
+                self.close_gap(marker);
+            }
+            self.pending_bytes += line.len() as u64;
+            self.pending.push_back(line);
+            if self.pending_bytes >= BUFFER_BYTES {
+                self.drain(false);
+            }
+        } else {
+            self.metrics.dropped.inc();
+            match &mut self.gap {
+                Some(gap) => {
+                    gap.last_seq = seq;
+                    gap.last_hash = hash.to_owned();
+                }
+                None => {
+                    tracing::error!(
+                        path = %self.path.display(),
+                        backlog_bytes = self.backlog_max,
+                        seq,
+                        "the audit file's backlog is full: dropping records from the file (not from stdout) until it drains; the file will mark the gap"
+                    );
+                    self.gap = Some(Gap {
+                        first_seq: seq,
+                        last_seq: seq,
+                        prev_hash: prev_hash.to_owned(),
+                        last_hash: hash.to_owned(),
+                    });
+                }
+            }
+        }
+        self.update_gauge();
+    }
+
+    fn close_gap(&mut self, marker: String) {
+        if let Some(gap) = self.gap.take() {
+            tracing::warn!(
+                path = %self.path.display(),
+                first_seq = gap.first_seq,
+                last_seq = gap.last_seq,
+                dropped = gap.last_seq - gap.first_seq + 1,
+                "audit records were dropped from the audit file (they are on stdout); a gap marker records it in the file"
+            );
+        }
+        self.pending_bytes += marker.len() as u64;
+        self.pending.push_back(marker);
+    }
+
+    fn update_gauge(&self) {
+        let waiting = if self.outage.is_some() { self.pending.len() } else { 0 };
+        self.metrics
+            .backlog_records
+            .set(i64::try_from(waiting).unwrap_or(i64::MAX));
+    }
+
+    /// Write the pending lines, unless the file is failing and its next retry is not due
+    /// (`force`: try anyway).
+    fn drain(&mut self, force: bool) {
+        if let Some(outage) = &self.outage
+            && !force
+            && Instant::now() < outage.retry_at
+        {
+            return;
+        }
+        loop {
+            if self.pending.is_empty()
+                && let Some(gap) = &self.gap
+            {
+                // Drained with records missing: mark the gap now rather than at the next record.
+                let marker = gap.marker();
+                self.close_gap(marker);
+            }
+            if self.pending.is_empty() {
+                break;
+            }
+            let before = self.pending.len();
+            match self.try_drain() {
+                Ok(()) => {
+                    if let Some(outage) = self.outage.take() {
+                        tracing::warn!(
+                            path = %self.path.display(),
+                            outage_seconds = outage.since.elapsed().as_secs(),
+                            "the audit file takes writes again: its backlog is written"
+                        );
+                    }
+                }
+                Err(error) => {
+                    self.fail(&error, self.pending.len() < before);
+                    break;
+                }
+            }
+        }
+        self.update_gauge();
+    }
+
+    fn try_drain(&mut self) -> io::Result<()> {
+        while let Some(first) = self.pending.front().map(|line| line.len() as u64) {
+            if self.out.is_none() {
+                self.reopen()?;
+            }
+            if self.size > 0 && self.size + first > self.max {
+                self.rotate()?;
+            }
+            let mut batch = Vec::new();
+            let mut size = self.size;
+            for line in &self.pending {
+                let len = line.len() as u64;
+                if !batch.is_empty() && (size + len > self.max || batch.len() + line.len() > BATCH_BYTES) {
+                    break;
+                }
+                batch.extend_from_slice(line.as_bytes());
+                size += len;
+            }
+            let Some(out) = &self.out else {
+                return Err(io::Error::other("the audit file is not open"));
+            };
+            let (written, result) = write_counted(out, &batch);
+            let mut done = 0usize;
+            while let Some(line) = self.pending.front() {
+                if done + line.len() > written {
+                    break;
+                }
+                done += line.len();
+                self.pending_bytes -= line.len() as u64;
+                self.pending.pop_front();
+            }
+            self.size += done as u64;
+            self.dirty |= done > 0;
+            if let Err(error) = result {
+                if written > done
+                    && let Err(cut) = out.set_len(self.size)
+                {
+                    // The reopen before the next attempt cuts it.
+                    tracing::warn!(error = %cut, path = %self.path.display(), "cannot cut a partly written audit record off the file yet");
+                }
+                return Err(error);
+            }
+        }
+        Ok(())
+    }
+
+    /// Count a failed attempt, close the file (the next attempt reopens the path) and schedule
+    /// the retry; `progress`: some lines were written before the failure.
+    fn fail(&mut self, error: &io::Error, progress: bool) {
+        self.metrics.write_failures.inc();
+        self.out = None;
+        let now = Instant::now();
+        match &mut self.outage {
+            None => {
+                tracing::error!(
+                    %error,
+                    path = %self.path.display(),
+                    waiting = self.pending.len(),
+                    "cannot write to the audit file: keeping its records in memory and retrying (stdout has them)"
+                );
+                self.outage = Some(Outage {
+                    since: now,
+                    backoff: RETRY_FIRST,
+                    retry_at: now + RETRY_FIRST,
+                });
+            }
+            Some(outage) => {
+                outage.backoff = if progress {
+                    RETRY_FIRST
+                } else {
+                    (outage.backoff * 2).min(RETRY_MAX)
+                };
+                outage.retry_at = now + outage.backoff;
+                tracing::debug!(%error, path = %self.path.display(), waiting = self.pending.len(), "the audit file still cannot be written");
+            }
+        }
+    }
+
+    fn sync(&mut self) {
+        if self.outage.is_some() {
+            return;
+        }
+        if self.dirty
+            && let Some(out) = &self.out
+        {
+            if let Err(error) = out.sync_data() {
+                self.metrics.write_failures.inc();
+                tracing::error!(%error, path = %self.path.display(), "cannot fsync the audit file");
+            }
+            self.dirty = false;
+        }
+        self.last_sync = Instant::now();
+    }
+
+    /// When the open file is no longer at the path (moved away, deleted, replaced), continue in
+    /// whatever is at the path now; checked at most every [`MOVED_CHECK_EVERY`].
+    fn reopen_if_moved(&mut self) {
+        if self.outage.is_some() || self.last_moved_check.elapsed() < MOVED_CHECK_EVERY {
+            return;
+        }
+        self.last_moved_check = Instant::now();
+        let Some(held) = self.out.as_ref().and_then(|out| out.metadata().ok()) else {
+            return;
+        };
+        let moved = match fs::metadata(&self.path) {
+            Ok(now) => (now.dev(), now.ino()) != (held.dev(), held.ino()),
+            Err(e) => e.kind() == io::ErrorKind::NotFound,
+        };
+        if moved {
+            tracing::warn!(path = %self.path.display(), "the audit file was moved away or deleted: continuing the chain in a new file at its path");
+            self.sync();
+            if let Err(error) = self.reopen() {
+                self.fail(&error, false);
+                self.update_gauge();
+            }
+        }
+    }
+
+    /// The last attempt, at shutdown: write the backlog whatever the backoff, then say what is
+    /// lost.
+    fn close(&mut self) {
+        self.drain(true);
+        self.sync();
+        if !self.pending.is_empty() {
+            tracing::error!(
+                path = %self.path.display(),
+                unwritten = self.pending.len(),
+                "audit records could not be written to the audit file before shutdown (stdout has them)"
+            );
+        }
+    }
+
     fn rotate(&mut self) -> io::Result<()> {
-        self.out.flush()?;
-        self.out.get_ref().sync_all()?;
+        if let Some(out) = &self.out {
+            out.sync_all()?;
+        }
         self.dirty = false;
         if self.keep == 0 {
             fs::remove_file(&self.path)?;
@@ -508,8 +912,10 @@ impl FileLog {
             }
             fs::rename(&self.path, rotated_name(&self.path, 1))?;
         }
-        self.out = BufWriter::new(open_append(&self.path)?);
+        // From here a failure leaves no file at the path: the retry creates it.
+        self.out = None;
         self.size = 0;
+        self.out = Some(open_append(&self.path)?);
         if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
             && let Ok(dir) = File::open(dir)
         {
@@ -520,7 +926,8 @@ impl FileLog {
 }
 
 /// The `seq` and `hash` to continue from: the last record of `path`, else of `path.1`, else
-/// the start of a chain. A torn last line of `path` is cut off.
+/// the start of a chain. A torn last line of `path` is cut off. A file gap marker stands for the
+/// last record it counts (its `seq`, and `last_hash`).
 fn resume(path: &Path) -> io::Result<(u64, String)> {
     for (candidate, active) in [(path.to_owned(), true), (rotated_name(path, 1), false)] {
         if let Some(line) = last_line(&candidate, active)? {
@@ -536,15 +943,26 @@ fn resume(path: &Path) -> io::Result<(u64, String)> {
             let (body, hash) = split_line(&line).ok_or_else(bad)?;
             let value: Value = serde_json::from_str(&body).map_err(|_| bad())?;
             let seq = value.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
+            if value.get("event").and_then(Value::as_str) == Some(FILE_GAP_EVENT) {
+                let last = value.get("last_hash").and_then(Value::as_str).ok_or_else(bad)?;
+                return Ok((seq, last.to_owned()));
+            }
             return Ok((seq, hash.to_owned()));
         }
     }
     Ok((0, GENESIS_HASH.to_owned()))
 }
 
-/// The last complete line of a file (None when missing or empty). With `repair`, bytes after
-/// the last newline (a torn write) are truncated away.
+/// The last complete line of a file (None when missing, empty, or not a regular file: a device
+/// such as `/dev/full` has no records to read). With `repair`, bytes after the last newline (a
+/// torn write) are truncated away.
 fn last_line(path: &Path, repair: bool) -> io::Result<Option<String>> {
+    match fs::metadata(path) {
+        Ok(meta) if !meta.is_file() => return Ok(None),
+        Ok(_) => {}
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    }
     let mut file = match OpenOptions::new().read(true).write(repair).open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),

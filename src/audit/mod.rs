@@ -17,7 +17,9 @@ use std::sync::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use chain::{AuditConfig, ChainSink, ChainSinkBuilder, FsyncPolicy, GENESIS_HASH, canonical_json};
+pub use chain::{
+    AuditConfig, AuditFileMetrics, ChainSink, ChainSinkBuilder, FsyncPolicy, GENESIS_HASH, canonical_json,
+};
 
 /// Schema identifier written into every event.
 pub const SCHEMA: &str = "driftguard.io/audit/v1";

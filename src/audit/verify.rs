@@ -12,7 +12,14 @@
 //!
 //! The first record may start later than seq 1 (older files rotated away): that is reported as
 //! a warning, not an error. `audit.dropped` records are valid links, reported as warnings (the
-//! events they count are missing). With an expected head, the last record's hash must equal it,
+//! events they count are missing). A file gap marker (`audit.file_gap`, written when the file
+//! could not be written and its backlog overflowed, see [`super::chain`]) is checked like a
+//! link: its `prev_hash` must be the preceding record's hash and its `first_seq` the next seq;
+//! the record after it must follow its `seq` and name its `last_hash`. The missing range is
+//! reported as a warning (those records went to stdout only); markers are not counted as records.
+//! Like every record of this unkeyed chain a marker can be forged by whoever can rewrite the
+//! file: compare its range with the stdout copy or the `driftguard_audit_file_dropped_total`
+//! metric, and anchor the end with an expected head. With an expected head, the last record's hash must equal it,
 //! which proves nothing was cut from (or added to) the end.
 
 use std::fmt;
@@ -20,7 +27,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::chain::{GENESIS_HASH, sha256_hex, split_line};
+use super::chain::{FILE_GAP_EVENT, GENESIS_HASH, sha256_hex, split_line};
 
 /// An intact chain.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,6 +93,35 @@ struct Record {
     prev_hash: String,
     hash: String,
     event: Value,
+}
+
+/// A file gap marker's range: records `first_seq..=seq` are missing, the last had `last_hash`.
+struct FileGap {
+    first_seq: u64,
+    last_hash: String,
+}
+
+/// The gap a marker record states; Err when it is malformed; None for ordinary records.
+fn file_gap(record: &Record) -> Result<Option<FileGap>, String> {
+    if record.event.get("event").and_then(Value::as_str) != Some(FILE_GAP_EVENT) {
+        return Ok(None);
+    }
+    let first_seq = record
+        .event
+        .get("first_seq")
+        .and_then(Value::as_u64)
+        .filter(|first| *first <= record.seq)
+        .ok_or("file gap marker without a valid first_seq")?;
+    let last_hash = record
+        .event
+        .get("last_hash")
+        .and_then(Value::as_str)
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .ok_or("file gap marker without a valid last_hash")?;
+    Ok(Some(FileGap {
+        first_seq,
+        last_hash: last_hash.to_owned(),
+    }))
 }
 
 fn parse_record(line: &str) -> Result<Record, String> {
@@ -184,14 +220,17 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                     .and_then(|v| v.get("seq").and_then(Value::as_u64));
                 broken(seq, reason)
             })?;
+            let gap = file_gap(&record).map_err(|reason| broken(Some(record.seq), reason))?;
+            // A marker links into the chain at its first missing seq.
+            let linked_seq = gap.as_ref().map_or(record.seq, |g| g.first_seq);
             match &previous {
                 None => {
-                    first_seq = record.seq;
-                    if record.seq != 1 || record.prev_hash != GENESIS_HASH {
+                    first_seq = linked_seq;
+                    if linked_seq != 1 || record.prev_hash != GENESIS_HASH {
                         warnings.push(format!(
                             "{}:{number}: the chain begins at seq {}; earlier records are not among the files (rotated away?)",
                             path.display(),
-                            record.seq
+                            linked_seq
                         ));
                     }
                 }
@@ -207,7 +246,7 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                             ),
                         ));
                     }
-                    if record.seq != p.seq + 1 {
+                    if linked_seq != p.seq + 1 {
                         return Err(broken(
                             Some(record.seq),
                             format!("seq does not follow seq {} at {}:{}", p.seq, p.file.display(), p.line),
@@ -223,10 +262,25 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
                     record.seq
                 ));
             }
-            records += 1;
+            let hash = match gap {
+                Some(gap) => {
+                    warnings.push(format!(
+                        "{}:{number}: seq {}..{}: {} records are missing from the file: it could not be written (disk full?) and its backlog overflowed; they went to stdout only",
+                        path.display(),
+                        gap.first_seq,
+                        record.seq,
+                        record.seq - gap.first_seq + 1
+                    ));
+                    gap.last_hash
+                }
+                None => {
+                    records += 1;
+                    record.hash
+                }
+            };
             previous = Some(Link {
                 seq: record.seq,
-                hash: record.hash,
+                hash,
                 file: path.clone(),
                 line: *number,
             });

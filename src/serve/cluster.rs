@@ -113,6 +113,7 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     // Denied and reverted edits also show as Events on the object, off the request path.
     let chain = ChainSink::builder(settings.audit.clone())
         .dropped_counter(metrics.audit_dropped_counter())
+        .file_metrics(metrics.audit_file_metrics())
         .start()
         .map_err(ServeError::Audit)?;
     let chain = Arc::new(chain);
