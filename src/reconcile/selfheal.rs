@@ -346,7 +346,10 @@ async fn watch_kind(inner: std::sync::Weak<Inner>, (group, version, kind): (Stri
             return;
         };
         match item {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => observe(&inner, &resource, object),
+            Ok(watcher::Event::Apply(object)) => observe(&inner, &resource, object, Listed::No),
+            // A (re)list after a dropped watch shows the current state: it may come after a
+            // correction whose own event the cut watch never delivered.
+            Ok(watcher::Event::InitApply(object)) => observe(&inner, &resource, object, Listed::Yes),
             Ok(watcher::Event::Delete(object)) => gone(&inner, &resource, &object),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
             Err(error) => tracing::warn!(%kind, %error, "self-heal watch error; the watcher retries"),
@@ -378,7 +381,14 @@ fn key_of(resource: &ApiResource, object: &DynamicObject) -> Option<ObjectKey> {
     ))
 }
 
-fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
+/// Whether an observation comes from a (re)list rather than a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    Yes,
+    No,
+}
+
+fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject, listed: Listed) {
     if object.metadata.deletion_timestamp.is_some() {
         return;
     }
@@ -387,7 +397,15 @@ fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
     };
     let version = object.metadata.resource_version.clone().unwrap_or_default();
     match serde_json::to_value(&object) {
-        Ok(live) => observe_live(inner, key, Seen::Live { version, object: live }),
+        Ok(live) => observe_live(
+            inner,
+            key,
+            Seen::Live {
+                version,
+                object: live,
+                listed,
+            },
+        ),
         Err(error) => tracing::warn!(%key, %error, "cannot read watched object"),
     }
 }
@@ -413,7 +431,7 @@ fn gone(inner: &Arc<Inner>, resource: &ApiResource, object: &DynamicObject) {
     let resource = resource.clone();
     tokio::spawn(async move {
         match api.get_opt(&key.name).await {
-            Ok(Some(object)) => observe(&inner, &resource, object),
+            Ok(Some(object)) => observe(&inner, &resource, object, Listed::Yes),
             Ok(None) => observe_live(&inner, key, Seen::Gone),
             Err(error) => {
                 tracing::warn!(%key, %error, "cannot look up an object that left the watch; the next reconcile checks it")
@@ -424,8 +442,12 @@ fn gone(inner: &Arc<Inner>, resource: &ApiResource, object: &DynamicObject) {
 
 /// What the watch says about an object.
 enum Seen {
-    /// Its current state.
-    Live { version: String, object: serde_json::Value },
+    /// Its current state, from a watch event or a (re)list.
+    Live {
+        version: String,
+        object: serde_json::Value,
+        listed: Listed,
+    },
     /// It is gone from the cluster.
     Gone,
 }
@@ -438,15 +460,18 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
     let act = {
         let mut state = lock(&inner.state);
         match (state.pending.get_mut(&key), &seen) {
-            (Some(Pending::Scheduled { seen: versions, latest }), Seen::Live { version, object }) => {
+            (Some(Pending::Scheduled { seen: versions, latest }), Seen::Live { version, object, .. }) => {
                 versions.insert(version.clone());
                 *latest = Some((version.clone(), object.clone()));
                 return;
             }
             (Some(Pending::Scheduled { .. }), Seen::Gone) => return, // the write in flight recreates it
-            (Some(Pending::Applied { resource_version, at }), Seen::Live { version, .. }) => {
-                if resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
-                    return; // an event from before our write
+            (Some(Pending::Applied { resource_version, at }), Seen::Live { version, listed, .. }) => {
+                // A watch event at another version is from before our write; a list is not
+                // (the watch was cut and relisted: our write's own event is never coming, and
+                // waiting for it would ignore real drift for the whole grace period).
+                if *listed == Listed::No && resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
+                    return;
                 }
                 state.pending.remove(&key);
             }
@@ -569,7 +594,9 @@ fn settle(inner: &Arc<Inner>, key: &ObjectKey, version: Option<String>) {
         }
     };
     if let Some((version, object)) = next {
-        observe_live(inner, key.clone(), Seen::Live { version, object });
+        // Nothing is pending any more, so where it came from does not matter.
+        let listed = Listed::No;
+        observe_live(inner, key.clone(), Seen::Live { version, object, listed });
     }
 }
 
