@@ -417,10 +417,22 @@ impl Metrics {
 
     /// Records one enforcer write of `verb` (`apply`, `delete`) that ended with `result` (`ok`,
     /// `retried`, `failed`) after `retries` (their reasons) and `waited` between attempts.
-    pub fn observe_api_write(&self, verb: &'static str, result: &'static str, retries: &[&'static str], waited: Duration) {
-        self.api_writes.writes.get_or_create(&WriteLabels { verb, result }).inc();
+    pub fn observe_api_write(
+        &self,
+        verb: &'static str,
+        result: &'static str,
+        retries: &[&'static str],
+        waited: Duration,
+    ) {
+        self.api_writes
+            .writes
+            .get_or_create(&WriteLabels { verb, result })
+            .inc();
         for &reason in retries {
-            self.api_writes.retries.get_or_create(&RetryLabels { verb, reason }).inc();
+            self.api_writes
+                .retries
+                .get_or_create(&RetryLabels { verb, reason })
+                .inc();
         }
         if !waited.is_zero() {
             self.api_writes

@@ -19,9 +19,7 @@ use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
-use support::guards::{
-    Enforcer, Installed, condition, enforcer_client, eventually, installed, metric, patches_of,
-};
+use support::guards::{Enforcer, Installed, condition, enforcer_client, eventually, installed, metric, patches_of};
 
 const WEB: &str = "/apis/apps/v1/namespaces/default/deployments/web";
 const WEB_CONFIG: &str = "/api/v1/namespaces/default/configmaps/web-config";
@@ -85,14 +83,19 @@ async fn a_conflict_storm_during_apply_is_absorbed_within_the_pass() {
         },
         enforcer,
     ) = setup(false).await;
-    api.faults().fail(Verb::Patch, "deployments", Failure::conflict(), Some(3));
+    api.faults()
+        .fail(Verb::Patch, "deployments", Failure::conflict(), Some(3));
 
     let status = support::guards::reconcile(&guards, &enforcer.ctx).await;
     let (ready, reason, _) = condition(&status, "Ready").unwrap();
     assert_eq!((ready.as_str(), reason.as_str()), ("True", "Applied"));
     assert_eq!(status.last_applied_revision.as_deref(), Some(commit.as_str()));
     assert_eq!(inventory(&status), EXAMPLE_INVENTORY);
-    assert!(status.inventory.iter().all(|e| e.uid.is_some()), "{:?}", status.inventory);
+    assert!(
+        status.inventory.iter().all(|e| e.uid.is_some()),
+        "{:?}",
+        status.inventory
+    );
     assert_eq!(api.faults().injected(), 3);
     assert_eq!(patches_of(&api, WEB), 4, "three conflicts, then the write");
 
@@ -109,7 +112,10 @@ async fn a_conflict_storm_during_apply_is_absorbed_within_the_pass() {
 
     // Metrics: one write retried three times, the other four at once; nothing failed.
     let m = |series: &str| enforcer.metric(series);
-    assert_eq!(m(r#"driftguard_api_writes_total{verb="apply",result="retried"}"#), Some(1.0));
+    assert_eq!(
+        m(r#"driftguard_api_writes_total{verb="apply",result="retried"}"#),
+        Some(1.0)
+    );
     assert_eq!(m(r#"driftguard_api_writes_total{verb="apply",result="ok"}"#), Some(4.0));
     assert_eq!(m(r#"driftguard_api_writes_total{verb="apply",result="failed"}"#), None);
     assert_eq!(
@@ -220,7 +226,10 @@ async fn a_long_storm_is_reported_keeps_the_inventory_and_recovers() {
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(3));
     assert_eq!(api.faults().injected(), 6, "the default policy's six attempts");
     let m = |series: &str| enforcer.metric(series);
-    assert_eq!(m(r#"driftguard_api_writes_total{verb="apply",result="failed"}"#), Some(1.0));
+    assert_eq!(
+        m(r#"driftguard_api_writes_total{verb="apply",result="failed"}"#),
+        Some(1.0)
+    );
     assert_eq!(
         m(r#"driftguard_api_write_retries_total{verb="apply",reason="conflict"}"#),
         Some(5.0)
@@ -275,7 +284,12 @@ async fn server_errors_during_prune_keep_the_object_managed_until_it_is_deleted(
     );
     assert_eq!(
         inventory(&status),
-        ["ConfigMap/web-config", "Deployment/web", "Namespace/web-team", "Service/web"],
+        [
+            "ConfigMap/web-config",
+            "Deployment/web",
+            "Namespace/web-team",
+            "Service/web"
+        ],
         "the Secret is gone, the ConfigMap still managed"
     );
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
@@ -290,18 +304,21 @@ async fn server_errors_during_prune_keep_the_object_managed_until_it_is_deleted(
     };
     assert_eq!(pruned(&enforcer), ["web-credentials"]);
     let m = |series: &str| enforcer.metric(series);
-    assert_eq!(m(r#"driftguard_api_writes_total{verb="delete",result="failed"}"#), Some(1.0));
-    assert_eq!(m(r#"driftguard_api_writes_total{verb="delete",result="ok"}"#), Some(1.0));
+    assert_eq!(
+        m(r#"driftguard_api_writes_total{verb="delete",result="failed"}"#),
+        Some(1.0)
+    );
+    assert_eq!(
+        m(r#"driftguard_api_writes_total{verb="delete",result="ok"}"#),
+        Some(1.0)
+    );
     assert_eq!(
         m(r#"driftguard_api_write_retries_total{verb="delete",reason="server_error"}"#),
         Some(5.0)
     );
     assert_eq!(m(r#"driftguard_prune_total{guard="default/example-app"}"#), Some(1.0));
     let notes = warnings(&client, "PruneFailed", "web-config").await;
-    assert!(
-        notes.len() == 1 && notes[0].contains("InternalError"),
-        "{notes:?}"
-    );
+    assert!(notes.len() == 1 && notes[0].contains("InternalError"), "{notes:?}");
 
     // The API recovers: the next reconcile prunes it, forgets it and audits it.
     api.faults().clear();
@@ -429,6 +446,90 @@ async fn self_heal_survives_dropped_watches() {
     api.stop().await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relist_after_a_lost_watch_event_is_not_mistaken_for_an_old_event() {
+    // A short watch history, so that a watch cut long enough must relist (410 Expired).
+    let options = ServerOptions {
+        watch_history: 40,
+        ..ServerOptions::default()
+    };
+    let installed = support::guards::installed_on(options, json!({"interval": "1h"})).await;
+    let Installed {
+        api,
+        dir,
+        client,
+        guards,
+        ..
+    } = &installed;
+    let enforcer = Enforcer::new(&enforcer_client(api, dir.path()).await, true).await;
+    support::guards::reconcile(guards, &enforcer.ctx).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let user = support::kube_client(api, Identity::User, dir.path()).await;
+    let users: Api<Deployment> = Api::namespaced(user, "default");
+    let driftguard = api.user(Identity::Driftguard).username;
+    let own_patches = || {
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path == WEB && r.user == driftguard)
+            .count()
+    };
+    let watching = || async {
+        api.requests()
+            .iter()
+            .any(|r| r.path == "/apis/apps/v1/deployments" && r.query.contains("watch=true"))
+    };
+    eventually("self-heal watching Deployments", Duration::from_secs(10), watching).await;
+
+    // An edit; self-heal's correction is held in the server for a second, and the watch is cut
+    // (and kept from reconnecting) before the correction's own event can arrive.
+    api.faults().delay(Verb::Patch, "deployments", Duration::from_secs(1));
+    let corrections_sent = own_patches() + 1;
+    scale_out_of_band(&users, "ops-script", 7).await;
+    eventually("the correction sent", Duration::from_secs(10), || async {
+        own_patches() == corrections_sent
+    })
+    .await;
+    api.faults().fail(Verb::Watch, "*", Failure::internal_error(), None);
+    api.faults().drop_watches();
+    eventually(
+        "the correction stored",
+        Duration::from_secs(10),
+        support::guards::web_replicas(&deployments, 3),
+    )
+    .await;
+
+    // Another edit while the watch is down, then enough writes that the history is gone.
+    scale_out_of_band(&users, "ops-script", 8).await;
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    for i in 0..50 {
+        let filler = serde_json::from_value(json!({"metadata": {"name": format!("filler-{i}")}})).unwrap();
+        config_maps.create(&PostParams::default(), &filler).await.unwrap();
+    }
+    // The watch reconnects, gets 410 Expired and relists: the relisted edit is drift to correct
+    // now, not an event from before the correction to wait out.
+    api.faults().clear();
+    eventually(
+        "the edit seen in the relist corrected",
+        Duration::from_secs(20),
+        support::guards::web_replicas(&deployments, 3),
+    )
+    .await;
+    let recorded = || {
+        let audit = enforcer.audit.clone();
+        async move {
+            let corrected: Vec<serde_json::Value> = audit
+                .events()
+                .iter()
+                .filter(|e| e.event == EventKind::DriftCorrected)
+                .map(|e| e.fields[0].attempted.clone())
+                .collect();
+            corrected == [json!(7), json!(8)]
+        }
+    };
+    eventually("both corrections audited", Duration::from_secs(10), recorded).await;
+    installed.api.stop().await;
+}
+
 /// 1.5 MiB of text that is not one repeated byte (so a shifted or truncated copy differs).
 fn blob(variant: u8) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
@@ -498,7 +599,11 @@ async fn a_one_and_a_half_mib_object_is_applied_and_healed_without_echoing_it() 
 
     // Neither the audit records nor the Events carry either blob.
     let audited = serde_json::to_string(&enforcer.audit.events()).unwrap();
-    assert!(audited.len() < 64 * 1024, "audit records are small: {} bytes", audited.len());
+    assert!(
+        audited.len() < 64 * 1024,
+        "audit records are small: {} bytes",
+        audited.len()
+    );
     for text in [&huge, &edited] {
         assert!(!audited.contains(&text[..1024]), "a blob reached the audit records");
     }
@@ -559,13 +664,9 @@ async fn a_hundred_guards_created_at_once_are_each_applied_exactly_once() {
     let Enforcer { ctx, metrics, .. } = Enforcer::new(&enforcer_client(&api, dir.path()).await, false).await;
     let (stop, mut stopped) = tokio::sync::watch::channel(false);
     let (_, leading) = tokio::sync::watch::channel(true);
-    let loop_task = tokio::spawn(driftguard::reconcile::run::run_guards(
-        ctx,
-        leading,
-        async move {
-            let _ = stopped.wait_for(|s| *s).await;
-        },
-    ));
+    let loop_task = tokio::spawn(driftguard::reconcile::run::run_guards(ctx, leading, async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    }));
     let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
     let creates = (0..GUARDS).map(|i| {
         let guards = guards.clone();
@@ -605,7 +706,12 @@ async fn a_hundred_guards_created_at_once_are_each_applied_exactly_once() {
             ["ConfigMap/settings", "ServiceAccount/worker"],
             "{namespace}"
         );
-        assert!(status.inventory.iter().all(|e| e.namespace.as_deref() == Some(namespace.as_str())));
+        assert!(
+            status
+                .inventory
+                .iter()
+                .all(|e| e.namespace.as_deref() == Some(namespace.as_str()))
+        );
         let settings = api.object("", "configmaps", &namespace, "settings").unwrap();
         assert_eq!(settings["data"]["mode"], "strict");
         assert_eq!(
@@ -629,7 +735,10 @@ async fn a_hundred_guards_created_at_once_are_each_applied_exactly_once() {
         Some(200.0)
     );
     assert_eq!(
-        metric(&metrics, r#"driftguard_api_writes_total{verb="apply",result="retried"}"#),
+        metric(
+            &metrics,
+            r#"driftguard_api_writes_total{verb="apply",result="retried"}"#
+        ),
         None
     );
     api.stop().await;

@@ -425,7 +425,9 @@ impl Applier {
                 return (
                     Err(format!(
                         "{error} (gave up after {attempt} attempts in {:?})",
-                        self.retry.budget.saturating_sub(deadline.saturating_duration_since(Instant::now()))
+                        self.retry
+                            .budget
+                            .saturating_sub(deadline.saturating_duration_since(Instant::now()))
                     )),
                     report,
                 );

@@ -596,7 +596,15 @@ fn settle(inner: &Arc<Inner>, key: &ObjectKey, version: Option<String>) {
     if let Some((version, object)) = next {
         // Nothing is pending any more, so where it came from does not matter.
         let listed = Listed::No;
-        observe_live(inner, key.clone(), Seen::Live { version, object, listed });
+        observe_live(
+            inner,
+            key.clone(),
+            Seen::Live {
+                version,
+                object,
+                listed,
+            },
+        );
     }
 }
 
@@ -781,7 +789,10 @@ mod tests {
             git.starts_with(&format!("<{} bytes, sha256:", MAX_RECORDED_VALUE + 2)),
             "{git}"
         );
-        assert_eq!(git.len(), format!("<{} bytes, sha256:>", MAX_RECORDED_VALUE + 2).len() + 64);
+        assert_eq!(
+            git.len(),
+            format!("<{} bytes, sha256:>", MAX_RECORDED_VALUE + 2).len() + 64
+        );
         assert_eq!(
             (bounded.attempted, bounded.previous),
             (record.attempted, record.previous),

@@ -71,7 +71,12 @@ pub struct Installed {
 
 /// Start a test API server and [`install`] the example Guard with `guard_spec`.
 pub async fn installed(guard_spec: serde_json::Value) -> Installed {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    installed_on(ServerOptions::default(), guard_spec).await
+}
+
+/// [`installed`] on a test API server started with `options`.
+pub async fn installed_on(options: ServerOptions, guard_spec: serde_json::Value) -> Installed {
+    let api = TestApiServer::start(options).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = super::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let (repo, commit, guards) = install(&client, guard_spec).await;
