@@ -84,6 +84,57 @@ struct ReceiverLabels {
     result: &'static str,
 }
 
+/// Labels of `driftguard_api_writes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct WriteLabels {
+    verb: &'static str,
+    result: &'static str,
+}
+
+/// Labels of `driftguard_api_write_retries_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RetryLabels {
+    verb: &'static str,
+    reason: &'static str,
+}
+
+/// Labels of `driftguard_api_write_retry_wait_seconds_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabels {
+    verb: &'static str,
+}
+
+/// The enforcer's writes to the Kubernetes API: outcomes, retries and the time spent waiting
+/// between attempts.
+#[derive(Debug, Default)]
+struct ApiWriteMetrics {
+    writes: Family<WriteLabels, Counter>,
+    retries: Family<RetryLabels, Counter>,
+    waited: Family<VerbLabels, Counter<f64, AtomicU64>>,
+}
+
+impl ApiWriteMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = ApiWriteMetrics::default();
+        registry.register(
+            "api_writes",
+            "Enforcer writes (apply, delete) to the Kubernetes API, by result: ok at the first attempt, retried (ok after transient errors) or failed",
+            metrics.writes.clone(),
+        );
+        registry.register(
+            "api_write_retries",
+            "Retries of enforcer writes after a transient API error, by reason (conflict, too_many_requests, server_error, timeout, unreachable)",
+            metrics.retries.clone(),
+        );
+        registry.register(
+            "api_write_retry_wait_seconds",
+            "Time enforcer writes waited before retrying (backoff or the server's retryAfterSeconds)",
+            metrics.waited.clone(),
+        );
+        metrics
+    }
+}
+
 /// The process-wide Prometheus registry and the metric handles driftguard records into.
 #[derive(Debug)]
 pub struct Metrics {
@@ -106,6 +157,7 @@ pub struct Metrics {
     audit_file: crate::audit::AuditFileMetrics,
     audit_events: Family<AuditLabels, Counter>,
     break_glass_active: Family<GuardLabels, Gauge<u64, AtomicU64>>,
+    api_writes: ApiWriteMetrics,
 }
 
 impl Metrics {
@@ -240,7 +292,9 @@ impl Metrics {
             "Objects of each Guard detached from Git by an unexpired break-glass",
             break_glass_active.clone(),
         );
+        let api_writes = ApiWriteMetrics::register(&mut registry);
         Self {
+            api_writes,
             audit_dropped,
             audit_file,
             audit_events,
@@ -384,6 +438,33 @@ impl Metrics {
             .set(count);
     }
 
+    /// Records one enforcer write of `verb` (`apply`, `delete`) that ended with `result` (`ok`,
+    /// `retried`, `failed`) after `retries` (their reasons) and `waited` between attempts.
+    pub fn observe_api_write(
+        &self,
+        verb: &'static str,
+        result: &'static str,
+        retries: &[&'static str],
+        waited: Duration,
+    ) {
+        self.api_writes
+            .writes
+            .get_or_create(&WriteLabels { verb, result })
+            .inc();
+        for &reason in retries {
+            self.api_writes
+                .retries
+                .get_or_create(&RetryLabels { verb, reason })
+                .inc();
+        }
+        if !waited.is_zero() {
+            self.api_writes
+                .waited
+                .get_or_create(&VerbLabels { verb })
+                .inc_by(waited.as_secs_f64());
+        }
+    }
+
     /// Counts one audit record of `event`.
     pub fn count_audit_event(&self, event: &'static str) {
         self.audit_events.get_or_create(&AuditLabels { event }).inc();
@@ -493,6 +574,31 @@ mod tests {
         assert_eq!(first, r#"driftguard_admission_duration_seconds_bucket{le="0.00005"} 1"#);
         // The largest finite bucket covers ~1.6 s.
         assert!(text.contains(r#"le="1.6384""#), "{text}");
+    }
+
+    #[test]
+    fn api_writes_count_results_retries_and_waits() {
+        let metrics = Metrics::new();
+        metrics.observe_api_write("apply", "ok", &[], Duration::ZERO);
+        metrics.observe_api_write(
+            "apply",
+            "retried",
+            &["conflict", "conflict"],
+            Duration::from_millis(1500),
+        );
+        metrics.observe_api_write("delete", "failed", &["server_error"], Duration::from_secs(2));
+        let text = metrics.encode().unwrap();
+        for needle in [
+            r#"driftguard_api_writes_total{verb="apply",result="ok"} 1"#,
+            r#"driftguard_api_writes_total{verb="apply",result="retried"} 1"#,
+            r#"driftguard_api_writes_total{verb="delete",result="failed"} 1"#,
+            r#"driftguard_api_write_retries_total{verb="apply",reason="conflict"} 2"#,
+            r#"driftguard_api_write_retries_total{verb="delete",reason="server_error"} 1"#,
+            r#"driftguard_api_write_retry_wait_seconds_total{verb="apply"} 1.5"#,
+            r#"driftguard_api_write_retry_wait_seconds_total{verb="delete"} 2.0"#,
+        ] {
+            assert!(text.contains(needle), "{needle} in\n{text}");
+        }
     }
 
     #[test]

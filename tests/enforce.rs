@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use driftguard::api::{Mode, PruneSpec};
 use driftguard::desired::{DesiredObject, DesiredSet, GuardId, GuardPolicy};
-use driftguard::reconcile::apply::Applier;
+use driftguard::reconcile::apply::{Applier, RetryPolicy};
 use driftguard::reconcile::{InventoryEntry, SkipReason, WaitReason};
 use driftguard::render::render_plain;
 use driftguard::source::{Revision, SourceFile};
@@ -57,7 +57,15 @@ async fn sync_orders_applies_skips_unchanged_and_prunes_with_retry() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let applier = Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap();
+    let quick = RetryPolicy {
+        backoff: Duration::from_millis(10),
+        max_backoff: Duration::from_millis(40),
+        ..RetryPolicy::default()
+    };
+    let applier = Applier::new(client.clone(), Duration::from_secs(10))
+        .await
+        .unwrap()
+        .with_retry(quick);
     let set = support::example_set(&support::example_guard(Mode::Deny));
     let guard = set.guard.id.clone();
     let mut inventory = Vec::new();
@@ -107,9 +115,9 @@ async fn sync_orders_applies_skips_unchanged_and_prunes_with_retry() {
         .filter(|o| !(o.kind == "ConfigMap" || o.kind == "Service"))
         .cloned()
         .collect();
-    // The first delete fails: the ConfigMap stays in the inventory.
+    // The delete keeps failing, past the in-pass retries: the ConfigMap stays in the inventory.
     api.faults()
-        .fail(Verb::Delete, "configmaps", Failure::internal_error(), Some(1));
+        .fail(Verb::Delete, "configmaps", Failure::internal_error(), None);
     let third = reconcile(&applier, &remaining, &mut inventory, &guard).await;
     assert_eq!((third.pruned, third.prune_failed), (0, 1));
     assert!(
@@ -124,7 +132,8 @@ async fn sync_orders_applies_skips_unchanged_and_prunes_with_retry() {
     let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     assert!(config_maps.get_opt("web-config").await.unwrap().is_some());
 
-    // The retry succeeds; the Service is left alone and leaves the inventory.
+    // The next sync's delete succeeds; the Service is left alone and leaves the inventory.
+    api.faults().clear();
     let fourth = reconcile(&applier, &remaining, &mut inventory, &guard).await;
     assert_eq!((fourth.pruned, fourth.prune_failed), (1, 0));
     assert!(config_maps.get_opt("web-config").await.unwrap().is_none());

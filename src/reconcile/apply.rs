@@ -5,8 +5,27 @@
 //! Custom resources of a CRD applied in the same plan wait, bounded by the Applier's CRD wait,
 //! for that CRD to be Established and served; past the bound they are reported as waiting.
 //! Every write has a timeout; one object's failure never stops the rest.
+//!
+//! Transient API errors are retried inside the pass, as production controllers do: a write
+//! answered 409 Conflict, 429 TooManyRequests, 500/502/503/504, a timeout or a broken
+//! connection is tried again, up to [`RetryPolicy::attempts`] times within the object's
+//! [`RetryPolicy::budget`], after a capped exponential backoff with jitter, or after the wait the
+//! server asked for (capped). A short storm is absorbed in the same pass; a long one leaves the
+//! object in `apply_failed`/`prune_failed` and the next reconcile tries again. Every write's
+//! outcome ([`WriteReport`]) is returned for metrics.
+//!
+//! `Retry-After`: kube's error ([`kube::Error::Api`]) carries the `Status` body, not the
+//! response headers, so the header itself is out of reach here. kube-apiserver mirrors it in
+//! `details.retryAfterSeconds` of the Status it sends with 429 (`NewTooManyRequests`) and with
+//! 500/504 server timeouts, and that is honoured; without it, backoff alone decides. kube's
+//! client has its own retry layer for 429/503/504 that honours the header
+//! (`kube::Config::default_retry`, on by default): when it is on, those retries happen inside
+//! one attempt here (bounded by the write timeout) and are not counted in driftguard's metrics,
+//! so the enforcer's client is best built with it off.
 
 use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -57,6 +76,216 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The kind of write, as metrics label it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteVerb {
+    /// A server-side apply (or a merge patch of driftguard's annotations).
+    Apply,
+    /// A delete (prune).
+    Delete,
+}
+
+impl WriteVerb {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteVerb::Apply => "apply",
+            WriteVerb::Delete => "delete",
+        }
+    }
+}
+
+/// Why a write was tried again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RetryReason {
+    /// 409 Conflict (a concurrent writer).
+    Conflict,
+    /// 429 TooManyRequests (API priority and fairness).
+    TooManyRequests,
+    /// 500, 502, 503 or 504.
+    ServerError,
+    /// No answer within the write timeout.
+    Timeout,
+    /// The connection failed.
+    Unreachable,
+}
+
+impl RetryReason {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RetryReason::Conflict => "conflict",
+            RetryReason::TooManyRequests => "too_many_requests",
+            RetryReason::ServerError => "server_error",
+            RetryReason::Timeout => "timeout",
+            RetryReason::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// How one object's write ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum WriteResult {
+    /// Done at the first attempt.
+    Ok,
+    /// Done after one or more retries.
+    Retried,
+    /// Not done: a permanent error, or transient ones past the attempts or the budget.
+    Failed,
+}
+
+impl WriteResult {
+    /// Metric label.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteResult::Ok => "ok",
+            WriteResult::Retried => "retried",
+            WriteResult::Failed => "failed",
+        }
+    }
+}
+
+/// One object's write: how it ended, the retries it took and the time it waited between
+/// attempts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WriteReport {
+    /// Which object.
+    pub key: ObjectKey,
+    /// Apply or delete.
+    pub verb: WriteVerb,
+    /// How it ended.
+    pub result: WriteResult,
+    /// Why each retry was made, in order.
+    pub retries: Vec<RetryReason>,
+    /// Total wait between attempts (backoff or the server's `retryAfterSeconds`).
+    pub waited: Duration,
+}
+
+impl WriteReport {
+    /// Count this write in `driftguard_api_writes_total` and its retries and waits.
+    pub fn observe(&self, metrics: &crate::telemetry::Metrics) {
+        let reasons: Vec<&'static str> = self.retries.iter().map(|r| r.as_str()).collect();
+        metrics.observe_api_write(self.verb.as_str(), self.result.as_str(), &reasons, self.waited);
+    }
+}
+
+/// How writes are retried on transient API errors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts per write, the first included (1: never retry).
+    pub attempts: u32,
+    /// The first backoff; it doubles with each retry.
+    pub backoff: Duration,
+    /// The largest backoff.
+    pub max_backoff: Duration,
+    /// The longest wait honoured when the server asks for one (`retryAfterSeconds`).
+    pub max_retry_after: Duration,
+    /// The time one object's write may take over all its attempts and waits. The first attempt
+    /// always gets the full write timeout; retries share what is left, and a wait that would end
+    /// past the budget is not started.
+    pub budget: Duration,
+}
+
+impl Default for RetryPolicy {
+    /// Six attempts, backoff 200 ms doubling to 3 s, `retryAfterSeconds` honoured up to 10 s,
+    /// 20 s per object: a storm of a few seconds is absorbed, an outage costs each object at
+    /// most the budget (or the write timeout, if longer).
+    fn default() -> Self {
+        RetryPolicy {
+            attempts: 6,
+            backoff: Duration::from_millis(200),
+            max_backoff: Duration::from_secs(3),
+            max_retry_after: Duration::from_secs(10),
+            budget: Duration::from_secs(20),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The wait before retry number `retry` (1 for the first): the server's `retry_after`
+    /// (capped at [`RetryPolicy::max_retry_after`]) when it sent one, else the exponential
+    /// backoff capped at [`RetryPolicy::max_backoff`] with equal jitter (between half and all of
+    /// it, drawn from `random`) so that writers retrying together spread out.
+    pub fn delay(&self, retry: u32, retry_after: Option<Duration>, random: u64) -> Duration {
+        if let Some(wait) = retry_after {
+            return wait.min(self.max_retry_after);
+        }
+        let doubled = self
+            .backoff
+            .saturating_mul(2u32.saturating_pow(retry.saturating_sub(1)))
+            .min(self.max_backoff);
+        let half = u64::try_from(doubled.as_nanos() / 2).unwrap_or(u64::MAX);
+        let jitter = random.checked_rem(half.saturating_add(1)).unwrap_or(0);
+        doubled.saturating_sub(Duration::from_nanos(half)) + Duration::from_nanos(jitter)
+    }
+}
+
+/// A failure worth another attempt, and the wait the server asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Transient {
+    reason: RetryReason,
+    retry_after: Option<Duration>,
+}
+
+/// One failed attempt of a write.
+#[derive(Debug)]
+enum AttemptError {
+    /// The API answered with an error, or the request failed.
+    Kube(kube::Error),
+    /// No answer within this timeout.
+    TimedOut(Duration),
+}
+
+impl fmt::Display for AttemptError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AttemptError::Kube(error) => error.fmt(f),
+            AttemptError::TimedOut(timeout) => write!(f, "no answer within {timeout:?}"),
+        }
+    }
+}
+
+/// Whether `error` of a `verb` is transient. A delete's 409 whose uid precondition failed is
+/// not: the object was recreated meanwhile and must not be deleted.
+fn transient(error: &AttemptError, verb: WriteVerb) -> Option<Transient> {
+    let status = match error {
+        AttemptError::TimedOut(_) => {
+            return Some(Transient {
+                reason: RetryReason::Timeout,
+                retry_after: None,
+            });
+        }
+        AttemptError::Kube(kube::Error::HyperError(_) | kube::Error::Service(_)) => {
+            return Some(Transient {
+                reason: RetryReason::Unreachable,
+                retry_after: None,
+            });
+        }
+        AttemptError::Kube(kube::Error::Api(status)) => status,
+        AttemptError::Kube(_) => return None,
+    };
+    let reason = match status.code {
+        409 if verb == WriteVerb::Delete && status.message.contains("Precondition failed") => return None,
+        409 => RetryReason::Conflict,
+        429 => RetryReason::TooManyRequests,
+        500 | 502 | 503 | 504 => RetryReason::ServerError,
+        _ => return None,
+    };
+    let retry_after = status
+        .details
+        .as_ref()
+        .map(|d| d.retry_after_seconds)
+        .filter(|seconds| *seconds > 0)
+        .map(|seconds| Duration::from_secs(u64::from(seconds)));
+    Some(Transient { reason, retry_after })
+}
+
+/// A fresh random number for jitter (std's hasher keys are random per `RandomState`).
+fn jitter_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::time::SystemTime::now())
+}
+
 /// What executing a plan did.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -71,6 +300,8 @@ pub struct Outcome {
     /// Apply steps not attempted because the CRD they need was not Established (and served)
     /// within the CRD wait.
     pub waiting: Vec<(ObjectKey, WaitReason)>,
+    /// Every write attempted (applies, deletes, break-glass cleanups), for metrics.
+    pub writes: Vec<WriteReport>,
 }
 
 /// The result of one full pass over a Guard.
@@ -105,6 +336,7 @@ pub struct Applier {
     discovery: Arc<RwLock<Arc<Discovery>>>,
     timeout: Duration,
     crd_wait: Duration,
+    retry: RetryPolicy,
 }
 
 /// What became of one CRD this pass waits for.
@@ -136,7 +368,86 @@ impl Applier {
             discovery: Arc::new(RwLock::new(Arc::new(discovery))),
             timeout,
             crd_wait: DEFAULT_CRD_WAIT,
+            retry: RetryPolicy::default(),
         })
+    }
+
+    /// Retry transient write errors under `policy` instead of [`RetryPolicy::default`].
+    #[must_use]
+    pub fn with_retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
+    /// Run one write: `call` is attempted, each attempt under the write timeout, and tried again
+    /// on a transient error as [`RetryPolicy`] allows. Returns the result (the last error, with
+    /// the attempts it took) and the write's report.
+    async fn write<T, F, Fut>(&self, verb: WriteVerb, key: &ObjectKey, mut call: F) -> (Result<T, String>, WriteReport)
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        let deadline = Instant::now() + self.retry.budget;
+        let mut report = WriteReport {
+            key: key.clone(),
+            verb,
+            result: WriteResult::Ok,
+            retries: Vec::new(),
+            waited: Duration::ZERO,
+        };
+        let mut attempt: u32 = 1;
+        loop {
+            let timeout = if attempt == 1 {
+                self.timeout
+            } else {
+                self.timeout.min(deadline.saturating_duration_since(Instant::now()))
+            };
+            let error = match tokio::time::timeout(timeout, call()).await {
+                Ok(Ok(value)) => {
+                    if attempt > 1 {
+                        report.result = WriteResult::Retried;
+                        tracing::info!(%key, verb = verb.as_str(), attempts = attempt, waited = ?report.waited, "write succeeded after transient API errors");
+                    }
+                    return (Ok(value), report);
+                }
+                Ok(Err(error)) => AttemptError::Kube(error),
+                Err(_) => AttemptError::TimedOut(timeout),
+            };
+            report.result = WriteResult::Failed;
+            let Some(cause) = transient(&error, verb) else {
+                let message = match attempt {
+                    1 => error.to_string(),
+                    n => format!("{error} (attempt {n})"),
+                };
+                return (Err(message), report);
+            };
+            if attempt >= self.retry.attempts {
+                return (
+                    Err(format!(
+                        "{error} (gave up after {attempt} attempts in {:?})",
+                        self.retry
+                            .budget
+                            .saturating_sub(deadline.saturating_duration_since(Instant::now()))
+                    )),
+                    report,
+                );
+            }
+            let delay = self.retry.delay(attempt, cause.retry_after, jitter_seed());
+            if delay >= deadline.saturating_duration_since(Instant::now()) {
+                return (
+                    Err(format!(
+                        "{error} (gave up after {attempt} attempts: the next, in {delay:?}, would pass the {:?} retry budget)",
+                        self.retry.budget
+                    )),
+                    report,
+                );
+            }
+            tracing::info!(%key, verb = verb.as_str(), reason = cause.reason.as_str(), attempt, ?delay, %error, "transient API error; retrying");
+            report.retries.push(cause.reason);
+            report.waited += delay;
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
     }
 
     /// Bound the total time one sync waits for the CRDs it applied to become Established
@@ -327,14 +638,16 @@ impl Applier {
             detached: &detached,
         };
         let plan = plan(desired, inventory, &live, &facts);
-        let outcome = self.execute_in(&pass, &plan).await;
+        let mut outcome = self.execute_in(&pass, &plan).await;
         let mut ended = Vec::new();
         for object in expired {
             let key = ObjectKey::of(object);
             if outcome.apply_failed.iter().any(|f| f.key == key) {
                 continue; // Git is not back yet: keep the annotations, retry next pass
             }
-            match self.end_break_glass(&pass, object).await {
+            let (result, report) = self.end_break_glass(&pass, object).await;
+            outcome.writes.extend(report);
+            match result {
                 Ok(()) => ended.push(key),
                 Err(message) => tracing::warn!(%key, %message, "cannot remove expired break-glass annotations"),
             }
@@ -352,22 +665,23 @@ impl Applier {
     }
 
     /// Remove the break-glass annotations of `object` (its time is up and Git is applied).
-    async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> Result<(), String> {
-        let api = self.api_of(pass, object).await?;
+    async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> (Result<(), String>, Option<WriteReport>) {
+        let api = match self.api_of(pass, object).await {
+            Ok(api) => api,
+            Err(message) => return (Err(message), None),
+        };
         let patch = serde_json::json!({"metadata": {"annotations": {
             break_glass::BREAK_GLASS_ANNOTATION: null,
             break_glass::EXPIRES_ANNOTATION: null,
         }}});
-        match tokio::time::timeout(
-            self.timeout,
-            api.patch(&object.name, &PatchParams::apply(FIELD_MANAGER), &Patch::Merge(&patch)),
-        )
-        .await
-        {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+        let (api, patch, params) = (&api, &patch, &PatchParams::apply(FIELD_MANAGER));
+        let name = object.name.as_str();
+        let (result, report) = self
+            .write(WriteVerb::Apply, &ObjectKey::of(object), move || async move {
+                api.patch(name, params, &Patch::Merge(patch)).await.map(drop)
+            })
+            .await;
+        (result, Some(report))
     }
 
     /// Wait for the CRD `name` (applied earlier in this pass, unless its apply failed) to be
@@ -410,25 +724,28 @@ impl Applier {
         self.execute_in(&Pass::default(), plan).await
     }
 
-    /// Server-side apply one desired object (manager `driftguard`, force); returns the stored
-    /// object's metadata.
-    pub async fn apply_one(&self, object: &DesiredObject) -> Result<ObjectMeta, String> {
+    /// Server-side apply one desired object (manager `driftguard`, force), retrying transient
+    /// errors; returns the stored object's metadata, and the write's report (None when the
+    /// kind could not be resolved, so nothing was sent).
+    pub async fn apply_one(&self, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
         self.apply_in(&Pass::default(), object).await
     }
 
-    async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> Result<ObjectMeta, String> {
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        let api = self.api_of(pass, object).await?;
-        match tokio::time::timeout(
-            self.timeout,
-            api.patch(&object.name, &params, &Patch::Apply(&object.object)),
-        )
-        .await
-        {
-            Ok(Ok(applied)) => Ok(applied.metadata),
-            Ok(Err(error)) => Err(error.to_string()),
-            Err(_) => Err(format!("no answer within {:?}", self.timeout)),
-        }
+    async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
+        let api = match self.api_of(pass, object).await {
+            Ok(api) => api,
+            Err(message) => return (Err(message), None),
+        };
+        let (api, params, body) = (&api, &PatchParams::apply(FIELD_MANAGER).force(), &object.object);
+        let name = object.name.as_str();
+        let (result, report) = self
+            .write(WriteVerb::Apply, &ObjectKey::of(object), move || async move {
+                api.patch(name, params, &Patch::Apply(body))
+                    .await
+                    .map(|applied| applied.metadata)
+            })
+            .await;
+        (result, Some(report))
     }
 
     async fn execute_in(&self, pass: &Pass, plan: &Plan<'_>) -> Outcome {
@@ -462,7 +779,8 @@ impl Applier {
                     continue;
                 }
             }
-            let result = self.apply_in(pass, object).await;
+            let (result, report) = self.apply_in(pass, object).await;
+            outcome.writes.extend(report);
             match result {
                 Ok(meta) => outcome.applied.push(Applied {
                     key: step.key.clone(),
@@ -487,18 +805,28 @@ impl Applier {
                 ..DeleteParams::default()
             };
             let key = &step.key;
-            let result = async {
-                let api = self
-                    .api(pass, &key.group, &step.version, &key.kind, key.namespace.as_deref())
-                    .await?;
-                match tokio::time::timeout(self.timeout, api.delete(&key.name, &params)).await {
-                    Ok(Ok(_)) => Ok(()),
-                    Ok(Err(kube::Error::Api(status))) if status.code == 404 => Ok(()),
-                    Ok(Err(error)) => Err(error.to_string()),
-                    Err(_) => Err(format!("no answer within {:?}", self.timeout)),
+            let (result, report) = match self
+                .api(pass, &key.group, &step.version, &key.kind, key.namespace.as_deref())
+                .await
+            {
+                Ok(api) => {
+                    let (api, params, name) = (&api, &params, key.name.as_str());
+                    let (result, report) = self
+                        .write(WriteVerb::Delete, key, move || async move {
+                            match api.delete(name, params).await {
+                                Ok(_) => Ok(()),
+                                // Gone already: what the prune wanted.
+                                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                                Err(error) => Err(error),
+                            }
+                        })
+                        .await;
+                    (result, Some(report))
                 }
+                Err(message) => (Err(message), None),
             };
-            match result.await {
+            outcome.writes.extend(report);
+            match result {
                 Ok(()) => outcome.pruned.push(key.clone()),
                 Err(message) => {
                     tracing::warn!(%key, %message, "prune failed; kept in the inventory for the next reconcile");
@@ -510,5 +838,106 @@ impl Applier {
             }
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::core::Status;
+    use kube::core::response::StatusDetails;
+
+    fn api_error(code: u16, reason: &str, message: &str, retry_after: u32) -> AttemptError {
+        let mut status = Status::failure(message, reason).with_code(code);
+        if retry_after > 0 {
+            status = status.with_details(StatusDetails {
+                name: String::new(),
+                group: String::new(),
+                kind: String::new(),
+                uid: String::new(),
+                causes: Vec::new(),
+                retry_after_seconds: retry_after,
+            });
+        }
+        AttemptError::Kube(kube::Error::Api(status.boxed()))
+    }
+
+    fn reason(error: &AttemptError, verb: WriteVerb) -> Option<RetryReason> {
+        transient(error, verb).map(|t| t.reason)
+    }
+
+    #[test]
+    fn transient_errors_are_conflicts_throttling_server_errors_and_timeouts() {
+        let apply = WriteVerb::Apply;
+        assert_eq!(
+            reason(&api_error(409, "Conflict", "the object has been modified", 0), apply),
+            Some(RetryReason::Conflict)
+        );
+        assert_eq!(
+            reason(&api_error(429, "TooManyRequests", "slow down", 0), apply),
+            Some(RetryReason::TooManyRequests)
+        );
+        for code in [500, 502, 503, 504] {
+            assert_eq!(
+                reason(&api_error(code, "InternalError", "etcd", 0), apply),
+                Some(RetryReason::ServerError),
+                "{code}"
+            );
+        }
+        assert_eq!(
+            reason(&AttemptError::TimedOut(Duration::from_secs(1)), apply),
+            Some(RetryReason::Timeout)
+        );
+        for permanent in [
+            api_error(422, "Invalid", "spec.replicas: Invalid value", 0),
+            api_error(403, "Forbidden", "denied by the webhook", 0),
+            api_error(404, "NotFound", "namespace not found", 0),
+            api_error(400, "BadRequest", "bad patch", 0),
+        ] {
+            assert_eq!(reason(&permanent, apply), None, "{permanent}");
+        }
+        // A delete whose uid precondition failed: the object was recreated, never retry.
+        let precondition = api_error(
+            409,
+            "Conflict",
+            "Precondition failed: UID in precondition: a, UID in object meta: b",
+            0,
+        );
+        assert_eq!(reason(&precondition, WriteVerb::Delete), None);
+        assert_eq!(
+            reason(&api_error(409, "Conflict", "etcd conflict", 0), WriteVerb::Delete),
+            Some(RetryReason::Conflict)
+        );
+    }
+
+    #[test]
+    fn the_servers_retry_after_seconds_are_honoured() {
+        let throttled = transient(&api_error(429, "TooManyRequests", "slow down", 2), WriteVerb::Apply).unwrap();
+        assert_eq!(throttled.retry_after, Some(Duration::from_secs(2)));
+        let policy = RetryPolicy::default();
+        assert_eq!(policy.delay(1, throttled.retry_after, 12345), Duration::from_secs(2));
+        // Capped.
+        assert_eq!(
+            policy.delay(1, Some(Duration::from_secs(3600)), 0),
+            policy.max_retry_after
+        );
+    }
+
+    #[test]
+    fn backoff_doubles_with_equal_jitter_up_to_the_cap() {
+        let policy = RetryPolicy::default();
+        for retry in 1..=8u32 {
+            let full = (policy.backoff * 2u32.pow(retry - 1)).min(policy.max_backoff);
+            let low = policy.delay(retry, None, 0);
+            let high = policy.delay(retry, None, u64::MAX - 1);
+            assert_eq!(low, full / 2, "retry {retry}");
+            assert!(high >= low && high <= full, "retry {retry}: {high:?} of {full:?}");
+            for seed in [1, 7, 1 << 40, u64::MAX] {
+                let delay = policy.delay(retry, None, seed);
+                assert!(delay >= full / 2 && delay <= full, "retry {retry}: {delay:?}");
+            }
+        }
+        assert_eq!(policy.delay(1, None, 0), Duration::from_millis(100));
+        assert_eq!(policy.delay(20, None, 0), policy.max_backoff / 2);
     }
 }

@@ -290,6 +290,9 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             objects: i64::try_from(set.objects.len()).unwrap_or(i64::MAX),
             ..previous.counts
         };
+        for write in &outcome.writes {
+            write.observe(&ctx.metrics);
+        }
         report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
         audit_writes(ctx, &id, &set, &previous.inventory, &outcome);
         ctx.metrics
@@ -352,10 +355,10 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
                 generation,
             )
         } else {
-            let reason = if outcome.apply_failed.is_empty() && outcome.prune_failed.is_empty() {
-                "Waiting"
-            } else {
-                "ApplyFailed"
+            let reason = match (outcome.apply_failed.is_empty(), outcome.prune_failed.is_empty()) {
+                (true, true) => "Waiting",
+                (true, false) => "PruneFailed",
+                (false, _) => "ApplyFailed",
             };
             condition(
                 ConditionType::Ready,

@@ -39,6 +39,10 @@ use crate::telemetry::Metrics;
 const OWN_WRITE_GRACE: Duration = Duration::from_secs(30);
 /// Wait before retrying a kind that discovery cannot resolve (its CRD is not there yet).
 const RESOLVE_RETRY: Duration = Duration::from_secs(10);
+/// The largest field value (serialized JSON bytes) a `drift.corrected` record carries as is.
+/// A bigger one (a blob in a ConfigMap) is recorded by size and digest: an audit line must not
+/// grow by megabytes, and the digest still tells which content was restored.
+const MAX_RECORDED_VALUE: usize = 4096;
 
 /// When a writer counts as fighting.
 #[derive(Debug, Clone, Copy)]
@@ -342,7 +346,10 @@ async fn watch_kind(inner: std::sync::Weak<Inner>, (group, version, kind): (Stri
             return;
         };
         match item {
-            Ok(watcher::Event::Apply(object) | watcher::Event::InitApply(object)) => observe(&inner, &resource, object),
+            Ok(watcher::Event::Apply(object)) => observe(&inner, &resource, object, Listed::No),
+            // A (re)list after a dropped watch shows the current state: it may come after a
+            // correction whose own event the cut watch never delivered.
+            Ok(watcher::Event::InitApply(object)) => observe(&inner, &resource, object, Listed::Yes),
             Ok(watcher::Event::Delete(object)) => gone(&inner, &resource, &object),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
             Err(error) => tracing::warn!(%kind, %error, "self-heal watch error; the watcher retries"),
@@ -374,7 +381,14 @@ fn key_of(resource: &ApiResource, object: &DynamicObject) -> Option<ObjectKey> {
     ))
 }
 
-fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
+/// Whether an observation comes from a (re)list rather than a watch event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Listed {
+    Yes,
+    No,
+}
+
+fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject, listed: Listed) {
     if object.metadata.deletion_timestamp.is_some() {
         return;
     }
@@ -383,7 +397,15 @@ fn observe(inner: &Arc<Inner>, resource: &ApiResource, object: DynamicObject) {
     };
     let version = object.metadata.resource_version.clone().unwrap_or_default();
     match serde_json::to_value(&object) {
-        Ok(live) => observe_live(inner, key, Seen::Live { version, object: live }),
+        Ok(live) => observe_live(
+            inner,
+            key,
+            Seen::Live {
+                version,
+                object: live,
+                listed,
+            },
+        ),
         Err(error) => tracing::warn!(%key, %error, "cannot read watched object"),
     }
 }
@@ -409,7 +431,7 @@ fn gone(inner: &Arc<Inner>, resource: &ApiResource, object: &DynamicObject) {
     let resource = resource.clone();
     tokio::spawn(async move {
         match api.get_opt(&key.name).await {
-            Ok(Some(object)) => observe(&inner, &resource, object),
+            Ok(Some(object)) => observe(&inner, &resource, object, Listed::Yes),
             Ok(None) => observe_live(&inner, key, Seen::Gone),
             Err(error) => {
                 tracing::warn!(%key, %error, "cannot look up an object that left the watch; the next reconcile checks it")
@@ -420,8 +442,12 @@ fn gone(inner: &Arc<Inner>, resource: &ApiResource, object: &DynamicObject) {
 
 /// What the watch says about an object.
 enum Seen {
-    /// Its current state.
-    Live { version: String, object: serde_json::Value },
+    /// Its current state, from a watch event or a (re)list.
+    Live {
+        version: String,
+        object: serde_json::Value,
+        listed: Listed,
+    },
     /// It is gone from the cluster.
     Gone,
 }
@@ -434,15 +460,18 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
     let act = {
         let mut state = lock(&inner.state);
         match (state.pending.get_mut(&key), &seen) {
-            (Some(Pending::Scheduled { seen: versions, latest }), Seen::Live { version, object }) => {
+            (Some(Pending::Scheduled { seen: versions, latest }), Seen::Live { version, object, .. }) => {
                 versions.insert(version.clone());
                 *latest = Some((version.clone(), object.clone()));
                 return;
             }
             (Some(Pending::Scheduled { .. }), Seen::Gone) => return, // the write in flight recreates it
-            (Some(Pending::Applied { resource_version, at }), Seen::Live { version, .. }) => {
-                if resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
-                    return; // an event from before our write
+            (Some(Pending::Applied { resource_version, at }), Seen::Live { version, listed, .. }) => {
+                // A watch event at another version is from before our write; a list is not
+                // (the watch was cut and relisted: our write's own event is never coming, and
+                // waiting for it would ignore real drift for the whole grace period).
+                if *listed == Listed::No && resource_version != version && at.elapsed() < OWN_WRITE_GRACE {
+                    return;
                 }
                 state.pending.remove(&key);
             }
@@ -478,7 +507,7 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             Heal::Correct { manager, fields, delay } => {
                 let records = fields
                     .iter()
-                    .map(|d: &FieldDrift| FieldRecord::of(desired, d))
+                    .map(|d: &FieldDrift| bounded(FieldRecord::of(desired, d)))
                     .collect();
                 state.pending.insert(
                     key.clone(),
@@ -526,6 +555,22 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
     }
 }
 
+/// `record` with every value longer than [`MAX_RECORDED_VALUE`] replaced by its size and
+/// SHA-256.
+fn bounded(mut record: FieldRecord) -> FieldRecord {
+    for value in [&mut record.git, &mut record.attempted, &mut record.previous] {
+        let text = value.to_string();
+        if text.len() > MAX_RECORDED_VALUE {
+            *value = serde_json::Value::String(format!(
+                "<{} bytes, sha256:{}>",
+                text.len(),
+                crate::audit::chain::sha256_hex(text.as_bytes())
+            ));
+        }
+    }
+    record
+}
+
 /// The write for `key` returned at `version`: wait for its event, or, when the watch already
 /// delivered it, look at whatever came after it.
 fn settle(inner: &Arc<Inner>, key: &ObjectKey, version: Option<String>) {
@@ -549,7 +594,17 @@ fn settle(inner: &Arc<Inner>, key: &ObjectKey, version: Option<String>) {
         }
     };
     if let Some((version, object)) = next {
-        observe_live(inner, key.clone(), Seen::Live { version, object });
+        // Nothing is pending any more, so where it came from does not matter.
+        let listed = Listed::No;
+        observe_live(
+            inner,
+            key.clone(),
+            Seen::Live {
+                version,
+                object,
+                listed,
+            },
+        );
     }
 }
 
@@ -587,7 +642,10 @@ async fn correct(
         settle(inner, &key, None);
         return;
     };
-    let result = inner.applier.apply_one(&desired).await;
+    let (result, report) = inner.applier.apply_one(&desired).await;
+    if let Some(report) = &report {
+        report.observe(&inner.metrics);
+    }
     let meta = match result {
         Ok(meta) => meta,
         Err(message) => {
@@ -716,6 +774,31 @@ fn guards(inner: &Inner, guard: &GuardId) -> Api<Guard> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn huge_values_are_recorded_by_size_and_digest() {
+        let record = FieldRecord {
+            path: "data.blob".into(),
+            git: json!("x".repeat(MAX_RECORDED_VALUE)),
+            attempted: json!("small"),
+            previous: serde_json::Value::Null,
+        };
+        let bounded = bounded(record.clone());
+        let git = bounded.git.as_str().unwrap();
+        assert!(
+            git.starts_with(&format!("<{} bytes, sha256:", MAX_RECORDED_VALUE + 2)),
+            "{git}"
+        );
+        assert_eq!(
+            git.len(),
+            format!("<{} bytes, sha256:>", MAX_RECORDED_VALUE + 2).len() + 64
+        );
+        assert_eq!(
+            (bounded.attempted, bounded.previous),
+            (record.attempted, record.previous),
+            "small values stay"
+        );
+    }
 
     #[test]
     fn the_fighting_condition_names_the_writer_and_the_rule() {

@@ -71,7 +71,12 @@ pub struct Installed {
 
 /// Start a test API server and [`install`] the example Guard with `guard_spec`.
 pub async fn installed(guard_spec: serde_json::Value) -> Installed {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    installed_on(ServerOptions::default(), guard_spec).await
+}
+
+/// [`installed`] on a test API server started with `options`.
+pub async fn installed_on(options: ServerOptions, guard_spec: serde_json::Value) -> Installed {
+    let api = TestApiServer::start(options).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let client = super::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let (repo, commit, guards) = install(&client, guard_spec).await;
@@ -156,4 +161,89 @@ pub fn web_replicas(
                 == Some(want)
         })
     }
+}
+
+/// A kube::Client acting as driftguard on `api` with kube's own retry layer off
+/// (`Config::default_retry`), so that every retry of a write is the Applier's, counted in its
+/// metrics (kube's layer would absorb 429/503/504 unseen).
+pub async fn enforcer_client(api: &TestApiServer, dir: &std::path::Path) -> kube::Client {
+    let path = dir.join("enforcer.kubeconfig");
+    api.write_kubeconfig(Identity::Driftguard, &path).unwrap();
+    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.default_retry = false;
+    kube::Client::try_from(config).unwrap()
+}
+
+/// A reconcile context whose metrics and audit records a test reads, with self-heal (leading)
+/// when `self_heal`.
+pub struct Enforcer {
+    pub ctx: Context,
+    pub audit: std::sync::Arc<driftguard::audit::MemorySink>,
+    pub metrics: std::sync::Arc<driftguard::telemetry::Metrics>,
+}
+
+impl Enforcer {
+    /// A context over `client` (self-heal settings are the defaults).
+    pub async fn new(client: &kube::Client, self_heal: bool) -> Enforcer {
+        use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
+        let applier = Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap();
+        let audit = std::sync::Arc::new(driftguard::audit::MemorySink::new());
+        let metrics = std::sync::Arc::new(driftguard::telemetry::Metrics::new());
+        let mut ctx = Context::new(client.clone(), applier.clone(), DesiredCache::new(64 * 1024 * 1024));
+        if self_heal {
+            let (_, leading) = tokio::sync::watch::channel(true);
+            let heal = SelfHeal::new(
+                HealDeps {
+                    client: client.clone(),
+                    applier,
+                    events: driftguard::reconcile::events::Events::new(client.clone(), Some("test-replica".into())),
+                    audit: audit.clone(),
+                    metrics: metrics.clone(),
+                    leading,
+                },
+                HealSettings::default(),
+            );
+            ctx = ctx.with_self_heal(heal);
+        }
+        ctx.audit = audit.clone();
+        ctx.metrics = metrics.clone();
+        Enforcer { ctx, audit, metrics }
+    }
+
+    /// The value of the metric sample `series` (`name{labels}`), or None when it is absent.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        metric(&self.metrics, series)
+    }
+
+    /// The audit records of `event`.
+    pub fn records(&self, event: driftguard::audit::EventKind) -> Vec<driftguard::audit::AuditEvent> {
+        self.audit.events().into_iter().filter(|e| e.event == event).collect()
+    }
+}
+
+/// The value of the sample `series` (`name{labels}`) in `metrics`, or None when it is absent.
+pub fn metric(metrics: &driftguard::telemetry::Metrics, series: &str) -> Option<f64> {
+    let text = metrics.encode().unwrap();
+    text.lines()
+        .find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
+}
+
+/// A condition of a Guard's status as (status, reason, message).
+pub fn condition(status: &driftguard::api::GuardStatus, kind: &str) -> Option<(String, String, String)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
+}
+
+/// How many PATCH requests `api` received for the object at `path` (as sent, no query).
+pub fn patches_of(api: &TestApiServer, path: &str) -> usize {
+    api.requests()
+        .iter()
+        .filter(|r| r.method == "PATCH" && r.path == path)
+        .count()
 }
