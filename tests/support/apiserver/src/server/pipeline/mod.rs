@@ -239,6 +239,40 @@ fn check_type(expected_api_version: &str, expected_kind: &str, object: &Value) -
     Ok(())
 }
 
+/// kube-apiserver's size limits on what it stores: ConfigMap and Secret payloads (1 MiB), all
+/// annotations of an object (256 KiB), and etcd's request limit (1.5 MiB) on the whole object.
+const MAX_PAYLOAD_BYTES: usize = 1024 * 1024;
+const MAX_ANNOTATIONS_BYTES: usize = 256 * 1024;
+const MAX_STORED_BYTES: usize = 1536 * 1024;
+
+/// Size validation, as kube-apiserver's (422) and etcd's (500 `request is too large`).
+pub(crate) fn validate_sizes(info: &ResourceInfo, name: &str, object: &Value) -> Result<(), ApiError> {
+    let text_len = |map: Option<&Value>| -> usize {
+        map.and_then(Value::as_object)
+            .map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
+            .unwrap_or(0)
+    };
+    let too_long = |field: &str, max: usize| invalid(info, name, field, &format!("Too long: must have at most {max} bytes"));
+    if info.group.is_empty() {
+        match info.plural.as_str() {
+            "configmaps" if text_len(object.get("data")) + text_len(object.get("binaryData")) > MAX_PAYLOAD_BYTES => {
+                return Err(too_long("[]", MAX_PAYLOAD_BYTES));
+            }
+            "secrets" if text_len(object.get("data")) > MAX_PAYLOAD_BYTES => {
+                return Err(too_long("data", MAX_PAYLOAD_BYTES));
+            }
+            _ => {}
+        }
+    }
+    if text_len(object.pointer("/metadata/annotations")) > MAX_ANNOTATIONS_BYTES {
+        return Err(too_long("metadata.annotations", MAX_ANNOTATIONS_BYTES));
+    }
+    if serde_json::to_vec(object).map_or(0, |b| b.len()) > MAX_STORED_BYTES {
+        return Err(ApiError::new(500, "InternalError", "etcdserver: request is too large"));
+    }
+    Ok(())
+}
+
 /// Kinds whose names are DNS labels (no dots), and kinds whose names are any path segment.
 const LABEL_NAMED: &[(&str, &str)] = &[("", "namespaces"), ("", "services")];
 const PATH_SEGMENT_NAMED: &[&str] = &["rbac.authorization.k8s.io"];
@@ -439,6 +473,7 @@ async fn finish_create(
     let uid = str_at(&object, "/metadata/uid").to_owned();
     defaults::apply(&info.group, &info.kind, &mut object);
     defaults::prepare_for_create(&info.group, &info.kind, &mut object, &uid);
+    validate_sizes(info, &name, &object)?;
     let (namespace_labels, configs) = {
         let state = shared.lock();
         let labels = match &target.namespace {

@@ -5,6 +5,7 @@ use super::super::Shared;
 use super::scale::{scale_of, scale_replicas};
 use super::{
     Caller, Change, MAX_ATTEMPTS, Reply, Target, after_write, bad_request, check_type, finish_create, invalid,
+    validate_sizes,
     meta_mut, now, prepare_create_metadata, response_object, restore_system_metadata, selector_namespace_labels,
     server_managed,
 };
@@ -293,6 +294,7 @@ fn finish_update_object(
     }
     let keep_managed = new.pointer("/metadata/managedFields").is_none();
     restore_system_metadata(current, new);
+    validate_sizes(info, name, new)?;
     if keep_managed
         && let Some(managed) = current.pointer("/metadata/managedFields").cloned()
         && let Some(meta) = meta_mut(new)
