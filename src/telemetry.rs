@@ -105,6 +105,7 @@ pub struct Metrics {
     audit_dropped: Counter,
     audit_events: Family<AuditLabels, Counter>,
     break_glass_active: Family<GuardLabels, Gauge<u64, AtomicU64>>,
+    leader: LeaderMetrics,
 }
 
 impl Metrics {
@@ -218,7 +219,9 @@ impl Metrics {
             "Objects of each Guard detached from Git by an unexpired break-glass",
             break_glass_active.clone(),
         );
+        let leader = LeaderMetrics::register(&mut registry);
         Self {
+            leader,
             audit_dropped,
             audit_events,
             break_glass_active,
@@ -371,6 +374,47 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Labels of `driftguard_leader_changes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaderChangeLabels {
+    change: &'static str,
+}
+
+/// Leadership of this replica: `driftguard_leader` (1 while it holds the Lease) and
+/// `driftguard_leader_changes_total{change}` (`acquired`; `lost` to another replica; `expired`:
+/// not renewed within the renew deadline; `released` on shutdown).
+#[derive(Debug, Default)]
+struct LeaderMetrics {
+    leading: Gauge,
+    changes: Family<LeaderChangeLabels, Counter>,
+}
+
+impl LeaderMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = LeaderMetrics::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (fetches, applies, prunes, writes status)",
+            metrics.leading.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Changes of this replica's leadership: acquired, lost (another replica holds the Lease), expired (not renewed within the renew deadline), released (shutdown)",
+            metrics.changes.clone(),
+        );
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Records a change of this replica's leadership (`change` as in
+    /// `driftguard_leader_changes_total`) and whether it leads now.
+    pub fn observe_leadership(&self, change: &'static str, leading: bool) {
+        self.leader.changes.get_or_create(&LeaderChangeLabels { change }).inc();
+        self.leader.leading.set(i64::from(leading));
     }
 }
 
