@@ -311,17 +311,18 @@ async fn a_corrupt_or_truncated_pack_is_refused_and_the_next_good_fetch_applies(
     assert_eq!(enforcer.applied_revision().await.as_deref(), Some(first.as_str()));
     enforcer.mirror_keeps(&first, &second);
 
-    // Truncated packs fail the same way.
-    let corrupted = http.damaged_packs();
-    assert!(corrupted >= 1);
+    // Truncated packs fail the same way, and the status says so.
+    assert!(http.damaged_packs() >= 1);
     http.set_pack_fault(PackFault::Truncate);
-    let truncated = || async { http.damaged_packs() >= corrupted + 1 };
-    eventually("a truncated pack served", DEADLINE, truncated).await;
-    let message = enforcer.until_fetch_failed().await;
+    let incomplete = || async {
+        enforcer.source_ready().await.is_some_and(|(status, reason, message)| {
+            status == "False" && reason == "FetchFailed" && message.contains("incomplete pack")
+        })
+    };
+    eventually("Ready=False for an incomplete pack", DEADLINE, incomplete).await;
+    let (_, _, message) = enforcer.source_ready().await.unwrap();
     assert!(
-        message.contains(&http.url("apps.git"))
-            && message.contains("incomplete pack")
-            && message.contains("last good revision"),
+        message.contains(&http.url("apps.git")) && message.contains("last good revision"),
         "{message}"
     );
     assert_eq!(enforcer.web_replicas().await, Some(3));
