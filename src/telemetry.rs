@@ -158,6 +158,7 @@ pub struct Metrics {
     audit_events: Family<AuditLabels, Counter>,
     break_glass_active: Family<GuardLabels, Gauge<u64, AtomicU64>>,
     api_writes: ApiWriteMetrics,
+    leader: LeaderMetrics,
 }
 
 impl Metrics {
@@ -293,8 +294,10 @@ impl Metrics {
             break_glass_active.clone(),
         );
         let api_writes = ApiWriteMetrics::register(&mut registry);
+        let leader = LeaderMetrics::register(&mut registry);
         Self {
             api_writes,
+            leader,
             audit_dropped,
             audit_file,
             audit_events,
@@ -475,6 +478,47 @@ impl Metrics {
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &self.registry)?;
         Ok(out)
+    }
+}
+
+/// Labels of `driftguard_leader_changes_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaderChangeLabels {
+    change: &'static str,
+}
+
+/// Leadership of this replica: `driftguard_leader` (1 while it holds the Lease) and
+/// `driftguard_leader_changes_total{change}` (`acquired`; `lost` to another replica; `expired`:
+/// not renewed within the renew deadline; `released` on shutdown).
+#[derive(Debug, Default)]
+struct LeaderMetrics {
+    leading: Gauge,
+    changes: Family<LeaderChangeLabels, Counter>,
+}
+
+impl LeaderMetrics {
+    fn register(registry: &mut Registry) -> Self {
+        let metrics = LeaderMetrics::default();
+        registry.register(
+            "leader",
+            "1 while this replica holds the leader Lease (fetches, applies, prunes, writes status)",
+            metrics.leading.clone(),
+        );
+        registry.register(
+            "leader_changes",
+            "Changes of this replica's leadership: acquired, lost (another replica holds the Lease), expired (not renewed within the renew deadline), released (shutdown)",
+            metrics.changes.clone(),
+        );
+        metrics
+    }
+}
+
+impl Metrics {
+    /// Records a change of this replica's leadership (`change` as in
+    /// `driftguard_leader_changes_total`) and whether it leads now.
+    pub fn observe_leadership(&self, change: &'static str, leading: bool) {
+        self.leader.changes.get_or_create(&LeaderChangeLabels { change }).inc();
+        self.leader.leading.set(i64::from(leading));
     }
 }
 

@@ -8,6 +8,7 @@
 //! else may take over, so writes stop at once when the lease is lost.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -16,6 +17,9 @@ use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::Api;
 use kube::api::PostParams;
 use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::telemetry::Metrics;
 
 /// Why one election round failed (the loop retries).
 #[derive(Debug, thiserror::Error)]
@@ -120,6 +124,7 @@ impl ElectionConfig {
 pub struct LeaderElector {
     api: Api<Lease>,
     config: ElectionConfig,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl LeaderElector {
@@ -128,7 +133,15 @@ impl LeaderElector {
         LeaderElector {
             api: Api::namespaced(client, &config.namespace),
             config,
+            metrics: None,
         }
+    }
+
+    /// Also publish leadership as `driftguard_leader` and count its changes in
+    /// `driftguard_leader_changes_total`.
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
     }
 
     fn lease_id(&self) -> String {
@@ -204,48 +217,102 @@ impl LeaderElector {
 
     /// Elect until `shutdown` resolves, publishing leadership on `leading`. On shutdown the
     /// lease is released and `leading` set to false.
+    ///
+    /// Leadership ends [`ElectionConfig::renew_deadline`] after the start of the last round
+    /// that renewed the lease, whatever the rounds since are doing (failing fast, or hanging
+    /// on a slow API server): that start precedes the `renewTime` written, so this replica
+    /// stops writing at least `lease_duration - renew_deadline` before any other replica may
+    /// take the lease over.
     pub async fn run(self, leading: watch::Sender<bool>, shutdown: impl Future<Output = ()>) {
         tokio::pin!(shutdown);
-        let mut last_renewed: Option<tokio::time::Instant> = None;
+        // While leading: when leadership ends unless a round renews it first.
+        let mut lead_until: Option<Instant> = None;
         loop {
-            let outcome = tokio::time::timeout(self.config.renew_deadline, self.round()).await;
-            let now = tokio::time::Instant::now();
-            match outcome {
+            let started = Instant::now();
+            let deadline = lead_until.unwrap_or(started + self.config.renew_deadline);
+            match tokio::time::timeout_at(deadline, self.round()).await {
                 Ok(Ok(true)) => {
-                    last_renewed = Some(now);
+                    lead_until = Some(started + self.config.renew_deadline);
                     if !leading.send_replace(true) {
                         tracing::info!(lease = %self.lease_id(), identity = %self.config.identity, "became the leader");
+                        self.count(Change::Acquired);
                     }
                 }
                 Ok(Ok(false)) => {
-                    last_renewed = None;
+                    lead_until = None;
                     if leading.send_replace(false) {
-                        tracing::warn!(lease = %self.lease_id(), "lost the lease to another replica");
+                        tracing::warn!(lease = %self.lease_id(), identity = %self.config.identity, "lost the lease to another replica; stopped leading");
+                        self.count(Change::Lost);
                     }
                 }
-                Ok(Err(_)) | Err(_) => {
-                    if let Ok(Err(error)) = &outcome {
-                        tracing::warn!(%error, "leader election round failed");
-                    }
-                    // Stop leading before the lease can expire for others.
-                    let stale = last_renewed.is_none_or(|t| now.duration_since(t) >= self.config.renew_deadline);
-                    if stale && leading.send_replace(false) {
-                        tracing::warn!(lease = %self.lease_id(), "could not renew the lease in time; stopped leading");
-                    }
-                }
+                Ok(Err(error)) => tracing::warn!(%error, "leader election round failed"),
+                Err(_) => tracing::warn!(lease = %self.lease_id(), "leader election round did not finish in time"),
             }
-            let pause = if *leading.borrow() {
+            self.expire(&leading, &mut lead_until);
+            let pause = if lead_until.is_some() {
                 self.config.retry_period.min(self.config.renew_deadline / 2)
             } else {
                 self.config.retry_period
             };
+            // A leader wakes at its deadline at the latest, to stop leading on time.
+            let wake = lead_until.map_or(Instant::now() + pause, |until| (Instant::now() + pause).min(until));
             tokio::select! {
                 () = &mut shutdown => break,
-                () = tokio::time::sleep(pause) => {}
+                () = tokio::time::sleep_until(wake) => {}
+            }
+            self.expire(&leading, &mut lead_until);
+        }
+        if leading.send_replace(false) {
+            self.count(Change::Released);
+        }
+        self.release().await;
+    }
+
+    /// Stop leading once the renew deadline has passed without a renewal.
+    fn expire(&self, leading: &watch::Sender<bool>, lead_until: &mut Option<Instant>) {
+        if lead_until.is_some_and(|until| Instant::now() >= until) {
+            *lead_until = None;
+            if leading.send_replace(false) {
+                tracing::warn!(
+                    lease = %self.lease_id(),
+                    identity = %self.config.identity,
+                    renew_deadline = ?self.config.renew_deadline,
+                    "could not renew the lease within the renew deadline; stopped leading"
+                );
+                self.count(Change::Expired);
             }
         }
-        leading.send_replace(false);
-        self.release().await;
+    }
+
+    fn count(&self, change: Change) {
+        if let Some(metrics) = &self.metrics {
+            metrics.observe_leadership(change.as_str(), matches!(change, Change::Acquired));
+        }
+    }
+}
+
+/// How this replica's leadership changed (the `change` label of
+/// `driftguard_leader_changes_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Change {
+    /// It took or created the lease.
+    Acquired,
+    /// Another replica holds the lease now.
+    Lost,
+    /// It could not renew within the renew deadline.
+    Expired,
+    /// It shut down and gave the lease up.
+    Released,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Acquired => "acquired",
+            Change::Lost => "lost",
+            Change::Expired => "expired",
+            Change::Released => "released",
+        }
     }
 }
 

@@ -135,7 +135,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
             &cluster.identity,
             cluster.lease_duration,
         ),
-    );
+    )
+    .with_metrics(metrics.clone());
     let mut loops = vec![tokio::spawn(elector.run(leading_tx, stopped(stop.clone())))];
     let managed = match &settings.server.tls {
         TlsSource::Managed(managed) => {

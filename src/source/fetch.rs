@@ -45,6 +45,8 @@ const DEPTH: i32 = 1;
 const UNSHALLOW: i32 = i32::MAX;
 /// A refspec that matches nothing: connects and lists references without downloading.
 const LIST_ONLY: &str = "refs/driftguard/list-only:refs/driftguard/list-only";
+/// The phase of a fetch that transfers the pack.
+const PHASE_DOWNLOADING: &str = "downloading objects";
 /// Where commits fetched by id are kept referenced in a mirror.
 const COMMIT_REFS: &str = "refs/driftguard/commits";
 /// Digits of the URL hash in a mirror's directory name.
@@ -224,6 +226,7 @@ impl Fetcher {
             phase: Cell::new("connecting"),
             failure: RefCell::new(None),
             auth_attempts: Cell::new(0),
+            objects: Cell::new((0, 0)),
         };
         let mirror = || LocalRepository::open_mirror(&dir, &remote.display);
         let done = |revision: Revision, stats: FetchStats| -> Result<Fetched, SourceError> {
@@ -698,6 +701,8 @@ struct Session<'a> {
     phase: Cell<&'static str>,
     failure: RefCell<Option<Failure>>,
     auth_attempts: Cell<u32>,
+    /// Objects of the pack being downloaded: (received, total announced by its header).
+    objects: Cell<(usize, usize)>,
 }
 
 impl Session<'_> {
@@ -724,7 +729,8 @@ impl Session<'_> {
     /// Downloads one refspec and updates the local reference.
     fn fetch(&self, remote: &mut Remote<'_>, refspec: &str, depth: i32) -> Result<FetchStats, SourceError> {
         self.check_deadline()?;
-        self.phase.set("downloading objects");
+        self.phase.set(PHASE_DOWNLOADING);
+        self.objects.set((0, 0));
         let mut options = self.options(depth);
         remote
             .fetch(&[refspec], Some(&mut options), Some("driftguard fetch"))
@@ -762,7 +768,11 @@ impl Session<'_> {
         let mut callbacks = RemoteCallbacks::new();
         callbacks.credentials(move |_url, user_from_url, allowed| self.credential(user_from_url, allowed));
         callbacks.certificate_check(move |cert, _host| self.certificate(cert));
-        callbacks.transfer_progress(move |_| self.alive());
+        callbacks.transfer_progress(move |progress| {
+            self.objects
+                .set((progress.received_objects(), progress.total_objects()));
+            self.alive()
+        });
         callbacks.sideband_progress(move |_| self.alive());
         callbacks
     }
@@ -932,6 +942,19 @@ impl Session<'_> {
         if error.class() == ErrorClass::Ssh && lower.contains("authenticat") {
             return authentication(format!("{message}; check identity and the SSH user"));
         }
+        let downloading = self.phase.get() == PHASE_DOWNLOADING;
+        if let Some(damage) = damaged_download(&error, &lower, downloading, self.objects.get()) {
+            return SourceError::Transport {
+                url,
+                action: action.to_owned(),
+                message,
+                hint: format!(
+                    "{damage}: nothing of it was kept, the last good revision stays in use and the fetch is \
+                     retried at the next interval; if this persists, check the repository on the server \
+                     (git fsck) and any proxy in between"
+                ),
+            };
+        }
         let hint = if error.code() == ErrorCode::Certificate || error.class() == ErrorClass::Ssl {
             "the server's TLS certificate is not trusted by this machine's CA certificates, or does not name \
              the host"
@@ -949,6 +972,32 @@ impl Session<'_> {
             hint: hint.to_owned(),
         }
     }
+}
+
+/// What was wrong with a download that failed on its data rather than on reaching the
+/// server: a pack that does not inflate, index or match its checksum, or an answer that ended
+/// before its pack was complete. None for any other failure. libgit2 writes a download to a
+/// temporary pack and moves it into the mirror (and the reference) only once it is indexed and
+/// verified, so such a failure leaves the mirror as it was.
+fn damaged_download(
+    error: &git2::Error,
+    lower_message: &str,
+    downloading: bool,
+    (received, total): (usize, usize),
+) -> Option<&'static str> {
+    const CORRUPT: &str = "the server sent a corrupt pack";
+    const INCOMPLETE: &str = "the server's answer ended before its pack was complete (an incomplete pack)";
+    if matches!(error.class(), ErrorClass::Zlib | ErrorClass::Indexer)
+        || ["packfile", "pack trailer", "checksum mismatch", "corrupt"]
+            .iter()
+            .any(|needle| lower_message.contains(needle))
+    {
+        return Some(CORRUPT);
+    }
+    let ended_early = ["early eof", "unexpected eof", "could not read from remote"]
+        .iter()
+        .any(|needle| lower_message.contains(needle));
+    (downloading && (ended_early || (total > 0 && received < total))).then_some(INCOMPLETE)
 }
 
 /// Process-wide libgit2 settings for fetching (see [`Fetcher::new`]); applied once.
@@ -1005,6 +1054,45 @@ mod tests {
             Location::Remote(remote) => remote,
             Location::Local(_) => unreachable!(),
         }
+    }
+
+    #[test]
+    fn damaged_downloads_are_told_apart_from_unreachable_servers() {
+        let error = |class, message: &str| git2::Error::new(ErrorCode::GenericError, class, message);
+        let zlib = error(ErrorClass::Zlib, "error reading from the zlib stream");
+        assert!(
+            damaged_download(&zlib, "error reading from the zlib stream", true, (0, 0))
+                .is_some_and(|d| d.contains("corrupt"))
+        );
+        let trailer = error(ErrorClass::Indexer, "packfile trailer mismatch");
+        assert!(
+            damaged_download(&trailer, "packfile trailer mismatch", true, (3, 3))
+                .is_some_and(|d| d.contains("corrupt"))
+        );
+        let eof = error(ErrorClass::Net, "could not read from remote repository");
+        let lower = "could not read from remote repository";
+        assert!(damaged_download(&eof, lower, true, (0, 0)).is_some_and(|d| d.contains("incomplete pack")));
+        assert_eq!(
+            damaged_download(&eof, lower, false, (0, 0)),
+            None,
+            "listing: the server is unreachable"
+        );
+        let reset = error(ErrorClass::Net, "connection reset by peer");
+        assert!(
+            damaged_download(&reset, "connection reset by peer", true, (2, 5))
+                .is_some_and(|d| d.contains("incomplete"))
+        );
+        assert_eq!(damaged_download(&reset, "connection reset by peer", true, (5, 5)), None);
+        let refused = error(ErrorClass::Os, "failed to connect to 127.0.0.1: Connection refused");
+        assert_eq!(
+            damaged_download(
+                &refused,
+                "failed to connect to 127.0.0.1: connection refused",
+                false,
+                (0, 0)
+            ),
+            None
+        );
     }
 
     #[test]

@@ -1,14 +1,15 @@
 //! Real Git servers for fetch tests, each on a free loopback port and killed on drop:
 //! `git daemon` (git://), OpenSSH `sshd` serving repositories by absolute path (ssh://), and a
 //! small hyper server running `git http-backend` as CGI behind basic or bearer authentication
-//! (smart HTTP).
+//! (smart HTTP), which can also damage the packfiles it sends ([`PackFault`]).
 
 use std::convert::Infallible;
 use std::io::{Read as _, Write as _};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
@@ -79,6 +80,7 @@ pub struct GitDaemon {
     child: Option<Child>,
     /// The listening port.
     pub port: u16,
+    base: PathBuf,
     log: PathBuf,
 }
 
@@ -87,6 +89,22 @@ impl GitDaemon {
     pub fn start(base: &Path, log_dir: &Path) -> GitDaemon {
         let port = free_port();
         let log = log_dir.join(format!("git-daemon-{port}.log"));
+        let child = Self::spawn(base, port, &log);
+        GitDaemon {
+            child: Some(child),
+            port,
+            base: base.to_owned(),
+            log,
+        }
+    }
+
+    /// Starts the daemon again on the same port after [`GitDaemon::stop`] (the server is back).
+    pub fn restart(&mut self) {
+        self.stop();
+        self.child = Some(Self::spawn(&self.base, self.port, &self.log));
+    }
+
+    fn spawn(base: &Path, port: u16, log: &Path) -> Child {
         // The daemon binary itself: `git daemon` would run it as a child that outlives a kill.
         let exec_path = git_command().arg("--exec-path").output().expect("git --exec-path");
         let exec_path = PathBuf::from(String::from_utf8_lossy(&exec_path.stdout).trim());
@@ -101,15 +119,11 @@ impl GitDaemon {
             .arg("--reuseaddr")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap())
             .spawn()
             .expect("start git daemon");
-        wait_for_port(port, &mut child, &log, "git daemon");
-        GitDaemon {
-            child: Some(child),
-            port,
-            log,
-        }
+        wait_for_port(port, &mut child, log, "git daemon");
+        child
     }
 
     /// The git:// URL of the repository `name` under the base path.
@@ -299,11 +313,31 @@ pub enum HttpAuth {
     Bearer(String),
 }
 
+/// What the smart HTTP server does to the packfile in its `git-upload-pack` answers, as a
+/// broken disk, proxy or server would.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PackFault {
+    /// Send it as `git http-backend` wrote it.
+    None,
+    /// Flip bytes in the middle of the packfile (the pkt-line framing stays intact).
+    Corrupt,
+    /// End the answer halfway through the packfile.
+    Truncate,
+}
+
+/// The switchable fault of a server and how many answers it damaged.
+#[derive(Debug)]
+struct PackFaults {
+    mode: Mutex<PackFault>,
+    damaged: AtomicUsize,
+}
+
 /// Git smart HTTP: `git http-backend` as CGI over the repositories under a root, behind
 /// [`HttpAuth`] (401 with a Basic challenge otherwise). Plain HTTP on loopback.
 pub struct SmartHttp {
     /// The listening port.
     pub port: u16,
+    faults: Arc<PackFaults>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -317,6 +351,11 @@ impl SmartHttp {
         let (shutdown, mut stop) = tokio::sync::oneshot::channel();
         let root = Arc::new(root.to_owned());
         let auth = Arc::new(auth);
+        let faults = Arc::new(PackFaults {
+            mode: Mutex::new(PackFault::None),
+            damaged: AtomicUsize::new(0),
+        });
+        let served_faults = faults.clone();
         let thread = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -332,10 +371,11 @@ impl SmartHttp {
                             Err(_) => continue,
                         },
                     };
-                    let (root, auth) = (root.clone(), auth.clone());
+                    let (root, auth, faults) = (root.clone(), auth.clone(), served_faults.clone());
                     tokio::spawn(async move {
-                        let service =
-                            hyper::service::service_fn(move |request| handle(request, root.clone(), auth.clone()));
+                        let service = hyper::service::service_fn(move |request| {
+                            handle(request, root.clone(), auth.clone(), faults.clone())
+                        });
                         let _ = hyper::server::conn::http1::Builder::new()
                             .serve_connection(TokioIo::new(stream), service)
                             .await;
@@ -345,6 +385,7 @@ impl SmartHttp {
         });
         SmartHttp {
             port,
+            faults,
             shutdown: Some(shutdown),
             thread: Some(thread),
         }
@@ -353,6 +394,16 @@ impl SmartHttp {
     /// The http:// URL of the repository `name` under the root.
     pub fn url(&self, name: &str) -> String {
         format!("http://127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Damage the packfiles of later answers (or stop: [`PackFault::None`]).
+    pub fn set_pack_fault(&self, fault: PackFault) {
+        *self.faults.mode.lock().unwrap() = fault;
+    }
+
+    /// How many answers carried a damaged packfile so far.
+    pub fn damaged_packs(&self) -> usize {
+        self.faults.damaged.load(Ordering::SeqCst)
     }
 }
 
@@ -386,6 +437,7 @@ async fn handle(
     request: Request<Incoming>,
     root: Arc<PathBuf>,
     auth: Arc<HttpAuth>,
+    faults: Arc<PackFaults>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     if !authorized(&request, &auth) {
         return Ok(Response::builder()
@@ -418,11 +470,65 @@ async fn handle(
         Ok(collected) => collected.to_bytes(),
         Err(_) => return Ok(status(StatusCode::BAD_REQUEST, "unreadable body")),
     };
+    let upload_pack = request_is_upload_pack(&env);
     let output = tokio::task::spawn_blocking(move || run_cgi(env, &body)).await;
-    let Ok(Ok(output)) = output else {
+    let Ok(Ok(mut output)) = output else {
         return Ok(status(StatusCode::INTERNAL_SERVER_ERROR, "git http-backend failed"));
     };
+    let fault = *faults.mode.lock().unwrap();
+    if upload_pack && fault != PackFault::None && damage_pack(&mut output, fault) {
+        faults.damaged.fetch_add(1, Ordering::SeqCst);
+    }
     Ok(cgi_response(&output))
+}
+
+fn request_is_upload_pack(env: &[(&'static str, String)]) -> bool {
+    let value = |name: &str| env.iter().find(|(n, _)| *n == name).map(|(_, v)| v.as_str());
+    value("REQUEST_METHOD") == Some("POST") && value("PATH_INFO").is_some_and(|p| p.ends_with("/git-upload-pack"))
+}
+
+/// Damages the packfile in CGI `output` (headers, blank line, pkt-lines with the pack on
+/// side-band channel 1) as `fault` says; false when the answer carries no packfile (a
+/// negotiation round).
+fn damage_pack(output: &mut Vec<u8>, fault: PackFault) -> bool {
+    let body = output
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .map(|at| at + 4)
+        .or_else(|| output.windows(2).position(|w| w == b"\n\n").map(|at| at + 2));
+    let Some(body) = body else {
+        return false;
+    };
+    let mut at = body;
+    while at + 4 <= output.len() {
+        let Some(length) = std::str::from_utf8(&output[at..at + 4])
+            .ok()
+            .and_then(|hex| usize::from_str_radix(hex, 16).ok())
+        else {
+            return false;
+        };
+        if length < 4 {
+            at += 4; // flush, delimiter or response-end packet
+            continue;
+        }
+        let payload = &output[at + 4..(at + length).min(output.len())];
+        if payload.starts_with(b"\x01PACK") && payload.len() > 1 + 12 + 8 {
+            // The middle of what follows the 12-byte pack header in this packet.
+            let middle = at + 4 + 1 + 12 + (payload.len() - 13) / 2;
+            match fault {
+                PackFault::None => return false,
+                PackFault::Corrupt => {
+                    for byte in &mut output[middle..middle + 4] {
+                        *byte ^= 0xff;
+                    }
+                }
+                PackFault::Truncate => output.truncate(middle),
+            }
+            return true;
+        }
+        at += length;
+    }
+    false
 }
 
 fn status(code: StatusCode, text: &'static str) -> Response<Full<Bytes>> {

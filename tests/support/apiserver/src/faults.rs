@@ -10,6 +10,9 @@
 //! // Every GET of any resource answers 429 with Retry-After: 1 until cleared.
 //! server.faults().fail(Verb::Get, "*", Failure::too_many_requests(1), None);
 //! server.faults().delay(Verb::List, "configmaps", std::time::Duration::from_millis(200));
+//! // Only one identity's Lease renewals fail (one replica cut off from the API server).
+//! server.faults().fail_for("system:serviceaccount:driftguard:driftguard", Verb::Update, "leases",
+//!     Failure::internal_error(), None);
 //! server.faults().drop_watches();
 //! server.faults().clear();
 //! # }
@@ -121,6 +124,8 @@ impl Failure {
 struct Rule {
     verb: Verb,
     resource: String,
+    /// Only requests of this user; None: everyone's.
+    user: Option<String>,
     failure: Failure,
     /// Requests left to fail; None until cleared.
     remaining: Option<u32>,
@@ -130,11 +135,17 @@ struct Rule {
 struct Delay {
     verb: Verb,
     resource: String,
+    /// Only requests of this user; None: everyone's.
+    user: Option<String>,
     latency: Duration,
 }
 
 fn resource_matches(pattern: &str, resource: &str) -> bool {
     pattern == "*" || pattern == resource
+}
+
+fn user_matches(wanted: Option<&str>, user: &str) -> bool {
+    wanted.is_none_or(|wanted| wanted == user)
 }
 
 /// The injected faults of one server.
@@ -167,21 +178,43 @@ impl Faults {
     /// for the next `times` requests, or until [`Faults::clear`] when None. Rules are checked
     /// in the order they were added.
     pub fn fail(&self, verb: Verb, resource: &str, failure: Failure, times: Option<u32>) {
+        self.add_rule(None, verb, resource, failure, times);
+    }
+
+    /// [`Faults::fail`] for the requests of one authenticated `user` only (e.g. one replica
+    /// of several, each with its own identity).
+    pub fn fail_for(&self, user: &str, verb: Verb, resource: &str, failure: Failure, times: Option<u32>) {
+        self.add_rule(Some(user), verb, resource, failure, times);
+    }
+
+    fn add_rule(&self, user: Option<&str>, verb: Verb, resource: &str, failure: Failure, times: Option<u32>) {
         let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         rules.push(Rule {
             verb,
             resource: resource.to_owned(),
+            user: user.map(str::to_owned),
             failure,
             remaining: times,
         });
     }
 
     /// Delay every `verb` on `resource` by `latency` (before it is processed) until cleared.
+    /// A client that hangs up meanwhile cancels the request: it is never processed.
     pub fn delay(&self, verb: Verb, resource: &str, latency: Duration) {
+        self.add_delay(None, verb, resource, latency);
+    }
+
+    /// [`Faults::delay`] for the requests of one authenticated `user` only.
+    pub fn delay_for(&self, user: &str, verb: Verb, resource: &str, latency: Duration) {
+        self.add_delay(Some(user), verb, resource, latency);
+    }
+
+    fn add_delay(&self, user: Option<&str>, verb: Verb, resource: &str, latency: Duration) {
         let mut delays = self.delays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         delays.push(Delay {
             verb,
             resource: resource.to_owned(),
+            user: user.map(str::to_owned),
             latency,
         });
     }
@@ -209,12 +242,15 @@ impl Faults {
         self.injected.load(Ordering::Relaxed)
     }
 
-    /// The failure for this request, if one is due (consumes one of its `times`).
-    pub fn check(&self, verb: Verb, resource: &str) -> Option<Failure> {
+    /// The failure for this request of `user`, if one is due (consumes one of its `times`).
+    pub fn check(&self, verb: Verb, resource: &str, user: &str) -> Option<Failure> {
         let mut rules = self.rules.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let index = rules
-            .iter()
-            .position(|r| r.verb.covers(verb) && resource_matches(&r.resource, resource) && r.remaining != Some(0))?;
+        let index = rules.iter().position(|r| {
+            r.verb.covers(verb)
+                && resource_matches(&r.resource, resource)
+                && user_matches(r.user.as_deref(), user)
+                && r.remaining != Some(0)
+        })?;
         let rule = rules.get_mut(index)?;
         let failure = rule.failure.clone();
         if let Some(left) = rule.remaining.as_mut() {
@@ -227,12 +263,14 @@ impl Faults {
         Some(failure)
     }
 
-    /// The added latency for this request.
-    pub fn latency(&self, verb: Verb, resource: &str) -> Duration {
+    /// The added latency for this request of `user`.
+    pub fn latency(&self, verb: Verb, resource: &str, user: &str) -> Duration {
         let delays = self.delays.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         delays
             .iter()
-            .filter(|d| d.verb.covers(verb) && resource_matches(&d.resource, resource))
+            .filter(|d| {
+                d.verb.covers(verb) && resource_matches(&d.resource, resource) && user_matches(d.user.as_deref(), user)
+            })
             .map(|d| d.latency)
             .sum()
     }
@@ -251,19 +289,19 @@ mod tests {
     fn failures_count_down_and_match_verb_and_resource() {
         let faults = Faults::new();
         faults.fail(Verb::Patch, "deployments", Failure::conflict(), Some(2));
-        assert!(faults.check(Verb::Get, "deployments").is_none());
-        assert!(faults.check(Verb::Patch, "configmaps").is_none());
-        assert_eq!(faults.check(Verb::Patch, "deployments").unwrap().error.code, 409);
-        assert!(faults.check(Verb::Patch, "deployments").is_some());
-        assert!(faults.check(Verb::Patch, "deployments").is_none());
+        assert!(faults.check(Verb::Get, "deployments", "u").is_none());
+        assert!(faults.check(Verb::Patch, "configmaps", "u").is_none());
+        assert_eq!(faults.check(Verb::Patch, "deployments", "u").unwrap().error.code, 409);
+        assert!(faults.check(Verb::Patch, "deployments", "u").is_some());
+        assert!(faults.check(Verb::Patch, "deployments", "u").is_none());
         assert_eq!(faults.injected(), 2);
 
         faults.fail(Verb::Any, "*", Failure::too_many_requests(3), None);
         for _ in 0..5 {
-            assert_eq!(faults.check(Verb::List, "pods").unwrap().retry_after, Some(3));
+            assert_eq!(faults.check(Verb::List, "pods", "u").unwrap().retry_after, Some(3));
         }
         faults.clear();
-        assert!(faults.check(Verb::List, "pods").is_none());
+        assert!(faults.check(Verb::List, "pods", "u").is_none());
     }
 
     #[test]
@@ -271,11 +309,24 @@ mod tests {
         let faults = Faults::new();
         faults.delay(Verb::Get, "*", Duration::from_millis(5));
         faults.delay(Verb::Any, "configmaps", Duration::from_millis(7));
-        assert_eq!(faults.latency(Verb::Get, "configmaps"), Duration::from_millis(12));
-        assert_eq!(faults.latency(Verb::List, "secrets"), Duration::ZERO);
+        assert_eq!(faults.latency(Verb::Get, "configmaps", "u"), Duration::from_millis(12));
+        assert_eq!(faults.latency(Verb::List, "secrets", "u"), Duration::ZERO);
         let drops = faults.watch_drops();
         assert!(!drops.has_changed().unwrap());
         faults.drop_watches();
         assert!(drops.has_changed().unwrap());
+    }
+
+    #[test]
+    fn user_scoped_faults_touch_only_that_user() {
+        let faults = Faults::new();
+        faults.fail_for("a", Verb::Update, "leases", Failure::internal_error(), None);
+        faults.delay_for("a", Verb::Patch, "*", Duration::from_millis(9));
+        assert!(faults.check(Verb::Update, "leases", "b").is_none());
+        assert_eq!(faults.check(Verb::Update, "leases", "a").unwrap().error.code, 500);
+        assert_eq!(faults.latency(Verb::Patch, "configmaps", "a"), Duration::from_millis(9));
+        assert_eq!(faults.latency(Verb::Patch, "configmaps", "b"), Duration::ZERO);
+        faults.clear();
+        assert!(faults.check(Verb::Update, "leases", "a").is_none());
     }
 }

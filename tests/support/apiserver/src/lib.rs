@@ -28,7 +28,7 @@ pub mod selectors;
 pub mod server;
 pub mod store;
 
-pub use server::{Identity, ServerOptions, TestApiServer};
+pub use server::{Identity, RequestRecord, ResponseRecord, ServerOptions, TestApiServer};
 
 /// What this server deliberately does differently from kube-apiserver (kept in one place so
 /// a reader of a test failure can check it first).

@@ -14,6 +14,10 @@ pub enum Identity {
     Admin,
     /// driftguard's service account `driftguard/driftguard`.
     Driftguard,
+    /// A second driftguard replica under its own service account `driftguard/driftguard-peer`:
+    /// real replicas share one service account (their Lease identities differ), but a test of
+    /// two replicas needs the request log to tell their writes apart.
+    DriftguardPeer,
     /// The HPA controller's service account.
     Hpa,
     /// The garbage collector's service account.
@@ -26,9 +30,10 @@ pub enum Identity {
 
 impl Identity {
     /// Every identity.
-    pub const ALL: [Identity; 6] = [
+    pub const ALL: [Identity; 7] = [
         Identity::Admin,
         Identity::Driftguard,
+        Identity::DriftguardPeer,
         Identity::Hpa,
         Identity::GarbageCollector,
         Identity::NamespaceController,
@@ -40,6 +45,7 @@ impl Identity {
         match self {
             Identity::Admin => "kubernetes-admin",
             Identity::Driftguard => "system:serviceaccount:driftguard:driftguard",
+            Identity::DriftguardPeer => "system:serviceaccount:driftguard:driftguard-peer",
             Identity::Hpa => "system:serviceaccount:kube-system:horizontal-pod-autoscaler",
             Identity::GarbageCollector => "system:serviceaccount:kube-system:generic-garbage-collector",
             Identity::NamespaceController => "system:serviceaccount:kube-system:namespace-controller",
@@ -50,7 +56,7 @@ impl Identity {
     /// The service account namespace, for service-account identities.
     fn service_account_namespace(self) -> Option<&'static str> {
         match self {
-            Identity::Driftguard => Some("driftguard"),
+            Identity::Driftguard | Identity::DriftguardPeer => Some("driftguard"),
             Identity::Hpa | Identity::GarbageCollector | Identity::NamespaceController => Some("kube-system"),
             Identity::Admin | Identity::User => None,
         }

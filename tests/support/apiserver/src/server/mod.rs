@@ -119,6 +119,17 @@ pub struct RequestRecord {
     pub content_type: String,
 }
 
+/// One answer the server sent, in the order answered: a write answered 2xx took effect at
+/// that point of the order (nothing is awaited between a write and its answer). A request
+/// whose client hung up before it was processed has no answer, and never took effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ResponseRecord {
+    /// The request answered: its index in [`TestApiServer::requests`].
+    pub request: usize,
+    /// The HTTP status code.
+    pub status: u16,
+}
+
 /// Store and registry, behind one mutex (never held across an `.await`).
 pub(crate) struct State {
     pub(crate) store: Store,
@@ -169,6 +180,7 @@ pub(crate) struct Shared {
     pub(crate) options: ServerOptions,
     pub(crate) address: SocketAddr,
     requests: Mutex<Vec<RequestRecord>>,
+    responses: Mutex<Vec<ResponseRecord>>,
     /// Becomes true when the server stops (ends watches).
     pub(crate) shutdown: signal::Sender<bool>,
 }
@@ -180,11 +192,19 @@ impl Shared {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn record(&self, record: RequestRecord) {
-        self.requests
+    /// Log a request; returns its index in the log.
+    fn record(&self, record: RequestRecord) -> usize {
+        let mut requests = self.requests.lock().unwrap_or_else(PoisonError::into_inner);
+        requests.push(record);
+        requests.len() - 1
+    }
+
+    /// Log the answer to request `request`.
+    fn answered(&self, request: usize, status: u16) {
+        self.responses
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(record);
+            .push(ResponseRecord { request, status });
     }
 
     /// The user of an identity (controllers act as their service accounts).
@@ -228,6 +248,7 @@ impl TestApiServer {
             options,
             address,
             requests: Mutex::new(Vec::new()),
+            responses: Mutex::new(Vec::new()),
             shutdown: signal::channel(false).0,
         });
         let acceptor = TlsAcceptor::from(tls.config);
@@ -288,6 +309,15 @@ impl TestApiServer {
     pub fn requests(&self) -> Vec<RequestRecord> {
         self.shared
             .requests
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Every answer sent so far, in the order answered (see [`ResponseRecord`]).
+    pub fn responses(&self) -> Vec<ResponseRecord> {
+        self.shared
+            .responses
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .clone()

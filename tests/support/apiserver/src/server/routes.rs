@@ -214,7 +214,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> R
     let content_type = header("content-type");
     let user_agent = header("user-agent");
     let user = shared.identities.authenticate(&header("authorization"));
-    shared.record(RequestRecord {
+    let index = shared.record(RequestRecord {
         method: parts.method.to_string(),
         path: path.clone(),
         query: raw_query,
@@ -222,6 +222,36 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> R
         user_agent: user_agent.clone(),
         content_type: content_type.clone(),
     });
+    // Nothing is awaited between a write taking effect and this record.
+    let response = answer(
+        &shared,
+        parts,
+        body,
+        path,
+        query,
+        accept,
+        content_type,
+        user_agent,
+        user,
+    )
+    .await;
+    shared.answered(index, response.status().as_u16());
+    response
+}
+
+/// Route and serve one logged request.
+#[allow(clippy::too_many_arguments)]
+async fn answer(
+    shared: &Arc<Shared>,
+    parts: hyper::http::request::Parts,
+    body: Incoming,
+    path: String,
+    query: Query,
+    accept: String,
+    content_type: String,
+    user_agent: String,
+    user: Option<crate::UserInfo>,
+) -> Response<Body> {
     let route = parse_route(&path);
     match route {
         Route::Version => return respond::json(200, &discovery::version_info()),
@@ -269,7 +299,7 @@ pub(crate) async fn handle(shared: Arc<Shared>, request: Request<Incoming>) -> R
                 Err(err) => return respond::error(&err),
             };
             let request = ResourceRequest {
-                shared: &shared,
+                shared,
                 target,
                 watch_path,
                 query,
@@ -342,11 +372,12 @@ impl ResourceRequest<'_> {
             None => self.target.info.plural.clone(),
         };
         let faults = &self.shared.faults;
-        let latency = faults.latency(verb, &fault_resource);
+        let user = self.caller_user.username.as_str();
+        let latency = faults.latency(verb, &fault_resource, user);
         if !latency.is_zero() {
             tokio::time::sleep(latency).await;
         }
-        if let Some(failure) = faults.check(verb, &fault_resource) {
+        if let Some(failure) = faults.check(verb, &fault_resource, user) {
             return Ok(respond::failure(&failure));
         }
         match verb {
