@@ -17,7 +17,8 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{Api, Patch, PatchParams, PostParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
+use kube::core::GroupVersionKind;
 use serde_json::json;
 use support::guards::{Enforcer, Installed, condition, enforcer_client, eventually, installed, metric, patches_of};
 
@@ -530,14 +531,22 @@ async fn a_relist_after_a_lost_watch_event_is_not_mistaken_for_an_old_event() {
     installed.api.stop().await;
 }
 
-/// 1.5 MiB of text that is not one repeated byte (so a shifted or truncated copy differs).
-fn blob(variant: u8) -> String {
+/// `len` characters, different per `variant`, that compress badly (so nothing shortcuts them).
+fn blob(variant: u8, len: usize) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789";
-    (0..1536 * 1024usize)
+    (0..len)
         .map(|i| ALPHABET[(i * 7 + i / 61 + usize::from(variant)) % ALPHABET.len()] as char)
         .collect()
 }
 
+/// Just under etcd's 1.5 MiB request limit once stored with its metadata.
+const NEAR_LIMIT: usize = 1500 * 1024;
+
+/// A Blob custom resource of 1.46 MiB, the largest kind of object a cluster stores (ConfigMaps
+/// and Secrets stop at 1 MiB; etcd refuses requests over 1.5 MiB), is applied, listed and healed
+/// byte for byte, and neither the audit records nor the Events carry it. A ConfigMap over
+/// kube-apiserver's 1 MiB limit in the same commit fails visibly (422, not retried) without
+/// holding up the rest.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_one_and_a_half_mib_object_is_applied_and_healed_without_echoing_it() {
     let (
@@ -551,41 +560,80 @@ async fn a_one_and_a_half_mib_object_is_applied_and_healed_without_echoing_it() 
         },
         enforcer,
     ) = setup(true).await;
-    let huge = blob(0);
+    let huge = blob(0, NEAR_LIMIT);
+    let crd = "apiVersion: apiextensions.k8s.io/v1\nkind: CustomResourceDefinition\nmetadata:\n  name: blobs.example.com\n\
+               spec:\n  group: example.com\n  scope: Namespaced\n  names:\n    plural: blobs\n    singular: blob\n    kind: Blob\n\
+               \x20   listKind: BlobList\n  versions:\n    - name: v1\n      served: true\n      storage: true\n      schema:\n\
+               \x20       openAPIV3Schema:\n          type: object\n          x-kubernetes-preserve-unknown-fields: true\n";
+    std::fs::write(repo.path().join("examples/app/blob-crd.yaml"), crd).unwrap();
     std::fs::write(
         repo.path().join("examples/app/blob.yaml"),
-        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: blob\ndata:\n  blob: \"{huge}\"\n"),
+        format!("apiVersion: example.com/v1\nkind: Blob\nmetadata:\n  name: blob\nspec:\n  payload: \"{huge}\"\n"),
     )
     .unwrap();
-    support::git(repo.path(), &["add", "examples/app/blob.yaml"]);
-    support::git(repo.path(), &["commit", "-qm", "a big ConfigMap"]);
+    let too_big = blob(2, 1024 * 1024 + 1);
+    std::fs::write(
+        repo.path().join("examples/app/too-big.yaml"),
+        format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: too-big\ndata:\n  blob: \"{too_big}\"\n"),
+    )
+    .unwrap();
+    support::git(repo.path(), &["add", "examples/app"]);
+    support::git(
+        repo.path(),
+        &["commit", "-qm", "a big Blob and a ConfigMap over the limit"],
+    );
 
     let status = support::guards::reconcile(&guards, &enforcer.ctx).await;
-    assert_eq!(condition(&status, "Ready").unwrap().0, "True");
-    assert!(inventory(&status).contains(&"ConfigMap/blob".to_owned()), "{status:?}");
-    let stored = api.object("", "configmaps", "default", "blob").unwrap();
-    assert!(stored["data"]["blob"].as_str() == Some(huge.as_str()), "byte for byte");
+    let (ready, reason, message) = condition(&status, "Ready").unwrap();
+    assert_eq!((ready.as_str(), reason.as_str()), ("False", "ApplyFailed"), "{message}");
+    assert!(
+        message.contains("too-big") && message.contains("Too long: must have at most 1048576 bytes"),
+        "{message}"
+    );
+    assert!(!message.contains(&too_big[..64]), "the status echoes the payload");
+    assert_eq!(
+        enforcer.metric(r#"driftguard_api_writes_total{verb="apply",result="failed"}"#),
+        Some(1.0),
+        "a 422 is not retried"
+    );
+    assert!(api.object("", "configmaps", "default", "too-big").is_none());
+    let listed = inventory(&status);
+    for name in [
+        "Blob/blob",
+        "CustomResourceDefinition/blobs.example.com",
+        "ConfigMap/too-big",
+    ] {
+        assert!(listed.contains(&name.to_owned()), "{name} in {listed:?}");
+    }
+    let stored = api.object("example.com", "blobs", "default", "blob").unwrap();
+    assert!(
+        stored["spec"]["payload"].as_str() == Some(huge.as_str()),
+        "byte for byte"
+    );
+    assert!(serde_json::to_vec(&stored).unwrap().len() > 1500 * 1024);
 
-    // Someone replaces the blob: self-heal puts Git's back.
+    // Someone replaces the payload: self-heal puts Git's back.
     let user = support::kube_client(&api, Identity::User, dir.path()).await;
     let params = PatchParams {
         field_manager: Some("ops-script".to_owned()),
         ..PatchParams::default()
     };
-    let edited = blob(1);
-    Api::<ConfigMap>::namespaced(user, "default")
-        .patch("blob", &params, &Patch::Merge(json!({"data": {"blob": edited}})))
+    let edited = blob(1, NEAR_LIMIT);
+    let gvk = GroupVersionKind::gvk("example.com", "v1", "Blob");
+    let (resource, _) = kube::discovery::pinned_kind(&user, &gvk).await.unwrap();
+    Api::<DynamicObject>::namespaced_with(user, "default", &resource)
+        .patch("blob", &params, &Patch::Merge(json!({"spec": {"payload": edited}})))
         .await
         .unwrap();
     let restored = || {
         let huge = huge.clone();
         let api = &api;
         async move {
-            api.object("", "configmaps", "default", "blob")
-                .is_some_and(|o| o["data"]["blob"].as_str() == Some(huge.as_str()))
+            api.object("example.com", "blobs", "default", "blob")
+                .is_some_and(|o| o["spec"]["payload"].as_str() == Some(huge.as_str()))
         }
     };
-    eventually("the blob restored", Duration::from_secs(30), restored).await;
+    eventually("the payload restored", Duration::from_secs(30), restored).await;
     let recorded = || {
         let audit = enforcer.audit.clone();
         async move { audit.events().iter().any(|e| e.event == EventKind::DriftCorrected) }
@@ -593,24 +641,30 @@ async fn a_one_and_a_half_mib_object_is_applied_and_healed_without_echoing_it() 
     eventually("the drift.corrected record", Duration::from_secs(10), recorded).await;
     let corrected = enforcer.records(EventKind::DriftCorrected);
     assert_eq!(corrected.len(), 1, "one correction");
-    assert_eq!(corrected[0].fields[0].path, "data.blob");
+    assert_eq!(corrected[0].fields[0].path, "spec.payload");
     let git_value = corrected[0].fields[0].git.as_str().unwrap().to_owned();
-    assert!(git_value.starts_with("<1572866 bytes, sha256:"), "{git_value}");
+    assert!(
+        git_value.starts_with(&format!("<{} bytes, sha256:", NEAR_LIMIT + 2)),
+        "{git_value}"
+    );
 
-    // Neither the audit records nor the Events carry either blob.
+    // Neither the audit records nor the Events carry any of the payloads.
     let audited = serde_json::to_string(&enforcer.audit.events()).unwrap();
     assert!(
         audited.len() < 64 * 1024,
         "audit records are small: {} bytes",
         audited.len()
     );
-    for text in [&huge, &edited] {
-        assert!(!audited.contains(&text[..1024]), "a blob reached the audit records");
+    for text in [&huge, &edited, &too_big] {
+        assert!(!audited.contains(&text[..1024]), "a payload reached the audit records");
     }
     let events: Api<Event> = Api::namespaced(client.clone(), "default");
     for event in events.list(&Default::default()).await.unwrap().items {
         let note = event.note.unwrap_or_default();
-        assert!(note.len() < 4096 && !note.contains(&huge[..64]), "{note}");
+        assert!(
+            note.len() < 4096 && !note.contains(&huge[..64]) && !note.contains(&too_big[..64]),
+            "{note}"
+        );
     }
     api.stop().await;
 }

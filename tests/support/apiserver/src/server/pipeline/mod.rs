@@ -252,7 +252,8 @@ pub(crate) fn validate_sizes(info: &ResourceInfo, name: &str, object: &Value) ->
             .map(|m| m.iter().map(|(k, v)| k.len() + v.as_str().map_or(0, str::len)).sum())
             .unwrap_or(0)
     };
-    let too_long = |field: &str, max: usize| invalid(info, name, field, &format!("Too long: must have at most {max} bytes"));
+    let too_long =
+        |field: &str, max: usize| invalid(info, name, field, &format!("Too long: must have at most {max} bytes"));
     if info.group.is_empty() {
         match info.plural.as_str() {
             "configmaps" if text_len(object.get("data")) + text_len(object.get("binaryData")) > MAX_PAYLOAD_BYTES => {

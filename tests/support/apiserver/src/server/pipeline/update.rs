@@ -5,9 +5,8 @@ use super::super::Shared;
 use super::scale::{scale_of, scale_replicas};
 use super::{
     Caller, Change, MAX_ATTEMPTS, Reply, Target, after_write, bad_request, check_type, finish_create, invalid,
-    validate_sizes,
     meta_mut, now, prepare_create_metadata, response_object, restore_system_metadata, selector_namespace_labels,
-    server_managed,
+    server_managed, validate_sizes,
 };
 use crate::admission::{Attributes, Operation, Outcome};
 use crate::discovery::ResourceInfo;
