@@ -45,7 +45,7 @@ impl Https {
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
-                () = shutdown.started() => break,
+                () = shutdown.closing() => break,
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
                     if let Err(error) = done {
                         tracing::warn!(%error, "connection task failed");
