@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -104,7 +105,26 @@ pub(super) fn router_with(
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.shutdown.clone(),
+            close_when_draining,
+        ))
         .with_state(state)
+}
+
+/// From the start of the drain, HTTP/1 answers carry `Connection: close`: a client then opens
+/// its next connection through the Service (to a replica that stays) instead of reusing one
+/// that the close would cut under a request in flight. HTTP/2 needs nothing here: the close
+/// sends GOAWAY, which tells the client which streams were served.
+async fn close_when_draining(State(shutdown): State<Shutdown>, req: Request, next: Next) -> Response {
+    let http1 = req.version() < Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && shutdown.is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The metrics port's routes: `GET /metrics` in the Prometheus (OpenMetrics) text format.
