@@ -1201,12 +1201,21 @@ guards:
         let settings = validate(SAMPLE).unwrap();
         assert_eq!(settings.server.drain_delay, Duration::from_secs(5));
         assert_eq!(settings.server.shutdown_grace, Duration::from_secs(20));
-        let short = SAMPLE.replace("  listen: 0.0.0.0:9443\n", "  listen: 0.0.0.0:9443\n  drainDelay: 250ms\n");
+        let short = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: 250ms\n",
+        );
         assert_eq!(validate(&short).unwrap().server.drain_delay, Duration::from_millis(250));
-        let long = SAMPLE.replace("  listen: 0.0.0.0:9443\n", "  listen: 0.0.0.0:9443\n  drainDelay: 10m\n");
+        let long = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: 10m\n",
+        );
         let err = validate(&long).unwrap_err().to_string();
         assert!(err.contains("server.drainDelay"), "{err}");
-        let garbage = SAMPLE.replace("  listen: 0.0.0.0:9443\n", "  listen: 0.0.0.0:9443\n  drainDelay: soon\n");
+        let garbage = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: soon\n",
+        );
         assert!(ConfigFile::parse(&garbage, "sample").is_err());
     }
 }

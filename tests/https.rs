@@ -564,7 +564,10 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
 }
 
 /// A review on `sender`, with the answer's `Connection` header.
-async fn review_seeing_connection(sender: &mut http1::SendRequest<Body>, body: &'static [u8]) -> (Option<String>, Answer) {
+async fn review_seeing_connection(
+    sender: &mut http1::SendRequest<Body>,
+    body: &'static [u8],
+) -> (Option<String>, Answer) {
     sender.ready().await.unwrap();
     let request = Request::builder()
         .method("POST")
@@ -668,7 +671,10 @@ async fn the_drain_reports_not_ready_and_keeps_serving_until_the_close() {
     tokio::time::timeout(DEADLINE, gate.entered.notified())
         .await
         .expect("the held review reaches admit");
-    assert!(!h2_connection.is_finished() && !server.task.is_finished(), "still draining");
+    assert!(
+        !h2_connection.is_finished() && !server.task.is_finished(),
+        "still draining"
+    );
 
     // The close: no new connections, the idle HTTP/2 connection ends (GOAWAY).
     server.skip_drain();

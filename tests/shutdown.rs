@@ -417,10 +417,7 @@ async fn worker(
         };
         let decided: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
         let response = &decided["response"];
-        if status != StatusCode::OK
-            || response["uid"] != uid.as_str()
-            || response["allowed"] != review.allowed
-        {
+        if status != StatusCode::OK || response["uid"] != uid.as_str() || response["allowed"] != review.allowed {
             tally.fail(format!("{} {uid}: {status} {body}", target.name));
             continue;
         }
