@@ -14,11 +14,14 @@
 //! requests keep arriving meanwhile. So shutdown runs in two phases:
 //!
 //! 1. **drain** (`drain_delay`, default 5 s): `/readyz` answers 503 with a JSON reason at
-//!    once, while every request, on new and on kept-alive connections, is still served;
-//! 2. **close** (at most `shutdown_grace`, default 20 s): the listener closes, idle kept-alive
-//!    connections close, busy ones finish their current request and close (HTTP/1.1 answers
-//!    it with `Connection: close`, HTTP/2 sends GOAWAY), the metrics port stops; whatever is
-//!    still open when the grace ends is cut.
+//!    once, while every request, on new and on kept-alive connections, is still served.
+//!    HTTP/1.1 answers now carry `Connection: close`: a caller whose kept-alive connection
+//!    still reaches this pod (kube-proxy keeps established connections where they are)
+//!    reconnects through the Service, to a replica that stays;
+//! 2. **close** (at most `shutdown_grace`, default 20 s): the listener closes, idle
+//!    connections close, busy ones finish their current request and close (HTTP/2 with
+//!    GOAWAY, which tells the client which streams were served), the metrics port stops;
+//!    whatever is still open when the grace ends is cut.
 //!
 //! Each phase is logged. A second SIGTERM or Ctrl-C during the drain skips the rest of the
 //! delay and goes straight to the close (see [`BoundServer::run_until`]); the close itself is
