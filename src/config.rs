@@ -195,6 +195,10 @@ pub struct ServerFile {
     /// How long shutdown waits for in-flight requests.
     #[serde(default = "default_grace")]
     pub shutdown_grace: GoDuration,
+    /// How long, once shutdown starts, `/readyz` answers 503 while everything is still served
+    /// (so endpoints drop the pod before it stops accepting); at most 5m.
+    #[serde(default = "default_drain_delay")]
+    pub drain_delay: GoDuration,
     /// Plain-HTTP address of the push receiver (`POST /hooks/<namespace>/<source>`); none
     /// (the default) disables it. Put an Ingress with TLS in front of it.
     #[serde(default)]
@@ -223,6 +227,9 @@ fn default_max_in_flight() -> usize {
 fn default_grace() -> GoDuration {
     GoDuration(Duration::from_secs(20))
 }
+fn default_drain_delay() -> GoDuration {
+    GoDuration(crate::server::DEFAULT_DRAIN_DELAY)
+}
 
 impl Default for ServerFile {
     fn default() -> Self {
@@ -234,6 +241,7 @@ impl Default for ServerFile {
             max_body_bytes: default_max_body(),
             max_in_flight: default_max_in_flight(),
             shutdown_grace: default_grace(),
+            drain_delay: default_drain_delay(),
             hooks_listen: None,
             hooks_secrets_dir: None,
         }
@@ -515,6 +523,8 @@ pub struct ServerSettings {
     pub max_in_flight: usize,
     /// Shutdown grace.
     pub shutdown_grace: Duration,
+    /// Not-ready-but-serving time before the listener closes.
+    pub drain_delay: Duration,
     /// Push receiver address (None: disabled).
     pub hooks_listen: Option<SocketAddr>,
 }
@@ -624,12 +634,14 @@ impl ConfigFile {
     }
 
     /// The embedded default: this repository's `examples/app` at HEAD, denied drift, served on
-    /// https://127.0.0.1:8443 with development certificates in `certs/`.
+    /// https://127.0.0.1:8443 with development certificates in `certs/`. No drain delay: no
+    /// Service routes to a local try-out, so Ctrl-C stops it at once.
     pub fn embedded_default(repo_root: &Path) -> Self {
         let repo = repo_root.display().to_string();
         let text = format!(
             r#"
 server:
+  drainDelay: 0s
   tls:
     devCertsDir: {dir:?}
 sources:
@@ -880,6 +892,12 @@ fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> 
             "server.maxInFlight and server.maxBodyBytes must be positive".to_owned(),
         ));
     }
+    if file.drain_delay.0 > crate::server::MAX_DRAIN_DELAY {
+        return Err(ConfigError::Invalid(format!(
+            "server.drainDelay {:?} is longer than 5m: endpoints drop a terminating pod within seconds",
+            file.drain_delay.0
+        )));
+    }
     Ok(ServerSettings {
         listen: overrides.listen.unwrap_or(file.listen),
         metrics_listen: overrides.metrics_listen.or(file.metrics_listen),
@@ -888,6 +906,7 @@ fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> 
         max_body_bytes: file.max_body_bytes,
         max_in_flight: file.max_in_flight,
         shutdown_grace: file.shutdown_grace.0,
+        drain_delay: file.drain_delay.0,
         hooks_listen: overrides.hooks_listen.or(file.hooks_listen),
     })
 }
@@ -1180,5 +1199,34 @@ guards:
         assert_eq!(settings.guards[0].policy.path, "examples/app");
         assert_eq!(settings.server.tls, TlsSource::Dev(PathBuf::from("/repo/certs")));
         assert_eq!(settings.sources[0].settings.reference, GitReference::Head);
+        assert_eq!(settings.server.drain_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn drain_delay_defaults_to_five_seconds_and_is_bounded() {
+        let validate = |text: &str| {
+            ConfigFile::parse(text, "sample")
+                .unwrap()
+                .validate(Path::new("/etc/dg"), &Overrides::default())
+        };
+        let settings = validate(SAMPLE).unwrap();
+        assert_eq!(settings.server.drain_delay, Duration::from_secs(5));
+        assert_eq!(settings.server.shutdown_grace, Duration::from_secs(20));
+        let short = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: 250ms\n",
+        );
+        assert_eq!(validate(&short).unwrap().server.drain_delay, Duration::from_millis(250));
+        let long = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: 10m\n",
+        );
+        let err = validate(&long).unwrap_err().to_string();
+        assert!(err.contains("server.drainDelay"), "{err}");
+        let garbage = SAMPLE.replace(
+            "  listen: 0.0.0.0:9443\n",
+            "  listen: 0.0.0.0:9443\n  drainDelay: soon\n",
+        );
+        assert!(ConfigFile::parse(&garbage, "sample").is_err());
     }
 }

@@ -75,6 +75,27 @@ async fn stopped(mut stop: watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
+/// The first SIGTERM/Ctrl-C turns the first receiver true (shutdown starts: the webhook
+/// server drains, every loop stops), the second turns the second one true (the rest of the
+/// drain delay is skipped). Abort the task once the server has ended.
+fn on_signals() -> (JoinHandle<()>, watch::Receiver<bool>, watch::Receiver<bool>) {
+    let (stop_tx, stop) = watch::channel(false);
+    let (skip_tx, skip_drain) = watch::channel(false);
+    // Listening starts now, so a second signal that comes quickly is not lost.
+    let mut signals = server::Signals::listen();
+    let task = tokio::spawn(async move {
+        let first = signals.next().await;
+        tracing::info!("received {first}, shutting down");
+        let _ = stop_tx.send(true);
+        let second = signals.next().await;
+        tracing::info!("received {second} again, hurrying the shutdown");
+        let _ = skip_tx.send(true);
+        // Keep the senders: a receiver whose sender is gone counts as signalled.
+        std::future::pending::<()>().await;
+    });
+    (task, stop, skip_drain)
+}
+
 /// Binds the push receiver on `addr` and serves it until `shutdown` (both modes).
 async fn start_receiver(
     addr: SocketAddr,
@@ -237,6 +258,7 @@ async fn start(
     options.max_body_bytes = settings.server.max_body_bytes;
     options.max_in_flight = settings.server.max_in_flight;
     options.shutdown_grace = settings.server.shutdown_grace;
+    options.drain_delay = settings.server.drain_delay;
     let mut bound = server::bind(options, admission, metrics).await?;
     bound.record_rotations(audit_for_rotations);
     tracing::info!(addr = %bound.https_addr(), metrics = ?bound.metrics_addr(), "driftguard is serving admission");
@@ -291,7 +313,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
         );
     }
     // Push receiver: a verified hook wakes the refresher at once.
-    let (stop_tx, stop) = watch::channel(false);
+    let (signal, stop, skip_drain) = on_signals();
     let hook_targets = Arc::new(FileTargets::new(settings.sources.iter().map(|s| FileSource {
         id: s.settings.id.clone(),
         secret_file: s.receiver_secret.clone(),
@@ -335,11 +357,7 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             }
         }
     });
-    let signal = tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
-    let result = bound.run(stopped(stop)).await;
+    let result = bound.run_until(stopped(stop), stopped(skip_drain)).await;
     signal.abort();
     refresher.abort();
     join_receiver(hooks).await;

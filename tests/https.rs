@@ -17,7 +17,7 @@ use driftguard::server::{ServerError, ServerOptions, bind};
 use driftguard::telemetry::Metrics;
 use http_body_util::BodyExt as _;
 use hyper::body::Bytes;
-use hyper::client::conn::http2;
+use hyper::client::conn::{http1, http2};
 use hyper::{Request, StatusCode};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use rustls::pki_types::CertificateDer;
@@ -37,6 +37,8 @@ struct Gate {
     open: Mutex<bool>,
     opened: Condvar,
     entered: Notify,
+    /// Hold only reviews with exactly this body (`None`: every review).
+    only: Option<&'static [u8]>,
 }
 
 impl Gate {
@@ -63,7 +65,7 @@ impl TestAdmit {
 
 impl Admit for TestAdmit {
     fn admit(&self, webhook: Webhook, body: &[u8]) -> Reply {
-        if let Some(gate) = &self.gate {
+        if let Some(gate) = self.gate.as_ref().filter(|g| g.only.is_none_or(|only| only == body)) {
             gate.entered.notify_one();
             let mut open = gate.open.lock().unwrap();
             while !*open {
@@ -150,13 +152,22 @@ struct Running {
     metrics: SocketAddr,
     registry: Arc<Metrics>,
     stop: Option<oneshot::Sender<()>>,
+    skip_drain: Option<oneshot::Sender<()>>,
     task: JoinHandle<Result<(), ServerError>>,
 }
 
 impl Running {
+    /// What the first SIGTERM does.
     fn begin_shutdown(&mut self) {
         if let Some(stop) = self.stop.take() {
             stop.send(()).unwrap();
+        }
+    }
+
+    /// What a second SIGTERM does.
+    fn skip_drain(&mut self) {
+        if let Some(skip) = self.skip_drain.take() {
+            skip.send(()).unwrap();
         }
     }
 
@@ -175,6 +186,8 @@ async fn start(admit: Arc<dyn Admit>, volume: &SecretVolume, tweak: impl FnOnce(
     opts.listen = "127.0.0.1:0".parse().unwrap();
     opts.metrics_listen = Some("127.0.0.1:0".parse().unwrap());
     opts.reload_interval = Duration::from_millis(50);
+    // Tests of the drain set their own; the others stop at once.
+    opts.drain_delay = Duration::ZERO;
     tweak(&mut opts);
     let registry = Arc::new(Metrics::new());
     let mut server = bind(opts, admit, registry.clone()).await.unwrap();
@@ -183,15 +196,25 @@ async fn start(admit: Arc<dyn Admit>, volume: &SecretVolume, tweak: impl FnOnce(
     let https = server.https_addr();
     let metrics = server.metrics_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let task = tokio::spawn(server.run(async move {
-        let _ = stopped.await;
-    }));
+    let (skip_drain, skipped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run_until(
+        async move {
+            let _ = stopped.await;
+        },
+        async move {
+            // A dropped sender is not a second signal.
+            if skipped.await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        },
+    ));
     Running {
         audit,
         https,
         metrics,
         registry,
         stop: Some(stop),
+        skip_drain: Some(skip_drain),
         task,
     }
 }
@@ -497,9 +520,10 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
         gate: Some(gate.clone()),
     });
     // A grace far longer than the test deadline: run() must return because the connections
-    // finish, not because the grace ran out.
+    // finish, not because the grace ran out. A short drain that ends on its own comes first.
     let mut server = start(admit, &f.volume, |opts| {
         opts.shutdown_grace = Duration::from_secs(60);
+        opts.drain_delay = Duration::from_millis(200);
     })
     .await;
 
@@ -537,6 +561,148 @@ async fn graceful_shutdown_lets_the_in_flight_request_finish() {
         .unwrap()
         .unwrap();
     assert!(send(&mut idle, "GET", "/healthz", empty()).await.is_err());
+}
+
+/// A review on `sender`, with the answer's `Connection` header.
+async fn review_seeing_connection(
+    sender: &mut http1::SendRequest<Body>,
+    body: &'static [u8],
+) -> (Option<String>, Answer) {
+    sender.ready().await.unwrap();
+    let request = Request::builder()
+        .method("POST")
+        .uri("/validate")
+        .header("host", "localhost")
+        .body(full(body))
+        .unwrap();
+    let response = sender.send_request(request).await.unwrap();
+    let connection = response
+        .headers()
+        .get("connection")
+        .map(|v| v.to_str().unwrap().to_owned());
+    (connection, answer(response).await.unwrap())
+}
+
+/// The drain (what Kubernetes needs between SIGTERM and the endpoints dropping the pod):
+/// `/readyz` turns 503 at once with a JSON reason, while reviews are still answered, on kept-alive
+/// connections and on new ones; HTTP/1.1 answers now say `Connection: close` so clients move
+/// to another replica. When the drain ends (here: a second signal; the delay itself is the
+/// longest allowed) the listener closes, HTTP/2 connections get GOAWAY, and a review in flight
+/// still finishes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_drain_reports_not_ready_and_keeps_serving_until_the_close() {
+    const HOLD: &[u8] = b"hold";
+    let f = fixture();
+    let gate = Arc::new(Gate {
+        only: Some(HOLD),
+        ..Gate::default()
+    });
+    let admit = Arc::new(TestAdmit {
+        ready: AtomicBool::new(true),
+        gate: Some(gate.clone()),
+    });
+    let mut server = start(admit, &f.volume, |opts| {
+        opts.drain_delay = driftguard::server::MAX_DRAIN_DELAY;
+        opts.shutdown_grace = Duration::from_secs(60);
+    })
+    .await;
+    let (https, ca) = (server.https, f.ca.cert_der().clone());
+    let readyz = || async {
+        let mut fresh = connect(https, &ca).await;
+        send(&mut fresh, "GET", "/readyz", empty()).await.unwrap()
+    };
+    assert_eq!(readyz().await.status, StatusCode::OK);
+
+    // Kept-alive connections of both protocols, opened before shutdown.
+    let mut kept = connect(server.https, f.ca.cert_der()).await;
+    let (connection, reply) = review_seeing_connection(&mut kept, b"{}").await;
+    assert_eq!((reply.status, connection), (StatusCode::OK, None));
+    let h2_config = client_config(f.ca.cert_der(), &[b"h2"], rustls::DEFAULT_VERSIONS);
+    let tls = tls_connect_with(server.https, h2_config).await.unwrap();
+    let (mut h2, h2_connection) = http2::handshake(TokioExecutor::new(), TokioIo::new(tls)).await.unwrap();
+    let h2_connection = tokio::spawn(h2_connection);
+    let mut h2_review = async move || {
+        let request = Request::builder()
+            .method("POST")
+            .uri("https://localhost/mutate")
+            .body(full("{}"))
+            .unwrap();
+        answer(h2.send_request(request).await.unwrap()).await.unwrap()
+    };
+    assert_eq!(h2_review().await.status, StatusCode::OK);
+
+    server.begin_shutdown();
+    let not_ready = eventually("/readyz to report the drain", || async {
+        let reply = readyz().await;
+        (reply.status == StatusCode::SERVICE_UNAVAILABLE).then_some(reply)
+    })
+    .await;
+    assert!(
+        not_ready.error_message().contains("shutting down"),
+        "{}",
+        not_ready.body
+    );
+    // Everything else is still served. The kept-alive HTTP/1.1 connection gets its answer and
+    // is told to go.
+    let (connection, reply) = review_seeing_connection(&mut kept, b"{}").await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, r#"{"webhook":"validate","received":2}"#)
+    );
+    assert_eq!(connection.as_deref(), Some("close"));
+    eventually("the told HTTP/1.1 connection to close", || async {
+        kept.is_closed().then_some(())
+    })
+    .await;
+    // HTTP/2 stays open until the close.
+    let reply = h2_review().await;
+    assert_eq!(
+        (reply.status, reply.body.as_str()),
+        (StatusCode::OK, r#"{"webhook":"mutate","received":2}"#)
+    );
+    // New connections are still accepted.
+    let mut fresh = connect(server.https, f.ca.cert_der()).await;
+    let (connection, reply) = review_seeing_connection(&mut fresh, b"{}").await;
+    assert_eq!((reply.status, connection.as_deref()), (StatusCode::OK, Some("close")));
+    assert_eq!(readyz().await.status, StatusCode::SERVICE_UNAVAILABLE);
+    // A review that will still be running when the drain ends.
+    let mut busy = connect(server.https, f.ca.cert_der()).await;
+    let in_flight = tokio::spawn(async move { review_seeing_connection(&mut busy, HOLD).await });
+    tokio::time::timeout(DEADLINE, gate.entered.notified())
+        .await
+        .expect("the held review reaches admit");
+    assert!(
+        !h2_connection.is_finished() && !server.task.is_finished(),
+        "still draining"
+    );
+
+    // The close: no new connections, the idle HTTP/2 connection ends (GOAWAY).
+    server.skip_drain();
+    eventually("the listener to close", || async {
+        TcpStream::connect(https).await.is_err().then_some(())
+    })
+    .await;
+    tokio::time::timeout(DEADLINE, h2_connection)
+        .await
+        .expect("the idle HTTP/2 connection ends")
+        .unwrap()
+        .unwrap();
+    assert!(!in_flight.is_finished());
+
+    // The review in flight finishes.
+    gate.open();
+    let (connection, reply) = tokio::time::timeout(DEADLINE, in_flight)
+        .await
+        .expect("the in-flight review completes")
+        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, r#"{"webhook":"validate","received":4}"#);
+    assert_eq!(connection.as_deref(), Some("close"));
+    tokio::time::timeout(DEADLINE, server.task)
+        .await
+        .expect("run() returns once connections are done")
+        .unwrap()
+        .unwrap();
 }
 
 /// Overload: with every slot taken, further reviews are refused at once with a JSON 503 (the

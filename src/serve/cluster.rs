@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use super::{ServeError, Started, join_receiver, start, start_receiver, stopped};
+use super::{ServeError, Started, join_receiver, on_signals, start, start_receiver, stopped};
 use crate::audit::{AuditSink, ChainSink};
 use crate::certs::managed::ManagedCerts;
 use crate::certs::rotation::RotationPolicy;
@@ -119,12 +119,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let chain = Arc::new(chain);
     let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(chain.clone(), metrics.clone()));
     let audit: Arc<dyn AuditSink> = Arc::new(EventingSink::start(counted, events.clone()));
-    let (stop_tx, stop) = watch::channel(false);
+    let (signal, stop, skip_drain) = on_signals();
     let (leading_tx, leading) = watch::channel(false);
-    let signal = tokio::spawn(async move {
-        server::shutdown_signal().await;
-        let _ = stop_tx.send(true);
-    });
     // The Lease first: in self-managed mode the leader writes the certificate this replica
     // waits for before it can serve.
     let elector = LeaderElector::new(
@@ -217,7 +213,9 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
             stopped(stop.clone()),
         )),
     ]);
-    let result = bound.run(stopped(stop)).await;
+    // The loops stop at the first signal (the elector hands the Lease over at once) while the
+    // webhook drains: admission needs no leader, only the desired state it already holds.
+    let result = bound.run_until(stopped(stop), stopped(skip_drain)).await;
     signal.abort();
     join_receiver(hooks).await;
     let joined = tokio::time::timeout(LOOPS_GRACE, futures_util::future::join_all(loops)).await;

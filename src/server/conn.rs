@@ -1,5 +1,5 @@
 //! The HTTPS accept loop: TLS handshakes with a deadline, HTTP/1.1 or HTTP/2 per ALPN, and a
-//! graceful drain of every connection on shutdown.
+//! graceful close of every connection once shutdown's drain is over.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,8 +30,9 @@ pub(super) struct Https {
 }
 
 impl Https {
-    /// Accepts until shutdown starts, then waits up to the grace period for open connections
-    /// to finish their current request, and closes whatever is left.
+    /// Accepts until the close starts (after the drain: see the module docs of [`super`]), then
+    /// waits up to the grace period for open connections to finish their current request, and
+    /// closes whatever is left.
     pub(super) async fn serve(self, mut shutdown: Shutdown) {
         let Https {
             listener,
@@ -45,7 +46,7 @@ impl Https {
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
-                () = shutdown.started() => break,
+                () = shutdown.closing() => break,
                 Some(done) = connections.join_next(), if !connections.is_empty() => {
                     if let Err(error) = done {
                         tracing::warn!(%error, "connection task failed");

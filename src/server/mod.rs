@@ -4,9 +4,29 @@
 //! - certificates are re-read every `reload_interval` and swapped in live when they change
 //!   and are valid; a broken update is logged and the previous pair kept;
 //! - webhook requests are bounded in size and in concurrency (503 rather than a queue);
-//! - on shutdown the listener closes, in-flight requests finish, kept-alive connections close
-//!   after their current request, all within `shutdown_grace`;
+//! - shutdown drains before it closes, so a rolling restart fails no request (below);
 //! - metrics are served in plain HTTP on a separate port.
+//!
+//! # Shutdown
+//!
+//! After SIGTERM the kubelet and the endpoints controller need a few seconds before no caller
+//! routes to the pod any more (kube-apiserver's endpoint list, kube-proxy's rules), and
+//! requests keep arriving meanwhile. So shutdown runs in two phases:
+//!
+//! 1. **drain** (`drain_delay`, default 5 s): `/readyz` answers 503 with a JSON reason at
+//!    once, while every request, on new and on kept-alive connections, is still served.
+//!    HTTP/1.1 answers now carry `Connection: close`: a caller whose kept-alive connection
+//!    still reaches this pod (kube-proxy keeps established connections where they are)
+//!    reconnects through the Service, to a replica that stays;
+//! 2. **close** (at most `shutdown_grace`, default 20 s): the listener closes, idle
+//!    connections close, busy ones finish their current request and close (HTTP/2 with
+//!    GOAWAY, which tells the client which streams were served), the metrics port stops;
+//!    whatever is still open when the grace ends is cut.
+//!
+//! Each phase is logged. A second SIGTERM or Ctrl-C during the drain skips the rest of the
+//! delay and goes straight to the close (see [`BoundServer::run_until`]); the close itself is
+//! never skipped, so in-flight requests still finish. The pod's
+//! `terminationGracePeriodSeconds` must cover `drain_delay + shutdown_grace`.
 
 pub(crate) mod body;
 mod conn;
@@ -25,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use routes::{metrics_router, router};
-pub use shutdown::shutdown_signal;
+pub use shutdown::{Signals, shutdown_signal};
 pub use tls::ServingCert;
 
 use crate::admission::Admit;
@@ -39,6 +59,10 @@ pub const DEFAULT_METRICS_PORT: u16 = 9090;
 /// Default request body limit: far above any AdmissionReview kube-apiserver sends (objects
 /// are capped at ~1.5 MiB in etcd, and a review carries at most two of them).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
+/// Default drain delay: a few times what endpoints take to drop a terminating pod.
+pub const DEFAULT_DRAIN_DELAY: Duration = Duration::from_secs(5);
+/// Longest drain delay accepted: past a few seconds it only keeps a terminating pod around.
+pub const MAX_DRAIN_DELAY: Duration = Duration::from_secs(300);
 
 /// Where the serving certificate comes from.
 #[derive(Debug, Clone)]
@@ -74,6 +98,9 @@ pub struct ServerOptions {
     pub in_flight_wait: Duration,
     /// How long a client may take to complete the TLS handshake.
     pub tls_handshake_timeout: Duration,
+    /// How long, once shutdown starts, the server reports not ready while it still serves
+    /// everything, before it stops accepting (see the module docs).
+    pub drain_delay: Duration,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
 }
@@ -81,8 +108,8 @@ pub struct ServerOptions {
 impl ServerOptions {
     /// Production defaults: HTTPS on 0.0.0.0:8443, metrics on 0.0.0.0:9090, reload every 10 s,
     /// 8 MiB bodies, 64 reviews in flight (100 ms wait; bodies of in-flight reviews are what
-    /// bounds memory), 10 s handshakes, 20 s grace (inside the kubelet's default 30 s
-    /// termination grace period).
+    /// bounds memory), 10 s handshakes, a 5 s drain and a 20 s grace (together inside the
+    /// kubelet's default 30 s termination grace period).
     pub fn new(cert_file: PathBuf, key_file: PathBuf) -> Self {
         Self::with_certificate(CertificateSource::Files { cert_file, key_file })
     }
@@ -98,6 +125,7 @@ impl ServerOptions {
             max_in_flight: 64,
             in_flight_wait: Duration::from_millis(100),
             tls_handshake_timeout: Duration::from_secs(10),
+            drain_delay: DEFAULT_DRAIN_DELAY,
             shutdown_grace: Duration::from_secs(20),
         }
     }
@@ -116,6 +144,9 @@ impl ServerOptions {
         }
         if self.tls_handshake_timeout.is_zero() {
             return invalid("the TLS handshake timeout must be greater than zero");
+        }
+        if self.drain_delay > MAX_DRAIN_DELAY {
+            return invalid("the drain delay must be at most 5m");
         }
         Ok(())
     }
@@ -159,6 +190,8 @@ pub struct BoundServer {
     metrics_router: Router,
     reloader: Option<tls::CertReloader>,
     serving: Arc<ServingCert>,
+    trigger: shutdown::Trigger,
+    shutdown: shutdown::Shutdown,
     opts: ServerOptions,
 }
 
@@ -207,8 +240,9 @@ pub async fn bind(
         None => None,
     };
     tracing::info!(https = %https_addr, metrics = ?metrics_listener.as_ref().map(|m| m.1), "listening");
+    let (trigger, shutdown) = shutdown::Trigger::new();
     Ok(BoundServer {
-        router: router(admit, metrics.clone(), &opts),
+        router: routes::router_with(admit, metrics.clone(), &opts, shutdown.clone()),
         metrics_router: metrics_router(metrics),
         https,
         https_addr,
@@ -216,6 +250,8 @@ pub async fn bind(
         acceptor,
         reloader,
         serving,
+        trigger,
+        shutdown,
         opts,
     })
 }
@@ -248,8 +284,19 @@ impl BoundServer {
         self.metrics.as_ref().map(|(_, addr)| *addr)
     }
 
-    /// Serves until `shutdown` resolves, then shuts down gracefully (see the module docs).
+    /// Serves until `shutdown` resolves, then drains and shuts down gracefully (see the
+    /// module docs).
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServerError> {
+        self.run_until(shutdown, std::future::pending()).await
+    }
+
+    /// [`BoundServer::run`], where `skip_drain` resolving during the drain (a second SIGTERM
+    /// or Ctrl-C) ends the drain delay early; the graceful close still follows.
+    pub async fn run_until(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        skip_drain: impl Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServerError> {
         let BoundServer {
             https,
             metrics,
@@ -257,10 +304,12 @@ impl BoundServer {
             router,
             metrics_router,
             reloader,
+            trigger,
+            shutdown: signal,
             opts,
             ..
         } = self;
-        let (signal, trigger) = shutdown::trigger_on(shutdown);
+        let trigger = trigger.spawn(opts.drain_delay, shutdown, skip_drain);
         let reload = reloader.map(|reloader| tokio::spawn(reloader.run(opts.reload_interval, signal.clone())));
         let metrics_server = metrics.map(|(listener, _)| {
             tokio::spawn(serve_metrics(
@@ -295,7 +344,8 @@ impl BoundServer {
     }
 }
 
-/// Plain-HTTP metrics until shutdown, then at most `grace` for open scrapes.
+/// Plain-HTTP metrics until the close (scrapes during the drain still see the server), then at
+/// most `grace` for open scrapes.
 async fn serve_metrics(
     listener: TcpListener,
     router: Router,
@@ -303,12 +353,12 @@ async fn serve_metrics(
     grace: Duration,
 ) -> std::io::Result<()> {
     let mut on_shutdown = shutdown.clone();
-    let serve = axum::serve(listener, router).with_graceful_shutdown(async move { on_shutdown.started().await });
+    let serve = axum::serve(listener, router).with_graceful_shutdown(async move { on_shutdown.closing().await });
     let mut deadline = shutdown;
     tokio::select! {
         result = serve => result,
         () = async move {
-            deadline.started().await;
+            deadline.closing().await;
             tokio::time::sleep(grace).await;
         } => Ok(()),
     }

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{Request, State};
-use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, Version, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Serialize;
@@ -17,6 +18,7 @@ use tokio::time::Instant;
 
 use super::ServerOptions;
 use super::body::{BodyError, read_limited};
+use super::shutdown::Shutdown;
 use crate::admission::{Admit, Webhook};
 use crate::telemetry::{METRICS_CONTENT_TYPE, Metrics};
 
@@ -52,6 +54,8 @@ struct AppState {
     max_in_flight: usize,
     in_flight_wait: Duration,
     max_body_bytes: usize,
+    /// Drives `/readyz` to 503 once shutdown starts.
+    shutdown: Shutdown,
 }
 
 #[derive(Serialize)]
@@ -67,6 +71,16 @@ fn json_error(status: StatusCode, message: String) -> Response {
 /// The webhook port's routes: `POST /validate`, `POST /mutate`, `GET /healthz`, `GET /readyz`.
 /// Served over TLS by [`super::BoundServer`]; tests can drive it in-process.
 pub fn router(admit: Arc<dyn Admit>, metrics: Arc<Metrics>, opts: &ServerOptions) -> Router {
+    router_with(admit, metrics, opts, Shutdown::never())
+}
+
+/// [`router`] whose `/readyz` also answers 503 once `shutdown` starts draining.
+pub(super) fn router_with(
+    admit: Arc<dyn Admit>,
+    metrics: Arc<Metrics>,
+    opts: &ServerOptions,
+    shutdown: Shutdown,
+) -> Router {
     // `bind` rejects out-of-range values; clamping keeps `router` alone from panicking.
     let max_in_flight = opts.max_in_flight.clamp(1, Semaphore::MAX_PERMITS);
     let state = AppState {
@@ -76,6 +90,7 @@ pub fn router(admit: Arc<dyn Admit>, metrics: Arc<Metrics>, opts: &ServerOptions
         max_in_flight,
         in_flight_wait: opts.in_flight_wait,
         max_body_bytes: opts.max_body_bytes,
+        shutdown,
     };
     Router::new()
         .route(
@@ -90,7 +105,26 @@ pub fn router(admit: Arc<dyn Admit>, metrics: Arc<Metrics>, opts: &ServerOptions
         .route("/readyz", get(readyz))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.shutdown.clone(),
+            close_when_draining,
+        ))
         .with_state(state)
+}
+
+/// From the start of the drain, HTTP/1 answers carry `Connection: close`: a client then opens
+/// its next connection through the Service (to a replica that stays) instead of reusing one
+/// that the close would cut under a request in flight. HTTP/2 needs nothing here: the close
+/// sends GOAWAY, which tells the client which streams were served.
+async fn close_when_draining(State(shutdown): State<Shutdown>, req: Request, next: Next) -> Response {
+    let http1 = req.version() < Version::HTTP_2;
+    let mut response = next.run(req).await;
+    if http1 && shutdown.is_draining() {
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
 }
 
 /// The metrics port's routes: `GET /metrics` in the Prometheus (OpenMetrics) text format.
@@ -177,15 +211,21 @@ async fn acquire(state: &AppState) -> Option<SemaphorePermit<'_>> {
         .and_then(Result::ok)
 }
 
+/// Ready while not shutting down and once the desired state is loaded. Draining comes first:
+/// a replica that is going away must leave the endpoints even when it could still decide.
 async fn readyz(State(state): State<AppState>) -> Response {
-    if state.admit.is_ready() {
+    if state.shutdown.is_draining() {
+        json_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: shutting down (still answering reviews until the drain delay is over)".to_owned(),
+        )
+    } else if state.admit.is_ready() {
         (StatusCode::OK, "ok").into_response()
     } else {
-        (
+        json_error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: desired state not loaded yet",
+            "not ready: desired state not loaded yet".to_owned(),
         )
-            .into_response()
     }
 }
 
@@ -354,6 +394,7 @@ mod tests {
             max_in_flight: 1,
             in_flight_wait: Duration::from_millis(10),
             max_body_bytes: 1024,
+            shutdown: Shutdown::never(),
         };
         let held = state.permits.clone().try_acquire_owned().unwrap();
         let req = Request::builder()
@@ -378,10 +419,10 @@ mod tests {
     async fn readyz_follows_admit() {
         let admit = Arc::new(Fixed(AtomicBool::new(false)));
         let r = router(admit.clone(), Arc::new(Metrics::new()), &opts());
-        assert_eq!(
-            call(r.clone(), "GET", "/readyz", vec![]).await.0,
-            StatusCode::SERVICE_UNAVAILABLE
-        );
+        let (status, ctype, body) = call(r.clone(), "GET", "/readyz", vec![]).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(ctype, "application/json");
+        assert!(body.contains("desired state not loaded yet"), "{body}");
         admit.0.store(true, Ordering::SeqCst);
         assert_eq!(call(r.clone(), "GET", "/readyz", vec![]).await.0, StatusCode::OK);
         assert_eq!(call(r, "GET", "/healthz", vec![]).await.2, "ok");

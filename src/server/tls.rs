@@ -262,7 +262,7 @@ impl CertReloader {
         ticker.tick().await;
         loop {
             tokio::select! {
-                () = shutdown.started() => return,
+                () = shutdown.closing() => return,
                 _ = ticker.tick() => {
                     self.check().await;
                 }

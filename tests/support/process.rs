@@ -67,3 +67,43 @@ pub fn spawn_serve_with_env(
     let audit = lines(child.stdout.take().unwrap());
     (child, stderr, audit)
 }
+
+/// Collects every line of `rx` until its stream ends (the child closed the pipe, i.e. exited).
+pub fn collect(rx: mpsc::Receiver<String>) -> std::thread::JoinHandle<Vec<String>> {
+    std::thread::spawn(move || rx.iter().collect())
+}
+
+/// The webhook address from serve's `driftguard is serving admission addr=...` log line.
+pub fn serving_addr(stderr: &mpsc::Receiver<String>) -> std::net::SocketAddr {
+    let line = recv_until(stderr, "the serving address", |l| {
+        l.contains("driftguard is serving admission")
+    });
+    between(&line, "addr=", " ")
+        .parse()
+        .unwrap_or_else(|e| panic!("no addr= in {line}: {e}"))
+}
+
+/// Sends SIGTERM, what the kubelet sends first.
+pub fn sigterm(child: &Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill runs");
+    assert!(status.success(), "kill -TERM {}: {status}", child.id());
+}
+
+/// Waits up to `within` for `child` to exit; kills it and fails the test past that.
+pub fn wait_exit(child: &mut Child, within: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("driftguard (pid {}) did not exit within {within:?}", child.id());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
