@@ -1033,6 +1033,16 @@ fn deployment_is_hardened_and_highly_available() {
     );
     assert_eq!(main["image"], "ghcr.io/driftguard/driftguard:0.1.0", "tag: appVersion");
     assert!(pod.get("priorityClassName").is_none());
+    // The kubelet waits long enough for the binary's drain and in-flight grace before SIGKILL.
+    let text = find(&docs, "ConfigMap", "driftguard")["data"]["config.yaml"]
+        .as_str()
+        .unwrap();
+    let server = driftguard::config::ConfigFile::parse(text, "config.yaml")
+        .unwrap()
+        .server;
+    let needed = server.drain_delay.0 + server.shutdown_grace.0;
+    let granted = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+    assert!(granted > needed.as_secs(), "{granted}s granted, {needed:?} needed");
 
     // Soft anti-affinity by node, on the pods' own labels.
     let pod_labels = &deploy["spec"]["template"]["metadata"]["labels"];

@@ -399,7 +399,7 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     let config = dir.path().join("driftguard.yaml");
     std::fs::write(
         &config,
-        "server:\n  listen: 127.0.0.1:0\n  metricsListen: 127.0.0.1:0\n  tls: {devCertsDir: certs}\ncluster:\n  identity: replica-a\n  leaseDuration: 2s\n",
+        "server:\n  listen: 127.0.0.1:0\n  metricsListen: 127.0.0.1:0\n  drainDelay: 0s\n  tls: {devCertsDir: certs}\ncluster:\n  identity: replica-a\n  leaseDuration: 2s\n",
     )
     .unwrap();
     let (mut child, stderr, audit) = spawn_serve(
