@@ -59,6 +59,11 @@ pub struct TlsFile {
     /// the webhook configurations (the chart's `certs.mode: self`).
     #[serde(default)]
     pub managed: Option<ManagedTlsFile>,
+    /// PEM CA bundle of the client certificates kube-apiserver presents to webhooks (its
+    /// AdmissionConfiguration kubeConfigFile): when set, `/validate` and `/mutate` answer only
+    /// callers with a certificate from it (401 otherwise); probes stay open.
+    #[serde(default, rename = "clientCAFile")]
+    pub client_ca_file: Option<PathBuf>,
 }
 
 /// `server.tls.managed:` self-managed certificates.
@@ -525,6 +530,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Not-ready-but-serving time before the listener closes.
     pub drain_delay: Duration,
+    /// CA of the callers allowed on the webhook routes (None: no client authentication).
+    pub client_ca_file: Option<PathBuf>,
     /// Push receiver address (None: disabled).
     pub hooks_listen: Option<SocketAddr>,
 }
@@ -864,6 +871,7 @@ impl ConfigFile {
 fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> Result<ServerSettings, ConfigError> {
     let cert = overrides.cert_file.clone().or(file.tls.cert_file);
     let key = overrides.key_file.clone().or(file.tls.key_file);
+    let client_ca_file = file.tls.client_ca_file.map(|path| base_dir.join(path));
     let tls = match (cert, key, file.tls.dev_certs_dir, file.tls.managed) {
         (None, None, None, Some(managed)) => TlsSource::Managed(managed.validate()?),
         (_, _, _, Some(_)) => {
@@ -907,6 +915,7 @@ fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> 
         max_in_flight: file.max_in_flight,
         shutdown_grace: file.shutdown_grace.0,
         drain_delay: file.drain_delay.0,
+        client_ca_file,
         hooks_listen: overrides.hooks_listen.or(file.hooks_listen),
     })
 }
@@ -1200,6 +1209,25 @@ guards:
         assert_eq!(settings.server.tls, TlsSource::Dev(PathBuf::from("/repo/certs")));
         assert_eq!(settings.sources[0].settings.reference, GitReference::Head);
         assert_eq!(settings.server.drain_delay, Duration::ZERO);
+    }
+
+    #[test]
+    fn client_ca_file_is_read_relative_to_the_config_file() {
+        let validate = |text: &str| {
+            ConfigFile::parse(text, "sample")
+                .unwrap()
+                .validate(Path::new("/etc/dg"), &Overrides::default())
+                .unwrap()
+        };
+        assert_eq!(validate(SAMPLE).server.client_ca_file, None);
+        let with_ca = SAMPLE.replace(
+            "keyFile: /tls/tls.key }",
+            "keyFile: /tls/tls.key, clientCAFile: callers/ca.crt }",
+        );
+        assert_eq!(
+            validate(&with_ca).server.client_ca_file,
+            Some(PathBuf::from("/etc/dg/callers/ca.crt"))
+        );
     }
 
     #[test]

@@ -259,6 +259,7 @@ async fn start(
     options.max_in_flight = settings.server.max_in_flight;
     options.shutdown_grace = settings.server.shutdown_grace;
     options.drain_delay = settings.server.drain_delay;
+    options.client_ca_file = settings.server.client_ca_file.clone();
     let mut bound = server::bind(options, admission, metrics).await?;
     bound.record_rotations(audit_for_rotations);
     tracing::info!(addr = %bound.https_addr(), metrics = ?bound.metrics_addr(), "driftguard is serving admission");

@@ -1360,6 +1360,7 @@ fn values_schema_rejects_bad_values() {
             "/certs/files/secretName",
         ),
         (&["--set", "config.leaseDuration=soon"], "/config/leaseDuration"),
+        (&["--set", "webhook.clientCA=not-a-certificate"], "/webhook/clientCA"),
         (
             &["--set", "webhook.excludedNamespaces[0]=Kube_System"],
             "/webhook/excludedNamespaces/0",
@@ -1380,6 +1381,51 @@ fn values_schema_rejects_bad_values() {
     // The shim's --skip-schema-validation renders what the schema refuses, as Helm's does.
     let docs = render(&["--set", "replicaCount=0", "--skip-schema-validation"]);
     assert_eq!(deployment(&docs)["spec"]["replicas"], 0);
+}
+
+/// `webhook.clientCA`: the PEM lands next to config.yaml, the config names it (and the binary
+/// reads that config), and the Deployment mounts it; without it, nothing of the kind renders.
+#[test]
+fn a_client_ca_makes_the_webhook_authenticate_its_callers() {
+    let ca = driftguard::certs::CertificateAuthority::generate("kube-apiserver webhook clients").unwrap();
+    let (_dir, values) = values_file(&format!(
+        "webhook:\n  clientCA: |\n{}",
+        ca.cert_pem().lines().map(|l| format!("    {l}\n")).collect::<String>()
+    ));
+    let docs = render(&["-f", &values]);
+    let config_map = find(&docs, "ConfigMap", "driftguard");
+    assert_eq!(
+        config_map["data"]["client-ca.crt"].as_str().unwrap().trim(),
+        ca.cert_pem().trim()
+    );
+    let text = config_map["data"]["config.yaml"].as_str().unwrap();
+    let server = driftguard::config::ConfigFile::parse(text, "config.yaml")
+        .unwrap()
+        .server;
+    assert_eq!(
+        server.tls.client_ca_file.as_deref(),
+        Some(Path::new("/etc/driftguard/client-ca.crt"))
+    );
+    let mounts = &container(pod_spec(&docs), "driftguard")["volumeMounts"];
+    assert!(
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["mountPath"] == "/etc/driftguard/client-ca.crt"
+                && m["subPath"] == "client-ca.crt"
+                && m["name"] == "config"
+                && m["readOnly"] == true),
+        "{mounts}"
+    );
+
+    let docs = render(&[]);
+    assert!(
+        find(&docs, "ConfigMap", "driftguard")["data"]
+            .get("client-ca.crt")
+            .is_none()
+    );
+    assert!(!config_yaml(&docs).to_string().contains("clientCAFile"));
 }
 
 /// Every leaf of the schema (a node with a default) and its path.

@@ -827,3 +827,69 @@ async fn bind_names_the_missing_or_invalid_certificate_file() {
         "{error}"
     );
 }
+
+/// Caller authentication: with a client CA, reviews are answered only over connections whose
+/// client presented a certificate from it (401 JSON otherwise, counted); a certificate from
+/// another CA fails the handshake; probes stay open to callers without one (the kubelet
+/// presents none).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_client_ca_only_its_callers_get_reviews_answered() {
+    let f = fixture();
+    let callers = CertificateAuthority::generate("kube-apiserver webhook clients").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("client-ca.crt");
+    std::fs::write(&ca_file, callers.cert_pem()).unwrap();
+    let server = start(TestAdmit::ready(), &f.volume, |opts| {
+        opts.client_ca_file = Some(ca_file.clone());
+    })
+    .await;
+
+    // No certificate: the probes answer, both webhooks refuse with a reason.
+    let mut anonymous = connect(server.https, f.ca.cert_der()).await;
+    let ready = send(&mut anonymous, "GET", "/readyz", empty()).await.unwrap();
+    assert_eq!(ready.status, StatusCode::OK);
+    for path in ["/validate", "/mutate"] {
+        let refused = send(&mut anonymous, "POST", path, full("{}")).await.unwrap();
+        assert_eq!(refused.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(
+            refused.error_message().contains("client certificate"),
+            "{}",
+            refused.body
+        );
+    }
+
+    // kube-apiserver's certificate from the client CA: answered.
+    let apiserver = callers.issue_client("kube-apiserver", HOUR).unwrap();
+    let tls = tls_connect_with(server.https, client_config_as(f.ca.cert_der(), &apiserver))
+        .await
+        .unwrap();
+    let mut trusted = http1_over(tls).await;
+    let answer = send(&mut trusted, "POST", "/validate", full("{}")).await.unwrap();
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.body);
+    assert_eq!(answer.body, r#"{"webhook":"validate","received":2}"#);
+
+    // A client certificate from another CA: refused in the handshake (with TLS 1.3 the client
+    // learns it at its first read), so no review is answered.
+    let stranger = f.ca.issue_client("kube-apiserver", HOUR).unwrap();
+    let refused = async {
+        let tls = tls_connect_with(server.https, client_config_as(f.ca.cert_der(), &stranger)).await?;
+        let (mut sender, connection) = http1::handshake(TokioIo::new(tls))
+            .await
+            .map_err(std::io::Error::other)?;
+        tokio::spawn(connection);
+        send(&mut sender, "POST", "/validate", full("{}"))
+            .await
+            .map_err(std::io::Error::other)
+    }
+    .await;
+    assert!(refused.is_err(), "an untrusted client certificate got an answer");
+
+    let text = server.registry.encode().unwrap();
+    let unauthenticated: f64 = text
+        .lines()
+        .filter(|l| l.starts_with("driftguard_admission_requests_total") && l.contains(r#"decision="unauthenticated""#))
+        .map(|l| l.rsplit(' ').next().unwrap().parse::<f64>().unwrap())
+        .sum();
+    assert_eq!(unauthenticated, 2.0, "{text}");
+    server.stop().await;
+}

@@ -166,23 +166,50 @@ impl CertificateAuthority {
     pub fn issue_serving(&self, hosts: &[String], validity: Duration) -> Result<IssuedCert, CertError> {
         let first = hosts.first().ok_or(CertError::NoHosts)?;
         let sans = hosts.iter().map(|host| san_of(host)).collect::<Result<Vec<_>, _>>()?;
-        let key = KeyPair::generate().map_err(|source| CertError::Generate {
-            what: "serving key",
-            source,
-        })?;
+        self.issue(
+            first.trim(),
+            sans,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            validity,
+            ["serving key", "serving certificate"],
+        )
+    }
+
+    /// Issues a client certificate for `common_name` (the identity a caller such as
+    /// kube-apiserver presents to a webhook that authenticates its callers), valid for
+    /// `validity` from now, with a fresh key.
+    pub fn issue_client(&self, common_name: &str, validity: Duration) -> Result<IssuedCert, CertError> {
+        self.issue(
+            common_name,
+            Vec::new(),
+            ExtendedKeyUsagePurpose::ClientAuth,
+            validity,
+            ["client key", "client certificate"],
+        )
+    }
+
+    fn issue(
+        &self,
+        common_name: &str,
+        sans: Vec<SanType>,
+        usage: ExtendedKeyUsagePurpose,
+        validity: Duration,
+        [key_what, cert_what]: [&'static str; 2],
+    ) -> Result<IssuedCert, CertError> {
+        let key = KeyPair::generate().map_err(|source| CertError::Generate { what: key_what, source })?;
         let mut params = CertificateParams::default();
         params.distinguished_name = rcgen::DistinguishedName::new();
-        params.distinguished_name.push(DnType::CommonName, first.trim());
+        params.distinguished_name.push(DnType::CommonName, common_name);
         params.subject_alt_names = sans;
         params.is_ca = IsCa::ExplicitNoCa;
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.use_authority_key_identifier_extension = true;
         (params.not_before, params.not_after) = validity_window(validity)?;
         let cert = params
             .signed_by(&key, &self.issuer)
             .map_err(|source| CertError::Generate {
-                what: "serving certificate",
+                what: cert_what,
                 source,
             })?;
         Ok(IssuedCert {

@@ -6,6 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
+use axum::http::Request;
+use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
@@ -14,7 +16,9 @@ use rustls::AlertDescription;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
+use tower::ServiceExt;
 
+use super::VerifiedClient;
 use super::shutdown::Shutdown;
 
 /// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
@@ -119,7 +123,19 @@ async fn serve_connection(
             return;
         }
     };
-    let service = TowerToHyperService::new(router);
+    // rustls has already checked a presented certificate against the client CA (a bad one
+    // fails the handshake), so a certificate here is a verified caller.
+    let verified = tls
+        .get_ref()
+        .1
+        .peer_certificates()
+        .is_some_and(|certs| !certs.is_empty());
+    let service = TowerToHyperService::new(router.map_request(move |mut req: Request<Incoming>| {
+        if verified {
+            req.extensions_mut().insert(VerifiedClient);
+        }
+        req
+    }));
     let connection = http.serve_connection(TokioIo::new(tls), service);
     if let Err(error) = watcher.watch(connection).await {
         tracing::debug!(%peer, %error, "connection ended with an error");

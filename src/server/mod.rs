@@ -48,6 +48,11 @@ pub use routes::{metrics_router, router};
 pub use shutdown::{Signals, shutdown_signal};
 pub use tls::ServingCert;
 
+/// Marks a request that came over a connection whose client presented a certificate that
+/// chains to [`ServerOptions::client_ca_file`] (rustls verified it during the handshake).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct VerifiedClient;
+
 use crate::admission::Admit;
 use crate::certs::CertError;
 use crate::telemetry::Metrics;
@@ -103,6 +108,10 @@ pub struct ServerOptions {
     pub drain_delay: Duration,
     /// How long shutdown waits for in-flight requests before closing connections.
     pub shutdown_grace: Duration,
+    /// PEM CA bundle that client certificates must chain to on `/validate` and `/mutate`
+    /// (kube-apiserver's webhook client certificate); `None` authenticates no caller. Read
+    /// once at bind: a new CA needs a restart.
+    pub client_ca_file: Option<PathBuf>,
 }
 
 impl ServerOptions {
@@ -127,6 +136,7 @@ impl ServerOptions {
             tls_handshake_timeout: Duration::from_secs(10),
             drain_delay: DEFAULT_DRAIN_DELAY,
             shutdown_grace: Duration::from_secs(20),
+            client_ca_file: None,
         }
     }
 
@@ -228,7 +238,11 @@ pub async fn bind(
             (serving.clone(), None)
         }
     };
-    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving.clone())?));
+    let client_roots = match &opts.client_ca_file {
+        Some(path) => Some(tls::client_roots(path).await?),
+        None => None,
+    };
+    let acceptor = TlsAcceptor::from(Arc::new(tls::server_config(serving.clone(), client_roots)?));
     let https = listen(opts.listen, "webhooks (HTTPS)").await?;
     let https_addr = local_addr(&https, opts.listen, "webhooks (HTTPS)")?;
     let metrics_listener = match opts.metrics_listen {

@@ -16,9 +16,9 @@ use serde::Serialize;
 use tokio::sync::{Semaphore, SemaphorePermit};
 use tokio::time::Instant;
 
-use super::ServerOptions;
 use super::body::{BodyError, read_limited};
 use super::shutdown::Shutdown;
+use super::{ServerOptions, VerifiedClient};
 use crate::admission::{Admit, Webhook};
 use crate::telemetry::{METRICS_CONTENT_TYPE, Metrics};
 
@@ -56,6 +56,8 @@ struct AppState {
     max_body_bytes: usize,
     /// Drives `/readyz` to 503 once shutdown starts.
     shutdown: Shutdown,
+    /// Only callers with a verified client certificate may send reviews.
+    require_client_cert: bool,
 }
 
 #[derive(Serialize)]
@@ -91,6 +93,7 @@ pub(super) fn router_with(
         in_flight_wait: opts.in_flight_wait,
         max_body_bytes: opts.max_body_bytes,
         shutdown,
+        require_client_cert: opts.client_ca_file.is_some(),
     };
     Router::new()
         .route(
@@ -144,6 +147,13 @@ async fn review(state: AppState, webhook: Webhook, req: Request) -> Response {
             .observe_admission(webhook, "unknown", decision, started.elapsed());
         json_error(status, message)
     };
+    if state.require_client_cert && req.extensions().get::<VerifiedClient>().is_none() {
+        return reject(
+            "unauthenticated",
+            StatusCode::UNAUTHORIZED,
+            "driftguard answers admission reviews only from callers with a client certificate issued by its client CA (server.tls.clientCAFile); configure kube-apiserver's AdmissionConfiguration to present one".to_owned(),
+        );
+    }
     let Some(_permit) = acquire(&state).await else {
         return reject(
             "overloaded",
@@ -395,6 +405,7 @@ mod tests {
             in_flight_wait: Duration::from_millis(10),
             max_body_bytes: 1024,
             shutdown: Shutdown::never(),
+            require_client_cert: false,
         };
         let held = state.permits.clone().try_acquire_owned().unwrap();
         let req = Request::builder()

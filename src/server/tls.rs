@@ -12,9 +12,10 @@ use std::time::Duration;
 use std::sync::OnceLock;
 
 use arc_swap::ArcSwapOption;
-use rustls::ServerConfig;
+use rustls::server::WebPkiClientVerifier;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
 use tokio::sync::watch;
 
 use super::shutdown::Shutdown;
@@ -136,14 +137,47 @@ impl ResolvesServerCert for ServingCert {
 
 /// The rustls configuration: ring, TLS 1.3 and 1.2 only, h2 and http/1.1, certificates from
 /// `resolver`.
-pub(super) fn server_config(resolver: Arc<ServingCert>) -> Result<ServerConfig, rustls::Error> {
+///
+/// With `client_roots`, a client certificate is asked for and, when one is presented, must
+/// chain to those roots or the handshake fails; a client without one still connects (the
+/// kubelet's probes present none), and the webhook routes refuse it (see [`super::routes`]).
+pub(super) fn server_config(
+    resolver: Arc<ServingCert>,
+    client_roots: Option<RootCertStore>,
+) -> Result<ServerConfig, rustls::Error> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_cert_resolver(resolver);
+    let builder = ServerConfig::builder_with_provider(provider.clone())
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?;
+    let builder = match client_roots {
+        None => builder.with_no_client_auth(),
+        Some(roots) => {
+            let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+                .allow_unauthenticated()
+                .build()
+                .map_err(|error| rustls::Error::General(format!("client CA: {error}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let mut config = builder.with_cert_resolver(resolver);
     config.alpn_protocols = ALPN.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// The trust roots for client certificates, from the PEM bundle at `path`.
+pub(super) async fn client_roots(path: &Path) -> Result<RootCertStore, CertError> {
+    let pem = tokio::fs::read(path).await.map_err(|source| CertError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    let origin = path.display().to_string();
+    let mut roots = RootCertStore::empty();
+    for der in crate::certs::parse_cert_chain(&pem, &origin)? {
+        roots.add(der).map_err(|error| CertError::Malformed {
+            origin: origin.clone(),
+            reason: format!("not a usable CA certificate: {error}"),
+        })?;
+    }
+    Ok(roots)
 }
 
 /// What one look at the files found.

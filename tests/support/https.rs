@@ -45,6 +45,23 @@ pub fn client_config(
     Arc::new(config)
 }
 
+/// [`client_config`] for HTTP/1.1 that presents `identity` (a PEM chain and key) as its client
+/// certificate.
+pub fn client_config_as(ca: &CertificateDer<'static>, identity: &driftguard::certs::IssuedCert) -> Arc<ClientConfig> {
+    let mut roots = RootCertStore::empty();
+    roots.add(ca.clone()).unwrap();
+    let chain = driftguard::certs::parse_cert_chain(identity.cert_pem.as_bytes(), "client certificate").unwrap();
+    let key = driftguard::certs::parse_private_key(identity.key_pem.as_bytes(), "client key").unwrap();
+    let mut config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Arc::new(config)
+}
+
 pub async fn tls_connect_with(addr: SocketAddr, config: Arc<ClientConfig>) -> std::io::Result<TlsStream<TcpStream>> {
     let tcp = TcpStream::connect(addr).await?;
     TlsConnector::from(config)
