@@ -14,21 +14,18 @@
 mod support;
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use driftguard::api::{GitSource, Guard};
-use driftguard::audit::{EventKind, MemorySink};
-use driftguard::reconcile::source::SourceContext;
-use driftguard::source::{Fetcher, GitReference};
-use driftguard::telemetry::Metrics;
+use driftguard::audit::EventKind;
+use driftguard::source::GitReference;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::gitservers::{GitDaemon, HttpAuth, PackFault, SmartHttp};
-use support::guards::eventually;
+use support::guards::{LeaderLoops, eventually};
 
 const DEADLINE: Duration = Duration::from_secs(40);
 const SOURCE: &str = "default/remote";
@@ -39,13 +36,8 @@ struct Enforcer {
     sources: Api<GitSource>,
     guards: Api<Guard>,
     deployments: Api<Deployment>,
-    audit: Arc<MemorySink>,
-    metrics: Arc<Metrics>,
-    fetcher: Fetcher,
+    loops: LeaderLoops,
     url: String,
-    _cache: tempfile::TempDir,
-    stop: tokio::sync::watch::Sender<bool>,
-    loops: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl Enforcer {
@@ -73,56 +65,19 @@ impl Enforcer {
         let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
         guards.create(&PostParams::default(), &guard).await.unwrap();
 
-        let cache = tempfile::tempdir().unwrap();
-        let fetcher = Fetcher::new(cache.path());
-        let audit = Arc::new(MemorySink::new());
-        let metrics = Arc::new(Metrics::new());
-        let source_ctx = SourceContext {
-            client: client.clone(),
-            fetcher: fetcher.clone(),
-            metrics: metrics.clone(),
-            audit: audit.clone(),
-        };
-        let mut ctx = support::guards::context(client).await;
-        ctx.fetcher = fetcher.clone();
-        ctx.audit = audit.clone();
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let (_, leading) = tokio::sync::watch::channel(true);
-        let loops = vec![
-            tokio::spawn(driftguard::reconcile::run::run_sources(
-                source_ctx,
-                leading.clone(),
-                until_stopped(stopped.clone()),
-            )),
-            tokio::spawn(driftguard::reconcile::run::run_guards(
-                ctx,
-                leading,
-                until_stopped(stopped),
-            )),
-        ];
+        let loops = LeaderLoops::start(client).await;
         Enforcer {
             sources,
             guards,
             deployments: Api::namespaced(client.clone(), "default"),
-            audit,
-            metrics,
-            fetcher,
-            url: url.to_owned(),
-            _cache: cache,
-            stop,
             loops,
+            url: url.to_owned(),
         }
     }
 
     /// The loops end cleanly (none panicked).
     async fn stop(self) {
-        self.stop.send(true).unwrap();
-        for task in self.loops {
-            task.await.unwrap();
-        }
+        self.loops.stop().await;
     }
 
     /// The GitSource's Ready condition as (status, reason, message).
@@ -186,7 +141,7 @@ impl Enforcer {
     /// `driftguard_source_fetch_errors_total` and the error and ok counts of the fetch
     /// duration histogram, for the source.
     fn fetch_counts(&self) -> (u64, u64, u64) {
-        let text = self.metrics.encode().unwrap();
+        let text = self.loops.metrics.encode().unwrap();
         let value = |prefix: String| -> u64 {
             text.lines()
                 .find_map(|line| line.strip_prefix(prefix.as_str()))
@@ -208,7 +163,12 @@ impl Enforcer {
     /// The mirror holds `good` intact and nothing of `refused`: `git fsck` passes, and no
     /// temporary pack of the failed download is left behind.
     fn mirror_keeps(&self, good: &str, refused: &str) {
-        let mirror = self.fetcher.open_cached(SOURCE, &self.url).unwrap().expect("a mirror");
+        let mirror = self
+            .loops
+            .fetcher
+            .open_cached(SOURCE, &self.url)
+            .unwrap()
+            .expect("a mirror");
         mirror
             .resolve(&GitReference::Commit(good.to_owned()))
             .expect("the last good commit loads");
@@ -255,7 +215,8 @@ impl Enforcer {
 
     /// The `source.updated` records of `commit`.
     fn updates_to(&self, commit: &str) -> usize {
-        self.audit
+        self.loops
+            .audit
             .events()
             .iter()
             .filter(|e| e.event == EventKind::SourceUpdated && e.revision == commit)
@@ -332,7 +293,7 @@ async fn a_corrupt_or_truncated_pack_is_refused_and_the_next_good_fetch_applies(
     http.set_pack_fault(PackFault::None);
     enforcer.until_applied(&second, 4).await;
     assert_eq!(enforcer.fetched_revision().await, Some(format!("main@sha1:{second}")));
-    assert_eq!(enforcer.updates_to(&second), 1, "{:?}", enforcer.audit.events());
+    assert_eq!(enforcer.updates_to(&second), 1, "{:?}", enforcer.loops.audit.events());
     // Every damaged pack was one failed fetch, counted; none failed otherwise.
     let (errors, error_fetches, _) = enforcer.fetch_counts();
     assert_eq!(errors, http.damaged_packs() as u64);

@@ -9,9 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use driftguard::api::{GitSource, Guard};
-use driftguard::audit::{EventKind, MemorySink};
+use driftguard::audit::EventKind;
 use driftguard::reconcile::controller::{Context, reconcile_guard};
-use driftguard::reconcile::source::SourceContext;
 use driftguard::source::Fetcher;
 use driftguard::telemetry::Metrics;
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
@@ -21,7 +20,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::gitservers::GitDaemon;
-use support::guards::eventually;
+use support::guards::{LeaderLoops, eventually};
 
 /// Commit in `repo` (everything staged) signed with the SSH key `key`.
 fn signed_commit(repo: &std::path::Path, key: &std::path::Path, message: &str) {
@@ -140,35 +139,8 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     guards.create(&PostParams::default(), &guard).await.unwrap();
 
     // The leader's loops, sharing one mirror cache.
-    let cache = tempfile::tempdir().unwrap();
-    let fetcher = Fetcher::new(cache.path());
-    let audit = Arc::new(MemorySink::new());
-    let metrics = Arc::new(Metrics::new());
-    let source_ctx = SourceContext {
-        client: client.clone(),
-        fetcher: fetcher.clone(),
-        metrics: metrics.clone(),
-        audit: audit.clone(),
-    };
-    let mut ctx = support::guards::context(&client).await;
-    ctx.fetcher = fetcher.clone();
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let (_leading_tx, leading) = tokio::sync::watch::channel(true);
-    let loops = [
-        tokio::spawn(driftguard::reconcile::run::run_sources(
-            source_ctx,
-            leading.clone(),
-            until_stopped(stopped.clone()),
-        )),
-        tokio::spawn(driftguard::reconcile::run::run_guards(
-            ctx,
-            leading,
-            until_stopped(stopped),
-        )),
-    ];
+    let leader = LeaderLoops::start(&client).await;
+    let (audit, metrics) = (leader.audit.clone(), leader.metrics.clone());
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
 
@@ -227,7 +199,7 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     // admission index: it fetches that commit itself.
     let store = Arc::new(driftguard::desired::DesiredStore::new());
     let replica_cache = tempfile::tempdir().unwrap();
-    let (replica_stop, replica_stopped) = tokio::sync::watch::channel(false);
+    let (replica_stop, mut replica_stopped) = tokio::sync::watch::channel(false);
     let replica = tokio::spawn(driftguard::reconcile::replica::follow_applied(
         driftguard::reconcile::replica::Follow {
             client: client.clone(),
@@ -236,7 +208,9 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
             fetcher: Fetcher::new(replica_cache.path()),
             metrics: Arc::new(Metrics::new()),
         },
-        until_stopped(replica_stopped),
+        async move {
+            let _ = replica_stopped.wait_for(|s| *s).await;
+        },
     ));
     let indexed = || {
         let store = store.clone();
@@ -272,15 +246,12 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
             .unwrap(),
         driftguard::desired::DesiredCache::new(64 * 1024 * 1024),
     );
-    offline.fetcher = Fetcher::new(cache.path());
+    offline.fetcher = Fetcher::new(leader.cache_dir());
     let status = reconcile_guard(&guards.get("example-app").await.unwrap(), &offline)
         .await
         .unwrap();
     assert_eq!(status.last_applied_revision.as_deref(), Some(signed.as_str()));
 
-    stop.send(true).unwrap();
-    for task in loops {
-        task.await.unwrap();
-    }
+    leader.stop().await;
     api.stop().await;
 }

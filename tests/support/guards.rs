@@ -247,3 +247,75 @@ pub fn patches_of(api: &TestApiServer, path: &str) -> usize {
         .filter(|r| r.method == "PATCH" && r.path == path)
         .count()
 }
+
+/// The leader's GitSource and Guard loops (always leading), as `driftguard serve --cluster`
+/// runs them: one mirror cache, one audit sink and one metrics registry shared by both.
+pub struct LeaderLoops {
+    /// Every record both loops wrote.
+    pub audit: std::sync::Arc<driftguard::audit::MemorySink>,
+    /// Both loops' metrics.
+    pub metrics: std::sync::Arc<driftguard::telemetry::Metrics>,
+    /// The mirrors.
+    pub fetcher: driftguard::source::Fetcher,
+    cache: tempfile::TempDir,
+    stop: tokio::sync::watch::Sender<bool>,
+    loops: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl LeaderLoops {
+    /// Starts both loops over `client`.
+    pub async fn start(client: &kube::Client) -> LeaderLoops {
+        let cache = tempfile::tempdir().unwrap();
+        let fetcher = driftguard::source::Fetcher::new(cache.path());
+        let audit = std::sync::Arc::new(driftguard::audit::MemorySink::new());
+        let metrics = std::sync::Arc::new(driftguard::telemetry::Metrics::new());
+        let source_ctx = driftguard::reconcile::source::SourceContext {
+            client: client.clone(),
+            fetcher: fetcher.clone(),
+            metrics: metrics.clone(),
+            audit: audit.clone(),
+        };
+        let mut ctx = context(client).await;
+        ctx.fetcher = fetcher.clone();
+        ctx.audit = audit.clone();
+        ctx.metrics = metrics.clone();
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (_, leading) = tokio::sync::watch::channel(true);
+        let loops = vec![
+            tokio::spawn(driftguard::reconcile::run::run_sources(
+                source_ctx,
+                leading.clone(),
+                until_stopped(stopped.clone()),
+            )),
+            tokio::spawn(driftguard::reconcile::run::run_guards(
+                ctx,
+                leading,
+                until_stopped(stopped),
+            )),
+        ];
+        LeaderLoops {
+            audit,
+            metrics,
+            fetcher,
+            cache,
+            stop,
+            loops,
+        }
+    }
+
+    /// Where the mirrors are (a later process reads the same cache).
+    pub fn cache_dir(&self) -> &std::path::Path {
+        self.cache.path()
+    }
+
+    /// Ends both loops; fails the test if one panicked.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.loops {
+            task.await.unwrap();
+        }
+    }
+}
