@@ -155,18 +155,7 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
         "{:?}",
         event.note
     );
-    let count = || {
-        let guards = guards.clone();
-        async move {
-            guards
-                .get("example-app")
-                .await
-                .ok()
-                .and_then(|g| g.status)
-                .is_some_and(|s| s.counts.drift_corrected == 1)
-        }
-    };
-    eventually("counts.driftCorrected = 1", Duration::from_secs(10), count).await;
+    support::guards::until_drift_corrected(&guards, 1).await;
     // The next full reconcile keeps the count and finds nothing to apply.
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.counts.drift_corrected, 1);

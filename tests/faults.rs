@@ -9,7 +9,7 @@ mod support;
 
 use std::time::Duration;
 
-use driftguard::api::{GitSource, Guard, GuardStatus};
+use driftguard::api::{Guard, GuardStatus};
 use driftguard::audit::EventKind;
 use driftguard_testapi::faults::{Failure, Verb};
 use driftguard_testapi::{ApiError, Identity, ServerOptions, TestApiServer};
@@ -432,18 +432,7 @@ async fn self_heal_survives_dropped_watches() {
         enforcer.metric(r#"driftguard_drift_corrections_total{guard="default/example-app",kind="Deployment"}"#),
         Some(3.0)
     );
-    let counted = || {
-        let guards = guards.clone();
-        async move {
-            guards
-                .get("example-app")
-                .await
-                .ok()
-                .and_then(|g| g.status)
-                .is_some_and(|s| s.counts.drift_corrected == 3)
-        }
-    };
-    eventually("driftCorrected in status", Duration::from_secs(10), counted).await;
+    support::guards::until_drift_corrected(&guards, 3).await;
     api.stop().await;
 }
 
@@ -697,16 +686,7 @@ async fn a_hundred_guards_created_at_once_are_each_applied_exactly_once() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     let repo = tenant_repo();
-    let source: GitSource = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-        "metadata": {"name": "tenants", "namespace": "default"},
-        "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
-    }))
-    .unwrap();
-    Api::<GitSource>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
+    support::guards::create_source(&client, "tenants", repo.path()).await;
     let tenant = |i: usize| format!("tenant-{i:03}");
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for i in 0..GUARDS {

@@ -20,16 +20,7 @@ pub async fn install(client: &kube::Client, guard_spec: serde_json::Value) -> (t
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
     let (repo, commit) = super::example_repo();
-    let source: GitSource = serde_json::from_value(json!({
-        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-        "metadata": {"name": "apps", "namespace": "default"},
-        "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}
-    }))
-    .unwrap();
-    Api::<GitSource>::namespaced(client.clone(), "default")
-        .create(&PostParams::default(), &source)
-        .await
-        .unwrap();
+    create_source(client, "apps", repo.path()).await;
     let mut spec = json!({"sourceRef": {"name": "apps"}, "path": "examples/app"});
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), guard_spec.as_object()) {
         spec.extend(extra.clone());
@@ -43,6 +34,39 @@ pub async fn install(client: &kube::Client, guard_spec: serde_json::Value) -> (t
     let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
     guards.create(&PostParams::default(), &guard).await.unwrap();
     (repo, commit, guards)
+}
+
+/// A GitSource `default/<name>` on the local repository `repo`, branch main.
+pub async fn create_source(client: &kube::Client, name: &str, repo: &std::path::Path) {
+    let source: GitSource = serde_json::from_value(json!({
+        "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+        "metadata": {"name": name, "namespace": "default"},
+        "spec": {"url": repo.to_str().unwrap(), "ref": {"branch": "main"}}
+    }))
+    .unwrap();
+    Api::<GitSource>::namespaced(client.clone(), "default")
+        .create(&PostParams::default(), &source)
+        .await
+        .unwrap();
+}
+
+/// Waits until the Guard `default/example-app` counts `corrections` drift corrections in its
+/// status.
+pub async fn until_drift_corrected(guards: &Api<Guard>, corrections: i64) {
+    let counted = || async move {
+        guards
+            .get("example-app")
+            .await
+            .ok()
+            .and_then(|g| g.status)
+            .is_some_and(|s| s.counts.drift_corrected == corrections)
+    };
+    eventually(
+        &format!("counts.driftCorrected = {corrections}"),
+        Duration::from_secs(10),
+        counted,
+    )
+    .await;
 }
 
 /// Poll `check` until it is true, failing after `deadline`.
