@@ -520,21 +520,7 @@ fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Pa
 /// A client for the cluster `kubeconfig` (or the inferred configuration) names, and the URL
 /// it talks to (for error messages).
 async fn connect(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)> {
-    let config = match kubeconfig {
-        Some(path) => {
-            let file = kube::config::Kubeconfig::read_from(path)
-                .with_context(|| format!("cannot read kubeconfig {}", path.display()))?;
-            kube::Config::from_custom_kubeconfig(file, &Default::default())
-                .await
-                .with_context(|| format!("cannot use kubeconfig {}", path.display()))?
-        }
-        None => kube::Config::infer()
-            .await
-            .context("no cluster configured: pass --kubeconfig, set KUBECONFIG, or run in a cluster")?,
-    };
-    let url = config.cluster_url.to_string();
-    let client = kube::Client::try_from(config).with_context(|| format!("cannot build a client for {url}"))?;
-    Ok((client, url))
+    Ok(driftguard::serve::connect(kubeconfig).await?)
 }
 
 /// The Guard `id` from the cluster, or None when there is none of that name (or the Guard CRD

@@ -6,6 +6,8 @@
 
 mod cluster;
 
+pub use cluster::connect;
+
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;

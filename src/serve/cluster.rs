@@ -30,9 +30,9 @@ use crate::telemetry::{CountingSink, Metrics};
 const LOOPS_GRACE: Duration = Duration::from_secs(10);
 
 /// A client from the kubeconfig given, else the usual inference (KUBECONFIG, ~/.kube/config,
-/// in-cluster service account).
-async fn client(settings: &ClusterSettings) -> Result<(kube::Client, String), ServeError> {
-    let config = match &settings.kubeconfig {
+/// in-cluster service account), and the URL it talks to (for error messages).
+pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Client, String), ServeError> {
+    let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
                 .map_err(|e| ServeError::Cluster(format!("cannot read kubeconfig {}: {e}", path.display())))?;
@@ -42,7 +42,7 @@ async fn client(settings: &ClusterSettings) -> Result<(kube::Client, String), Se
         }
         None => kube::Config::infer().await.map_err(|e| {
             ServeError::Cluster(format!(
-                "no cluster configuration found ({e}); pass --kubeconfig or run in a pod"
+                "no cluster configuration found ({e}); pass --kubeconfig, set KUBECONFIG, or run in a pod"
             ))
         })?,
     };
@@ -98,7 +98,7 @@ async fn first_certificate(serving: &server::ServingCert, certs: &ManagedCerts, 
 
 /// Run until SIGTERM/Ctrl-C.
 pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<(), ServeError> {
-    let (client, url) = client(&cluster).await?;
+    let (client, url) = connect(cluster.kubeconfig.as_deref()).await?;
     let version = client
         .apiserver_version()
         .await
