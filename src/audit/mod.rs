@@ -24,6 +24,11 @@ pub use chain::{
 /// Schema identifier written into every event.
 pub const SCHEMA: &str = "driftguard.io/audit/v1";
 
+/// The largest field value (serialized JSON bytes) a record carries as is. A bigger one (a
+/// blob in a ConfigMap) is recorded by size and digest: an audit line must not grow by
+/// megabytes, and the digest still tells which content it was.
+pub const MAX_RECORDED_VALUE: usize = 4096;
+
 /// What happened.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub enum EventKind {
@@ -154,7 +159,7 @@ impl FieldRecord {
         let sensitive = object.is_sensitive(&drift.path);
         let value = |v: &Option<Value>| match v {
             Some(_) if sensitive => Value::String(crate::drift::display::HIDDEN.to_owned()),
-            Some(v) => v.clone(),
+            Some(v) => bounded(v),
             None => Value::Null,
         };
         FieldRecord {
@@ -164,6 +169,19 @@ impl FieldRecord {
             previous: value(&drift.previous),
         }
     }
+}
+
+/// `value`, or its size and SHA-256 when its JSON is longer than [`MAX_RECORDED_VALUE`].
+fn bounded(value: &Value) -> Value {
+    let text = value.to_string();
+    if text.len() <= MAX_RECORDED_VALUE {
+        return value.clone();
+    }
+    Value::String(format!(
+        "<{} bytes, sha256:{}>",
+        text.len(),
+        chain::sha256_hex(text.as_bytes())
+    ))
 }
 
 /// One audit record.
@@ -301,5 +319,28 @@ impl AuditSink for MemorySink {
         };
         event.seq = events.len() as u64 + 1;
         events.push(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn huge_values_are_recorded_by_size_and_digest() {
+        let huge = json!("x".repeat(MAX_RECORDED_VALUE));
+        let recorded = bounded(&huge);
+        let text = recorded.as_str().unwrap();
+        assert!(
+            text.starts_with(&format!("<{} bytes, sha256:", MAX_RECORDED_VALUE + 2)),
+            "{text}"
+        );
+        assert_eq!(
+            text.len(),
+            format!("<{} bytes, sha256:>", MAX_RECORDED_VALUE + 2).len() + 64
+        );
+        let small = json!({"image": "web:1.2"});
+        assert_eq!(bounded(&small), small, "small values stay");
     }
 }

@@ -39,10 +39,6 @@ use crate::telemetry::Metrics;
 const OWN_WRITE_GRACE: Duration = Duration::from_secs(30);
 /// Wait before retrying a kind that discovery cannot resolve (its CRD is not there yet).
 const RESOLVE_RETRY: Duration = Duration::from_secs(10);
-/// The largest field value (serialized JSON bytes) a `drift.corrected` record carries as is.
-/// A bigger one (a blob in a ConfigMap) is recorded by size and digest: an audit line must not
-/// grow by megabytes, and the digest still tells which content was restored.
-const MAX_RECORDED_VALUE: usize = 4096;
 
 /// When a writer counts as fighting.
 #[derive(Debug, Clone, Copy)]
@@ -507,7 +503,7 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             Heal::Correct { manager, fields, delay } => {
                 let records = fields
                     .iter()
-                    .map(|d: &FieldDrift| bounded(FieldRecord::of(desired, d)))
+                    .map(|d: &FieldDrift| FieldRecord::of(desired, d))
                     .collect();
                 state.pending.insert(
                     key.clone(),
@@ -553,22 +549,6 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             tokio::spawn(async move { report_fight(&inner, guard, fight).await });
         }
     }
-}
-
-/// `record` with every value longer than [`MAX_RECORDED_VALUE`] replaced by its size and
-/// SHA-256.
-fn bounded(mut record: FieldRecord) -> FieldRecord {
-    for value in [&mut record.git, &mut record.attempted, &mut record.previous] {
-        let text = value.to_string();
-        if text.len() > MAX_RECORDED_VALUE {
-            *value = serde_json::Value::String(format!(
-                "<{} bytes, sha256:{}>",
-                text.len(),
-                crate::audit::chain::sha256_hex(text.as_bytes())
-            ));
-        }
-    }
-    record
 }
 
 /// The write for `key` returned at `version`: wait for its event, or, when the watch already
@@ -774,31 +754,6 @@ fn guards(inner: &Inner, guard: &GuardId) -> Api<Guard> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn huge_values_are_recorded_by_size_and_digest() {
-        let record = FieldRecord {
-            path: "data.blob".into(),
-            git: json!("x".repeat(MAX_RECORDED_VALUE)),
-            attempted: json!("small"),
-            previous: serde_json::Value::Null,
-        };
-        let bounded = bounded(record.clone());
-        let git = bounded.git.as_str().unwrap();
-        assert!(
-            git.starts_with(&format!("<{} bytes, sha256:", MAX_RECORDED_VALUE + 2)),
-            "{git}"
-        );
-        assert_eq!(
-            git.len(),
-            format!("<{} bytes, sha256:>", MAX_RECORDED_VALUE + 2).len() + 64
-        );
-        assert_eq!(
-            (bounded.attempted, bounded.previous),
-            (record.attempted, record.previous),
-            "small values stay"
-        );
-    }
 
     #[test]
     fn the_fighting_condition_names_the_writer_and_the_rule() {
