@@ -1,6 +1,8 @@
 //! The tamper-evident audit chain: file sink with rotation, restart, backpressure, and
 //! `driftguard audit verify`.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -8,7 +10,7 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use driftguard::audit::chain::{rotated_name, seal};
-use driftguard::audit::{AuditConfig, AuditEvent, AuditSink, ChainSink, EventKind, FsyncPolicy, ObjectRef};
+use driftguard::audit::{AuditConfig, AuditEvent, AuditSink, ChainSink, FsyncPolicy};
 use serde_json::Value;
 
 fn config(dir: &Path, max_file_bytes: u64) -> AuditConfig {
@@ -30,19 +32,7 @@ fn sink(config: AuditConfig) -> ChainSink {
 }
 
 fn event(i: usize) -> AuditEvent {
-    let mut event = AuditEvent::new(EventKind::AdmissionDenied);
-    event.object = ObjectRef {
-        group: "apps".into(),
-        version: "v1".into(),
-        kind: "Deployment".into(),
-        namespace: Some("default".into()),
-        name: format!("web-{i}"),
-        subresource: None,
-    };
-    event.operation = "UPDATE".into();
-    event.guard = "default/app".into();
-    event.message = format!("spec.replicas is managed by Git (event {i})");
-    event
+    support::denied_event(i, "spec.replicas is managed by Git")
 }
 
 fn write_log(dir: &Path, count: usize, max_file_bytes: u64) {

@@ -5,13 +5,15 @@
 //! root, mount or loop device needed. The audit path is made a symlink to it, and "freeing space"
 //! puts a regular file (or nothing) at the path again.
 
+mod support;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use driftguard::audit::verify::verify_files;
-use driftguard::audit::{AuditConfig, AuditEvent, AuditSink, ChainSink, EventKind, FsyncPolicy, ObjectRef};
+use driftguard::audit::{AuditConfig, AuditEvent, AuditSink, ChainSink, FsyncPolicy};
 use driftguard::telemetry::Metrics;
 use serde_json::Value;
 
@@ -60,19 +62,7 @@ fn logs() -> &'static Captured {
 }
 
 fn event(i: usize) -> AuditEvent {
-    let mut event = AuditEvent::new(EventKind::AdmissionDenied);
-    event.object = ObjectRef {
-        group: "apps".into(),
-        version: "v1".into(),
-        kind: "Deployment".into(),
-        namespace: Some("default".into()),
-        name: format!("web-{i}"),
-        subresource: None,
-    };
-    event.operation = "UPDATE".into();
-    event.guard = "default/app".into();
-    event.message = format!("{CONTENT} (event {i})");
-    event
+    support::denied_event(i, CONTENT)
 }
 
 fn config(path: &Path, max_file_bytes: u64) -> AuditConfig {

@@ -225,3 +225,22 @@ pub fn helm_launcher() -> PathBuf {
         ),
     }
 }
+
+/// An `admission.denied` record for Deployment `default/web-<i>` with `message`: the shape of
+/// the audit log's most common line, for tests of the chain and its file.
+pub fn denied_event(i: usize, message: &str) -> driftguard::audit::AuditEvent {
+    use driftguard::audit::{AuditEvent, EventKind, ObjectRef};
+    let mut event = AuditEvent::new(EventKind::AdmissionDenied);
+    event.object = ObjectRef {
+        group: "apps".into(),
+        version: "v1".into(),
+        kind: "Deployment".into(),
+        namespace: Some("default".into()),
+        name: format!("web-{i}"),
+        subresource: None,
+    };
+    event.operation = "UPDATE".into();
+    event.guard = "default/app".into();
+    event.message = format!("{message} (event {i})");
+    event
+}
