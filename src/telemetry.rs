@@ -447,14 +447,14 @@ impl Metrics {
         &self,
         verb: &'static str,
         result: &'static str,
-        retries: &[&'static str],
+        retries: impl IntoIterator<Item = &'static str>,
         waited: Duration,
     ) {
         self.api_writes
             .writes
             .get_or_create(&WriteLabels { verb, result })
             .inc();
-        for &reason in retries {
+        for reason in retries {
             self.api_writes
                 .retries
                 .get_or_create(&RetryLabels { verb, reason })
@@ -623,14 +623,14 @@ mod tests {
     #[test]
     fn api_writes_count_results_retries_and_waits() {
         let metrics = Metrics::new();
-        metrics.observe_api_write("apply", "ok", &[], Duration::ZERO);
+        metrics.observe_api_write("apply", "ok", [], Duration::ZERO);
         metrics.observe_api_write(
             "apply",
             "retried",
-            &["conflict", "conflict"],
+            ["conflict", "conflict"],
             Duration::from_millis(1500),
         );
-        metrics.observe_api_write("delete", "failed", &["server_error"], Duration::from_secs(2));
+        metrics.observe_api_write("delete", "failed", ["server_error"], Duration::from_secs(2));
         let text = metrics.encode().unwrap();
         for needle in [
             r#"driftguard_api_writes_total{verb="apply",result="ok"} 1"#,

@@ -494,21 +494,7 @@ fn readiness_follows_the_store() {
 /// log line (captured at TRACE).
 #[test]
 fn no_secret_value_reaches_any_output_across_the_fixtures() {
-    use std::io::Write;
-    use std::sync::{Arc, Mutex};
-
-    #[derive(Clone, Default)]
-    struct Captured(Arc<Mutex<Vec<u8>>>);
-    impl Write for Captured {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-    let logs = Captured::default();
+    let logs = support::Captured::default();
     let writer = logs.clone();
     let subscriber = tracing_subscriber::fmt()
         .with_max_level(tracing::Level::TRACE)
@@ -548,7 +534,7 @@ fn no_secret_value_reaches_any_output_across_the_fixtures() {
             }
         }
     });
-    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    let logs = logs.text();
     for secret in &forbidden {
         assert!(!logs.contains(secret.as_str()), "log leaked: {logs}");
     }

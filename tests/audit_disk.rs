@@ -7,42 +7,18 @@
 
 mod support;
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use driftguard::audit::verify::verify_files;
 use driftguard::audit::{AuditConfig, AuditEvent, AuditSink, ChainSink, FsyncPolicy};
 use driftguard::telemetry::Metrics;
 use serde_json::Value;
+use support::Captured;
 
 /// Text in every record's message: it must never reach the logs.
 const CONTENT: &str = "replicas-managed-by-git";
-
-/// Collects bytes written to it: the console copy of the records, and the logs.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
-    }
-
-    fn lines(&self) -> Vec<String> {
-        self.text().lines().map(str::to_owned).collect()
-    }
-}
-
-impl Write for Captured {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 /// The logs of every test of this binary (the writer logs from its own thread, so a
 /// thread-local subscriber would not see them); tests look for their own directory in them.

@@ -4,7 +4,7 @@
 
 mod support;
 
-use support::guards::{Installed, eventually, install, installed};
+use support::guards::{ElectedReplica, Installed, LeaderLoops, eventually, install, installed};
 
 use driftguard::api::GitSource;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
@@ -118,35 +118,6 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     api.stop().await;
 }
 
-struct Replica {
-    leading: tokio::sync::watch::Receiver<bool>,
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-async fn replica(client: &kube::Client, identity: &str) -> Replica {
-    use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
-    let (stop, stopped) = tokio::sync::watch::channel(false);
-    let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-        let _ = rx.wait_for(|s| *s).await;
-    };
-    let (leading_tx, leading) = tokio::sync::watch::channel(false);
-    let elector = LeaderElector::new(
-        client.clone(),
-        ElectionConfig::new("driftguard", "driftguard-leader", identity, Duration::from_secs(2)),
-    );
-    let ctx = support::guards::context(client).await;
-    let tasks = vec![
-        tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
-        tokio::spawn(driftguard::reconcile::run::run_guards(
-            ctx,
-            leading.clone(),
-            until_stopped(stopped),
-        )),
-    ];
-    Replica { leading, stop, tasks }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
@@ -157,8 +128,8 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     namespaces.create(&PostParams::default(), &namespace).await.unwrap();
     let (repo, _, guards) = install(&client, json!({"interval": "1s"})).await;
 
-    let a = replica(&client, "replica-a").await;
-    let b = replica(&client, "replica-b").await;
+    let a = ElectedReplica::start(&client, "replica-a", Duration::from_secs(2)).await;
+    let b = ElectedReplica::start(&client, "replica-b", Duration::from_secs(2)).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
     eventually("the leader's first sync", Duration::from_secs(20), replicas(3)).await;
@@ -174,58 +145,15 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
 
     // The leader stops; the other replica takes over and applies the next commit.
     let (leader, follower) = if *a.leading.borrow() { (a, b) } else { (b, a) };
-    leader.stop.send(true).unwrap();
-    for task in leader.tasks {
-        task.await.unwrap();
-    }
+    leader.stop().await;
     let deployment = repo.path().join("examples/app/deployment.yaml");
     let text = std::fs::read_to_string(&deployment).unwrap();
     std::fs::write(&deployment, text.replace("replicas: 3", "replicas: 4")).unwrap();
     support::git(repo.path(), &["commit", "-qam", "four replicas"]);
     eventually("the successor applies the commit", Duration::from_secs(20), replicas(4)).await;
     assert!(*follower.leading.borrow());
-    follower.stop.send(true).unwrap();
-    for task in follower.tasks {
-        task.await.unwrap();
-    }
+    follower.stop().await;
     api.stop().await;
-}
-
-/// The GitSource and Guard loops of one leading replica, stopped by `stop`.
-struct Loops {
-    stop: tokio::sync::watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Loops {
-    async fn start(client: &kube::Client) -> Loops {
-        let (stop, stopped) = tokio::sync::watch::channel(false);
-        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let (_, leading) = tokio::sync::watch::channel(true);
-        let ctx = support::guards::context(client).await;
-        let tasks = vec![
-            tokio::spawn(driftguard::reconcile::run::run_sources(
-                support::guards::source_context(client),
-                leading.clone(),
-                until_stopped(stopped.clone()),
-            )),
-            tokio::spawn(driftguard::reconcile::run::run_guards(
-                ctx,
-                leading,
-                until_stopped(stopped),
-            )),
-        ];
-        Loops { stop, tasks }
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-    }
 }
 
 /// The Ready condition of a GitSource as (status, reason, message), if any.
@@ -253,7 +181,7 @@ async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
         )
         .await
         .unwrap();
-    let loops = Loops::start(&client).await;
+    let loops = LeaderLoops::start(&client).await;
 
     let fetched = |commit: String| {
         let sources = sources.clone();
@@ -372,7 +300,7 @@ async fn a_source_at_a_missing_path_is_not_ready() {
     .unwrap();
     let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
     sources.create(&PostParams::default(), &source).await.unwrap();
-    let loops = Loops::start(&client).await;
+    let loops = LeaderLoops::start(&client).await;
 
     let reported = || {
         let sources = sources.clone();

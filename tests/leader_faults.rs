@@ -7,11 +7,9 @@
 
 mod support;
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use driftguard::api::{GitSource, Guard};
-use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
 use driftguard::telemetry::Metrics;
 use driftguard_testapi::faults::{Failure, Verb};
 use driftguard_testapi::{Identity, RequestRecord, ServerOptions, TestApiServer};
@@ -20,8 +18,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Namespace};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
-use support::guards::eventually;
-use tokio::sync::watch;
+use support::guards::{ElectedReplica, eventually};
 
 /// Lease duration of both replicas: renew deadline 2 s, retry every 0.6 s.
 const LEASE: Duration = Duration::from_secs(3);
@@ -32,52 +29,6 @@ const OBJECTS: usize = 10;
 const APPLY_DELAY: Duration = Duration::from_millis(400);
 const DEADLINE: Duration = Duration::from_secs(30);
 const LEASE_PATH: &str = "/apis/coordination.k8s.io/v1/namespaces/driftguard/leases/driftguard-leader";
-
-/// One replica: elector and Guard loop, with its own client and metrics.
-struct Replica {
-    leading: watch::Receiver<bool>,
-    metrics: Arc<Metrics>,
-    stop: watch::Sender<bool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Replica {
-    async fn start(client: &kube::Client, identity: &str) -> Replica {
-        let (stop, stopped) = watch::channel(false);
-        let until_stopped = |mut rx: watch::Receiver<bool>| async move {
-            let _ = rx.wait_for(|s| *s).await;
-        };
-        let (leading_tx, leading) = watch::channel(false);
-        let metrics = Arc::new(Metrics::new());
-        let elector = LeaderElector::new(
-            client.clone(),
-            ElectionConfig::new("driftguard", "driftguard-leader", identity, LEASE),
-        )
-        .with_metrics(metrics.clone());
-        let ctx = support::guards::context(client).await;
-        let tasks = vec![
-            tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
-            tokio::spawn(driftguard::reconcile::run::run_guards(
-                ctx,
-                leading.clone(),
-                until_stopped(stopped),
-            )),
-        ];
-        Replica {
-            leading,
-            metrics,
-            stop,
-            tasks,
-        }
-    }
-
-    async fn stop(self) {
-        self.stop.send(true).unwrap();
-        for task in self.tasks {
-            task.await.unwrap();
-        }
-    }
-}
 
 fn is_write(request: &RequestRecord) -> bool {
     matches!(request.method.as_str(), "POST" | "PUT" | "PATCH" | "DELETE")
@@ -155,12 +106,12 @@ async fn a_leader_that_loses_the_lease_mid_reconcile_stops_and_its_successor_fin
     setup(&admin, repo.path()).await;
 
     // A leads; B follows.
-    let mut a = Replica::start(&client_a, "replica-a").await;
+    let mut a = ElectedReplica::start(&client_a, "replica-a", LEASE).await;
     tokio::time::timeout(DEADLINE, a.leading.wait_for(|l| *l))
         .await
         .expect("A leads")
         .unwrap();
-    let b = Replica::start(&client_b, "replica-b").await;
+    let b = ElectedReplica::start(&client_b, "replica-b", LEASE).await;
     let followed = || async {
         api.requests()
             .iter()

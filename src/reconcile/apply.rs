@@ -19,9 +19,9 @@
 //! `details.retryAfterSeconds` of the Status it sends with 429 (`NewTooManyRequests`) and with
 //! 500/504 server timeouts, and that is honoured; without it, backoff alone decides. kube's
 //! client has its own retry layer for 429/503/504 that honours the header
-//! (`kube::Config::default_retry`, on by default): when it is on, those retries happen inside
-//! one attempt here (bounded by the write timeout) and are not counted in driftguard's metrics,
-//! so the enforcer's client is best built with it off.
+//! (`kube::Config::default_retry`, on by default, and kept on by `serve::connect` because it
+//! also covers reads and watches): those retries happen inside one attempt here (bounded by the
+//! write timeout) and are not counted in driftguard's metrics.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -164,8 +164,12 @@ pub struct WriteReport {
 impl WriteReport {
     /// Count this write in `driftguard_api_writes_total` and its retries and waits.
     pub fn observe(&self, metrics: &crate::telemetry::Metrics) {
-        let reasons: Vec<&'static str> = self.retries.iter().map(|r| r.as_str()).collect();
-        metrics.observe_api_write(self.verb.as_str(), self.result.as_str(), &reasons, self.waited);
+        metrics.observe_api_write(
+            self.verb.as_str(),
+            self.result.as_str(),
+            self.retries.iter().map(|r| r.as_str()),
+            self.waited,
+        );
     }
 }
 
@@ -387,7 +391,8 @@ impl Applier {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, kube::Error>>,
     {
-        let deadline = Instant::now() + self.retry.budget;
+        let started = Instant::now();
+        let deadline = started + self.retry.budget;
         let mut report = WriteReport {
             key: key.clone(),
             verb,
@@ -425,9 +430,7 @@ impl Applier {
                 return (
                     Err(format!(
                         "{error} (gave up after {attempt} attempts in {:?})",
-                        self.retry
-                            .budget
-                            .saturating_sub(deadline.saturating_duration_since(Instant::now()))
+                        started.elapsed().min(self.retry.budget)
                     )),
                     report,
                 );
@@ -447,6 +450,28 @@ impl Applier {
             report.waited += delay;
             tokio::time::sleep(delay).await;
             attempt += 1;
+        }
+    }
+
+    /// [`Applier::write`] through `api`; when the kind could not be resolved (`Err`), nothing is
+    /// sent and there is no report.
+    async fn write_through<T, F, Fut>(
+        &self,
+        verb: WriteVerb,
+        key: &ObjectKey,
+        api: Result<Api<DynamicObject>, String>,
+        mut call: F,
+    ) -> (Result<T, String>, Option<WriteReport>)
+    where
+        F: FnMut(Api<DynamicObject>) -> Fut,
+        Fut: Future<Output = Result<T, kube::Error>>,
+    {
+        match api {
+            Ok(api) => {
+                let (result, report) = self.write(verb, key, || call(api.clone())).await;
+                (result, Some(report))
+            }
+            Err(message) => (Err(message), None),
         }
     }
 
@@ -666,22 +691,17 @@ impl Applier {
 
     /// Remove the break-glass annotations of `object` (its time is up and Git is applied).
     async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> (Result<(), String>, Option<WriteReport>) {
-        let api = match self.api_of(pass, object).await {
-            Ok(api) => api,
-            Err(message) => return (Err(message), None),
-        };
-        let patch = serde_json::json!({"metadata": {"annotations": {
+        let api = self.api_of(pass, object).await;
+        let patch = &serde_json::json!({"metadata": {"annotations": {
             break_glass::BREAK_GLASS_ANNOTATION: null,
             break_glass::EXPIRES_ANNOTATION: null,
         }}});
-        let (api, patch, params) = (&api, &patch, &PatchParams::apply(FIELD_MANAGER));
+        let params = &PatchParams::apply(FIELD_MANAGER);
         let name = object.name.as_str();
-        let (result, report) = self
-            .write(WriteVerb::Apply, &ObjectKey::of(object), move || async move {
-                api.patch(name, params, &Patch::Merge(patch)).await.map(drop)
-            })
-            .await;
-        (result, Some(report))
+        self.write_through(WriteVerb::Apply, &ObjectKey::of(object), api, move |api| async move {
+            api.patch(name, params, &Patch::Merge(patch)).await.map(drop)
+        })
+        .await
     }
 
     /// Wait for the CRD `name` (applied earlier in this pass, unless its apply failed) to be
@@ -732,20 +752,15 @@ impl Applier {
     }
 
     async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
-        let api = match self.api_of(pass, object).await {
-            Ok(api) => api,
-            Err(message) => return (Err(message), None),
-        };
-        let (api, params, body) = (&api, &PatchParams::apply(FIELD_MANAGER).force(), &object.object);
+        let api = self.api_of(pass, object).await;
+        let (params, body) = (&PatchParams::apply(FIELD_MANAGER).force(), &object.object);
         let name = object.name.as_str();
-        let (result, report) = self
-            .write(WriteVerb::Apply, &ObjectKey::of(object), move || async move {
-                api.patch(name, params, &Patch::Apply(body))
-                    .await
-                    .map(|applied| applied.metadata)
-            })
-            .await;
-        (result, Some(report))
+        self.write_through(WriteVerb::Apply, &ObjectKey::of(object), api, move |api| async move {
+            api.patch(name, params, &Patch::Apply(body))
+                .await
+                .map(|applied| applied.metadata)
+        })
+        .await
     }
 
     async fn execute_in(&self, pass: &Pass, plan: &Plan<'_>) -> Outcome {
@@ -805,26 +820,20 @@ impl Applier {
                 ..DeleteParams::default()
             };
             let key = &step.key;
-            let (result, report) = match self
+            let api = self
                 .api(pass, &key.group, &step.version, &key.kind, key.namespace.as_deref())
-                .await
-            {
-                Ok(api) => {
-                    let (api, params, name) = (&api, &params, key.name.as_str());
-                    let (result, report) = self
-                        .write(WriteVerb::Delete, key, move || async move {
-                            match api.delete(name, params).await {
-                                Ok(_) => Ok(()),
-                                // Gone already: what the prune wanted.
-                                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-                                Err(error) => Err(error),
-                            }
-                        })
-                        .await;
-                    (result, Some(report))
-                }
-                Err(message) => (Err(message), None),
-            };
+                .await;
+            let (params, name) = (&params, key.name.as_str());
+            let (result, report) = self
+                .write_through(WriteVerb::Delete, key, api, move |api| async move {
+                    match api.delete(name, params).await {
+                        Ok(_) => Ok(()),
+                        // Gone already: what the prune wanted.
+                        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                        Err(error) => Err(error),
+                    }
+                })
+                .await;
             outcome.writes.extend(report);
             match result {
                 Ok(()) => outcome.pruned.push(key.clone()),

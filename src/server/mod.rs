@@ -45,7 +45,7 @@ use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 
 pub use routes::{metrics_router, router};
-pub use shutdown::{Signals, shutdown_signal};
+pub use shutdown::Signals;
 pub use tls::ServingCert;
 
 /// Marks a request that came over a connection whose client presented a certificate that

@@ -75,12 +75,6 @@ impl Signals {
     }
 }
 
-/// Resolves when the process receives SIGTERM (what the kubelet sends) or Ctrl-C.
-pub async fn shutdown_signal() {
-    let signal = Signals::listen().next().await;
-    tracing::info!("received {signal}, shutting down");
-}
-
 /// Where shutdown is; the order is the order of the sequence.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) enum Phase {

@@ -343,3 +343,55 @@ impl LeaderLoops {
         }
     }
 }
+
+/// One replica as `driftguard serve --cluster` runs it without a webhook: a Lease elector
+/// (`driftguard/driftguard-leader`) as `identity`, and the Guard loop writing only while it
+/// leads.
+pub struct ElectedReplica {
+    /// Whether it leads now.
+    pub leading: tokio::sync::watch::Receiver<bool>,
+    /// The elector's metrics.
+    pub metrics: std::sync::Arc<driftguard::telemetry::Metrics>,
+    stop: tokio::sync::watch::Sender<bool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl ElectedReplica {
+    /// Starts the elector (Lease of `lease`) and the Guard loop over `client`.
+    pub async fn start(client: &kube::Client, identity: &str, lease: Duration) -> ElectedReplica {
+        use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let until_stopped = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+            let _ = rx.wait_for(|s| *s).await;
+        };
+        let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        let metrics = std::sync::Arc::new(driftguard::telemetry::Metrics::new());
+        let elector = LeaderElector::new(
+            client.clone(),
+            ElectionConfig::new("driftguard", "driftguard-leader", identity, lease),
+        )
+        .with_metrics(metrics.clone());
+        let tasks = vec![
+            tokio::spawn(elector.run(leading_tx, until_stopped(stopped.clone()))),
+            tokio::spawn(driftguard::reconcile::run::run_guards(
+                context(client).await,
+                leading.clone(),
+                until_stopped(stopped),
+            )),
+        ];
+        ElectedReplica {
+            leading,
+            metrics,
+            stop,
+            tasks,
+        }
+    }
+
+    /// Stops both (the elector releases the Lease); fails the test if one panicked.
+    pub async fn stop(self) {
+        self.stop.send(true).unwrap();
+        for task in self.tasks {
+            task.await.unwrap();
+        }
+    }
+}
