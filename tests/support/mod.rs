@@ -2,6 +2,7 @@
 //! an in-process admission stack.
 #![allow(dead_code)]
 
+pub mod cluster;
 pub mod gitservers;
 pub mod guards;
 pub mod https;
