@@ -11,7 +11,7 @@ use crate::render::sandbox::{Limits, find_program};
 use crate::render::{Choice, Manifest, RenderError, choose, render_plain};
 use crate::source::{GitReference, LocalRepository, Revision, SourceError};
 
-use super::{DesiredCache, DesiredError, DesiredSet, GuardPolicy};
+use super::{ApiResources, DesiredCache, DesiredError, DesiredSet, GuardPolicy};
 
 /// Where a Guard's source lives, resolved from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,19 @@ pub enum LoadError {
     /// The same failure, shared by concurrent loads of one revision.
     #[error("{0}")]
     Shared(Arc<LoadError>),
+}
+
+impl LoadError {
+    /// True when the load failed only because a kind's scope and plural are unknown: in
+    /// cluster mode, discovery is run again (a CRD may have been created since) and the load
+    /// retried.
+    pub fn is_unknown_kind(&self) -> bool {
+        match self {
+            LoadError::Desired { error, .. } => matches!(**error, DesiredError::UnknownKind { .. }),
+            LoadError::Shared(inner) => inner.is_unknown_kind(),
+            _ => false,
+        }
+    }
 }
 
 /// Why rendering a revision failed.
@@ -157,11 +170,15 @@ fn render_revision(
 }
 
 /// Load one Guard: resolve its reference, then build (or reuse from `cache`) the desired set
-/// of that revision. Blocking (libgit2): call from a blocking context.
+/// of that revision. `kinds` is what the API says about non-built-in kinds (discovery, or an
+/// `--api-resources` file); CRDs in the render add to it. Objects left out (hooks,
+/// generateName) are logged as warnings when the set is built. Blocking (libgit2): call from
+/// a blocking context.
 pub fn load_guard(
     guard: Arc<GuardPolicy>,
     source: &SourceSettings,
     cache: &DesiredCache,
+    kinds: &ApiResources,
 ) -> Result<Arc<DesiredSet>, LoadError> {
     let source_error = |error| LoadError::Source {
         guard: guard.id.to_string(),
@@ -180,10 +197,15 @@ pub fn load_guard(
                     error: Box::new(error),
                 },
             })?;
-            let set = DesiredSet::build(guard.clone(), revision, manifests).map_err(|error| LoadError::Desired {
-                guard: guard.id.to_string(),
-                error: Box::new(error),
+            let set = DesiredSet::build_with(guard.clone(), revision, manifests, kinds).map_err(|error| {
+                LoadError::Desired {
+                    guard: guard.id.to_string(),
+                    error: Box::new(error),
+                }
             })?;
+            for skipped in &set.skipped {
+                tracing::warn!(guard = %guard.id, "{skipped}");
+            }
             Ok(Arc::new(set))
         })
         .map_err(LoadError::Shared)
