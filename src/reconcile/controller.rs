@@ -290,6 +290,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             .await;
         status.counts = Counts {
             objects: i64::try_from(set.objects.len()).unwrap_or(i64::MAX),
+            skipped: i64::try_from(set.skipped.len()).unwrap_or(i64::MAX),
             ..previous.counts
         };
         for write in &outcome.writes {
