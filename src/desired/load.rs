@@ -8,7 +8,9 @@ use crate::render::helm::{HelmOptions, render_helm};
 use crate::render::jsonnet::{JsonnetLimits, JsonnetOptions, render_jsonnet};
 use crate::render::kustomize::render_kustomize;
 use crate::render::sandbox::{Limits, find_program};
-use crate::render::{Choice, Manifest, RenderError, choose, render_plain};
+use crate::api::RenderType;
+use crate::render::layout::{describe_files, detect_jsonnet_entry, plain_layout};
+use crate::render::{Choice, Manifest, RenderError, choose, render_plain_files};
 use crate::source::{GitReference, LocalRepository, Revision, SourceError};
 
 use super::{ApiResources, DesiredCache, DesiredError, DesiredSet, GuardPolicy};
@@ -122,13 +124,55 @@ fn render_revision(
 ) -> Result<Vec<Manifest>, Rendering> {
     let files = repo.read_files(revision, &guard.path)?;
     let render = &guard.render;
-    let choice = choose(render.kind, render.jsonnet.is_some(), &files, &guard.path)?;
+    let configured = render.jsonnet.as_ref().map(|j| j.entry.clone()).filter(|e| !e.is_empty());
+    let entry = configured.or_else(|| match render.kind {
+        RenderType::Auto | RenderType::Jsonnet => detect_jsonnet_entry(&files, &guard.path),
+        _ => None,
+    });
+    let choice = choose(render.kind, entry.is_some(), &files, &guard.path)?;
+    let manifests = render_choice(repo, revision, guard, &files, choice, entry)?;
+    if manifests.is_empty() && !guard.allow_empty {
+        let mut found = describe_files(&files, &guard.path);
+        if choice != Choice::Jsonnet && found.contains(".jsonnet file") {
+            found.push_str(", no entry; set render.jsonnet.entry");
+        }
+        return Err(RenderError::Empty {
+            dir: guard.path.clone(),
+            found,
+        }
+        .into());
+    }
+    Ok(manifests)
+}
+
+/// Render with the chosen renderer. A plain directory is read as Flux reads one (see
+/// [`plain_layout`]): subdirectories with a kustomization are built with kustomize.
+fn render_choice(
+    repo: &LocalRepository,
+    revision: &Revision,
+    guard: &GuardPolicy,
+    files: &[crate::source::SourceFile],
+    choice: Choice,
+    entry: Option<String>,
+) -> Result<Vec<Manifest>, Rendering> {
+    let render = &guard.render;
+    let limits = Limits::default();
     if choice == Choice::Plain {
-        return Ok(render_plain(&files)?);
+        let layout = plain_layout(files, &guard.path);
+        for chart in &layout.chart_dirs {
+            tracing::info!(guard = %guard.id, %chart, "a Helm chart inside a plain directory is not read as manifests; give it its own Guard");
+        }
+        let mut manifests = render_plain_files(layout.files)?;
+        if !layout.kustomize_dirs.is_empty() {
+            let checkout = TempCheckout::of(repo, revision)?;
+            for dir in &layout.kustomize_dirs {
+                manifests.extend(render_kustomize(&checkout.0, dir, &limits)?);
+            }
+        }
+        return Ok(manifests);
     }
     let checkout = TempCheckout::of(repo, revision)?;
     let root = checkout.0.as_path();
-    let limits = Limits::default();
     let dir = guard.path.trim_matches('/');
     Ok(match choice {
         // Plain returned above, without a checkout.
@@ -151,11 +195,8 @@ fn render_revision(
         }
         Choice::Jsonnet => {
             let spec = render.jsonnet.clone().unwrap_or_default();
-            let entry = if dir.is_empty() {
-                spec.entry
-            } else {
-                format!("{dir}/{}", spec.entry)
-            };
+            let entry = entry.unwrap_or(spec.entry);
+            let entry = if dir.is_empty() { entry } else { format!("{dir}/{entry}") };
             let options = JsonnetOptions {
                 entry,
                 ext_vars: spec.ext_vars,

@@ -24,8 +24,8 @@ const REQUIRED_STRINGS: [(&str, &str); 3] = [
 const OPTIONAL_STRINGS: [(&str, &str); 1] = [("metadata.namespace", "/metadata/namespace")];
 
 /// Renders every manifest file in `files`. See [`super::render_plain`].
-pub(super) fn render(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> {
-    let mut selected: Vec<&SourceFile> = files.iter().filter(|file| is_manifest_path(&file.path)).collect();
+pub(super) fn render<'a>(files: impl IntoIterator<Item = &'a SourceFile>) -> Result<Vec<Manifest>, RenderError> {
+    let mut selected: Vec<&SourceFile> = files.into_iter().filter(|file| is_manifest_path(&file.path)).collect();
     selected.sort_unstable_by(|a, b| a.path.cmp(&b.path));
 
     let mut collector = Collector::default();
