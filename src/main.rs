@@ -550,11 +550,8 @@ fn load(git: &GitArgs, mode: Option<Mode>) -> Result<Arc<DesiredSet>> {
         reference,
     };
     let kinds = git.offline.kinds()?;
-    let set = load_guard(policy, &source, &DesiredCache::new(u64::MAX), &kinds)?;
-    for skipped in &set.skipped {
-        eprintln!("driftguard: notice: {skipped}");
-    }
-    Ok(set)
+    // Objects left out (hooks, generateName) are logged as warnings by load_guard.
+    Ok(load_guard(policy, &source, &DesiredCache::new(u64::MAX), &kinds)?)
 }
 
 fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, review: &Path) -> Result<ExitCode> {

@@ -97,10 +97,7 @@ async fn cluster_scoped_custom_resource_is_keyed_by_discovery_and_its_edits_are_
 
     // Cluster mode: nothing discovered yet, so the unknown kind runs discovery and retries.
     let kinds = ClusterKinds::new(client.clone());
-    let set = kinds
-        .load(policy, settings, DesiredCache::new(1 << 20))
-        .await
-        .unwrap();
+    let set = kinds.load(policy, settings, DesiredCache::new(1 << 20)).await.unwrap();
     let issuer = &set.objects[0];
     assert_eq!(issuer.kind, "ClusterIssuer");
     assert_eq!(issuer.namespace, None, "keyed cluster-scoped");

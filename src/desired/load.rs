@@ -4,12 +4,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::api::RenderType;
 use crate::render::helm::{HelmOptions, render_helm};
 use crate::render::jsonnet::{JsonnetLimits, JsonnetOptions, render_jsonnet};
 use crate::render::kustomize::render_kustomize;
-use crate::render::sandbox::{Limits, find_program};
-use crate::api::RenderType;
 use crate::render::layout::{describe_files, detect_jsonnet_entry, plain_layout};
+use crate::render::sandbox::{Limits, find_program};
 use crate::render::{Choice, Manifest, RenderError, choose, render_plain_files};
 use crate::source::{GitReference, LocalRepository, Revision, SourceError};
 
@@ -124,7 +124,11 @@ fn render_revision(
 ) -> Result<Vec<Manifest>, Rendering> {
     let files = repo.read_files(revision, &guard.path)?;
     let render = &guard.render;
-    let configured = render.jsonnet.as_ref().map(|j| j.entry.clone()).filter(|e| !e.is_empty());
+    let configured = render
+        .jsonnet
+        .as_ref()
+        .map(|j| j.entry.clone())
+        .filter(|e| !e.is_empty());
     let entry = configured.or_else(|| match render.kind {
         RenderType::Auto | RenderType::Jsonnet => detect_jsonnet_entry(&files, &guard.path),
         _ => None,
@@ -196,7 +200,11 @@ fn render_choice(
         Choice::Jsonnet => {
             let spec = render.jsonnet.clone().unwrap_or_default();
             let entry = entry.unwrap_or(spec.entry);
-            let entry = if dir.is_empty() { entry } else { format!("{dir}/{entry}") };
+            let entry = if dir.is_empty() {
+                entry
+            } else {
+                format!("{dir}/{entry}")
+            };
             let options = JsonnetOptions {
                 entry,
                 ext_vars: spec.ext_vars,

@@ -177,7 +177,10 @@ mod tests {
             Some("app.jsonnet")
         );
         assert_eq!(detect_jsonnet_entry(&files(&["j/a.jsonnet", "j/b.jsonnet"]), "j"), None);
-        assert_eq!(detect_jsonnet_entry(&files(&["j/main.jsonnet", "j/cm.yaml"]), "j"), None);
+        assert_eq!(
+            detect_jsonnet_entry(&files(&["j/main.jsonnet", "j/cm.yaml"]), "j"),
+            None
+        );
         assert_eq!(
             describe_files(&files(&["j/a.jsonnet", "j/b.jsonnet", "j/README.md"]), "j"),
             "2 .jsonnet files, 1 .md file"

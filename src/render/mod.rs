@@ -10,8 +10,8 @@ mod documents;
 pub mod helm;
 mod json;
 pub mod jsonnet;
-pub mod layout;
 pub mod kustomize;
+pub mod layout;
 mod plain;
 pub mod sandbox;
 
