@@ -135,7 +135,7 @@ fn render_revision(
     });
     let choice = choose(render.kind, entry.is_some(), &files, &guard.path)?;
     let manifests = render_choice(repo, revision, guard, &files, choice, entry)?;
-    if manifests.is_empty() && !guard.allow_empty {
+    if manifests.is_empty() && !guard.allow_empty && guard.reject_empty {
         let mut found = describe_files(&files, &guard.path);
         if choice != Choice::Jsonnet && found.contains(".jsonnet file") {
             found.push_str(", no entry; set render.jsonnet.entry");

@@ -176,7 +176,10 @@ pub async fn load_desired(
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
     // The revision the GitSource fetched (and verified), read from where it was fetched to.
     let settings = super::source::checkout(&source, None, client, fetcher).await?;
-    let policy = Arc::new(GuardPolicy::new(id, &guard.spec, &source.spec.url)?);
+    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)?;
+    // The plan reports an empty render in status (EmptyRender) and prunes nothing.
+    policy.reject_empty = false;
+    let policy = Arc::new(policy);
     kinds
         .load(policy, settings, cache.clone())
         .await
