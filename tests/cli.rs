@@ -2,18 +2,8 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
-use support::{example_repo, root};
-
-fn driftguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("driftguard runs")
-}
+use support::{driftguard, example_repo, root};
 
 fn check(repo: &str, reference: &str, mode: &str, fixture: &str) -> (i32, Value, String) {
     let review = root().join("tests/fixtures").join(fixture);

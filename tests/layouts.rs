@@ -5,31 +5,16 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
 
 /// A Git repository holding tests/fixtures/layouts at its root.
 fn layouts_repo() -> tempfile::TempDir {
     let dir = tempfile::tempdir().unwrap();
-    copy(&support::root().join("tests/fixtures/layouts"), dir.path());
+    support::copy_dir(&support::root().join("tests/fixtures/layouts"), dir.path());
     support::git(dir.path(), &["init", "-q", "-b", "main"]);
     support::git(dir.path(), &["add", "-A"]);
     support::git(dir.path(), &["commit", "-q", "-m", "layouts"]);
     dir
-}
-
-fn copy(from: &std::path::Path, to: &std::path::Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
 }
 
 fn layout(name: &str) -> String {
@@ -40,19 +25,11 @@ fn layout(name: &str) -> String {
         .into_owned()
 }
 
-fn driftguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("driftguard runs")
-}
-
 /// `render` of `path`: (exit code, objects, stderr).
 fn render(repo: &tempfile::TempDir, extra: &[&str]) -> (i32, Vec<Value>, String) {
     let mut args = vec!["render", "--repo", repo.path().to_str().unwrap()];
     args.extend_from_slice(extra);
-    let out = driftguard(&args);
+    let out = support::driftguard(&args);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let objects = stdout
         .split("\n---\n")
@@ -198,7 +175,7 @@ fn guard_file_gives_offline_commands_the_guards_settings() {
         });
         let path = repo.path().join(format!("{user}.json"));
         std::fs::write(&path, serde_json::to_vec(&review).unwrap()).unwrap();
-        let out = driftguard(&[
+        let out = support::driftguard(&[
             "check",
             "--repo",
             repo.path().to_str().unwrap(),

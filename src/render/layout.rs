@@ -131,17 +131,8 @@ pub fn describe_files(files: &[SourceFile], dir: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::choose_tests::files;
     use super::*;
-
-    fn files(paths: &[&str]) -> Vec<SourceFile> {
-        paths
-            .iter()
-            .map(|p| SourceFile {
-                path: (*p).to_owned(),
-                content: Vec::new(),
-            })
-            .collect()
-    }
 
     #[test]
     fn flux_layout_kustomize_subdirs_and_tool_files() {

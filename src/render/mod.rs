@@ -289,7 +289,8 @@ mod choose_tests {
     use super::*;
     use crate::api::RenderType;
 
-    fn files(paths: &[&str]) -> Vec<SourceFile> {
+    /// Files with these paths and no content.
+    pub(super) fn files(paths: &[&str]) -> Vec<SourceFile> {
         paths
             .iter()
             .map(|p| SourceFile {
