@@ -11,7 +11,9 @@ use driftguard::admission::{Admission, AdmissionSettings, Admit, Webhook, servic
 use driftguard::api::{GuardSpec, JsonnetRender, Mode, RenderSpec, RenderType, SourceReference};
 use driftguard::audit::MemorySink;
 use driftguard::config::{self, ConfigFile, Overrides};
-use driftguard::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, SourceSettings, load_guard};
+use driftguard::desired::{
+    ApiResources, DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, SourceSettings, load_guard,
+};
 use driftguard::source::{GitReference, LocalRepository};
 use driftguard::{serve, telemetry};
 
@@ -58,10 +60,11 @@ enum Command {
     Check {
         #[command(flatten)]
         git: GitArgs,
-        /// Admission mode of the Guard.
-        #[arg(long, default_value = "deny", value_parser = config::parse_mode)]
-        mode: Mode,
-        /// Which webhook to ask; by default `mutate` in revert mode, `validate` otherwise.
+        /// Admission mode of the Guard (default: the --guard-file's, else deny).
+        #[arg(long, value_parser = config::parse_mode)]
+        mode: Option<Mode>,
+        /// Which webhook to ask. By default both, as the API server would: the mutating one,
+        /// then the validating one on the mutated object.
         #[arg(long, value_enum)]
         webhook: Option<WebhookArg>,
         /// The AdmissionReview JSON file (`-` for stdin).
@@ -173,23 +176,65 @@ struct GitArgs {
     /// Branch, tag or commit (HEAD when omitted).
     #[arg(long = "ref", default_value = "HEAD")]
     reference: String,
-    /// Directory inside the repository.
-    #[arg(long, default_value = "")]
-    path: String,
-    /// Namespace for namespaced objects that declare none.
-    #[arg(long, default_value = "default")]
-    target_namespace: String,
+    /// Directory inside the repository (default: the --guard-file's spec.path, else the root).
+    #[arg(long)]
+    path: Option<String>,
+    /// Namespace for namespaced objects that declare none (default: the --guard-file's, else
+    /// "default").
+    #[arg(long)]
+    target_namespace: Option<String>,
     /// The Guard these manifests belong to, as NAMESPACE/NAME (stamped into the
-    /// driftguard.io/guard annotation, as the enforcer does).
-    #[arg(long = "guard", default_value = "default/cli")]
-    guard: String,
+    /// driftguard.io/guard annotation, as the enforcer does; default: the --guard-file's
+    /// metadata, else default/cli).
+    #[arg(long = "guard")]
+    guard: Option<String>,
     /// Renderer: auto (a kustomization: kustomize; Chart.yaml: helm; --jsonnet-entry:
     /// jsonnet; else plain), plain, kustomize, helm or jsonnet.
-    #[arg(long, default_value = "auto", value_parser = parse_render_type)]
-    render: RenderType,
+    #[arg(long, value_parser = parse_render_type)]
+    render: Option<RenderType>,
     /// Jsonnet entry file, relative to --path.
     #[arg(long)]
     jsonnet_entry: Option<String>,
+    #[command(flatten)]
+    offline: OfflineArgs,
+}
+
+/// What offline commands take instead of a cluster.
+#[derive(clap::Args, Clone, Default)]
+struct OfflineArgs {
+    /// A Guard manifest (YAML): its spec (path, render options such as Helm values and release
+    /// and the jsonnet entry, targetNamespace, mode, ignore rules, exemptions, prune) and name
+    /// are used as the cluster would use them; flags given as well win.
+    #[arg(long)]
+    guard_file: Option<PathBuf>,
+    /// Scope and plural of custom kinds: the output of `kubectl api-resources -o wide` (or
+    /// without -o). Kinds whose CRD is in the same render need none.
+    #[arg(long)]
+    api_resources: Option<PathBuf>,
+}
+
+impl OfflineArgs {
+    /// The Guard of --guard-file, if given.
+    fn guard(&self) -> Result<Option<driftguard::api::Guard>> {
+        let Some(path) = &self.guard_file else {
+            return Ok(None);
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --guard-file {}", path.display()))?;
+        let guard: driftguard::api::Guard = serde_saphyr::from_str(&text)
+            .with_context(|| format!("--guard-file {} is not a Guard manifest", path.display()))?;
+        Ok(Some(guard))
+    }
+
+    /// The kinds of --api-resources (none without it).
+    fn kinds(&self) -> Result<ApiResources> {
+        let Some(path) = &self.api_resources else {
+            return Ok(ApiResources::default());
+        };
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("cannot read --api-resources {}", path.display()))?;
+        ApiResources::parse_table(&text).with_context(|| format!("--api-resources {}", path.display()))
+    }
 }
 
 fn parse_render_type(text: &str) -> Result<RenderType, String> {
@@ -222,6 +267,8 @@ struct DiffArgs {
     /// kubeconfig file (default: KUBECONFIG, ~/.kube/config, or in-cluster config).
     #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    #[command(flatten)]
+    offline: OfflineArgs,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -438,43 +485,76 @@ fn parse_guard(text: &str) -> Result<GuardId> {
     })
 }
 
-fn load(git: &GitArgs, mode: Mode) -> Result<Arc<DesiredSet>> {
-    let reference = resolve_reference(&git.repo, &git.reference)?;
-    let spec = GuardSpec {
-        source_ref: SourceReference {
-            name: "cli".into(),
-            namespace: None,
+/// The Guard spec and id an offline command works with: --guard-file's, with the flags given
+/// on top.
+fn offline_guard(git: &GitArgs, mode: Option<Mode>) -> Result<(GuardId, GuardSpec)> {
+    let file = git.offline.guard()?;
+    let mut spec = match &file {
+        Some(guard) => guard.spec.clone(),
+        None => GuardSpec {
+            source_ref: SourceReference {
+                name: "cli".into(),
+                namespace: None,
+            },
+            path: String::new(),
+            render: RenderSpec::default(),
+            target_namespace: None,
+            mode: Mode::Deny,
+            self_heal: true,
+            prune: Default::default(),
+            interval: driftguard::api::GoDuration::five_minutes(),
+            ignore: Vec::new(),
+            exemptions: Default::default(),
+            break_glass: None,
+            suspend: false,
         },
-        path: git.path.clone(),
-        render: RenderSpec {
-            kind: git.render,
-            helm: None,
-            jsonnet: git.jsonnet_entry.clone().map(|entry| JsonnetRender {
-                entry,
-                ..Default::default()
-            }),
-        },
-        target_namespace: Some(git.target_namespace.clone()),
-        mode,
-        self_heal: true,
-        prune: Default::default(),
-        interval: driftguard::api::GoDuration::five_minutes(),
-        ignore: Vec::new(),
-        exemptions: Default::default(),
-        break_glass: None,
-        suspend: false,
     };
-    let id = parse_guard(&git.guard)?;
+    if let Some(path) = &git.path {
+        spec.path = path.clone();
+    }
+    if let Some(render) = git.render {
+        spec.render.kind = render;
+    }
+    if let Some(entry) = &git.jsonnet_entry {
+        spec.render.jsonnet.get_or_insert_with(JsonnetRender::default).entry = entry.clone();
+    }
+    if let Some(namespace) = &git.target_namespace {
+        spec.target_namespace = Some(namespace.clone());
+    }
+    spec.target_namespace.get_or_insert_with(|| "default".to_owned());
+    if let Some(mode) = mode {
+        spec.mode = mode;
+    }
+    let id = match (&git.guard, &file) {
+        (Some(text), _) => parse_guard(text)?,
+        (None, Some(guard)) => GuardId {
+            namespace: guard.metadata.namespace.clone().unwrap_or_else(|| "default".to_owned()),
+            name: guard
+                .metadata
+                .name
+                .clone()
+                .context("--guard-file: the Guard has no metadata.name")?,
+        },
+        (None, None) => parse_guard("default/cli")?,
+    };
+    Ok((id, spec))
+}
+
+fn load(git: &GitArgs, mode: Option<Mode>) -> Result<Arc<DesiredSet>> {
+    let reference = resolve_reference(&git.repo, &git.reference)?;
+    let (id, spec) = offline_guard(git, mode)?;
     let policy = Arc::new(GuardPolicy::new(id, &spec, &git.repo)?);
     let source = SourceSettings {
         id: "default/cli".into(),
         url: git.repo.clone(),
         reference,
     };
-    Ok(load_guard(policy, &source, &DesiredCache::new(u64::MAX))?)
+    let kinds = git.offline.kinds()?;
+    // Objects left out (hooks, generateName) are logged as warnings by load_guard.
+    Ok(load_guard(policy, &source, &DesiredCache::new(u64::MAX), &kinds)?)
 }
 
-fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Path) -> Result<ExitCode> {
+fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, review: &Path) -> Result<ExitCode> {
     let body = if review == Path::new("-") {
         let mut body = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut body).context("cannot read the review from stdin")?;
@@ -493,28 +573,85 @@ fn run_check(git: &GitArgs, mode: Mode, webhook: Option<WebhookArg>, review: &Pa
         },
         audit.clone(),
     );
-    let webhook = match (webhook, mode) {
-        (Some(WebhookArg::Validate), _) => Webhook::Validate,
-        (Some(WebhookArg::Mutate), _) | (None, Mode::Revert) => Webhook::Mutate,
-        (None, _) => Webhook::Validate,
+    let decided = |reply: driftguard::admission::Reply| -> Result<driftguard::admission::Reply> {
+        if reply.status != 200 {
+            bail!(
+                "the review was not decided (HTTP {}): {}",
+                reply.status,
+                String::from_utf8_lossy(&reply.body)
+            );
+        }
+        Ok(reply)
     };
-    let reply = admission.admit(webhook, &body);
-    println!("{}", String::from_utf8_lossy(&reply.body));
+    let (body, denied) = match webhook {
+        Some(WebhookArg::Validate) => {
+            let reply = decided(admission.admit(Webhook::Validate, &body))?;
+            (reply.body, reply.decision == "denied")
+        }
+        Some(WebhookArg::Mutate) => {
+            let reply = decided(admission.admit(Webhook::Mutate, &body))?;
+            (reply.body, reply.decision == "denied")
+        }
+        // As the API server calls them: mutating first, then validating on the mutated object.
+        None => {
+            let mutated = decided(admission.admit(Webhook::Mutate, &body))?;
+            if mutated.decision == "denied" {
+                (mutated.body, true)
+            } else {
+                let patched = apply_mutation(&body, &mutated.body)?;
+                let validated = decided(admission.admit(Webhook::Validate, &patched))?;
+                if validated.decision == "denied" {
+                    (validated.body, true)
+                } else {
+                    (merge_warnings(&mutated.body, &validated.body)?, false)
+                }
+            }
+        }
+    };
+    println!("{}", String::from_utf8_lossy(&body));
     for event in audit.events() {
         eprintln!("{}", serde_json::to_string(&event)?);
     }
-    if reply.status != 200 {
-        bail!(
-            "the review was not decided (HTTP {}): {}",
-            reply.status,
-            String::from_utf8_lossy(&reply.body)
-        );
+    Ok(if denied { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The review `body` with the JSON patch of the mutating `reply` applied to `request.object`.
+fn apply_mutation(body: &[u8], reply: &[u8]) -> Result<Vec<u8>> {
+    use base64::Engine as _;
+    let mut review: serde_json::Value = serde_json::from_slice(body).context("the review is not JSON")?;
+    let reply: serde_json::Value = serde_json::from_slice(reply).context("the mutating answer is not JSON")?;
+    if let Some(patch) = reply.pointer("/response/patch").and_then(serde_json::Value::as_str) {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(patch)
+            .context("the mutating answer's patch is not base64")?;
+        let patch: json_patch::Patch = serde_json::from_slice(&bytes).context("the mutating answer's patch")?;
+        if let Some(object) = review.pointer_mut("/request/object") {
+            json_patch::patch(object, &patch).context("the mutating answer's patch does not apply")?;
+        }
     }
-    Ok(if reply.decision == "denied" {
-        ExitCode::from(1)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(serde_json::to_vec(&review)?)
+}
+
+/// The mutating answer with the validating answer's warnings added (kubectl shows both).
+fn merge_warnings(mutated: &[u8], validated: &[u8]) -> Result<Vec<u8>> {
+    let mut answer: serde_json::Value = serde_json::from_slice(mutated)?;
+    let validated: serde_json::Value = serde_json::from_slice(validated)?;
+    let more = validated
+        .pointer("/response/warnings")
+        .and_then(serde_json::Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    if !more.is_empty()
+        && let Some(response) = answer.get_mut("response").and_then(serde_json::Value::as_object_mut)
+    {
+        let warnings = response
+            .entry("warnings")
+            .or_insert_with(|| serde_json::Value::Array(Vec::new()));
+        if let Some(list) = warnings.as_array_mut() {
+            list.extend(more);
+        }
+    }
+    Ok(serde_json::to_vec(&answer)?)
 }
 
 /// A client for the cluster `kubeconfig` (or the inferred configuration) names, and the URL
@@ -540,7 +677,8 @@ async fn load_guard_desired(
 ) -> Result<Arc<DesiredSet>> {
     use driftguard::reconcile::controller::{ReconcileError, load_desired};
     let fetcher = driftguard::source::Fetcher::new(driftguard::config::default_git_cache_dir());
-    match load_desired(guard, client, &DesiredCache::new(u64::MAX), &fetcher).await {
+    let kinds = driftguard::reconcile::kinds::ClusterKinds::new(client.clone());
+    match load_desired(guard, client, &DesiredCache::new(u64::MAX), &fetcher, &kinds).await {
         Ok(set) => Ok(set),
         Err(ReconcileError::MissingSource(source)) => {
             let namespace = source.split_once('/').map_or(id.namespace.as_str(), |(ns, _)| ns);
@@ -562,13 +700,14 @@ fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
             let git = GitArgs {
                 repo: repo.clone(),
                 reference: args.reference.clone().unwrap_or_else(|| "HEAD".to_owned()),
-                path: args.path.clone().unwrap_or_default(),
-                target_namespace: args.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
-                guard: args.guard.clone().unwrap_or_else(|| "default/cli".to_owned()),
-                render: RenderType::Auto,
+                path: args.path.clone(),
+                target_namespace: args.target_namespace.clone(),
+                guard: args.guard.clone(),
+                render: None,
                 jsonnet_entry: None,
+                offline: args.offline.clone(),
             };
-            Some(load(&git, Mode::Deny)?)
+            Some(load(&git, None)?)
         }
         None => None,
     };
@@ -663,7 +802,7 @@ fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
 }
 
 fn run_render(git: &GitArgs) -> Result<ExitCode> {
-    let set = load(git, Mode::Deny)?;
+    let set = load(git, None)?;
     let mut out = String::new();
     for object in &set.objects {
         out.push_str("---\n");

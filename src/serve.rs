@@ -179,7 +179,8 @@ impl Loader {
                 .or_insert_with(|| self.track(source))
                 .clone();
             let loaded = settings.and_then(|settings| {
-                load_guard(guard.policy.clone(), &settings, &self.cache).map_err(|e| e.to_string())
+                // Standalone: no discovery; custom kinds need their CRD in the same render.
+                load_guard(guard.policy.clone(), &settings, &self.cache, &Default::default()).map_err(|e| e.to_string())
             });
             match loaded {
                 Ok(set) => {

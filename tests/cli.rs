@@ -2,18 +2,8 @@
 
 mod support;
 
-use std::process::{Command, Output};
-
 use serde_json::Value;
-use support::{example_repo, root};
-
-fn driftguard(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_driftguard"))
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .output()
-        .expect("driftguard runs")
-}
+use support::{driftguard, example_repo, root};
 
 fn check(repo: &str, reference: &str, mode: &str, fixture: &str) -> (i32, Value, String) {
     let review = root().join("tests/fixtures").join(fixture);
@@ -145,4 +135,19 @@ fn certs_generate_writes_a_service_certificate_and_prints_the_ca_bundle() {
     let again = driftguard(&args);
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+}
+
+#[test]
+fn check_without_webhook_answers_as_the_api_server_would() {
+    // Revert mode: the mutating webhook lets a DELETE through (nothing to patch back), the
+    // validating one denies it; the API server calls both, so check does too.
+    let (dir, _) = example_repo();
+    let repo = dir.path().to_str().unwrap();
+    let (code, body, stderr) = check(repo, "main", "revert", "delete-by-user.json");
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(body["response"]["allowed"], false, "{body}");
+    // An edit in revert mode is patched back, and the patched object then validates.
+    let (code, body, stderr) = check(repo, "main", "revert", "scale-deployment.json");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(body["response"]["patchType"], "JSONPatch");
 }

@@ -81,6 +81,7 @@ fn defaults_render_every_template_with_helpers() {
             "\"ConfigMap\" \"demo-web\" (examples/helm/web/templates/configmap.yaml (document 2))",
             "\"Deployment\" \"demo-web\" (examples/helm/web/templates/deployment.yaml (document 4))",
             "\"Service\" \"demo-web\" (examples/helm/web/templates/service.yaml (document 3))",
+            "\"Pod\" \"demo-web-test\" (examples/helm/web/templates/test-connection.yaml (document 5))",
         ]
     );
     // `include "web.fullname"` and `include "web.labels"` from _helpers.tpl.
@@ -179,12 +180,31 @@ fn hooks_are_not_desired_state() {
         "{text}"
     );
     assert!(text.contains("helm.sh/hook: test"), "{text}");
-    // ...the renderer drops it.
+    // ...the renderer keeps it, and desired state leaves it out with a notice, as it does
+    // every renderer's hooks.
     let manifests = render(&options());
+    let policy = driftguard::desired::GuardPolicy::new(
+        driftguard::desired::GuardId {
+            namespace: "default".into(),
+            name: "demo".into(),
+        },
+        &serde_json::from_value(json!({"sourceRef": {"name": "s"}, "path": CHART})).unwrap(),
+        "file:///repo",
+    )
+    .unwrap();
+    let revision = driftguard::source::Revision {
+        commit: "a".repeat(40),
+        reference: "main".into(),
+    };
+    let set = driftguard::desired::DesiredSet::build(std::sync::Arc::new(policy), revision, manifests).unwrap();
+    assert!(set.objects.iter().all(|o| o.kind != "Pod"), "{:#?}", set.objects);
+    assert_eq!(set.skipped.len(), 1);
     assert!(
-        manifests.iter().all(|m| m.object["kind"] != "Pod"),
-        "{:#?}",
-        names(&manifests)
+        set.skipped[0].to_string().starts_with(
+            "examples/helm/web/templates/test-connection.yaml (document 5): Pod demo-web-test skipped: helm.sh/hook"
+        ),
+        "{}",
+        set.skipped[0]
     );
 }
 

@@ -16,20 +16,6 @@ use support::git;
 
 const OVERLAY: &str = "examples/kustomize/overlays/prod";
 
-/// Copies `from` (recursively) to `to`.
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in std::fs::read_dir(from).unwrap() {
-        let entry = entry.unwrap();
-        let target = to.join(entry.file_name());
-        if entry.file_type().unwrap().is_dir() {
-            copy_dir(&entry.path(), &target);
-        } else {
-            std::fs::copy(entry.path(), target).unwrap();
-        }
-    }
-}
-
 /// Commits everything in `work` on `main`.
 fn commit_all(work: &Path) {
     git(work, &["init", "-q", "-b", "main"]);
@@ -48,7 +34,7 @@ fn checkout(work: &Path) -> Result<tempfile::TempDir, SourceError> {
 /// A repository holding examples/kustomize, checked out.
 fn example_checkout() -> (tempfile::TempDir, tempfile::TempDir) {
     let work = tempfile::tempdir().unwrap();
-    copy_dir(
+    support::copy_dir(
         &support::root().join("examples/kustomize"),
         &work.path().join("examples/kustomize"),
     );

@@ -116,6 +116,12 @@ pub struct Counts {
     #[serde(default)]
     #[schemars(range(min = 0))]
     pub objects: i64,
+    /// Rendered objects of the applied revision left out of the desired state: hooks
+    /// (`helm.sh/hook`, `argocd.argoproj.io/hook`) and `generateName` objects (each logged
+    /// with its file and line).
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub skipped: i64,
     /// Drift the enforcer repaired since the Guard was created.
     #[serde(default)]
     #[schemars(range(min = 0))]

@@ -4,14 +4,16 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::api::RenderType;
 use crate::render::helm::{HelmOptions, render_helm};
 use crate::render::jsonnet::{JsonnetLimits, JsonnetOptions, render_jsonnet};
 use crate::render::kustomize::render_kustomize;
+use crate::render::layout::{describe_files, detect_jsonnet_entry, plain_layout};
 use crate::render::sandbox::{Limits, find_program};
-use crate::render::{Choice, Manifest, RenderError, choose, render_plain};
+use crate::render::{Choice, Manifest, RenderError, choose, render_plain_files};
 use crate::source::{GitReference, LocalRepository, Revision, SourceError};
 
-use super::{DesiredCache, DesiredError, DesiredSet, GuardPolicy};
+use super::{ApiResources, DesiredCache, DesiredError, DesiredSet, GuardPolicy};
 
 /// Where a Guard's source lives, resolved from configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +58,19 @@ pub enum LoadError {
     /// The same failure, shared by concurrent loads of one revision.
     #[error("{0}")]
     Shared(Arc<LoadError>),
+}
+
+impl LoadError {
+    /// True when the load failed only because a kind's scope and plural are unknown: in
+    /// cluster mode, discovery is run again (a CRD may have been created since) and the load
+    /// retried.
+    pub fn is_unknown_kind(&self) -> bool {
+        match self {
+            LoadError::Desired { error, .. } => matches!(**error, DesiredError::UnknownKind { .. }),
+            LoadError::Shared(inner) => inner.is_unknown_kind(),
+            _ => false,
+        }
+    }
 }
 
 /// Why rendering a revision failed.
@@ -109,13 +124,59 @@ fn render_revision(
 ) -> Result<Vec<Manifest>, Rendering> {
     let files = repo.read_files(revision, &guard.path)?;
     let render = &guard.render;
-    let choice = choose(render.kind, render.jsonnet.is_some(), &files, &guard.path)?;
+    let configured = render
+        .jsonnet
+        .as_ref()
+        .map(|j| j.entry.clone())
+        .filter(|e| !e.is_empty());
+    let entry = configured.or_else(|| match render.kind {
+        RenderType::Auto | RenderType::Jsonnet => detect_jsonnet_entry(&files, &guard.path),
+        _ => None,
+    });
+    let choice = choose(render.kind, entry.is_some(), &files, &guard.path)?;
+    let manifests = render_choice(repo, revision, guard, &files, choice, entry)?;
+    if manifests.is_empty() && !guard.allow_empty && guard.reject_empty {
+        let mut found = describe_files(&files, &guard.path);
+        if choice != Choice::Jsonnet && found.contains(".jsonnet file") {
+            found.push_str(", no entry; set render.jsonnet.entry");
+        }
+        return Err(RenderError::Empty {
+            dir: guard.path.clone(),
+            found,
+        }
+        .into());
+    }
+    Ok(manifests)
+}
+
+/// Render with the chosen renderer. A plain directory is read as Flux reads one (see
+/// [`plain_layout`]): subdirectories with a kustomization are built with kustomize.
+fn render_choice(
+    repo: &LocalRepository,
+    revision: &Revision,
+    guard: &GuardPolicy,
+    files: &[crate::source::SourceFile],
+    choice: Choice,
+    entry: Option<String>,
+) -> Result<Vec<Manifest>, Rendering> {
+    let render = &guard.render;
+    let limits = Limits::default();
     if choice == Choice::Plain {
-        return Ok(render_plain(&files)?);
+        let layout = plain_layout(files, &guard.path);
+        for chart in &layout.chart_dirs {
+            tracing::info!(guard = %guard.id, %chart, "a Helm chart inside a plain directory is not read as manifests; give it its own Guard");
+        }
+        let mut manifests = render_plain_files(layout.files)?;
+        if !layout.kustomize_dirs.is_empty() {
+            let checkout = TempCheckout::of(repo, revision)?;
+            for dir in &layout.kustomize_dirs {
+                manifests.extend(render_kustomize(&checkout.0, dir, &limits)?);
+            }
+        }
+        return Ok(manifests);
     }
     let checkout = TempCheckout::of(repo, revision)?;
     let root = checkout.0.as_path();
-    let limits = Limits::default();
     let dir = guard.path.trim_matches('/');
     Ok(match choice {
         // Plain returned above, without a checkout.
@@ -138,10 +199,11 @@ fn render_revision(
         }
         Choice::Jsonnet => {
             let spec = render.jsonnet.clone().unwrap_or_default();
+            let entry = entry.unwrap_or(spec.entry);
             let entry = if dir.is_empty() {
-                spec.entry
+                entry
             } else {
-                format!("{dir}/{}", spec.entry)
+                format!("{dir}/{entry}")
             };
             let options = JsonnetOptions {
                 entry,
@@ -157,11 +219,15 @@ fn render_revision(
 }
 
 /// Load one Guard: resolve its reference, then build (or reuse from `cache`) the desired set
-/// of that revision. Blocking (libgit2): call from a blocking context.
+/// of that revision. `kinds` is what the API says about non-built-in kinds (discovery, or an
+/// `--api-resources` file); CRDs in the render add to it. Objects left out (hooks,
+/// generateName) are logged as warnings when the set is built. Blocking (libgit2): call from
+/// a blocking context.
 pub fn load_guard(
     guard: Arc<GuardPolicy>,
     source: &SourceSettings,
     cache: &DesiredCache,
+    kinds: &ApiResources,
 ) -> Result<Arc<DesiredSet>, LoadError> {
     let source_error = |error| LoadError::Source {
         guard: guard.id.to_string(),
@@ -180,10 +246,15 @@ pub fn load_guard(
                     error: Box::new(error),
                 },
             })?;
-            let set = DesiredSet::build(guard.clone(), revision, manifests).map_err(|error| LoadError::Desired {
-                guard: guard.id.to_string(),
-                error: Box::new(error),
+            let set = DesiredSet::build_with(guard.clone(), revision, manifests, kinds).map_err(|error| {
+                LoadError::Desired {
+                    guard: guard.id.to_string(),
+                    error: Box::new(error),
+                }
             })?;
+            for skipped in &set.skipped {
+                tracing::warn!(guard = %guard.id, "{skipped}");
+            }
             Ok(Arc::new(set))
         })
         .map_err(LoadError::Shared)

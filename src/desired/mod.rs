@@ -15,9 +15,10 @@ mod store;
 
 pub use cache::DesiredCache;
 pub use index::{AdmissionIndex, Conflict, Managed};
+pub use kinds::{ApiResources, KindError};
 pub use load::{LoadError, SourceSettings, load_guard};
 pub use policy::{BreakGlassPolicy, DEFAULT_BREAK_GLASS, GuardId, GuardPolicy};
-pub use set::{DesiredObject, DesiredSet};
+pub use set::{DesiredObject, DesiredSet, SkipReason, Skipped};
 pub use store::DesiredStore;
 
 /// Why desired state could not be built from manifests.
@@ -42,6 +43,14 @@ pub enum DesiredError {
         first: String,
         /// Second declaration.
         second: String,
+    },
+    /// A kind whose scope and plural nothing from the API describes.
+    #[error("{origin}: {error}")]
+    UnknownKind {
+        /// `file:line` of the document.
+        origin: String,
+        /// Which kind and how to tell driftguard.
+        error: kinds::KindError,
     },
     /// An ignore rule has a malformed JSON pointer.
     #[error("guard {guard}: ignore rule pointer {pointer:?}: {reason}")]

@@ -71,6 +71,11 @@ pub struct GuardPolicy {
     pub render: RenderSpec,
     /// Break-glass, when the Guard allows it.
     pub break_glass: Option<BreakGlassPolicy>,
+    /// `prune.allowEmpty`: an empty render is intended (else it is an error).
+    pub allow_empty: bool,
+    /// An empty render (without `allow_empty`) fails the load. The leader's reconcile turns
+    /// this off: its plan reports an empty render as Ready=False/EmptyRender and prunes nothing.
+    pub reject_empty: bool,
     ignore: Vec<CompiledIgnore>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
@@ -117,6 +122,8 @@ impl GuardPolicy {
             path: spec.path.clone(),
             exemptions: spec.exemptions.clone(),
             render: spec.render.clone(),
+            allow_empty: spec.prune.allow_empty,
+            reject_empty: true,
             break_glass: spec.break_glass.as_ref().map(|b| BreakGlassPolicy {
                 groups: b.groups.clone(),
                 max_duration: b.max_duration.as_ref().map_or(DEFAULT_BREAK_GLASS, |d| d.0),

@@ -12,7 +12,8 @@ use crate::drift::normalize::normalize_desired;
 use crate::render::{Manifest, Origin};
 use crate::source::Revision;
 
-use super::{DesiredError, GuardPolicy, kinds};
+use super::kinds::{self, ApiResources};
+use super::{DesiredError, GuardPolicy};
 
 /// One object Git declares.
 #[derive(Debug, Clone)]
@@ -67,6 +68,78 @@ impl DesiredObject {
     }
 }
 
+/// Why a rendered object is not desired state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SkipReason {
+    /// `metadata.generateName` without a name: the API server picks the name, so Git cannot
+    /// guard it by name.
+    GenerateName,
+    /// A Helm or Argo CD hook (`helm.sh/hook` or `argocd.argoproj.io/hook`, the annotation's
+    /// value): run by a tool at deploy time, not state to hold the cluster to.
+    Hook(String),
+}
+
+/// A rendered object left out of the desired set, with where it is declared.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// Where Git declares it.
+    pub origin: Origin,
+    /// `Kind name` (or `Kind generateName*`).
+    pub object: String,
+    /// Why it was left out.
+    pub reason: SkipReason,
+}
+
+impl std::fmt::Display for Skipped {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.reason {
+            SkipReason::GenerateName => write!(
+                f,
+                "{}: {} skipped: generateName objects cannot be guarded by name (give it metadata.name to guard it)",
+                self.origin, self.object
+            ),
+            SkipReason::Hook(annotation) => write!(
+                f,
+                "{}: {} skipped: {annotation} hooks run at deploy time and are not desired state",
+                self.origin, self.object
+            ),
+        }
+    }
+}
+
+/// Annotations that make an object a deploy-time hook, in every renderer.
+const HOOK_ANNOTATIONS: [&str; 2] = ["helm.sh/hook", "argocd.argoproj.io/hook"];
+
+/// Why `object` is not desired state, if it is not.
+fn skip_reason(object: &Value) -> Option<SkipReason> {
+    let metadata = object.get("metadata")?;
+    let annotations = metadata.get("annotations").and_then(Value::as_object);
+    if let Some(hook) = HOOK_ANNOTATIONS
+        .iter()
+        .find(|a| annotations.is_some_and(|map| map.contains_key(**a)))
+    {
+        return Some(SkipReason::Hook((*hook).to_owned()));
+    }
+    let named = metadata
+        .get("name")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    let generated = metadata
+        .get("generateName")
+        .and_then(Value::as_str)
+        .is_some_and(|n| !n.is_empty());
+    (!named && generated).then_some(SkipReason::GenerateName)
+}
+
+fn describe(object: &Value) -> String {
+    let text = |pointer: &str| object.pointer(pointer).and_then(Value::as_str).unwrap_or("");
+    let name = match text("/metadata/name") {
+        "" => format!("{}*", text("/metadata/generateName")),
+        name => name.to_owned(),
+    };
+    format!("{} {name}", text("/kind"))
+}
+
 /// Desired objects of one Guard at one revision.
 #[derive(Debug)]
 pub struct DesiredSet {
@@ -76,17 +149,42 @@ pub struct DesiredSet {
     pub revision: Revision,
     /// Objects in render order.
     pub objects: Vec<DesiredObject>,
+    /// Rendered objects that are not desired state (hooks, generateName), in render order.
+    pub skipped: Vec<Skipped>,
     weight: u32,
 }
 
 impl DesiredSet {
-    /// Build from rendered manifests: default namespaces, normalize, reject duplicates.
+    /// Build from rendered manifests whose kinds are built-in or defined by CRDs among them.
     pub fn build(guard: Arc<GuardPolicy>, revision: Revision, manifests: Vec<Manifest>) -> Result<Self, DesiredError> {
+        Self::build_with(guard, revision, manifests, &ApiResources::default())
+    }
+
+    /// Build from rendered manifests: leave out hooks and generateName objects, resolve each
+    /// kind (built-in, `known` from the API, or a CRD in the same render; an unknown kind is
+    /// an error), default namespaces, normalize, reject duplicates.
+    pub fn build_with(
+        guard: Arc<GuardPolicy>,
+        revision: Revision,
+        manifests: Vec<Manifest>,
+        known: &ApiResources,
+    ) -> Result<Self, DesiredError> {
+        let mut kinds = known.clone();
+        kinds.extend_missing(&ApiResources::from_crds(manifests.iter().map(|m| &m.object)));
         let mut objects = Vec::with_capacity(manifests.len());
+        let mut skipped = Vec::new();
         let mut seen: HashMap<(String, String, Option<String>, String), usize> = HashMap::new();
         let mut weight = 0usize;
         for manifest in manifests {
-            let object = desired_object(&guard, manifest)?;
+            if let Some(reason) = skip_reason(&manifest.object) {
+                skipped.push(Skipped {
+                    object: describe(&manifest.object),
+                    origin: manifest.origin,
+                    reason,
+                });
+                continue;
+            }
+            let object = desired_object(&guard, manifest, &kinds)?;
             let key = (
                 object.group.clone(),
                 object.kind.clone(),
@@ -112,6 +210,7 @@ impl DesiredSet {
             guard,
             revision,
             objects,
+            skipped,
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
         })
     }
@@ -122,7 +221,11 @@ impl DesiredSet {
     }
 }
 
-fn desired_object(guard: &GuardPolicy, manifest: Manifest) -> Result<DesiredObject, DesiredError> {
+fn desired_object(
+    guard: &GuardPolicy,
+    manifest: Manifest,
+    kinds: &ApiResources,
+) -> Result<DesiredObject, DesiredError> {
     let Manifest { mut object, origin } = manifest;
     let invalid = |reason: &str| DesiredError::InvalidManifest {
         origin: origin.to_string(),
@@ -139,7 +242,12 @@ fn desired_object(guard: &GuardPolicy, manifest: Manifest) -> Result<DesiredObje
         .and_then(Value::as_str)
         .ok_or_else(|| invalid("missing kind"))?
         .to_owned();
-    let resolved = kinds::resolve(&group, &kind);
+    let resolved = kinds
+        .resolve(&group, &kind)
+        .map_err(|error| DesiredError::UnknownKind {
+            origin: origin.to_string(),
+            error,
+        })?;
     let metadata = object
         .get_mut("metadata")
         .and_then(Value::as_object_mut)

@@ -93,13 +93,45 @@ fn duplicates_after_namespace_defaulting_name_both_places() {
 }
 
 #[test]
+fn generate_name_objects_and_hooks_are_skipped_with_their_origin() {
+    let set = DesiredSet::build(
+        policy("g", None),
+        revision("a"),
+        vec![
+            manifest(
+                3,
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}}),
+            ),
+            manifest(
+                9,
+                json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": "migrate",
+                    "annotations": {"helm.sh/hook": "pre-upgrade"}}}),
+            ),
+            manifest(20, cm("kept", None)),
+        ],
+    )
+    .unwrap();
+    assert_eq!(set.objects.len(), 1);
+    assert_eq!(set.objects[0].name, "kept");
+    let skipped: Vec<String> = set.skipped.iter().map(ToString::to_string).collect();
+    assert!(
+        skipped[0].starts_with("apps/all.yaml:3: ConfigMap x-* skipped: generateName"),
+        "{skipped:?}"
+    );
+    assert!(
+        skipped[1].starts_with("apps/all.yaml:9: Job migrate skipped: helm.sh/hook"),
+        "{skipped:?}"
+    );
+}
+
+#[test]
 fn manifests_without_identity_are_rejected_with_their_origin() {
     let err = DesiredSet::build(
         policy("g", None),
         revision("a"),
         vec![manifest(
             3,
-            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"generateName": "x-"}}),
+            json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {}}),
         )],
     )
     .unwrap_err()

@@ -37,7 +37,8 @@ use kube::core::GroupVersionKind;
 use kube::discovery::{ApiResource, Scope};
 use kube::runtime::wait::{Condition, conditions};
 use kube::{Client, Discovery};
-use tokio::sync::RwLock;
+
+use super::kinds::ClusterKinds;
 use tokio::time::Instant;
 
 use super::{
@@ -337,7 +338,7 @@ struct Pass {
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
-    discovery: Arc<RwLock<Arc<Discovery>>>,
+    kinds: Arc<ClusterKinds>,
     timeout: Duration,
     crd_wait: Duration,
     retry: RetryPolicy,
@@ -363,13 +364,12 @@ impl Applier {
     /// Run discovery once; `timeout` bounds every single read or write. Custom resources wait
     /// up to [`DEFAULT_CRD_WAIT`] for a CRD applied in the same pass ([`Applier::with_crd_wait`]).
     pub async fn new(client: Client, timeout: Duration) -> Result<Self, ApplyError> {
-        let discovery = Discovery::new(client.clone())
-            .run()
+        let kinds = ClusterKinds::discover(client.clone())
             .await
             .map_err(ApplyError::Discovery)?;
         Ok(Applier {
             client,
-            discovery: Arc::new(RwLock::new(Arc::new(discovery))),
+            kinds,
             timeout,
             crd_wait: DEFAULT_CRD_WAIT,
             retry: RetryPolicy::default(),
@@ -483,23 +483,25 @@ impl Applier {
         self
     }
 
+    /// The cluster's kinds as this applier discovers them (shared with the loads of desired
+    /// state, so one discovery serves both).
+    pub fn kinds(&self) -> &Arc<ClusterKinds> {
+        &self.kinds
+    }
+
     /// Run discovery again and cache it.
     async fn refresh_discovery(&self) -> Result<Arc<Discovery>, String> {
-        let fresh = Arc::new(
-            Discovery::new(self.client.clone())
-                .run()
-                .await
-                .map_err(|error| format!("API discovery failed: {error}"))?,
-        );
-        *self.discovery.write().await = fresh.clone();
-        Ok(fresh)
+        self.kinds
+            .refresh()
+            .await
+            .map_err(|error| format!("API discovery failed: {error}"))
     }
 
     /// How the cluster serves a kind: from the cached discovery, refreshed on the pass's first
     /// miss (a CRD established since).
     async fn resolve(&self, pass: &Pass, gvk: &GroupVersionKind) -> Result<Option<(ApiResource, Scope)>, String> {
         let lookup = |discovery: &Discovery| discovery.resolve_gvk(gvk).map(|(r, c)| (r, c.scope));
-        let cached = self.discovery.read().await.clone();
+        let cached = self.kinds.discovery();
         if let Some(found) = lookup(&cached) {
             return Ok(Some(found));
         }

@@ -17,7 +17,7 @@ use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink};
 use crate::config::ConfigError;
-use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError, load_guard};
+use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError};
 use crate::source::Fetcher;
 use crate::telemetry::Metrics;
 
@@ -159,6 +159,7 @@ pub async fn load_desired(
     client: &Client,
     cache: &DesiredCache,
     fetcher: &Fetcher,
+    kinds: &Arc<super::kinds::ClusterKinds>,
 ) -> Result<Arc<DesiredSet>, ReconcileError> {
     let id = super::replica::guard_id(guard);
     let namespace = id.namespace.clone();
@@ -175,13 +176,17 @@ pub async fn load_desired(
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
     // The revision the GitSource fetched (and verified), read from where it was fetched to.
     let settings = super::source::checkout(&source, None, client, fetcher).await?;
-    let policy = Arc::new(GuardPolicy::new(id, &guard.spec, &source.spec.url)?);
-    let cache = cache.clone();
-    Ok(
-        tokio::task::spawn_blocking(move || load_guard(policy, &settings, &cache))
-            .await
-            .map_err(|e| ReconcileError::Task(e.to_string()))??,
-    )
+    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)?;
+    // The plan reports an empty render in status (EmptyRender) and prunes nothing.
+    policy.reject_empty = false;
+    let policy = Arc::new(policy);
+    kinds
+        .load(policy, settings, cache.clone())
+        .await
+        .map_err(|error| match error {
+            super::kinds::KindsLoadError::Load(error) => ReconcileError::from(error),
+            super::kinds::KindsLoadError::Task(error) => ReconcileError::Task(error.to_string()),
+        })
 }
 
 /// Reconcile `guard` once and record the result in its status. Returns the status written.
@@ -248,7 +253,7 @@ async fn record_failure(guard: &Guard, ctx: &Context, error: &ReconcileError) {
 
 async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
     let started = std::time::Instant::now();
-    let set = load_desired(guard, &ctx.client, &ctx.cache, &ctx.fetcher).await?;
+    let set = load_desired(guard, &ctx.client, &ctx.cache, &ctx.fetcher, ctx.applier.kinds()).await?;
     let id = set.guard.id.clone();
     let namespace = id.namespace.clone();
 
@@ -288,6 +293,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             .await;
         status.counts = Counts {
             objects: i64::try_from(set.objects.len()).unwrap_or(i64::MAX),
+            skipped: i64::try_from(set.skipped.len()).unwrap_or(i64::MAX),
             ..previous.counts
         };
         for write in &outcome.writes {

@@ -12,6 +12,7 @@ pub mod diff;
 pub mod events;
 pub mod heal;
 mod inventory;
+pub mod kinds;
 pub mod leader;
 mod order;
 mod plan;

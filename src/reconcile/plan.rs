@@ -370,13 +370,10 @@ pub fn plan<'a>(
                     requires_crd = Some((*crd).to_owned());
                 }
                 None => {
-                    let crd = declared_crds.get(&gk).map(|n| (*n).to_owned()).unwrap_or_else(|| {
-                        format!(
-                            "{}.{}",
-                            kinds::resolve(&object.group, &object.kind).resource,
-                            object.group
-                        )
-                    });
+                    let crd = declared_crds
+                        .get(&gk)
+                        .map(|n| (*n).to_owned())
+                        .unwrap_or_else(|| format!("{}.{}", object.resource, object.group));
                     waiting.push((key, WaitReason::CrdNotEstablished { crd }));
                     continue;
                 }

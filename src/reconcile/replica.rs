@@ -15,9 +15,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
+use super::kinds::ClusterKinds;
 use super::source::checkout;
 use crate::api::{GitSource, Guard};
-use crate::desired::{DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
+use crate::desired::{ApiResources, DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
 use crate::source::Fetcher;
 use crate::telemetry::Metrics;
 
@@ -30,6 +31,7 @@ pub fn guard_id(guard: &Guard) -> GuardId {
 }
 
 /// One Guard to load: its policy, where its source is, and the commit its leader applied.
+#[derive(Clone)]
 struct Wanted {
     policy: Arc<GuardPolicy>,
     settings: crate::desired::SourceSettings,
@@ -75,16 +77,21 @@ struct Loader {
 }
 
 impl Loader {
-    /// Load what the Guards want (blocking: libgit2). Returns the sets and whether all loaded.
-    fn load(&mut self, wanted: Vec<(GuardId, Result<Option<Wanted>, String>)>) -> (Vec<Arc<DesiredSet>>, bool) {
+    /// Load what the Guards want (blocking: libgit2) with the discovered `kinds`. Returns the
+    /// sets, whether all loaded, and whether a load failed on a kind discovery did not know.
+    fn load(&mut self, wanted: Vec<(GuardId, Result<Option<Wanted>, String>)>, kinds: &ApiResources) -> Loaded {
         let mut complete = true;
+        let mut unknown_kind = false;
         let mut sets = Vec::with_capacity(wanted.len());
         let mut next = HashMap::new();
         for (id, wanted) in wanted {
             let loaded = wanted.and_then(|wanted| match wanted {
-                Some(w) => load_guard(w.policy, &w.settings, &self.cache)
+                Some(w) => load_guard(w.policy, &w.settings, &self.cache, kinds)
                     .map(Some)
-                    .map_err(|e| e.to_string()),
+                    .map_err(|e| {
+                        unknown_kind |= e.is_unknown_kind();
+                        e.to_string()
+                    }),
                 None => Ok(None),
             });
             match loaded {
@@ -104,8 +111,19 @@ impl Loader {
             }
         }
         self.last_good = next;
-        (sets, complete)
+        Loaded {
+            sets,
+            complete,
+            unknown_kind,
+        }
     }
+}
+
+/// What one [`Loader::load`] produced.
+struct Loaded {
+    sets: Vec<Arc<DesiredSet>>,
+    complete: bool,
+    unknown_kind: bool,
 }
 
 /// What [`follow_applied`] works with.
@@ -164,6 +182,11 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
             cache,
             last_good: HashMap::new(),
         });
+        // Every replica discovers the cluster's kinds itself; once now, again on a miss.
+        let kinds = ClusterKinds::new(client.clone());
+        if let Err(error) = kinds.refresh().await {
+            tracing::warn!(%error, "API discovery failed; retried when a kind is unknown");
+        }
         loop {
             let Some(mut current) = loader.take() else {
                 return;
@@ -172,15 +195,32 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
             for guard in guards.state() {
                 wants.push((guard_id(&guard), wanted(&guard, &sources, &client, &fetcher).await));
             }
-            let joined = tokio::task::spawn_blocking(move || {
-                let loaded = current.load(wants);
-                (current, loaded)
-            })
-            .await;
+            let mut retried = false;
+            let joined = loop {
+                let table = kinds.table();
+                let attempt = wants.clone();
+                let joined = tokio::task::spawn_blocking(move || {
+                    let loaded = current.load(attempt, &table);
+                    (current, loaded)
+                })
+                .await;
+                match joined {
+                    // A kind discovery did not describe: a CRD created since; discover again.
+                    Ok((back, loaded)) if loaded.unknown_kind && !retried => {
+                        retried = true;
+                        current = back;
+                        if let Err(error) = kinds.refresh().await {
+                            tracing::warn!(%error, "API discovery failed");
+                            break Ok((current, loaded));
+                        }
+                    }
+                    other => break other,
+                }
+            };
             match joined {
-                Ok((back, (sets, complete))) => {
+                Ok((back, loaded)) => {
                     loader = Some(back);
-                    store.publish_reporting(sets, complete, &metrics);
+                    store.publish_reporting(loaded.sets, loaded.complete, &metrics);
                 }
                 Err(error) => {
                     tracing::error!(%error, "desired-state loader failed; admission keeps the last index");

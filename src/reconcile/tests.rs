@@ -39,7 +39,12 @@ fn desired_with(spec: Value, objects: Vec<Value>) -> Vec<DesiredObject> {
         commit: "a".repeat(40),
         reference: format!("main@sha1:{}", "a".repeat(40)),
     };
-    DesiredSet::build(policy, revision, manifests).unwrap().objects
+    // What discovery says of the custom kinds these tests use.
+    let mut kinds = crate::desired::ApiResources::default();
+    kinds.insert("example.com", "Widget", "widgets", true);
+    DesiredSet::build_with(policy, revision, manifests, &kinds)
+        .unwrap()
+        .objects
 }
 
 fn desired(objects: Vec<Value>) -> Vec<DesiredObject> {

@@ -12,9 +12,6 @@ use super::plain::{self, Generated};
 use super::sandbox::{self, Invocation, Limits, SandboxError};
 use super::{Manifest, Origin, RenderError};
 
-/// The annotation that makes an object a Helm hook.
-const HOOK_ANNOTATION: &str = "/metadata/annotations/helm.sh~1hook";
-
 /// How one chart is rendered (from the Guard).
 #[derive(Debug, Clone, PartialEq)]
 pub struct HelmOptions {
@@ -47,8 +44,8 @@ pub struct HelmOptions {
 /// - Dependencies must be vendored: a dependency that `Chart.yaml` declares but that is not
 ///   under the chart's `charts/` (as a chart directory or a `.tgz`) is refused before Helm
 ///   runs; nothing is ever downloaded.
-/// - Hooks are not desired state: objects annotated `helm.sh/hook` (tests, pre-install jobs,
-///   ...) are dropped, as Helm itself does not keep them as part of the release.
+/// - Hooks (`helm.sh/hook`: tests, pre-install jobs, ...) are kept here and left out of the
+///   desired state with a notice, as every renderer's hooks are (see `DesiredSet`).
 /// - Each manifest's origin is the template that produced it, from Helm's `# Source:`
 ///   comment, mapped to a repository path (`<chart_dir>/templates/x.yaml`,
 ///   `<chart_dir>/charts/dep/templates/y.yaml`), with the 1-based index of its document in
@@ -162,7 +159,7 @@ pub fn render_helm(
             }
         })
         .collect();
-    let mut manifests = plain::parse_generated(generated, |object| object.pointer(HOOK_ANNOTATION).is_none())?;
+    let mut manifests = plain::parse_generated(generated)?;
     manifests.sort_by(|a, b| a.origin.cmp(&b.origin));
     Ok(manifests)
 }

@@ -11,6 +11,7 @@ pub mod helm;
 mod json;
 pub mod jsonnet;
 pub mod kustomize;
+pub mod layout;
 mod plain;
 pub mod sandbox;
 
@@ -82,6 +83,11 @@ pub fn render_plain(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> 
     plain::render(files)
 }
 
+/// [`render_plain`] over a selection of files (see [`layout::plain_layout`]).
+pub fn render_plain_files<'a>(files: impl IntoIterator<Item = &'a SourceFile>) -> Result<Vec<Manifest>, RenderError> {
+    plain::render(files)
+}
+
 /// A problem with the manifests; each names the `file:line` to fix.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -141,6 +147,16 @@ pub enum RenderError {
         /// The earlier declaration.
         first: Origin,
     },
+    /// The path renders no objects and the Guard does not say empty is intended.
+    #[error(
+        "{dir}: renders no objects (found {found}); fix the path or renderer, or set prune.allowEmpty: true if empty is intended"
+    )]
+    Empty {
+        /// The Guard's path.
+        dir: String,
+        /// What the directory holds, and what is missing.
+        found: String,
+    },
     /// Several of the above, in file order (duplicates last).
     #[error("{}", list_errors(errors))]
     Many {
@@ -196,7 +212,8 @@ impl RenderError {
             RenderError::Many { .. }
             | RenderError::Tool { .. }
             | RenderError::Helm { .. }
-            | RenderError::Jsonnet { .. } => None,
+            | RenderError::Jsonnet { .. }
+            | RenderError::Empty { .. } => None,
         }
     }
 }
@@ -227,7 +244,7 @@ pub enum Choice {
 }
 
 /// Kustomization file names `kustomize build` looks for.
-const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(crate) const KUSTOMIZATION_FILES: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// Pick the renderer for `dir`: the explicit `kind`, or with `auto` from the files directly in
 /// `dir` (a kustomization file: Kustomize; `Chart.yaml`: Helm), or Jsonnet when an entry is
@@ -272,7 +289,8 @@ mod choose_tests {
     use super::*;
     use crate::api::RenderType;
 
-    fn files(paths: &[&str]) -> Vec<SourceFile> {
+    /// Files with these paths and no content.
+    pub(super) fn files(paths: &[&str]) -> Vec<SourceFile> {
         paths
             .iter()
             .map(|p| SourceFile {

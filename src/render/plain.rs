@@ -24,8 +24,8 @@ const REQUIRED_STRINGS: [(&str, &str); 3] = [
 const OPTIONAL_STRINGS: [(&str, &str); 1] = [("metadata.namespace", "/metadata/namespace")];
 
 /// Renders every manifest file in `files`. See [`super::render_plain`].
-pub(super) fn render(files: &[SourceFile]) -> Result<Vec<Manifest>, RenderError> {
-    let mut selected: Vec<&SourceFile> = files.iter().filter(|file| is_manifest_path(&file.path)).collect();
+pub(super) fn render<'a>(files: impl IntoIterator<Item = &'a SourceFile>) -> Result<Vec<Manifest>, RenderError> {
+    let mut selected: Vec<&SourceFile> = files.into_iter().filter(|file| is_manifest_path(&file.path)).collect();
     selected.sort_unstable_by(|a, b| a.path.cmp(&b.path));
 
     let mut collector = Collector::default();
@@ -52,16 +52,14 @@ pub(super) struct Generated<'a> {
 
 /// Parses a renderer's output documents as plain files are parsed: null documents skipped,
 /// `List`s expanded (items share their list's origin), objects checked, duplicates reported,
-/// every problem at once. Objects for which `keep` is false are dropped before checking.
+/// every problem at once.
 pub(super) fn parse_generated<'a>(
     documents: impl IntoIterator<Item = Generated<'a>>,
-    keep: impl Fn(&Value) -> bool,
 ) -> Result<Vec<Manifest>, RenderError> {
     let mut collector = Collector::default();
     for Generated { text, origin } in documents {
         match serde_saphyr::from_str_with_options::<Value>(text, yaml_options()) {
-            Ok(value) if keep(&value) => collector.accept(value, origin, &[]),
-            Ok(_) => {}
+            Ok(value) => collector.accept(value, origin, &[]),
             Err(err) => {
                 let document = Document {
                     text,
@@ -228,6 +226,10 @@ impl Collector {
         let mut duplicates = Vec::new();
         for manifest in &self.manifests {
             let key = ObjectKey::of(&manifest.object);
+            if key.name.is_empty() {
+                // generateName: every one is a new object.
+                continue;
+            }
             match seen.entry(key) {
                 Entry::Vacant(slot) => {
                     slot.insert(&manifest.origin);
@@ -336,7 +338,16 @@ fn check_object(value: &Value) -> Result<(), Invalid> {
     {
         problems.push(format!("metadata must be a mapping, found {}", type_name(metadata)));
     }
+    // An object named by the API server (`generateName`) is checked here and left out of the
+    // desired state later, with a warning naming its file and line.
+    let generated = value
+        .pointer("/metadata/generateName")
+        .and_then(Value::as_str)
+        .is_some_and(|prefix| !prefix.trim().is_empty());
     for (name, pointer) in REQUIRED_STRINGS {
+        if generated && name == "metadata.name" && value.pointer(pointer).is_none_or(Value::is_null) {
+            continue;
+        }
         match value.pointer(pointer) {
             None | Some(Value::Null) => problems.push(format!("{name} is missing")),
             Some(Value::String(s)) if s.trim().is_empty() => {
@@ -447,6 +458,13 @@ mod tests {
                 "metadata.namespace must be a string, found a number",
             ]
         );
+        let generated = json!({"apiVersion": "batch/v1", "kind": "Job", "metadata": {"generateName": "migrate-"}});
+        assert!(check_object(&generated).is_ok());
+        let Err(Invalid::Fields(problems)) = check_object(&json!({"apiVersion": "v1", "kind": "Job", "metadata": {}}))
+        else {
+            panic!("expected field problems");
+        };
+        assert_eq!(problems, vec!["metadata.name is missing"]);
         assert!(matches!(
             check_object(&json!(["a"])),
             Err(Invalid::NotAnObject("a list"))

@@ -271,3 +271,26 @@ impl std::io::Write for Captured {
         Ok(())
     }
 }
+
+/// Copies `from` (recursively) to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// Run the driftguard binary with `args` (RUST_LOG=warn).
+pub fn driftguard(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .expect("driftguard runs")
+}
