@@ -312,17 +312,7 @@ fn main() -> ExitCode {
         }),
         Command::Audit {
             command: AuditCommand::PublicKey { signing_key_file },
-        } => {
-            let text = std::fs::read(&signing_key_file)
-                .with_context(|| format!("cannot read {}", signing_key_file.display()))?;
-            let key = driftguard::audit::signing::SigningKey::from_pem(
-                &zeroize::Zeroizing::new(text),
-                &signing_key_file.display().to_string(),
-            )?;
-            print!("{}", key.public().to_pem());
-            eprintln!("key id {}", key.key_id());
-            Ok(ExitCode::SUCCESS)
-        }
+        } => run_audit_public_key(&signing_key_file),
         Command::Certs {
             command:
                 CertsCommand::Generate {
@@ -407,6 +397,15 @@ fn run_webhooks_delete(name: &str, kubeconfig: Option<&Path>) -> Result<ExitCode
         }
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn run_audit_public_key(file: &Path) -> Result<ExitCode> {
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let key =
+        driftguard::audit::signing::SigningKey::from_pem(&zeroize::Zeroizing::new(text), &file.display().to_string())?;
+    print!("{}", key.public().to_pem());
+    eprintln!("key id {}", key.key_id());
+    Ok(ExitCode::SUCCESS)
 }
 
 struct AuditVerifyArgs {

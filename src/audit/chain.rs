@@ -104,7 +104,7 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
 use super::digest::{Anchor, ChainIdentity, Digest, new_chain_id};
 use super::signing::SignerSlot;

@@ -469,8 +469,9 @@ impl<'a> ChainCheck<'a> {
 
     fn record(&mut self, line: &Line, path: &Path, warnings: &mut Vec<String>) -> Result<(), VerifyError> {
         let number = line.number;
+        let chain = self.chain.clone();
         let broken = |seq: Option<u64>, reason: String| VerifyError::Broken {
-            chain: self.chain.clone(),
+            chain: chain.clone(),
             seq,
             file: path.to_owned(),
             line: number,
