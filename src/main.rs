@@ -436,7 +436,10 @@ fn run_audit_verify(args: AuditVerifyArgs) -> Result<ExitCode> {
     if let Some(target) = &args.from_cluster {
         let (namespace, name) = match target.split_once('/') {
             Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
-            None => (target.clone(), driftguard::audit::cluster::DEFAULT_KEYS_CONFIG_MAP.to_owned()),
+            None => (
+                target.clone(),
+                driftguard::audit::cluster::DEFAULT_KEYS_CONFIG_MAP.to_owned(),
+            ),
         };
         let runtime = tokio::runtime::Builder::new_current_thread()
             .enable_all()

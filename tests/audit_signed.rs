@@ -78,7 +78,8 @@ impl Replica {
 
     fn record(&self, count: usize) {
         for i in 0..count {
-            self.sink().record(support::denied_event(i, "spec.replicas is managed by Git"));
+            self.sink()
+                .record(support::denied_event(i, "spec.replicas is managed by Git"));
         }
     }
 
@@ -200,7 +201,8 @@ impl Files {
             .iter()
             .map(|a| (a.digest.chain.clone(), Value::from(serde_json::to_string(a).unwrap())))
             .collect();
-        let exported = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [{"kind": "ConfigMap", "data": data}]});
+        let exported =
+            serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [{"kind": "ConfigMap", "data": data}]});
         self.write("anchors.json", &exported.to_string())
     }
 }
@@ -302,8 +304,14 @@ fn an_intact_signed_log_verifies_and_reports_its_unsigned_tail() {
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("(replica a): 15 records, seq 1..15"), "{text}");
     assert!(text.contains("2 digests (signatures checked"), "{text}");
-    assert!(text.contains("signed through seq 11, unsigned tail 3, 1 cluster anchors matched"), "{text}");
-    assert!(text.contains("unsigned tail: 3 records after the last digest (seq 13..15)"), "{text}");
+    assert!(
+        text.contains("signed through seq 11, unsigned tail 3, 1 cluster anchors matched"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unsigned tail: 3 records after the last digest (seq 13..15)"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -329,7 +337,11 @@ fn records_removed_between_digests_are_caught() {
     let keys = files.keys("keys.pem", &[&key]);
     let (code, text) = verify(&["--public-key", path(&keys), path(&log)], None);
     assert_broken_with(code, &text, "record seq 10 at");
-    assert_broken_with(code, &text, "signs records up to seq 11, but the record before it is seq 9");
+    assert_broken_with(
+        code,
+        &text,
+        "signs records up to seq 11, but the record before it is seq 9",
+    );
 }
 
 #[test]
@@ -346,7 +358,11 @@ fn a_tail_cut_after_the_last_digest_is_caught_by_the_anchor() {
         &["--public-key", path(&keys), "--anchors", path(&anchors), path(&log)],
         None,
     );
-    assert_broken_with(code, &text, "the chain ends at seq 11, but the cluster anchor names its digest at seq 12");
+    assert_broken_with(
+        code,
+        &text,
+        "the chain ends at seq 11, but the cluster anchor names its digest at seq 12",
+    );
     assert_broken_with(code, &text, "the log was cut short");
 }
 
@@ -414,7 +430,14 @@ fn a_digest_forged_with_another_key_is_caught() {
     let keys = files.keys("keys.pem", &[&key]);
     let (code, text) = verify(&["--public-key", path(&keys), path(&log)], None);
     assert_broken_with(code, &text, "record seq 6 at");
-    assert_broken_with(code, &text, &format!("signed with key {}, which is not among the public keys", attacker.key_id()));
+    assert_broken_with(
+        code,
+        &text,
+        &format!(
+            "signed with key {}, which is not among the public keys",
+            attacker.key_id()
+        ),
+    );
 }
 
 #[test]
@@ -432,22 +455,31 @@ fn digests_verify_across_a_key_rotation() {
     );
     replica.record(3);
     replica.sink().digest_now();
-    replica.slot.set(SigningKey::from_pem(new.to_pem().as_bytes(), "t").unwrap());
+    replica
+        .slot
+        .set(SigningKey::from_pem(new.to_pem().as_bytes(), "t").unwrap());
     replica.record(3);
     replica.stop();
     let log = files.log("audit.log", &out.lines());
     let both = files.keys("keys.pem", &[&old, &new]);
     let (code, text) = verify(&["--public-key", path(&both), path(&log)], None);
     assert_eq!(code, 0, "{text}");
-    assert!(text.contains(&format!("2 digests (signatures checked; keys {}", {
-        let mut ids = [old.key_id(), new.key_id()];
-        ids.sort();
-        ids.join(" ")
-    })), "{text}");
+    assert!(
+        text.contains(&format!("2 digests (signatures checked; keys {}", {
+            let mut ids = [old.key_id(), new.key_id()];
+            ids.sort();
+            ids.join(" ")
+        })),
+        "{text}"
+    );
     // Without the old key the older digest cannot be checked.
     let only_new = files.keys("new.pem", &[&new]);
     let (code, text) = verify(&["--public-key", path(&only_new), path(&log)], None);
-    assert_broken_with(code, &text, &format!("signed with key {}, which is not among", old.key_id()));
+    assert_broken_with(
+        code,
+        &text,
+        &format!("signed with key {}, which is not among", old.key_id()),
+    );
 }
 
 #[test]
@@ -488,7 +520,10 @@ fn an_interleaved_stream_of_three_replicas_verifies_as_three_chains() {
     let keys = files.keys("keys.pem", &[&key]);
     let anchors = files.anchors(&anchors);
     let text = format!("{}\n", stream.join("\n"));
-    let (code, out) = verify(&["--public-key", path(&keys), "--anchors", path(&anchors), "-"], Some(&text));
+    let (code, out) = verify(
+        &["--public-key", path(&keys), "--anchors", path(&anchors), "-"],
+        Some(&text),
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("ok: 28 records in 3 chains in 1 files"), "{out}");
     for name in ["web-0", "web-1", "web-2"] {

@@ -1108,7 +1108,11 @@ fn resume(path: &Path) -> io::Result<Resumed> {
             let value: Value = serde_json::from_str(&body).map_err(|_| bad())?;
             let seq = value.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
             let prev = if value.get("event").and_then(Value::as_str) == Some(FILE_GAP_EVENT) {
-                value.get("last_hash").and_then(Value::as_str).ok_or_else(bad)?.to_owned()
+                value
+                    .get("last_hash")
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?
+                    .to_owned()
             } else {
                 hash.to_owned()
             };
@@ -1147,7 +1151,9 @@ fn last_digest_in(path: &Path, chain: Option<&str>) -> io::Result<Option<(u64, S
         if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
             continue;
         }
-        let Ok(value) = serde_json::from_slice::<Value>(&line) else { continue };
+        let Ok(value) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
         if value.get("chain").and_then(Value::as_str) != Some(chain) {
             continue;
         }

@@ -187,7 +187,8 @@ impl AuditCluster {
                     Some(_) => {
                         self.bounded(
                             write,
-                            self.secrets().replace(&self.secret_name, &PostParams::default(), &secret),
+                            self.secrets()
+                                .replace(&self.secret_name, &PostParams::default(), &secret),
                         )
                         .await
                     }
@@ -249,8 +250,11 @@ impl AuditCluster {
         data.insert("current".to_owned(), key.key_id().to_owned());
         match current {
             Some(_) => {
-                self.bounded(what, self.config_maps().replace(name, &PostParams::default(), &config_map))
-                    .await?;
+                self.bounded(
+                    what,
+                    self.config_maps().replace(name, &PostParams::default(), &config_map),
+                )
+                .await?;
             }
             None => {
                 self.bounded(what, self.config_maps().create(&PostParams::default(), &config_map))
@@ -263,7 +267,12 @@ impl AuditCluster {
 
     /// Every replica: sign with the key in the Secret, swapped in whenever it changes, and wake
     /// the leader's loop on any change of the Secret.
-    pub async fn follow_key(self: Arc<Self>, slot: Arc<SignerSlot>, wake: Arc<Notify>, shutdown: impl Future<Output = ()>) {
+    pub async fn follow_key(
+        self: Arc<Self>,
+        slot: Arc<SignerSlot>,
+        wake: Arc<Notify>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let by_name = watcher::Config::default().fields(&format!("metadata.name={}", self.secret_name));
         let secrets = watcher(self.secrets(), by_name).default_backoff();
         let origin = self.secret_origin();
@@ -289,7 +298,9 @@ impl AuditCluster {
                         wake.notify_one();
                     }
                     Ok(watcher::Event::Init | watcher::Event::InitDone) => {}
-                    Err(error) => tracing::warn!(secret = %origin, %error, "watching the audit signing key Secret; retrying"),
+                    Err(error) => {
+                        tracing::warn!(secret = %origin, %error, "watching the audit signing key Secret; retrying")
+                    }
                 }
             }
         };
@@ -374,8 +385,11 @@ impl AuditCluster {
         let what = || format!("writing ConfigMap {}/{name}", self.namespace);
         match current {
             Some(_) => {
-                self.bounded(what, self.config_maps().replace(&name, &PostParams::default(), &config_map))
-                    .await?;
+                self.bounded(
+                    what,
+                    self.config_maps().replace(&name, &PostParams::default(), &config_map),
+                )
+                .await?;
             }
             None => {
                 self.bounded(what, self.config_maps().create(&PostParams::default(), &config_map))
@@ -388,7 +402,11 @@ impl AuditCluster {
     /// Publish every anchor that comes through `anchors` until shutdown; a failed write is
     /// retried (the latest anchor covers the earlier ones). After shutdown the caller publishes
     /// the final digest's anchor itself.
-    pub async fn publish_anchors(&self, mut anchors: watch::Receiver<Option<Anchor>>, shutdown: impl Future<Output = ()>) {
+    pub async fn publish_anchors(
+        &self,
+        mut anchors: watch::Receiver<Option<Anchor>>,
+        shutdown: impl Future<Output = ()>,
+    ) {
         let mut shutdown = std::pin::pin!(shutdown);
         let mut pending: Option<Anchor> = None;
         loop {

@@ -389,7 +389,10 @@ mod tests {
         assert_eq!(keys.ids().count(), 2);
         assert!(keys.get(old.key_id()).is_some() && keys.get(new.key_id()).is_some());
         let error = PublicKeys::parse(b"nothing here", "x").unwrap_err();
-        assert!(error.to_string().contains("no `-----BEGIN PUBLIC KEY-----` block"), "{error}");
+        assert!(
+            error.to_string().contains("no `-----BEGIN PUBLIC KEY-----` block"),
+            "{error}"
+        );
     }
 
     #[test]

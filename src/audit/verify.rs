@@ -297,10 +297,7 @@ pub fn verify_files(paths: &[PathBuf], expect_head: Option<&str>) -> Result<Veri
 }
 
 /// Verify the records of `sources` (name and content), split by chain.
-pub fn verify_sources(
-    sources: &[(PathBuf, Vec<u8>)],
-    options: VerifyOptions<'_>,
-) -> Result<VerifyReport, VerifyError> {
+pub fn verify_sources(sources: &[(PathBuf, Vec<u8>)], options: VerifyOptions<'_>) -> Result<VerifyReport, VerifyError> {
     let mut warnings = Vec::new();
     // chain id -> runs (one per source), each in input order.
     let mut chains: BTreeMap<String, Vec<Vec<Line>>> = BTreeMap::new();
