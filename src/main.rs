@@ -465,20 +465,22 @@ fn run_audit_verify(args: AuditVerifyArgs) -> Result<ExitCode> {
             for warning in &report.warnings {
                 println!("warning: {warning}");
             }
-            let records: u64 = report.chains.iter().map(|c| c.records).sum();
-            match report.chains.as_slice() {
-                [chain] => println!(
-                    "ok: {records} records in {} files, seq {}..{}, head {}",
+            if report.chains.len() == 1 {
+                println!(
+                    "ok: {} records in {} files, seq {}..{}, head {}",
+                    report.records,
                     report.files.len(),
-                    chain.first_seq,
-                    chain.last_seq,
-                    chain.head
-                ),
-                chains => println!(
-                    "ok: {records} records in {} chains in {} files",
-                    chains.len(),
+                    report.first_seq,
+                    report.last_seq,
+                    report.head
+                );
+            } else {
+                println!(
+                    "ok: {} records in {} chains in {} files",
+                    report.records,
+                    report.chains.len(),
                     report.files.len()
-                ),
+                );
             }
             for chain in report.chains.iter().filter(|c| !c.chain.is_empty()) {
                 let signatures = if chain.signatures_checked {

@@ -143,13 +143,13 @@ fn canonical(value: &Value) -> String {
 /// What an attacker who can rewrite the log does after an edit: renumber from the first line's
 /// seq and recompute every `prev_hash` and `hash`, following the README.
 fn recompute(objects: Vec<Map<String, Value>>) -> Vec<String> {
-    let mut seq = objects.first().map_or(1, |o| o["seq"].as_u64().unwrap());
+    let first = objects.first().map_or(1, |o| o["seq"].as_u64().unwrap());
     let mut prev = objects
         .first()
         .map(|o| o["prev_hash"].as_str().unwrap().to_owned())
         .unwrap_or_default();
     let mut out = Vec::new();
-    for mut object in objects {
+    for (seq, mut object) in (first..).zip(objects) {
         object.remove("hash");
         object.insert("seq".into(), Value::from(seq));
         object.insert("prev_hash".into(), Value::from(prev.as_str()));
@@ -160,7 +160,6 @@ fn recompute(objects: Vec<Map<String, Value>>) -> Vec<String> {
             .collect();
         out.push(format!("{},\"hash\":\"{hash}\"}}", &body[..body.len() - 1]));
         prev = hash;
-        seq += 1;
     }
     out
 }

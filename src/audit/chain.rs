@@ -106,7 +106,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
 use sha2::{Digest as _, Sha256};
 
-use super::digest::{Anchor, ChainIdentity, Digest, new_chain_id};
+use super::digest::{Anchor, ChainIdentity, Digest, OnDigest, new_chain_id};
 use super::signing::SignerSlot;
 use super::{AuditEvent, AuditSink, EventKind};
 
@@ -262,7 +262,7 @@ pub struct ChainSinkBuilder {
     file_metrics: AuditFileMetrics,
     replica: Option<String>,
     signer: Option<Arc<SignerSlot>>,
-    on_digest: Option<Box<dyn FnMut(Anchor) + Send>>,
+    on_digest: Option<OnDigest>,
 }
 
 /// This host's name (the replica name of a standalone writer).
@@ -290,7 +290,7 @@ impl ChainSinkBuilder {
 
     /// Called on the writer thread with each digest written (to keep it outside the log);
     /// must not block.
-    pub fn on_digest(mut self, anchor: Box<dyn FnMut(Anchor) + Send>) -> Self {
+    pub fn on_digest(mut self, anchor: OnDigest) -> Self {
         self.on_digest = Some(anchor);
         self
     }
@@ -486,7 +486,7 @@ struct Digests {
     /// `seq` of the last digest record (0: none yet).
     last_seq: u64,
     last_signature: String,
-    on_digest: Option<Box<dyn FnMut(Anchor) + Send>>,
+    on_digest: Option<OnDigest>,
 }
 
 impl Writer {

@@ -28,7 +28,7 @@ use kube::{Api, Client};
 use tokio::sync::{Notify, watch};
 use zeroize::Zeroizing;
 
-use super::digest::Anchor;
+use super::digest::{Anchor, OnDigest};
 use super::signing::{KeyError, PublicKeys, SignerSlot, SigningKey};
 
 /// Default name of the signing key Secret.
@@ -437,7 +437,7 @@ impl AuditCluster {
 
 /// A digest callback for [`super::ChainSinkBuilder::on_digest`] that hands each anchor to a
 /// watch channel (never blocks the writer), and its receiving end.
-pub fn anchor_channel() -> (Box<dyn FnMut(Anchor) + Send>, watch::Receiver<Option<Anchor>>) {
+pub fn anchor_channel() -> (OnDigest, watch::Receiver<Option<Anchor>>) {
     let (tx, rx) = watch::channel(None);
     (
         Box::new(move |anchor| {

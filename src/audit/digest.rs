@@ -148,6 +148,10 @@ impl Digest {
     }
 }
 
+/// Called on the writer thread with each digest written (see
+/// [`super::ChainSinkBuilder::on_digest`]).
+pub type OnDigest = Box<dyn FnMut(Anchor) + Send>;
+
 /// How a digest's signature stands with the public keys given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SignatureCheck {

@@ -80,6 +80,14 @@ pub struct ChainReport {
 /// Intact chains.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct VerifyReport {
+    /// Records checked, in all chains.
+    pub records: u64,
+    /// `seq` of the first record, when there is one chain (else 0).
+    pub first_seq: u64,
+    /// `seq` of the last record, when there is one chain (else 0).
+    pub last_seq: u64,
+    /// The head, when there is one chain (else empty).
+    pub head: String,
     /// The chains, by chain id.
     pub chains: Vec<ChainReport>,
     /// The sources, as given.
@@ -371,7 +379,15 @@ pub fn verify_sources(sources: &[(PathBuf, Vec<u8>)], options: VerifyOptions<'_>
             ));
         }
     }
+    let (first_seq, last_seq, head) = match reports.as_slice() {
+        [only] => (only.first_seq, only.last_seq, only.head.clone()),
+        _ => (0, 0, String::new()),
+    };
     Ok(VerifyReport {
+        records: reports.iter().map(|r| r.records).sum(),
+        first_seq,
+        last_seq,
+        head,
         chains: reports,
         files: sources.iter().map(|(path, _)| path.clone()).collect(),
         warnings,
