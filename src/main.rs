@@ -157,32 +157,7 @@ enum AuditCommand {
     /// mixed stream, e.g. a SIEM export of JSON lines). Dropped-event gaps, a chain that starts
     /// after seq 1 and records after the last digest (unsigned tail) are reported as warnings.
     /// Exit status: 0 intact, 1 broken (the first broken record is reported), 2 unreadable.
-    Verify {
-        /// The hash the last record must have (one chain only; proves the end was not cut off).
-        #[arg(long)]
-        expect_head: Option<String>,
-        /// Public keys (PEM, any number per file, or an exported key ConfigMap); repeatable.
-        #[arg(long = "public-key", value_name = "FILE")]
-        public_keys: Vec<PathBuf>,
-        /// Cluster anchors: an exported anchor ConfigMap or List (`kubectl get cm -l
-        /// driftguard.io/audit-anchors -o json`), or JSON lines of anchors; repeatable.
-        #[arg(long, value_name = "FILE")]
-        anchors: Vec<PathBuf>,
-        /// Read the public keys (ConfigMap NAME, default driftguard-audit-keys) and the anchors
-        /// (ConfigMaps labelled driftguard.io/audit-anchors) from namespace NAMESPACE.
-        #[arg(long, value_name = "NAMESPACE[/NAME]")]
-        from_cluster: Option<String>,
-        /// kubeconfig for --from-cluster (default: KUBECONFIG, ~/.kube/config, in-cluster).
-        #[arg(long)]
-        kubeconfig: Option<PathBuf>,
-        /// Order each chain's records by seq and drop exact duplicates (a log store that
-        /// reorders or delivers twice).
-        #[arg(long)]
-        any_order: bool,
-        /// Audit files or `-` for stdin (e.g. audit.log audit.log.1 ...).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
-    },
+    Verify(AuditVerifyArgs),
     /// Print the public key (PEM) of an audit signing key file, for `audit verify --public-key`.
     PublicKey {
         /// The signing key (`audit.signingKeyFile`).
@@ -291,25 +266,8 @@ fn main() -> ExitCode {
         Command::Render { git } => run_render(&git),
         Command::Crds => run_crds(),
         Command::Audit {
-            command:
-                AuditCommand::Verify {
-                    expect_head,
-                    public_keys,
-                    anchors,
-                    from_cluster,
-                    kubeconfig,
-                    any_order,
-                    files,
-                },
-        } => run_audit_verify(AuditVerifyArgs {
-            files,
-            expect_head,
-            public_keys,
-            anchors,
-            from_cluster,
-            kubeconfig,
-            any_order,
-        }),
+            command: AuditCommand::Verify(args),
+        } => run_audit_verify(args),
         Command::Audit {
             command: AuditCommand::PublicKey { signing_key_file },
         } => run_audit_public_key(&signing_key_file),
@@ -408,14 +366,32 @@ fn run_audit_public_key(file: &Path) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+#[derive(clap::Args)]
 struct AuditVerifyArgs {
-    files: Vec<PathBuf>,
+    /// The hash the last record must have (one chain only; proves the end was not cut off).
+    #[arg(long)]
     expect_head: Option<String>,
+    /// Public keys (PEM, any number per file, or an exported key ConfigMap); repeatable.
+    #[arg(long = "public-key", value_name = "FILE")]
     public_keys: Vec<PathBuf>,
+    /// Cluster anchors: an exported anchor ConfigMap or List (`kubectl get cm -l
+    /// driftguard.io/audit-anchors -o json`), or JSON lines of anchors; repeatable.
+    #[arg(long, value_name = "FILE")]
     anchors: Vec<PathBuf>,
+    /// Read the public keys (ConfigMap NAME, default driftguard-audit-keys) and the anchors
+    /// (ConfigMaps labelled driftguard.io/audit-anchors) from namespace NAMESPACE.
+    #[arg(long, value_name = "NAMESPACE[/NAME]")]
     from_cluster: Option<String>,
+    /// kubeconfig for --from-cluster (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
     kubeconfig: Option<PathBuf>,
+    /// Order each chain's records by seq and drop exact duplicates (a log store that
+    /// reorders or delivers twice).
+    #[arg(long)]
     any_order: bool,
+    /// Audit files or `-` for stdin (e.g. audit.log audit.log.1 ...).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
 }
 
 fn run_audit_verify(args: AuditVerifyArgs) -> Result<ExitCode> {

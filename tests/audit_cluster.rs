@@ -10,8 +10,6 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::Write as _;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -248,29 +246,19 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
     let kubeconfig = dir.path().join("driftguard.kubeconfig");
     api.write_kubeconfig(Identity::Driftguard, &kubeconfig).unwrap();
     let run = |input: Vec<u8>| {
-        let kubeconfig = kubeconfig.clone();
+        let args = [
+            "audit".into(),
+            "verify".into(),
+            "--from-cluster".into(),
+            NAMESPACE.into(),
+            "--kubeconfig".into(),
+            kubeconfig.clone().into_os_string(),
+            "-".into(),
+        ];
         async move {
-            tokio::task::spawn_blocking(move || {
-                let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
-                    .args(["audit", "verify", "--from-cluster", NAMESPACE, "--kubeconfig"])
-                    .arg(&kubeconfig)
-                    .arg("-")
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .unwrap();
-                child.stdin.take().unwrap().write_all(&input).unwrap();
-                let out = child.wait_with_output().unwrap();
-                let text = format!(
-                    "{}{}",
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                (out.status.code().unwrap(), text)
-            })
-            .await
-            .unwrap()
+            tokio::task::spawn_blocking(move || support::driftguard_with_stdin::<_, std::ffi::OsString>(args, &input))
+                .await
+                .unwrap()
         }
     };
     let (code, text) = run(stream.clone()).await;

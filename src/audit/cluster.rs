@@ -148,14 +148,15 @@ impl AuditCluster {
         what: impl Fn() -> String,
         call: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, AuditClusterError> {
-        match tokio::time::timeout(self.api_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(AuditClusterError::Api { what: what(), source }),
-            Err(_) => Err(AuditClusterError::Timeout {
-                what: what(),
-                timeout: self.api_timeout,
-            }),
-        }
+        crate::certs::managed::within(self.api_timeout, call)
+            .await
+            .map_err(|error| match error {
+                Some(source) => AuditClusterError::Api { what: what(), source },
+                None => AuditClusterError::Timeout {
+                    what: what(),
+                    timeout: self.api_timeout,
+                },
+            })
     }
 
     /// The leader's pass: create the key Secret when it is missing (or holds no key), then make
