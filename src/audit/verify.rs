@@ -90,7 +90,7 @@ pub struct VerifyReport {
     pub head: String,
     /// The chains, by chain id.
     pub chains: Vec<ChainReport>,
-    /// The sources, as given.
+    /// The sources holding records, in chain order (chain by chain).
     pub files: Vec<PathBuf>,
     /// Gaps that are not tampering: dropped events, a chain starting after seq 1, empty files,
     /// unsigned tails, skipped lines, anchors of chains not in the input.
@@ -379,6 +379,12 @@ pub fn verify_sources(sources: &[(PathBuf, Vec<u8>)], options: VerifyOptions<'_>
             ));
         }
     }
+    let mut files: Vec<PathBuf> = Vec::new();
+    for file in reports.iter().flat_map(|r| &r.files) {
+        if !files.contains(file) {
+            files.push(file.clone());
+        }
+    }
     let (first_seq, last_seq, head) = match reports.as_slice() {
         [only] => (only.first_seq, only.last_seq, only.head.clone()),
         _ => (0, 0, String::new()),
@@ -389,7 +395,7 @@ pub fn verify_sources(sources: &[(PathBuf, Vec<u8>)], options: VerifyOptions<'_>
         last_seq,
         head,
         chains: reports,
-        files: sources.iter().map(|(path, _)| path.clone()).collect(),
+        files,
         warnings,
     })
 }
