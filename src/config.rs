@@ -447,6 +447,37 @@ pub struct AuditFile {
     /// past this, records are dropped from the file only (default 64 MiB, at least 64 KiB).
     #[serde(default)]
     pub file_backlog_bytes: Option<u64>,
+    /// How often each replica appends a signed digest (and at shutdown): a Go duration,
+    /// default 5m, at least 100ms.
+    #[serde(default)]
+    pub digest_interval: Option<GoDuration>,
+    /// Standalone: the Ed25519 signing key (PKCS#8 PEM), generated with mode 0600 when missing
+    /// (default `audit-signing.key` beside the config file; `*.key` is git-ignored). Cluster
+    /// mode uses the Secret below instead.
+    #[serde(default)]
+    pub signing_key_file: Option<PathBuf>,
+    /// Cluster mode: the Secret holding the signing key (created by the leader).
+    #[serde(default)]
+    pub signing_key_secret: Option<String>,
+    /// Cluster mode: the ConfigMap publishing the public keys (old ones kept).
+    #[serde(default)]
+    pub public_keys_config_map: Option<String>,
+    /// Cluster mode: name prefix of the per-replica anchor ConfigMaps.
+    #[serde(default)]
+    pub anchors_config_map_prefix: Option<String>,
+}
+
+/// Where the audit digests are signed and anchored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditSigning {
+    /// Standalone: the key file.
+    pub key_file: PathBuf,
+    /// Cluster mode: the key Secret.
+    pub key_secret: String,
+    /// Cluster mode: the public key ConfigMap.
+    pub keys_config_map: String,
+    /// Cluster mode: the anchor ConfigMaps' prefix.
+    pub anchors_prefix: String,
 }
 
 impl AuditFile {
@@ -484,6 +515,12 @@ impl AuditFile {
                 "audit.fileBacklogBytes must be at least 65536".to_owned(),
             ));
         }
+        let digest_interval = self.digest_interval.as_ref().map_or(defaults.digest_interval, |d| d.0);
+        if digest_interval < Duration::from_millis(100) {
+            return Err(ConfigError::Invalid(
+                "audit.digestInterval must be at least 100ms".to_owned(),
+            ));
+        }
         Ok(AuditConfig {
             file: self.file.as_ref().map(|f| base_dir.join(f)),
             max_file_bytes,
@@ -491,7 +528,32 @@ impl AuditFile {
             fsync,
             queue_capacity,
             file_backlog_bytes,
+            digest_interval,
         })
+    }
+
+    /// Where digests are signed and anchored; the key file is resolved against `base_dir`.
+    pub fn signing(&self, base_dir: &Path) -> AuditSigning {
+        use crate::audit::cluster::{DEFAULT_ANCHORS_PREFIX, DEFAULT_KEY_SECRET, DEFAULT_KEYS_CONFIG_MAP};
+        AuditSigning {
+            key_file: base_dir.join(
+                self.signing_key_file
+                    .clone()
+                    .unwrap_or_else(|| PathBuf::from("audit-signing.key")),
+            ),
+            key_secret: self
+                .signing_key_secret
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEY_SECRET.to_owned()),
+            keys_config_map: self
+                .public_keys_config_map
+                .clone()
+                .unwrap_or_else(|| DEFAULT_KEYS_CONFIG_MAP.to_owned()),
+            anchors_prefix: self
+                .anchors_config_map_prefix
+                .clone()
+                .unwrap_or_else(|| DEFAULT_ANCHORS_PREFIX.to_owned()),
+        }
     }
 }
 
@@ -601,6 +663,8 @@ pub struct Settings {
     pub guards: Vec<Guard>,
     /// Audit sink.
     pub audit: AuditConfig,
+    /// Signed digests: key and anchors.
+    pub audit_signing: AuditSigning,
 }
 
 /// Command-line overrides (flags and `DRIFTGUARD_*` variables).
@@ -698,6 +762,7 @@ guards:
     pub fn validate(self, base_dir: &Path, overrides: &Overrides) -> Result<Settings, ConfigError> {
         let server = validate_server(self.server.clone(), base_dir, overrides)?;
         let audit = self.audit.validate(base_dir)?;
+        let audit_signing = self.audit.signing(base_dir);
         if self.service_account.split('/').count() != 2 {
             return Err(ConfigError::Invalid(format!(
                 "serviceAccount {:?} must be written namespace/name",
@@ -728,6 +793,7 @@ guards:
                 sources: Vec::new(),
                 guards: Vec::new(),
                 audit,
+                audit_signing,
             });
         }
         let mut sources = Vec::with_capacity(self.sources.len());
@@ -813,6 +879,7 @@ guards:
             sources,
             guards,
             audit,
+            audit_signing,
         })
     }
 }

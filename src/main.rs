@@ -154,17 +154,18 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
 
 #[derive(Subcommand)]
 enum AuditCommand {
-    /// Check the hash chain of audit files: order, links and hashes. Rotated files may be given
-    /// in any order (they are ordered by their first seq). Dropped-event gaps and a chain that
-    /// starts after seq 1 are reported as warnings.
+    /// Check audit records: split by chain (replica), each chain's order, links and hashes, its
+    /// signed digests (with --public-key or --from-cluster) and, given the cluster's anchors,
+    /// that no chain was cut short. Rotated files may be given in any order; `-` reads stdin (a
+    /// mixed stream, e.g. a SIEM export of JSON lines). Dropped-event gaps, a chain that starts
+    /// after seq 1 and records after the last digest (unsigned tail) are reported as warnings.
     /// Exit status: 0 intact, 1 broken (the first broken record is reported), 2 unreadable.
-    Verify {
-        /// The hash the last record must have (proves the end was not cut off).
+    Verify(AuditVerifyArgs),
+    /// Print the public key (PEM) of an audit signing key file, for `audit verify --public-key`.
+    PublicKey {
+        /// The signing key (`audit.signingKeyFile`).
         #[arg(long)]
-        expect_head: Option<String>,
-        /// Audit files (e.g. audit.log audit.log.1 ...).
-        #[arg(required = true)]
-        files: Vec<PathBuf>,
+        signing_key_file: PathBuf,
     },
 }
 
@@ -312,8 +313,11 @@ fn main() -> ExitCode {
         Command::Render { git } => run_render(&git),
         Command::Crds => run_crds(),
         Command::Audit {
-            command: AuditCommand::Verify { expect_head, files },
-        } => Ok(run_audit_verify(&files, expect_head.as_deref())),
+            command: AuditCommand::Verify(args),
+        } => run_audit_verify(args),
+        Command::Audit {
+            command: AuditCommand::PublicKey { signing_key_file },
+        } => run_audit_public_key(&signing_key_file),
         Command::Certs {
             command:
                 CertsCommand::Generate {
@@ -400,21 +404,128 @@ fn run_webhooks_delete(name: &str, kubeconfig: Option<&Path>) -> Result<ExitCode
     })
 }
 
-fn run_audit_verify(files: &[PathBuf], expect_head: Option<&str>) -> ExitCode {
-    use driftguard::audit::verify::{VerifyError, verify_files};
-    match verify_files(files, expect_head) {
+fn run_audit_public_key(file: &Path) -> Result<ExitCode> {
+    let text = std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?;
+    let key =
+        driftguard::audit::signing::SigningKey::from_pem(&zeroize::Zeroizing::new(text), &file.display().to_string())?;
+    print!("{}", key.public().to_pem());
+    eprintln!("key id {}", key.key_id());
+    Ok(ExitCode::SUCCESS)
+}
+
+#[derive(clap::Args)]
+struct AuditVerifyArgs {
+    /// The hash the last record must have (one chain only; proves the end was not cut off).
+    #[arg(long)]
+    expect_head: Option<String>,
+    /// Public keys (PEM, any number per file, or an exported key ConfigMap); repeatable.
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Cluster anchors: an exported anchor ConfigMap or List (`kubectl get cm -l
+    /// driftguard.io/audit-anchors -o json`), or JSON lines of anchors; repeatable.
+    #[arg(long, value_name = "FILE")]
+    anchors: Vec<PathBuf>,
+    /// Read the public keys (ConfigMap NAME, default driftguard-audit-keys) and the anchors
+    /// (ConfigMaps labelled driftguard.io/audit-anchors) from namespace NAMESPACE.
+    #[arg(long, value_name = "NAMESPACE[/NAME]")]
+    from_cluster: Option<String>,
+    /// kubeconfig for --from-cluster (default: KUBECONFIG, ~/.kube/config, in-cluster).
+    #[arg(long)]
+    kubeconfig: Option<PathBuf>,
+    /// Order each chain's records by seq and drop exact duplicates (a log store that
+    /// reorders or delivers twice).
+    #[arg(long)]
+    any_order: bool,
+    /// Audit files or `-` for stdin (e.g. audit.log audit.log.1 ...).
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+}
+
+fn run_audit_verify(args: AuditVerifyArgs) -> Result<ExitCode> {
+    use driftguard::audit::digest::Anchor;
+    use driftguard::audit::signing::PublicKeys;
+    use driftguard::audit::verify::{VerifyError, VerifyOptions, verify_paths};
+    let mut keys: Option<PublicKeys> = None;
+    for path in &args.public_keys {
+        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        keys.get_or_insert_with(PublicKeys::default)
+            .extend(PublicKeys::parse(&text, &path.display().to_string())?);
+    }
+    let mut anchors: Vec<Anchor> = Vec::new();
+    for path in &args.anchors {
+        let text = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+        anchors.extend(Anchor::parse_all(&text, &path.display().to_string()).map_err(anyhow::Error::msg)?);
+    }
+    if let Some(target) = &args.from_cluster {
+        let (namespace, name) = match target.split_once('/') {
+            Some((namespace, name)) => (namespace.to_owned(), name.to_owned()),
+            None => (
+                target.clone(),
+                driftguard::audit::cluster::DEFAULT_KEYS_CONFIG_MAP.to_owned(),
+            ),
+        };
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("cannot start the async runtime")?;
+        let (cluster_keys, cluster_anchors) = runtime.block_on(async {
+            let (client, url) = connect(args.kubeconfig.as_deref()).await?;
+            driftguard::audit::cluster::read_evidence(&client, &namespace, &name)
+                .await
+                .with_context(|| format!("cannot read the audit keys and anchors at {url}"))
+        })?;
+        keys.get_or_insert_with(PublicKeys::default).extend(cluster_keys);
+        anchors.extend(cluster_anchors);
+    }
+    let options = VerifyOptions {
+        expect_head: args.expect_head.as_deref(),
+        public_keys: keys.as_ref(),
+        anchors: &anchors,
+        any_order: args.any_order,
+    };
+    Ok(match verify_paths(&args.files, options) {
         Ok(report) => {
             for warning in &report.warnings {
                 println!("warning: {warning}");
             }
-            println!(
-                "ok: {} records in {} files, seq {}..{}, head {}",
-                report.records,
-                report.files.len(),
-                report.first_seq,
-                report.last_seq,
-                report.head
-            );
+            if report.chains.len() == 1 {
+                println!(
+                    "ok: {} records in {} files, seq {}..{}, head {}",
+                    report.records,
+                    report.files.len(),
+                    report.first_seq,
+                    report.last_seq,
+                    report.head
+                );
+            } else {
+                println!(
+                    "ok: {} records in {} chains in {} files",
+                    report.records,
+                    report.chains.len(),
+                    report.files.len()
+                );
+            }
+            for chain in report.chains.iter().filter(|c| !c.chain.is_empty()) {
+                let signatures = if chain.signatures_checked {
+                    "signatures checked"
+                } else {
+                    "signatures NOT checked"
+                };
+                println!(
+                    "  chain {} (replica {}): {} records, seq {}..{}, head {}, {} digests ({signatures}; keys {}), signed through seq {}, unsigned tail {}, {} cluster anchors matched",
+                    chain.chain,
+                    chain.replica,
+                    chain.records,
+                    chain.first_seq,
+                    chain.last_seq,
+                    chain.head,
+                    chain.digests,
+                    chain.key_ids.iter().cloned().collect::<Vec<_>>().join(" "),
+                    chain.signed_through,
+                    chain.unsigned_tail,
+                    chain.anchors
+                );
+            }
             ExitCode::SUCCESS
         }
         Err(error @ VerifyError::Broken { .. }) => {
@@ -425,7 +536,7 @@ fn run_audit_verify(files: &[PathBuf], expect_head: Option<&str>) -> ExitCode {
             eprintln!("driftguard: {error}");
             ExitCode::from(2)
         }
-    }
+    })
 }
 
 fn run_serve(config: Option<PathBuf>, overrides: Overrides) -> Result<ExitCode> {

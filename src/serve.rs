@@ -41,6 +41,9 @@ pub enum ServeError {
     /// The audit writer could not start.
     #[error("cannot start the audit writer: {0}")]
     Audit(std::io::Error),
+    /// The audit signing key could not be read or generated.
+    #[error("audit signing key: {0}")]
+    AuditKey(#[from] crate::audit::signing::KeyError),
     /// The cluster could not be reached or configured.
     #[error("cluster: {0}")]
     Cluster(String),
@@ -296,10 +299,16 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     let mut loader = loader_back;
     store.publish_reporting(sets, complete, &metrics);
 
+    let key_file = &settings.audit_signing.key_file;
+    let (key, generated) = crate::audit::signing::SigningKey::load_or_generate(key_file)?;
+    if generated {
+        tracing::info!(file = %key_file.display(), key_id = %key.key_id(), "generated the audit signing key (mode 0600); `driftguard audit public-key --signing-key-file` prints its public key");
+    }
     let audit = Arc::new(
         ChainSink::builder(settings.audit.clone())
             .dropped_counter(metrics.audit_dropped_counter())
             .file_metrics(metrics.audit_file_metrics())
+            .signer(Arc::new(crate::audit::signing::SignerSlot::with(key)))
             .start()
             .map_err(ServeError::Audit)?,
     );
@@ -365,7 +374,8 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
     signal.abort();
     refresher.abort();
     join_receiver(hooks).await;
-    // Every decision made before shutdown is on disk (and fsynced) before the process exits.
-    tokio::task::block_in_place(|| audit.flush());
+    // Every decision made before shutdown is on disk (and fsynced), and signed, before the
+    // process exits.
+    tokio::task::block_in_place(|| audit.digest_now());
     Ok(result?)
 }

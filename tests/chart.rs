@@ -756,12 +756,21 @@ fn documented_rules(fullname: &str, namespace: &str) -> BTreeSet<Rule> {
             &["get", "create", "update"],
             &[],
         ),
-        // 9. Self mode: the CA and serving certificate Secret (the leader writes, all watch).
+        // 9. Self mode: the CA and serving certificate Secret (the leader writes, all watch);
+        //    also the audit signing key Secret.
         rule(
-            role,
+            role.clone(),
             &[""],
             &["secrets"],
             &["get", "list", "watch", "create", "update", "patch"],
+            &[],
+        ),
+        // 11. Signed audit digests: the public key ConfigMap and each replica's anchor ConfigMap.
+        rule(
+            role,
+            &[""],
+            &["configmaps"],
+            &["get", "list", "watch", "create", "update"],
             &[],
         ),
         // 10. The pre-delete hook deletes this release's webhook configurations.
@@ -1234,6 +1243,12 @@ fn expected_config(tls: Value) -> Value {
         "serviceAccount": "driftguard/driftguard",
         "desiredCacheBytes": 268435456,
         "gitCacheDir": "/var/cache/driftguard",
+        "audit": {
+            "digestInterval": "5m",
+            "signingKeySecret": "driftguard-audit-signing-key",
+            "publicKeysConfigMap": "driftguard-audit-keys",
+            "anchorsConfigMapPrefix": "driftguard-audit-anchors",
+        },
     })
 }
 

@@ -104,8 +104,10 @@ use std::time::{Duration, Instant};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use sha2::{Digest as _, Sha256};
 
+use super::digest::{Anchor, ChainIdentity, Digest, OnDigest, new_chain_id};
+use super::signing::SignerSlot;
 use super::{AuditEvent, AuditSink, EventKind};
 
 /// `prev_hash` of the first record of a chain: 64 zeros.
@@ -214,7 +216,12 @@ pub struct AuditConfig {
     /// Bytes of records kept for the file while it cannot be written (disk full); records past
     /// this are dropped from the file only, and a gap marker says so (see the module docs).
     pub file_backlog_bytes: u64,
+    /// How often a writer with a signing key appends a signed digest (see [`super::digest`]).
+    pub digest_interval: Duration,
 }
+
+/// Default of [`AuditConfig::digest_interval`]: 5 minutes.
+pub const DEFAULT_DIGEST_INTERVAL: Duration = Duration::from_secs(300);
 
 /// Default of [`AuditConfig::file_backlog_bytes`]: 64 MiB.
 pub const DEFAULT_FILE_BACKLOG_BYTES: u64 = 64 * 1024 * 1024;
@@ -228,6 +235,7 @@ impl Default for AuditConfig {
             fsync: FsyncPolicy::Every(Duration::from_secs(1)),
             queue_capacity: 16 * 1024,
             file_backlog_bytes: DEFAULT_FILE_BACKLOG_BYTES,
+            digest_interval: DEFAULT_DIGEST_INTERVAL,
         }
     }
 }
@@ -252,9 +260,41 @@ pub struct ChainSinkBuilder {
     console: Option<Box<dyn Write + Send>>,
     counter: Option<Counter>,
     file_metrics: AuditFileMetrics,
+    replica: Option<String>,
+    signer: Option<Arc<SignerSlot>>,
+    on_digest: Option<OnDigest>,
+}
+
+/// This host's name (the replica name of a standalone writer).
+pub fn host_name() -> String {
+    let host = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+    match host.trim() {
+        "" => "standalone".to_owned(),
+        host => host.to_owned(),
+    }
 }
 
 impl ChainSinkBuilder {
+    /// The replica named in every record (default: the host name).
+    pub fn replica(mut self, replica: impl Into<String>) -> Self {
+        self.replica = Some(replica.into());
+        self
+    }
+
+    /// Append a signed digest every [`AuditConfig::digest_interval`] and at shutdown, with the
+    /// key in `signer` (none in it yet: the digest waits).
+    pub fn signer(mut self, signer: Arc<SignerSlot>) -> Self {
+        self.signer = Some(signer);
+        self
+    }
+
+    /// Called on the writer thread with each digest written (to keep it outside the log);
+    /// must not block.
+    pub fn on_digest(mut self, anchor: OnDigest) -> Self {
+        self.on_digest = Some(anchor);
+        self
+    }
+
     /// Write the stdout copy of each line here instead (tests, or `io::sink()`).
     pub fn console(mut self, writer: Box<dyn Write + Send>) -> Self {
         self.console = Some(writer);
@@ -275,13 +315,27 @@ impl ChainSinkBuilder {
 
     /// Open the file (resuming its chain) and start the writer thread.
     pub fn start(self) -> io::Result<ChainSink> {
-        let (file, seq, prev) = match &self.config.file {
-            Some(path) => {
-                let (seq, prev) = resume(path)?;
-                (Some(FileLog::open(path, &self.config, self.file_metrics)?), seq, prev)
-            }
-            None => (None, 0, GENESIS_HASH.to_owned()),
+        let resumed = match &self.config.file {
+            Some(path) => resume(path)?,
+            None => Resumed::default(),
         };
+        let identity = ChainIdentity {
+            replica: self.replica.unwrap_or_else(host_name),
+            chain: resumed.chain.clone().unwrap_or_else(new_chain_id),
+        };
+        let file = match &self.config.file {
+            Some(path) => Some(FileLog::open(path, &self.config, self.file_metrics, identity.clone())?),
+            None => None,
+        };
+        let Resumed { seq, prev, .. } = resumed;
+        let digests = self.signer.map(|signer| Digests {
+            signer,
+            interval: self.config.digest_interval,
+            next_at: Instant::now() + self.config.digest_interval,
+            last_seq: resumed.last_digest.as_ref().map_or(0, |d| d.0),
+            last_signature: resumed.last_digest.map(|d| d.1).unwrap_or_default(),
+            on_digest: self.on_digest,
+        });
         let shared = Arc::new(Shared {
             pending_dropped: AtomicU64::new(0),
             dropped_total: AtomicU64::new(0),
@@ -296,6 +350,8 @@ impl ChainSinkBuilder {
             prev,
             shared: shared.clone(),
             fsync: self.config.fsync,
+            identity,
+            digests,
         };
         let thread = std::thread::Builder::new()
             .name("audit-writer".into())
@@ -311,6 +367,7 @@ impl ChainSinkBuilder {
 enum Msg {
     Event(Box<AuditEvent>),
     Flush(mpsc::Sender<()>),
+    Digest(mpsc::Sender<()>),
 }
 
 struct Shared {
@@ -336,6 +393,9 @@ impl ChainSink {
             console: None,
             counter: None,
             file_metrics: AuditFileMetrics::default(),
+            replica: None,
+            signer: None,
+            on_digest: None,
         }
     }
 
@@ -349,6 +409,17 @@ impl ChainSink {
         match self.shared.head.lock() {
             Ok(head) => head.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Append a signed digest now (when there is a signer and records since the last one), and
+    /// wait until it is written and flushed. Blocks: not for the request path.
+    pub fn digest_now(&self) {
+        if let Some(queue) = &self.queue {
+            let (tx, rx) = mpsc::channel();
+            if queue.send(Msg::Digest(tx)).is_ok() {
+                let _ = rx.recv();
+            }
         }
     }
 
@@ -403,6 +474,19 @@ struct Writer {
     prev: String,
     shared: Arc<Shared>,
     fsync: FsyncPolicy,
+    identity: ChainIdentity,
+    digests: Option<Digests>,
+}
+
+/// The signed digests of a writer.
+struct Digests {
+    signer: Arc<SignerSlot>,
+    interval: Duration,
+    next_at: Instant,
+    /// `seq` of the last digest record (0: none yet).
+    last_seq: u64,
+    last_signature: String,
+    on_digest: Option<OnDigest>,
 }
 
 impl Writer {
@@ -436,7 +520,16 @@ impl Writer {
                     self.flush(true);
                     let _ = done.send(());
                 }
+                Some(Msg::Digest(done)) => {
+                    self.write_dropped();
+                    self.write_digest();
+                    self.flush(true);
+                    let _ = done.send(());
+                }
                 None => {}
+            }
+            if self.digests.as_ref().is_some_and(|d| Instant::now() >= d.next_at) {
+                self.write_digest();
             }
             self.sync_if_due();
             if let Some(file) = &mut self.file {
@@ -444,11 +537,50 @@ impl Writer {
             }
         }
         self.write_dropped();
+        // At shutdown: sign what came since the last digest.
+        self.write_digest();
         if let Err(error) = self.console.flush() {
             tracing::error!(%error, "cannot flush audit stdout");
         }
         if let Some(file) = &mut self.file {
             file.close();
+        }
+    }
+
+    /// Append a signed digest of the records since the last one (none: nothing to do).
+    fn write_digest(&mut self) {
+        let Some(digests) = &mut self.digests else { return };
+        digests.next_at = Instant::now() + digests.interval;
+        if self.seq == digests.last_seq {
+            return;
+        }
+        let Some(key) = digests.signer.get() else {
+            tracing::debug!("no audit signing key yet: the digest waits");
+            return;
+        };
+        let digest = Digest {
+            replica: self.identity.replica.clone(),
+            chain: self.identity.chain.clone(),
+            first_seq: digests.last_seq + 1,
+            last_seq: self.seq,
+            head: self.prev.clone(),
+            prev_signature: digests.last_signature.clone(),
+            time: super::now_rfc3339(),
+            key_id: key.key_id().to_owned(),
+        };
+        let (object, signature) = digest.record(&key);
+        let (seq, hash) = self.write_object(object);
+        if let Some(digests) = &mut self.digests {
+            digests.last_seq = seq;
+            digests.last_signature = signature.clone();
+            if let Some(on_digest) = &mut digests.on_digest {
+                on_digest(Anchor {
+                    seq,
+                    hash,
+                    digest,
+                    signature,
+                });
+            }
         }
     }
 
@@ -473,6 +605,12 @@ impl Writer {
         if let Some(count) = dropped {
             object.insert("dropped".to_owned(), Value::from(count));
         }
+        self.write_object(object);
+    }
+
+    /// Stamp, seal and write one record; its `seq` and `hash`.
+    fn write_object(&mut self, mut object: Map<String, Value>) -> (u64, String) {
+        self.identity.stamp(&mut object);
         let seq = self.seq + 1;
         let (mut line, hash) = seal(object, seq, &self.prev);
         line.push('\n');
@@ -489,9 +627,10 @@ impl Writer {
         self.seq = seq;
         self.prev = hash.clone();
         match self.shared.head.lock() {
-            Ok(mut head) => *head = (seq, hash),
-            Err(poisoned) => *poisoned.into_inner() = (seq, hash),
+            Ok(mut head) => *head = (seq, hash.clone()),
+            Err(poisoned) => *poisoned.into_inner() = (seq, hash.clone()),
         }
+        (seq, hash)
     }
 
     fn flush(&mut self, sync: bool) {
@@ -547,7 +686,7 @@ struct Gap {
 
 impl Gap {
     /// The gap marker line (see the module documentation), with its newline.
-    fn marker(&self) -> String {
+    fn marker(&self, identity: &ChainIdentity) -> String {
         let dropped = self.last_seq - self.first_seq + 1;
         let mut object = Map::new();
         object.insert("schema".to_owned(), Value::from(super::SCHEMA));
@@ -563,6 +702,7 @@ impl Gap {
                 self.first_seq, self.last_seq
             )),
         );
+        identity.stamp(&mut object);
         let (mut line, _) = seal(object, self.last_seq, &self.prev_hash);
         line.push('\n');
         line
@@ -591,6 +731,7 @@ struct FileLog {
     outage: Option<Outage>,
     gap: Option<Gap>,
     metrics: AuditFileMetrics,
+    identity: ChainIdentity,
 }
 
 /// `audit.log.N`.
@@ -619,7 +760,7 @@ fn write_counted(mut out: &File, buf: &[u8]) -> (usize, io::Result<()>) {
 }
 
 impl FileLog {
-    fn open(path: &Path, config: &AuditConfig, metrics: AuditFileMetrics) -> io::Result<Self> {
+    fn open(path: &Path, config: &AuditConfig, metrics: AuditFileMetrics, identity: ChainIdentity) -> io::Result<Self> {
         let mut log = FileLog {
             path: path.to_owned(),
             out: None,
@@ -635,6 +776,7 @@ impl FileLog {
             outage: None,
             gap: None,
             metrics,
+            identity,
         };
         log.reopen()?;
         Ok(log)
@@ -660,7 +802,7 @@ impl FileLog {
             // Make room as a full write buffer would; the bound only ever holds back a failing file.
             self.drain(false);
         }
-        let marker = self.gap.as_ref().map(Gap::marker);
+        let marker = self.gap.as_ref().map(|gap| gap.marker(&self.identity));
         let needed = line.len() as u64 + marker.as_ref().map_or(0, |m| m.len() as u64);
         // An empty backlog takes any one record, however large.
         let room = (self.pending.is_empty() && marker.is_none()) || self.pending_bytes + needed <= self.backlog_max;
@@ -734,7 +876,7 @@ impl FileLog {
                 && let Some(gap) = &self.gap
             {
                 // Drained with records missing: mark the gap now rather than at the next record.
-                let marker = gap.marker();
+                let marker = gap.marker(&self.identity);
                 self.close_gap(marker);
             }
             if self.pending.is_empty() {
@@ -925,10 +1067,32 @@ impl FileLog {
     }
 }
 
+/// Where a writer continues a file's chain.
+struct Resumed {
+    seq: u64,
+    prev: String,
+    /// The chain id of the last record (None: a new file, or records older than chain ids).
+    chain: Option<String>,
+    /// The last digest record's `seq` and signature.
+    last_digest: Option<(u64, String)>,
+}
+
+impl Default for Resumed {
+    fn default() -> Self {
+        Resumed {
+            seq: 0,
+            prev: GENESIS_HASH.to_owned(),
+            chain: None,
+            last_digest: None,
+        }
+    }
+}
+
 /// The `seq` and `hash` to continue from: the last record of `path`, else of `path.1`, else
-/// the start of a chain. A torn last line of `path` is cut off. A file gap marker stands for the
-/// last record it counts (its `seq`, and `last_hash`).
-fn resume(path: &Path) -> io::Result<(u64, String)> {
+/// the start of a chain; its chain id; and the last digest in those files. A torn last line of
+/// `path` is cut off. A file gap marker stands for the last record it counts (its `seq`, and
+/// `last_hash`).
+fn resume(path: &Path) -> io::Result<Resumed> {
     for (candidate, active) in [(path.to_owned(), true), (rotated_name(path, 1), false)] {
         if let Some(line) = last_line(&candidate, active)? {
             let bad = || {
@@ -943,14 +1107,64 @@ fn resume(path: &Path) -> io::Result<(u64, String)> {
             let (body, hash) = split_line(&line).ok_or_else(bad)?;
             let value: Value = serde_json::from_str(&body).map_err(|_| bad())?;
             let seq = value.get("seq").and_then(Value::as_u64).ok_or_else(bad)?;
-            if value.get("event").and_then(Value::as_str) == Some(FILE_GAP_EVENT) {
-                let last = value.get("last_hash").and_then(Value::as_str).ok_or_else(bad)?;
-                return Ok((seq, last.to_owned()));
+            let prev = if value.get("event").and_then(Value::as_str) == Some(FILE_GAP_EVENT) {
+                value
+                    .get("last_hash")
+                    .and_then(Value::as_str)
+                    .ok_or_else(bad)?
+                    .to_owned()
+            } else {
+                hash.to_owned()
+            };
+            let chain = value.get("chain").and_then(Value::as_str).map(str::to_owned);
+            let mut last_digest = None;
+            for file in [path.to_owned(), rotated_name(path, 1)] {
+                last_digest = last_digest_in(&file, chain.as_deref())?;
+                if last_digest.is_some() {
+                    break;
+                }
             }
-            return Ok((seq, hash.to_owned()));
+            return Ok(Resumed {
+                seq,
+                prev,
+                chain,
+                last_digest,
+            });
         }
     }
-    Ok((0, GENESIS_HASH.to_owned()))
+    Ok(Resumed::default())
+}
+
+/// The `seq` and signature of the last digest record of `chain` in `path`.
+fn last_digest_in(path: &Path, chain: Option<&str>) -> io::Result<Option<(u64, String)>> {
+    use std::io::BufRead as _;
+    let Some(chain) = chain else { return Ok(None) };
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let needle = format!("\"event\":\"{}\"", super::digest::DIGEST_EVENT);
+    let mut found = None;
+    for line in io::BufReader::new(file).split(b'\n') {
+        let line = line?;
+        if !line.windows(needle.len()).any(|w| w == needle.as_bytes()) {
+            continue;
+        }
+        let Ok(value) = serde_json::from_slice::<Value>(&line) else {
+            continue;
+        };
+        if value.get("chain").and_then(Value::as_str) != Some(chain) {
+            continue;
+        }
+        if let (Some(seq), Some(signature)) = (
+            value.get("seq").and_then(Value::as_u64),
+            value.get("signature").and_then(Value::as_str),
+        ) {
+            found = Some((seq, signature.to_owned()));
+        }
+    }
+    Ok(found)
 }
 
 /// The last complete line of a file (None when missing, empty, or not a regular file: a device

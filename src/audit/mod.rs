@@ -5,11 +5,16 @@
 //! - [`ChainSink`] (and [`StdoutSink`], the same sink without a file) writes every event once to
 //!   stdout and, when configured, to an append-only rotating file, as a tamper-evident hash
 //!   chain: see [`chain`] for the canonical form, the hash, rotation, resume and backpressure.
-//! - [`verify`] checks such files (`driftguard audit verify FILE...`).
+//! - [`digest`] names every record's chain and appends signed digests ([`signing`] keys), kept
+//!   outside the log too (anchors).
+//! - [`verify`] checks such files or streams (`driftguard audit verify FILE... | -`).
 //! - [`MemorySink`] (tests, `driftguard check`) numbers events but does not hash them;
 //!   [`NullSink`] discards them.
 
 pub mod chain;
+pub mod cluster;
+pub mod digest;
+pub mod signing;
 pub mod verify;
 
 use std::sync::Mutex;

@@ -99,6 +99,17 @@ impl ManagedCertError {
     }
 }
 
+/// `call`, bounded by `timeout`: `Err(None)` when it took longer.
+pub(crate) async fn within<T>(
+    timeout: Duration,
+    call: impl Future<Output = Result<T, kube::Error>>,
+) -> Result<T, Option<kube::Error>> {
+    match tokio::time::timeout(timeout, call).await {
+        Ok(result) => result.map_err(Some),
+        Err(_) => Err(None),
+    }
+}
+
 /// What one pass did.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct PassOutcome {
@@ -122,14 +133,13 @@ impl ManagedCerts {
         what: impl Fn() -> String,
         call: impl Future<Output = Result<T, kube::Error>>,
     ) -> Result<T, ManagedCertError> {
-        match tokio::time::timeout(self.api_timeout, call).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(source)) => Err(ManagedCertError::Api { what: what(), source }),
-            Err(_) => Err(ManagedCertError::Timeout {
+        within(self.api_timeout, call).await.map_err(|error| match error {
+            Some(source) => ManagedCertError::Api { what: what(), source },
+            None => ManagedCertError::Timeout {
                 what: what(),
                 timeout: self.api_timeout,
-            }),
-        }
+            },
+        })
     }
 
     /// One pass of the leader: make the Secret exist, inject its bundle, then (only once the

@@ -7,6 +7,8 @@ use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
 use super::{ServeError, Started, join_receiver, on_signals, start, start_receiver, stopped};
+use crate::audit::cluster::{AuditCluster, anchor_channel};
+use crate::audit::signing::SignerSlot;
 use crate::audit::{AuditSink, ChainSink};
 use crate::certs::managed::ManagedCerts;
 use crate::certs::rotation::RotationPolicy;
@@ -28,6 +30,9 @@ use crate::telemetry::{CountingSink, Metrics};
 
 /// How long shutdown waits for the loops (the elector releases the Lease on its way out).
 const LOOPS_GRACE: Duration = Duration::from_secs(10);
+/// How often the leader checks the audit signing key Secret and public key ConfigMap even when
+/// nothing changed.
+const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
 /// A client from the kubeconfig given, else the usual inference (KUBECONFIG, ~/.kube/config,
 /// in-cluster service account), and the URL it talks to (for error messages).
@@ -111,9 +116,25 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     let cache = DesiredCache::new(settings.desired_cache_bytes);
     let events = Events::new(client.clone(), Some(cluster.identity.clone()));
     // Denied and reverted edits also show as Events on the object, off the request path.
+    // Signed digests: the key comes from the Secret the leader creates; each digest is also
+    // anchored in this replica's ConfigMap.
+    let audit_cluster = Arc::new(AuditCluster {
+        client: client.clone(),
+        namespace: cluster.lease_namespace.clone(),
+        secret_name: settings.audit_signing.key_secret.clone(),
+        keys_config_map: settings.audit_signing.keys_config_map.clone(),
+        anchors_prefix: settings.audit_signing.anchors_prefix.clone(),
+        replica: cluster.identity.clone(),
+        api_timeout: cluster.api_timeout,
+    });
+    let signer = Arc::new(SignerSlot::default());
+    let (on_digest, anchors) = anchor_channel();
     let chain = ChainSink::builder(settings.audit.clone())
         .dropped_counter(metrics.audit_dropped_counter())
         .file_metrics(metrics.audit_file_metrics())
+        .replica(cluster.identity.clone())
+        .signer(signer.clone())
+        .on_digest(on_digest)
         .start()
         .map_err(ServeError::Audit)?;
     let chain = Arc::new(chain);
@@ -134,6 +155,24 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     )
     .with_metrics(metrics.clone());
     let mut loops = vec![tokio::spawn(elector.run(leading_tx, stopped(stop.clone())))];
+    let key_wake = Arc::new(Notify::new());
+    loops.push(tokio::spawn(audit_cluster.clone().follow_key(
+        signer,
+        key_wake.clone(),
+        stopped(stop.clone()),
+    )));
+    loops.push(tokio::spawn(audit_cluster.clone().maintain_key(
+        leading.clone(),
+        key_wake,
+        KEY_CHECK_INTERVAL,
+        stopped(stop.clone()),
+    )));
+    let anchoring = audit_cluster.clone();
+    let anchors_seen = anchors.clone();
+    let anchors_stop = stopped(stop.clone());
+    loops.push(tokio::spawn(async move {
+        anchoring.publish_anchors(anchors_seen, anchors_stop).await;
+    }));
     let managed = match &settings.server.tls {
         TlsSource::Managed(managed) => {
             let serving = server::ServingCert::new(metrics.clone());
@@ -222,7 +261,14 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     if joined.is_err() {
         tracing::warn!("enforcement loops did not stop within {LOOPS_GRACE:?}");
     }
-    // Every decision made before shutdown is on disk (and fsynced) before the process exits.
-    tokio::task::block_in_place(|| chain.flush());
+    // Every decision made before shutdown is on disk (and fsynced), and signed, before the
+    // process exits; the final digest is anchored too.
+    tokio::task::block_in_place(|| chain.digest_now());
+    let last = anchors.borrow().clone();
+    if let Some(anchor) = last
+        && let Err(error) = audit_cluster.publish_anchor(&anchor).await
+    {
+        tracing::warn!(%error, "cannot anchor the final audit digest in the cluster");
+    }
     Ok(result?)
 }

@@ -294,3 +294,28 @@ pub fn driftguard(args: &[&str]) -> std::process::Output {
         .output()
         .expect("driftguard runs")
 }
+
+/// Run `driftguard ARGS` with `input` on its stdin; its exit code and stdout+stderr.
+pub fn driftguard_with_stdin<I, S>(args: I, input: &[u8]) -> (i32, String)
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<std::ffi::OsStr>,
+{
+    use std::io::Write as _;
+    use std::process::Stdio;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_driftguard"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap(), text)
+}
