@@ -1,9 +1,9 @@
-//! The Helm chart charts/driftguard, rendered by the real Helm engine (tests/support/helm/helm,
-//! the test-only `helm template` on Helm v4's SDK that scripts/test installs): every certs mode
+//! The Helm chart charts/driftguard, rendered by the real helm (v4.3.2, built from its Go module
+//! by `scripts/cluster build`): every certs mode
 //! renders well-formed objects; the webhook configurations are DESIGN.md section 5 field by
 //! field; RBAC grants exactly the documented rules; the pods are hardened; values.schema.json
 //! rejects bad values; manifests/install.yaml, the chart's CRD copy and the README's values
-//! reference are up to date. Nothing here is skipped: without the SDK every test fails.
+//! reference are up to date. Nothing here is skipped: without helm every test fails.
 
 mod support;
 
@@ -17,7 +17,7 @@ const CHART: &str = "charts/driftguard";
 const RELEASE: &str = "driftguard";
 const NAMESPACE: &str = "driftguard";
 const INSTALL_YAML: &str = "manifests/install.yaml";
-const REGENERATE_INSTALL: &str = "tests/support/helm/helm template driftguard charts/driftguard \
+const REGENERATE_INSTALL: &str = "$(scripts/cluster bin)/helm template driftguard charts/driftguard \
                                   --namespace driftguard --no-hooks > manifests/install.yaml";
 /// A base64 caBundle for files mode (its content does not matter to the chart).
 const CA_BUNDLE: &str = "LS0tLS1CRUdJTiBDRVJUSUZJQ0FURS0tLS0tCg";

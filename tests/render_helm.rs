@@ -1,6 +1,5 @@
-//! The Helm renderer against the real Helm engine: tests/support/helm/helm is a test-only
-//! `helm template` on Helm v4's SDK (the PyPI package helm-python-sdk, which scripts/test
-//! installs). Nothing here is skipped: without the SDK every test fails, saying so.
+//! The Helm renderer against the real helm (v4.3.2, built from its Go module by
+//! `scripts/cluster build`). Nothing here is skipped: without it every test fails, saying so.
 
 mod support;
 

@@ -190,41 +190,26 @@ pub async fn kube_client(
     kube::Client::try_from(config).unwrap()
 }
 
-/// The test-only `helm`: a launcher that runs tests/support/helm/helm with the interpreter that
-/// has helm-python-sdk. The sandbox gives children only PATH=/usr/bin:/bin, where `python3` may
-/// be a different interpreter (Debian's), so the launcher names the right one absolutely.
+/// The real `helm` (helm.sh/helm/v4, built from its Go module by `scripts/cluster build` and
+/// cached by version, like the control plane). Its directory holds nothing else that a test
+/// putting it first on PATH would pick up by accident but the control-plane binaries.
 pub fn helm_launcher() -> PathBuf {
-    static LAUNCHER: std::sync::OnceLock<Result<PathBuf, String>> = std::sync::OnceLock::new();
-    let launcher = LAUNCHER.get_or_init(|| {
-        let out = std::process::Command::new("python3")
-            .args(["-c", "import helm_python, sys; print(sys.executable)"])
+    static HELM: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    HELM.get_or_init(|| {
+        let out = std::process::Command::new(root().join("scripts/cluster"))
+            .arg("build")
             .output()
-            .map_err(|err| format!("cannot run python3: {err}"))?;
-        if !out.status.success() {
-            return Err(String::from_utf8_lossy(&out.stderr).trim().to_owned());
-        }
-        let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-        let dir = std::env::temp_dir().join(format!("driftguard-helm-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let launcher = dir.join("helm");
-        let shim = root().join("tests/support/helm/helm");
-        std::fs::write(
-            &launcher,
-            format!("#!/bin/sh\nexec '{python}' '{}' \"$@\"\n", shim.display()),
-        )
-        .map_err(|e| e.to_string())?;
-        std::fs::set_permissions(&launcher, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .map_err(|e| e.to_string())?;
-        Ok(launcher)
-    });
-    match launcher {
-        Ok(launcher) => launcher.clone(),
-        Err(err) => panic!(
-            "the Helm tests need the PyPI package helm-python-sdk (Helm's engine for \
-             tests/support/helm/helm), which is not importable: {err}. Run scripts/test, \
-             which installs it (or `python3 -m pip install helm-python-sdk==0.2.2`)."
-        ),
-    }
+            .expect("scripts/cluster runs");
+        assert!(
+            out.status.success(),
+            "scripts/cluster build (the real helm and control plane) failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let helm = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()).join("helm");
+        assert!(helm.exists(), "{} is missing", helm.display());
+        helm
+    })
+    .clone()
 }
 
 /// An `admission.denied` record for Deployment `default/web-<i>` with `message`: the shape of
