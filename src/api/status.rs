@@ -85,6 +85,10 @@ pub struct GuardStatus {
     /// Running totals.
     #[serde(default)]
     pub counts: Counts,
+    /// When the earliest break-glass on this Guard's objects runs out (RFC 3339): the Guard is
+    /// reconciled again then, so Git is restored at once rather than at the next interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub break_glass_until: Option<String>,
 }
 
 /// One applied object.

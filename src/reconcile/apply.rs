@@ -323,6 +323,8 @@ pub struct Sync {
     pub waiting: Vec<(ObjectKey, WaitReason)>,
     /// Objects detached by an unexpired break-glass (left alone).
     pub detached: Vec<ObjectKey>,
+    /// When the earliest of those break-glass sessions runs out.
+    pub detached_until: Option<time::OffsetDateTime>,
     /// Objects whose break-glass ran out this pass: Git applied, annotations removed.
     pub ended: Vec<ObjectKey>,
 }
@@ -646,12 +648,14 @@ impl Applier {
         // Break-glass: detached objects are left alone; expired ones get Git back (below).
         let now = time::OffsetDateTime::now_utc();
         let mut detached = HashSet::new();
+        let mut detached_until: Option<time::OffsetDateTime> = None;
         let mut expired = Vec::new();
         for object in desired {
             let key = ObjectKey::of(object);
             if let Some(current) = live.get(&key) {
-                if break_glass::active_until(current, now).is_some() {
+                if let Some(until) = break_glass::active_until(current, now) {
                     detached.insert(key);
+                    detached_until = Some(detached_until.map_or(until, |earliest| earliest.min(until)));
                 } else if break_glass::expired(current, now) {
                     expired.push(object);
                 }
@@ -686,6 +690,7 @@ impl Applier {
             skipped: plan.skipped.clone(),
             waiting,
             detached: detached.into_iter().collect(),
+            detached_until,
             ended,
             outcome,
         }

@@ -33,9 +33,46 @@ struct Shared {
 
 async fn reconcile(guard: Arc<Guard>, shared: Arc<Shared>) -> Result<Action, ReconcileError> {
     match while_leading(&shared.leading, reconcile_guard(&guard, &shared.ctx)).await? {
-        Some(_) => Ok(Action::requeue(guard.spec.interval.0.max(MIN_INTERVAL))),
+        Some(status) => {
+            let until = status.break_glass_until.as_deref().and_then(|until| {
+                time::OffsetDateTime::parse(until, &time::format_description::well_known::Rfc3339).ok()
+            });
+            let now = time::OffsetDateTime::now_utc();
+            Ok(Action::requeue(next_guard_pass(guard.spec.interval.0, until, now)))
+        }
         None => Ok(Action::requeue(FOLLOWER_RECHECK)),
     }
+}
+
+/// When a Guard is reconciled next: after its interval, or just after the earliest break-glass
+/// on its objects runs out (so Git is restored then, not up to an interval later).
+fn next_guard_pass(interval: Duration, break_glass_until: Option<time::OffsetDateTime>, now: time::OffsetDateTime) -> Duration {
+    let interval = interval.max(MIN_INTERVAL);
+    let Some(until) = break_glass_until else {
+        return interval;
+    };
+    // A second past the end, so the pass finds the session over.
+    let left = Duration::try_from(until - now).unwrap_or_default() + Duration::from_secs(1);
+    interval.min(left.max(MIN_INTERVAL))
+}
+
+/// Each Guard named on `ends`, a second after its break-glass runs out.
+fn at_break_glass_ends(
+    ends: tokio::sync::mpsc::UnboundedReceiver<(crate::desired::GuardId, time::OffsetDateTime)>,
+) -> impl futures_util::Stream<Item = ObjectRef<Guard>> + Send + 'static {
+    let (due, wakes) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let mut ends = ends;
+        while let Some((guard, until)) = ends.recv().await {
+            let wait = next_guard_pass(Duration::MAX, Some(until), time::OffsetDateTime::now_utc());
+            let due = due.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(wait).await;
+                let _ = due.send(ObjectRef::new(&guard.name).within(&guard.namespace));
+            });
+        }
+    });
+    futures_util::stream::unfold(wakes, |mut wakes| async move { wakes.recv().await.map(|guard| (guard, wakes)) })
 }
 
 /// Run `work` only while this replica leads: losing the Lease drops it mid-flight (its
@@ -114,9 +151,12 @@ pub async fn run_guards(
         .predicate_filter(predicates::generation, Default::default());
     let controller = Controller::for_stream(changed_guards, reader);
     let store = controller.store();
+    let (break_glass_ends, ended) = tokio::sync::mpsc::unbounded_channel();
     if let Some(heal) = &ctx.heal {
         // A deleted Guard's objects stay in the cluster, unmanaged: self-heal lets go of them.
         heal.follow_guards(store.clone());
+        // A break-glass opened by an edit (no new generation, no reconcile) still ends on time.
+        heal.report_break_glass_ends(break_glass_ends);
     }
     let shared = Arc::new(Shared { ctx, leading });
     controller
@@ -129,6 +169,7 @@ pub async fn run_guards(
                 .predicate_filter(fetched_revision, Default::default()),
             move |source: GitSource| guards_of_source(&source, &store.state()),
         )
+        .reconcile_on(at_break_glass_ends(ended))
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, shared)
         .for_each(|result| async move {
@@ -181,6 +222,24 @@ pub async fn run_sources(
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn the_next_pass_comes_when_a_break_glass_runs_out() {
+        let at = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+        let now = at("2026-12-07T12:00:00Z");
+        let hour = Duration::from_secs(3600);
+        let cases = [
+            (hour, None, hour),
+            (hour, Some(at("2026-12-07T12:00:20Z")), Duration::from_secs(21)),
+            (Duration::from_secs(10), Some(at("2026-12-07T12:00:20Z")), Duration::from_secs(10)),
+            (hour, Some(at("2026-12-07T11:59:00Z")), Duration::from_secs(1)),
+            (Duration::MAX, Some(at("2026-12-07T12:00:05Z")), Duration::from_secs(6)),
+            (Duration::ZERO, None, MIN_INTERVAL),
+        ];
+        for (interval, until, expected) in cases {
+            assert_eq!(next_guard_pass(interval, until, now), expected, "{interval:?} {until:?}");
+        }
+    }
 
     #[tokio::test]
     async fn losing_the_lease_drops_the_work_in_flight() {

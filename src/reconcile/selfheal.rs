@@ -130,6 +130,9 @@ struct Inner {
     state: Mutex<State>,
     /// The Guards that exist, once the controller shares its cache.
     alive: Mutex<Option<Store<Guard>>>,
+    /// Where to say when a break-glass seen on a Guard's object runs out, so the Guard is
+    /// reconciled then (Git restored at the expiry, not at the next interval).
+    break_glass_ends: Mutex<Option<tokio::sync::mpsc::UnboundedSender<(GuardId, time::OffsetDateTime)>>>,
 }
 
 impl Drop for Inner {
@@ -182,6 +185,7 @@ impl SelfHeal {
                 healer: Mutex::new(Healer::new(settings.window, settings.max_flips)),
                 state: Mutex::new(State::default()),
                 alive: Mutex::new(None),
+                break_glass_ends: Mutex::new(None),
             }),
         }
     }
@@ -243,6 +247,11 @@ impl SelfHeal {
     /// no longer corrected.
     pub fn follow_guards(&self, guards: Store<Guard>) {
         *lock(&self.inner.alive) = Some(guards);
+    }
+
+    /// Tell `ends` the Guard and end time of every break-glass seen on a managed object.
+    pub fn report_break_glass_ends(&self, ends: tokio::sync::mpsc::UnboundedSender<(GuardId, time::OffsetDateTime)>) {
+        *lock(&self.inner.break_glass_ends) = Some(ends);
     }
 
     /// Stop healing a Guard (deleted).
@@ -490,9 +499,13 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             return;
         };
         if let Seen::Live { object, .. } = &seen
-            && crate::admission::break_glass::active_until(object, time::OffsetDateTime::now_utc()).is_some()
+            && let Some(until) = crate::admission::break_glass::active_until(object, time::OffsetDateTime::now_utc())
         {
-            return; // detached by break-glass: the reconcile restores Git when it runs out
+            // Detached by break-glass: the Guard's reconcile restores Git when it runs out.
+            if let Some(ends) = lock(&inner.break_glass_ends).as_ref() {
+                let _ = ends.send((guard.clone(), until));
+            }
+            return;
         }
         let decision = match &seen {
             Seen::Live { object, .. } => lock(&inner.healer).observe(desired, object, Instant::now()),

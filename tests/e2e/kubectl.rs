@@ -197,3 +197,57 @@ fn revert_mode_through_the_real_api_server() {
     });
     assert_eq!(deployment(&env, "revert")["metadata"]["generation"], 1);
 }
+
+/// Break-glass through the real API server: a non-member's annotation is denied with who may; a
+/// member's annotated edit lands with its expiry stamped by the mutating webhook; while
+/// detached, further edits pass; when the time is up, Git is restored and the annotations go.
+#[test]
+fn break_glass_through_the_real_api_server() {
+    let env = Env::start(&[], 2);
+    env.cluster.ok(&[
+        "create",
+        "clusterrolebinding",
+        "oncall-admin",
+        "--clusterrole=cluster-admin",
+        "--group=sre-oncall",
+    ]);
+    env.guard("shop", "deny", json!({"breakGlass": {"groups": ["sre-oncall"], "maxDuration": "20s"}}));
+    let annotate = ["annotate", "deploy", "web", "-n", "shop", "driftguard.io/break-glass=INC-4711 checkout down"];
+    let out = env.kubectl_as_user(true, &annotate);
+    assert_denied(
+        &out,
+        "validate.driftguard.io",
+        &["only members of sre-oncall may set driftguard.io/break-glass", crate::USER],
+    );
+
+    let patch = r#"{"metadata":{"annotations":{"driftguard.io/break-glass":"INC-4711 checkout down"}},"spec":{"replicas":8}}"#;
+    let out = env
+        .cluster
+        .kubectl()
+        .args(["--as", "bob@example.com", "--as-group", "sre-oncall", "--as-group", "system:authenticated"])
+        .args(["patch", "deploy", "web", "-n", "shop", "--type", "merge", "-p", patch])
+        .output()
+        .unwrap();
+    let stderr = assert_ok(&out);
+    assert!(stderr.contains("break-glass until"), "a warning names the end: {stderr}");
+    assert_eq!(env.get("shop", "deploy/web", "{.spec.replicas}"), "8");
+    let expires = env.get("shop", "deploy/web", "{.metadata.annotations.driftguard\\.io/break-glass-expires}");
+    assert!(!expires.is_empty(), "the mutating webhook stamps the expiry");
+
+    // Detached: alice's edit of a declared field passes until it runs out.
+    let out = env.kubectl_as_user(
+        false,
+        &["patch", "deploy", "web", "-n", "shop", "--type", "merge", "-p", r#"{"spec":{"replicas":6}}"#],
+    );
+    assert_ok(&out);
+    assert_eq!(env.get("shop", "deploy/web", "{.spec.replicas}"), "6");
+
+    // When maxDuration has passed, the enforcer restores Git and removes both annotations.
+    wait_for("Git restored after the break-glass", WAIT, || {
+        let replicas = env.get("shop", "deploy/web", "{.spec.replicas}");
+        let annotations = env.get("shop", "deploy/web", "{.metadata.annotations}");
+        (replicas == "3" && !annotations.contains("driftguard.io/break-glass")).then_some(())
+    });
+    let ended = env.cluster.ok(&["get", "events", "-n", "shop", "--field-selector", "reason=BreakGlassEnded"]);
+    assert!(ended.contains("BreakGlassEnded"), "{ended}");
+}

@@ -11,6 +11,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod audit;
 mod controllers;
 mod enforcer;
 mod install;

@@ -330,6 +330,15 @@ impl Replica {
         super::process::wait_exit(&mut self.child, Duration::from_secs(40))
     }
 
+    /// SIGTERM, wait for the exit, and every audit line it wrote (stdout) that was not read yet.
+    pub fn stop(mut self) -> (std::process::ExitStatus, Vec<String>) {
+        super::process::sigterm(&self.child);
+        let status = super::process::wait_exit(&mut self.child, Duration::from_secs(40));
+        // The child exited: its stdout closes and the reader ends the channel.
+        let lines = self.audit.iter().collect();
+        (status, lines)
+    }
+
     /// Kills the process at once (a node lost).
     pub fn kill(mut self) {
         let _ = self.child.kill();
