@@ -6,8 +6,9 @@ use std::collections::hash_map::Entry;
 use serde_json::Value;
 
 use super::documents::{self, Document};
+use super::fields::{self, Step};
 use super::json::{self, LineIndex};
-use super::{Manifest, Origin, RenderError};
+use super::{FieldLines, Manifest, Origin, RenderError};
 use crate::source::SourceFile;
 
 /// File name endings that hold manifests (the ones `kubectl apply -f DIR` reads).
@@ -126,14 +127,39 @@ impl Collector {
             };
             match serde_saphyr::from_str_with_options::<Value>(document.text, yaml_options()) {
                 Ok(value) => {
-                    let item_lines = if is_list(&value) {
-                        yaml_item_lines(&document)
-                    } else {
-                        Vec::new()
-                    };
-                    self.accept(value, origin, &item_lines);
+                    let records = fields::yaml_lines(document.text, document.first_line);
+                    self.accept_with_lines(value, origin, &records);
                 }
                 Err(err) => self.errors.push(yaml_error(path, &document, &err)),
+            }
+        }
+    }
+
+    /// [`Self::accept`] for a YAML document whose nodes' lines are `records`: each object
+    /// (each `List` item) keeps the lines of its own fields.
+    fn accept_with_lines(&mut self, value: Value, origin: Origin, records: &[(Vec<Step>, u32)]) {
+        let first = self.manifests.len();
+        if is_list(&value) {
+            let item_lines: Vec<u32> = (0..)
+                .map_while(|index| {
+                    let item = [Step::Key("items".to_owned()), Step::Index(index)];
+                    records.iter().find(|(steps, _)| steps[..] == item[..]).map(|(_, line)| *line)
+                })
+                .collect();
+            let items = value.get("items").and_then(Value::as_array).map_or(0, Vec::len);
+            self.accept(value, origin, &item_lines);
+            // Items were pushed in order, one each unless lists nest (then the items keep
+            // their objects' lines only).
+            let pushed = self.manifests.len() - first;
+            let each = if pushed == items { pushed } else { 0 };
+            for (index, manifest) in self.manifests.iter_mut().skip(first).take(each).enumerate() {
+                let prefix = [Step::Key("items".to_owned()), Step::Index(index)];
+                manifest.fields = FieldLines::from_records(fields::under(records, &prefix));
+            }
+        } else {
+            self.accept(value, origin, &[]);
+            if let Some(manifest) = self.manifests.get_mut(first) {
+                manifest.fields = FieldLines::from_records(fields::under(records, &[]));
             }
         }
     }
@@ -199,7 +225,7 @@ impl Collector {
             return;
         }
         match check_object(&value) {
-            Ok(()) => self.manifests.push(Manifest { object: value, origin }),
+            Ok(()) => self.manifests.push(Manifest::new(value, origin)),
             Err(Invalid::NotAnObject(found)) => {
                 self.errors.push(RenderError::NotAnObject { origin, found });
             }
@@ -258,30 +284,6 @@ fn yaml_options() -> serde_saphyr::Options {
 
 /// Lines of the items of a YAML `List` document, found by a second, span-recording parse
 /// (only List documents pay for it).
-fn yaml_item_lines(document: &Document<'_>) -> Vec<u32> {
-    #[derive(serde::Deserialize)]
-    struct ListSpans {
-        #[serde(default)]
-        items: Vec<serde_saphyr::Spanned<serde::de::IgnoredAny>>,
-    }
-    let offset = document.first_line.saturating_sub(1);
-    serde_saphyr::from_str_with_options::<ListSpans>(document.text, yaml_options())
-        .map(|list| {
-            list.items
-                .iter()
-                .map(|item| {
-                    let line = u32::try_from(item.referenced.line()).unwrap_or(0);
-                    if line == 0 {
-                        document.content_line.unwrap_or(document.first_line)
-                    } else {
-                        offset.saturating_add(line)
-                    }
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 fn yaml_error(path: &str, document: &Document<'_>, err: &serde_saphyr::Error) -> RenderError {
     let offset = document.first_line.saturating_sub(1);
     let located = err.location().filter(|location| location.line() > 0).map(|location| {
