@@ -8,13 +8,60 @@ const MAX_VALUE: usize = 60;
 /// Shown instead of a sensitive value.
 pub const HIDDEN: &str = "(hidden)";
 
-/// Render a field value compactly for a message.
+/// Render a field value compactly for a message, long values shortened in the middle.
 pub fn show_value(value: Option<&Value>, sensitive: bool) -> String {
+    shorten_middle(&show_full_value(value, sensitive), MAX_VALUE)
+}
+
+/// Render a field value compactly, whole (sensitive values hidden).
+pub fn show_full_value(value: Option<&Value>, sensitive: bool) -> String {
     match value {
         None => "(absent)".to_owned(),
         Some(_) if sensitive => HIDDEN.to_owned(),
-        Some(v) => clip(&v.to_string(), MAX_VALUE),
+        Some(v) => v.to_string(),
     }
+}
+
+/// Shorten `text` to at most `max` characters by replacing its middle with `…`, keeping both
+/// ends (an image's registry and its tag).
+pub fn shorten_middle(text: &str, max: usize) -> String {
+    let count = text.chars().count();
+    if count <= max {
+        return text.to_owned();
+    }
+    if max < 3 {
+        return text.chars().take(max).collect();
+    }
+    let keep = max - 1;
+    let (head, tail) = (keep.div_ceil(2), keep / 2);
+    let mut out: String = text.chars().take(head).collect();
+    out.push('…');
+    out.extend(text.chars().skip(count - tail));
+    out
+}
+
+/// Shortest a part is shortened to by [`fit`].
+const MIN_PART: usize = 9;
+
+/// `render(parts)` within `max` characters, its sentence kept whole: the longest parts are
+/// shortened in the middle to a common length (never below a few characters); only if that
+/// is not enough is the end cut. `render` must include every part once, verbatim.
+pub fn fit(parts: &[String], max: usize, render: impl Fn(&[String]) -> String) -> String {
+    let full = render(parts);
+    if full.chars().count() <= max {
+        return full;
+    }
+    let blanks = vec![String::new(); parts.len()];
+    let fixed = render(&blanks).chars().count();
+    let budget = max.saturating_sub(fixed);
+    let lengths: Vec<usize> = parts.iter().map(|p| p.chars().count()).collect();
+    let longest = lengths.iter().copied().max().unwrap_or(0);
+    let cap = (MIN_PART..=longest)
+        .rev()
+        .find(|cap| lengths.iter().map(|n| (*n).min(*cap)).sum::<usize>() <= budget)
+        .unwrap_or(MIN_PART);
+    let shortened: Vec<String> = parts.iter().map(|p| shorten_middle(p, cap)).collect();
+    clip(&render(&shortened), max)
 }
 
 /// Shorten `text` to at most `max` characters, marking the cut.
@@ -25,4 +72,32 @@ pub fn clip(text: &str, max: usize) -> String {
     let mut out: String = text.chars().take(max.saturating_sub(3)).collect();
     out.push_str("...");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn middle_is_cut_ends_kept() {
+        assert_eq!(shorten_middle("abcdefghij", 10), "abcdefghij");
+        assert_eq!(shorten_middle("abcdefghij", 7), "abc…hij");
+        assert_eq!(shorten_middle("abcdefghij", 6), "abc…ij");
+        assert_eq!(shorten_middle("abcdefghij", 2), "ab");
+    }
+
+    #[test]
+    fn fit_shortens_the_longest_parts_alike() {
+        let render = |p: &[String]| format!("field {} git {} asked {}", p[0], p[1], p[2]);
+        let parts = ["spec.x".to_owned(), "a".repeat(50), "b".repeat(80)];
+        let text = fit(&parts, 60, render);
+        assert_eq!(text.chars().count(), 60, "{text}");
+        // 18 fixed, spec.x 6: 36 left, 18 each.
+        let (a, b) = (|n| "a".repeat(n), |n| "b".repeat(n));
+        assert_eq!(text, format!("field spec.x git {}…{} asked {}…{}", a(9), a(8), b(9), b(8)));
+        let short = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        assert_eq!(fit(&short, 60, render), "field a git b asked c");
+        // Not even the shortest parts fit: the end is cut.
+        assert!(fit(&parts, 30, render).ends_with("..."));
+    }
 }

@@ -111,8 +111,9 @@ fn hash_steps<'a>(steps: impl Iterator<Item = StepRef<'a>>) -> u32 {
 
 /// What the walk is inside of.
 enum Frame {
-    /// A mapping: the key read for the next value, if any; `None` while a key is expected.
-    Map { key: Option<Step>, pending: bool },
+    /// A mapping: the key read for the next value (if a plain scalar) and its line; `pending`
+    /// once a key is read and its value is expected.
+    Map { key: Option<Step>, key_line: u32, pending: bool },
     /// A sequence and the index of its next item.
     Seq { next: usize },
     /// A complex key (a collection used as a mapping key): skipped.
@@ -138,7 +139,7 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
             Event::SequenceEnd | Event::MappingEnd => {
                 match stack.pop() {
                     Some(Frame::SkipKey) => {
-                        if let Some(Frame::Map { key, pending }) = stack.last_mut() {
+                        if let Some(Frame::Map { key, pending, .. }) = stack.last_mut() {
                             *key = None;
                             *pending = true;
                         }
@@ -159,6 +160,7 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
                 Event::SequenceStart(..) => Frame::Seq { next: 0 },
                 _ => Frame::Map {
                     key: None,
+                    key_line: 0,
                     pending: false,
                 },
             });
@@ -170,7 +172,7 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
                 }
                 continue;
             }
-            Some(Frame::Map { key, pending }) if !*pending => {
+            Some(Frame::Map { key, key_line, pending }) if !*pending => {
                 // This node is a key.
                 if collection {
                     stack.push(Frame::SkipKey);
@@ -179,12 +181,14 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
                         Event::Scalar(value, ..) => Some(Step::Key(value.to_string())),
                         _ => None,
                     };
+                    *key_line = line;
                     *pending = true;
                 }
                 continue;
             }
-            Some(Frame::Map { key, .. }) => key.take(),
-            Some(Frame::Seq { next }) => Some(Step::Index(*next)),
+            // A mapping value is where its key is written.
+            Some(Frame::Map { key, key_line, .. }) => key.take().map(|step| (step, *key_line)),
+            Some(Frame::Seq { next }) => Some((Step::Index(*next), line)),
             None => {
                 // The root: recorded by the caller as the object's line.
                 if collection {
@@ -194,7 +198,7 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
             }
         };
         match step {
-            Some(step) => {
+            Some((step, line)) => {
                 let mut full = path.clone();
                 full.push(step.clone());
                 out.push((full, line));
@@ -218,7 +222,7 @@ pub(super) fn yaml_lines(text: &str, first_line: u32) -> Vec<(Vec<Step>, u32)> {
 /// A value ended: its mapping expects a key again, its sequence moves to the next index.
 fn finish_value(stack: &mut [Frame]) {
     match stack.last_mut() {
-        Some(Frame::Map { key, pending }) => {
+        Some(Frame::Map { key, pending, .. }) => {
             *key = None;
             *pending = false;
         }
