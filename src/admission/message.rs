@@ -158,7 +158,7 @@ fn field_warnings(
                 show_full_value(drift.git.as_ref(), sensitive),
                 show_full_value(drift.attempted.as_ref(), sensitive),
             ];
-            fit(&parts, MAX_WARNING, |p| match p {
+            fit(&parts, 1, MAX_WARNING, |p| match p {
                 [path, git, attempted] => line(&[path, git, attempted]),
                 _ => String::new(),
             })
