@@ -114,7 +114,7 @@ mod tests {
         assert_eq!(text.chars().count(), 69, "{text}");
         assert!(text.starts_with("field spec.template.spec.containers git aaaaa…aaaaa asked "), "{text}");
         // When they cannot, it is shortened too.
-        assert_eq!(fit(&path, 1, 45, render), "field spec…iners git aaaa…aaaa asked bbbb…bbbb");
+        assert_eq!(fit(&path, 1, 45, render), "field spec…ners git aaaa…aaaa asked bbbb…bbbb");
         // Not even the shortest parts fit: the end is cut.
         assert!(fit(&parts, 1, 30, render).ends_with("..."));
     }
