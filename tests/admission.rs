@@ -317,7 +317,10 @@ fn warnings_with_long_values_keep_field_git_and_attempted_value() {
         let field = warnings[0];
         assert!(field.chars().count() <= 120, "{mode:?}: {field}");
         assert!(field.starts_with(verb), "{mode:?}: {field}");
-        assert!(field.contains("spec.template.spec.containers[name=web].image"), "{field}");
+        assert!(
+            field.contains("spec.template.spec.containers[name=web].image"),
+            "{field}"
+        );
         // Git's value whole; the attempted one shortened in the middle, both ends kept, and
         // the sentence not cut.
         assert!(field.contains("\"nginx:1.27.3\""), "{field}");

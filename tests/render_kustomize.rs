@@ -116,7 +116,10 @@ fn origins_name_the_file_each_object_came_from() {
         assert_eq!((manifest.origin.line, manifest.origin.document), (0, None));
         // The annotation that recorded it is not desired state.
         let annotations = &manifest.object["metadata"]["annotations"];
-        assert!(annotations.get("config.kubernetes.io/origin").is_none(), "{manifest:#?}");
+        assert!(
+            annotations.get("config.kubernetes.io/origin").is_none(),
+            "{manifest:#?}"
+        );
     }
     // Nothing of the wrapper kustomization is left in the checkout.
     let leftovers: Vec<_> = std::fs::read_dir(dest.path())

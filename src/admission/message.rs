@@ -4,8 +4,8 @@ use std::fmt::Write;
 
 use crate::desired::Managed;
 use crate::drift::FieldDrift;
-use crate::render::Origin;
 pub use crate::drift::display::{clip, fit, show_full_value, show_value};
+use crate::render::Origin;
 
 /// At most this many fields are listed; the rest are counted.
 pub const MAX_FIELDS: usize = 5;

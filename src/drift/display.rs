@@ -59,9 +59,9 @@ pub fn fit(parts: &[String], keep: usize, max: usize, render: impl Fn(&[String])
     let cap_for = |kept: usize| {
         let fixed: usize = lengths.iter().take(kept).sum();
         let longest = lengths.iter().skip(kept).copied().max().unwrap_or(0);
-        (MIN_PART..=longest).rev().find(|cap| {
-            fixed + lengths.iter().skip(kept).map(|n| (*n).min(*cap)).sum::<usize>() <= budget
-        })
+        (MIN_PART..=longest)
+            .rev()
+            .find(|cap| fixed + lengths.iter().skip(kept).map(|n| (*n).min(*cap)).sum::<usize>() <= budget)
     };
     let (kept, cap) = match cap_for(keep) {
         Some(cap) => (keep, cap),
@@ -105,16 +105,29 @@ mod tests {
         assert_eq!(text.chars().count(), 60, "{text}");
         // 18 fixed, spec.x 6: 36 left, 18 each.
         let (a, b) = (|n| "a".repeat(n), |n| "b".repeat(n));
-        assert_eq!(text, format!("field spec.x git {}…{} asked {}…{}", a(9), a(8), b(9), b(8)));
+        assert_eq!(
+            text,
+            format!("field spec.x git {}…{} asked {}…{}", a(9), a(8), b(9), b(8))
+        );
         let short = ["a".to_owned(), "b".to_owned(), "c".to_owned()];
         assert_eq!(fit(&short, 1, 60, render), "field a git b asked c");
         // A kept part stays whole while the others can give way.
-        let path = ["spec.template.spec.containers".to_owned(), "a".repeat(50), "b".repeat(80)];
+        let path = [
+            "spec.template.spec.containers".to_owned(),
+            "a".repeat(50),
+            "b".repeat(80),
+        ];
         let text = fit(&path, 1, 70, render);
         assert_eq!(text.chars().count(), 69, "{text}");
-        assert!(text.starts_with("field spec.template.spec.containers git aaaaa…aaaaa asked "), "{text}");
+        assert!(
+            text.starts_with("field spec.template.spec.containers git aaaaa…aaaaa asked "),
+            "{text}"
+        );
         // When they cannot, it is shortened too.
-        assert_eq!(fit(&path, 1, 45, render), "field spec…ners git aaaa…aaaa asked bbbb…bbbb");
+        assert_eq!(
+            fit(&path, 1, 45, render),
+            "field spec…ners git aaaa…aaaa asked bbbb…bbbb"
+        );
         // Not even the shortest parts fit: the end is cut.
         assert!(fit(&parts, 1, 30, render).ends_with("..."));
     }

@@ -113,7 +113,11 @@ fn hash_steps<'a>(steps: impl Iterator<Item = StepRef<'a>>) -> u32 {
 enum Frame {
     /// A mapping: the key read for the next value (if a plain scalar) and its line; `pending`
     /// once a key is read and its value is expected.
-    Map { key: Option<Step>, key_line: u32, pending: bool },
+    Map {
+        key: Option<Step>,
+        key_line: u32,
+        pending: bool,
+    },
     /// A sequence and the index of its next item.
     Seq { next: usize },
     /// A complex key (a collection used as a mapping key): skipped.
@@ -299,9 +303,7 @@ mod tests {
     fn lookup_falls_back_to_the_nearest_ancestor() {
         let records = yaml_lines("a:\n  b: 1\nc: 2\n", 5);
         let lines = FieldLines::from_records(records.iter().map(|(s, l)| (s.as_slice(), *l)));
-        let path = |keys: &[&str]| {
-            FieldPath::from_fields(keys.iter().map(|k| (*k).to_owned()))
-        };
+        let path = |keys: &[&str]| FieldPath::from_fields(keys.iter().map(|k| (*k).to_owned()));
         assert_eq!(lines.line_of(&path(&["a", "b"])), Some(6));
         assert_eq!(lines.line_of(&path(&["c"])), Some(7));
         assert_eq!(lines.line_of(&path(&["a", "missing"])), Some(5));

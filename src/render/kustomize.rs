@@ -84,7 +84,11 @@ pub fn render_kustomize(root: &Path, dir: &str, limits: &Limits) -> Result<Vec<M
         .file_name()
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let target = if dir.is_empty() { "..".to_owned() } else { format!("../{dir}") };
+    let target = if dir.is_empty() {
+        "..".to_owned()
+    } else {
+        format!("../{dir}")
+    };
     let text = format!(
         "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\nbuildMetadata: [originAnnotations]\n",
         serde_json::Value::String(target)

@@ -143,7 +143,10 @@ impl Collector {
             let item_lines: Vec<u32> = (0..)
                 .map_while(|index| {
                     let item = [Step::Key("items".to_owned()), Step::Index(index)];
-                    records.iter().find(|(steps, _)| steps[..] == item[..]).map(|(_, line)| *line)
+                    records
+                        .iter()
+                        .find(|(steps, _)| steps[..] == item[..])
+                        .map(|(_, line)| *line)
                 })
                 .collect();
             let items = value.get("items").and_then(Value::as_array).map_or(0, Vec::len);
