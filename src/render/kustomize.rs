@@ -431,6 +431,28 @@ mod tests {
     }
 
     #[test]
+    fn origin_annotations_name_repository_files_and_are_removed() {
+        assert_eq!(
+            origin_file(".w", "path: ../apps/base/deployment.yaml\n").as_deref(),
+            Some("apps/base/deployment.yaml")
+        );
+        let generated = "configuredIn: ../apps/kustomization.yaml\nconfiguredBy:\n  kind: ConfigMapGenerator\n";
+        assert_eq!(origin_file(".w", generated).as_deref(), Some("apps/kustomization.yaml"));
+        assert_eq!(origin_file(".w", "repo: https://example.com/x\npath: a.yaml\n"), None);
+        assert_eq!(origin_file(".w", "path: ../../outside.yaml\n"), None);
+
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  annotations:\n    config.kubernetes.io/origin: |\n      path: ../apps/svc.yaml\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    keep: me\n    config.kubernetes.io/origin: |\n      path: ../apps/cm.yaml\n";
+        let manifests = parse_output("apps/kustomization.yaml", ".w", yaml.as_bytes().to_vec()).unwrap();
+        let origins: Vec<String> = manifests.iter().map(|m| m.origin.to_string()).collect();
+        assert_eq!(origins, ["apps/cm.yaml", "apps/svc.yaml"]);
+        assert_eq!(
+            manifests[0].object["metadata"]["annotations"],
+            serde_json::json!({"keep": "me"})
+        );
+        assert!(manifests[1].object["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
     fn output_sorted_with_origins() {
         let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
         let manifests = parse_output("k/kustomization.yaml", "k", yaml.as_bytes().to_vec()).unwrap();
