@@ -131,6 +131,7 @@ fn inputs(objects: usize, prunes: usize) -> Inputs {
                 line: 1,
                 document: None,
             },
+            fields: Default::default(),
         })
         .collect();
     let revision = Revision {

@@ -48,6 +48,7 @@ fn desired() -> DesiredSet {
                     line: 1,
                     document: None,
                 },
+                fields: Default::default(),
             }
         })
         .collect();

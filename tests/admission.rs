@@ -56,13 +56,16 @@ const DENIED: Option<EventKind> = Some(EventKind::AdmissionDenied);
 fn deny_mode_decides_each_kubectl_command() {
     // An allowed change to a managed object is on record too.
     const ALLOWED: Option<EventKind> = Some(EventKind::AdmissionAllowed);
-    const WHERE: &str = "examples/app/deployment.yaml:2";
+    // Denials point at the drifted field's line (the object starts at line 2).
+    const REPLICAS_LINE: &str = "Git declares it at examples/app/deployment.yaml:10 in ";
+    const IMAGE_LINE: &str = "Git declares it at examples/app/deployment.yaml:22 in ";
+    const WHERE: &str = "Remove it from Git at examples/app/deployment.yaml:2 in ";
     let cases = [
         case(
             "scale-deployment",
             false,
             "denied",
-            &["spec.replicas", "Git has 3", "request has 5", WHERE],
+            &["spec.replicas", "Git has 3", "request has 5", REPLICAS_LINE],
             DENIED,
         ),
         case(
@@ -83,7 +86,7 @@ fn deny_mode_decides_each_kubectl_command() {
             "edit-image",
             false,
             "denied",
-            &["image", "\"nginx:1.27.3\"", "\"nginx:latest\"", WHERE],
+            &["image", "\"nginx:1.27.3\"", "\"nginx:latest\"", IMAGE_LINE],
             DENIED,
         ),
         case(
@@ -289,6 +292,47 @@ fn revert_mode_patches_git_values_back_and_warns() {
         let after: Value = serde_json::from_slice(&reply.body).unwrap();
         assert_eq!(after["response"]["allowed"], true, "{name}: {after}");
         assert_eq!(reply.decision, "allowed", "{name}");
+    }
+}
+
+#[test]
+fn warnings_with_long_values_keep_field_git_and_attempted_value() {
+    let long = format!("registry.example.com/{}/web:9.9.9-rc1", "team".repeat(20));
+    let mut review: Value = serde_json::from_slice(&fixture("edit-image.json")).unwrap();
+    review["request"]["object"]["spec"]["template"]["spec"]["containers"][0]["image"] = json!(long);
+    let body = serde_json::to_vec(&review).unwrap();
+    for (mode, webhook, verb) in [
+        (Mode::Revert, Webhook::Mutate, "driftguard reverted "),
+        (Mode::Audit, Webhook::Validate, "driftguard: "),
+    ] {
+        let stack = stack_with(mode, vec![], Exemptions::default());
+        let reply = stack.admission.admit(webhook, &body);
+        let response: Value = serde_json::from_slice(&reply.body).unwrap();
+        let warnings: Vec<&str> = response["response"]["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w.as_str().unwrap())
+            .collect();
+        let field = warnings[0];
+        assert!(field.chars().count() <= 120, "{mode:?}: {field}");
+        assert!(field.starts_with(verb), "{mode:?}: {field}");
+        assert!(
+            field.contains("spec.template.spec.containers[name=web].image"),
+            "{field}"
+        );
+        // Git's value whole; the attempted one shortened in the middle, both ends kept, and
+        // the sentence not cut.
+        assert!(field.contains("\"nginx:1.27.3\""), "{field}");
+        assert!(field.contains("requested \"regist") && field.contains("…"), "{field}");
+        assert!(field.ends_with("-rc1\")"), "{field}");
+        assert!(!field.contains(&long), "{field}");
+        // Where to change it: the image's line, not the object's.
+        assert_eq!(
+            warnings.last().copied(),
+            Some("driftguard: change it in Git: examples/app/deployment.yaml:22"),
+            "{mode:?}: {warnings:?}"
+        );
     }
 }
 

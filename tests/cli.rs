@@ -51,6 +51,31 @@ fn check_exits_by_decision() {
     assert_eq!(code, 1, "{stderr}");
 }
 
+/// `check` names the line of the drifted field in the Git file, in the denial, the revert
+/// warnings and the audit record.
+#[test]
+fn check_points_at_the_drifted_fields_line() {
+    let (dir, _) = example_repo();
+    let repo = dir.path().to_str().unwrap();
+    let (code, body, stderr) = check(repo, "main", "deny", "edit-image.json");
+    assert_eq!(code, 1, "{stderr}");
+    let message = body["response"]["status"]["message"].as_str().unwrap();
+    // The image is on line 22; the Deployment starts on line 2.
+    assert!(
+        message.contains("Git declares it at examples/app/deployment.yaml:22 in "),
+        "{message}"
+    );
+    assert!(stderr.contains("examples/app/deployment.yaml:22"), "audit: {stderr}");
+    let (code, body, stderr) = check(repo, "main", "revert", "scale-deployment.json");
+    assert_eq!(code, 0, "{stderr}");
+    let warnings = body["response"]["warnings"].as_array().unwrap();
+    assert_eq!(
+        warnings.last().and_then(Value::as_str),
+        Some("driftguard: change it in Git: examples/app/deployment.yaml:10"),
+        "{warnings:?}"
+    );
+}
+
 #[test]
 fn check_errors_exit_2_with_a_reason() {
     let (dir, _) = example_repo();

@@ -169,7 +169,7 @@ async fn deny_mode_blocks_kubectl_drift_and_lets_the_rest_through() {
     let kubectl = tokio::task::spawn_blocking(move || {
         seed_example_app(&kubectl);
         let user = Identity::User;
-        let git = "examples/app/deployment.yaml:2";
+        let git = "examples/app/deployment.yaml:10";
 
         let out = kubectl.run_as(user, &["scale", "deploy", "web", "--replicas=5"], &[]);
         assert_denied(

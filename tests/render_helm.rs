@@ -77,10 +77,10 @@ fn defaults_render_every_template_with_helpers() {
         names(&manifests),
         vec![
             "\"ConfigMap\" \"demo-cache\" (examples/helm/web/charts/cache/templates/configmap.yaml (document 1))",
-            "\"ConfigMap\" \"demo-web\" (examples/helm/web/templates/configmap.yaml (document 2))",
-            "\"Deployment\" \"demo-web\" (examples/helm/web/templates/deployment.yaml (document 4))",
-            "\"Service\" \"demo-web\" (examples/helm/web/templates/service.yaml (document 3))",
-            "\"Pod\" \"demo-web-test\" (examples/helm/web/templates/test-connection.yaml (document 5))",
+            "\"ConfigMap\" \"demo-web\" (examples/helm/web/templates/configmap.yaml (document 1))",
+            "\"Deployment\" \"demo-web\" (examples/helm/web/templates/deployment.yaml (document 1))",
+            "\"Service\" \"demo-web\" (examples/helm/web/templates/service.yaml (document 1))",
+            "\"Pod\" \"demo-web-test\" (examples/helm/web/templates/test-connection.yaml (document 1))",
         ]
     );
     // `include "web.fullname"` and `include "web.labels"` from _helpers.tpl.
@@ -200,7 +200,7 @@ fn hooks_are_not_desired_state() {
     assert_eq!(set.skipped.len(), 1);
     assert!(
         set.skipped[0].to_string().starts_with(
-            "examples/helm/web/templates/test-connection.yaml (document 5): Pod demo-web-test skipped: helm.sh/hook"
+            "examples/helm/web/templates/test-connection.yaml (document 1): Pod demo-web-test skipped: helm.sh/hook"
         ),
         "{}",
         set.skipped[0]
@@ -245,6 +245,26 @@ fn rerendering_is_byte_identical() {
             .collect::<Vec<_>>()
     };
     assert_eq!(bytes(&first), bytes(&second));
+}
+
+/// Documents are counted within the template that renders them, not across Helm's output.
+#[test]
+fn origins_count_documents_within_their_template() {
+    let checkout = scratch_chart();
+    std::fs::write(
+        checkout.path().join("charts/web/templates/pair.yaml"),
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pair-a\n---\n# the second\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: pair-b\n",
+    )
+    .unwrap();
+    let manifests = render_helm(&helm(), checkout.path(), "charts/web", &options(), &Limits::default())
+        .unwrap_or_else(|err| panic!("{err}"));
+    let origin = |name: &str| find(&manifests, "ConfigMap", name).origin.to_string();
+    assert_eq!(origin("pair-a"), "charts/web/templates/pair.yaml (document 1)");
+    assert_eq!(origin("pair-b"), "charts/web/templates/pair.yaml (document 2)");
+    assert_eq!(
+        find(&manifests, "Deployment", "demo-web").origin.to_string(),
+        "charts/web/templates/deployment.yaml (document 1)"
+    );
 }
 
 #[test]

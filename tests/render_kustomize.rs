@@ -95,25 +95,39 @@ fn overlay_applies_prefix_namespace_patches_image_and_generated_config_map() {
 }
 
 #[test]
-fn origins_name_the_kustomization_and_document_index() {
+fn origins_name_the_file_each_object_came_from() {
     let (_work, dest) = example_checkout();
     let manifests = render_kustomize(dest.path(), OVERLAY, &Limits::default()).unwrap();
-    for (index, manifest) in manifests.iter().enumerate() {
-        assert_eq!(
-            manifest.origin.file,
-            format!("{OVERLAY}/kustomization.yaml"),
-            "{manifest:#?}"
-        );
-        assert_eq!(manifest.origin.line, 0);
-        assert_eq!(manifest.origin.document, Some(u32::try_from(index + 1).unwrap()));
-    }
     // Sorted by apiVersion, kind, namespace, name.
     let kinds: Vec<&str> = manifests.iter().map(|m| m.object["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, ["Deployment", "ConfigMap", "Service"]);
+    let origins: Vec<String> = manifests.iter().map(|m| m.origin.to_string()).collect();
     assert_eq!(
-        manifests[0].origin.to_string(),
-        format!("{OVERLAY}/kustomization.yaml (document 1)")
+        origins,
+        [
+            // Resources: their own files in the base the overlay builds on.
+            "examples/kustomize/base/deployment.yaml",
+            // Generated: the kustomization declaring the generator (the overlay merges into it).
+            "examples/kustomize/base/kustomization.yaml",
+            "examples/kustomize/base/service.yaml",
+        ]
     );
+    for manifest in &manifests {
+        assert_eq!((manifest.origin.line, manifest.origin.document), (0, None));
+        // The annotation that recorded it is not desired state.
+        let annotations = &manifest.object["metadata"]["annotations"];
+        assert!(
+            annotations.get("config.kubernetes.io/origin").is_none(),
+            "{manifest:#?}"
+        );
+    }
+    // Nothing of the wrapper kustomization is left in the checkout.
+    let leftovers: Vec<_> = std::fs::read_dir(dest.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().starts_with(".driftguard"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]
@@ -137,7 +151,7 @@ fn base_renders_too() {
         deployment.object["spec"]["template"]["spec"]["containers"][0]["image"],
         "nginx:1.25"
     );
-    assert_eq!(deployment.origin.file, "examples/kustomize/base/kustomization.yaml");
+    assert_eq!(deployment.origin.file, "examples/kustomize/base/deployment.yaml");
 }
 
 /// A repository with `app/kustomization.yaml` listing `resources`, checked out.

@@ -48,7 +48,7 @@ fn each_example_renders_with_its_renderer_and_identically_twice() {
         (
             &["--path", "examples/kustomize/overlays/prod"],
             &[
-                "# Source: examples/kustomize/overlays/prod/kustomization.yaml (document 1)",
+                "# Source: examples/kustomize/base/deployment.yaml\n",
                 "name: prod-web",
                 "namespace: prod",
             ],

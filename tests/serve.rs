@@ -123,7 +123,7 @@ async fn embedded_default_serves_decisions_over_https() {
     assert_eq!(review["response"]["allowed"], false);
     let message = review["response"]["status"]["message"].as_str().unwrap();
     assert!(
-        message.contains("spec.replicas") && message.contains("examples/app/deployment.yaml:2"),
+        message.contains("spec.replicas") && message.contains("examples/app/deployment.yaml:10"),
         "{message}"
     );
     assert!(message.contains(&commit[..12]), "names the revision: {message}");

@@ -4,7 +4,8 @@ use std::fmt::Write;
 
 use crate::desired::Managed;
 use crate::drift::FieldDrift;
-pub use crate::drift::display::{clip, show_value};
+pub use crate::drift::display::{clip, fit, show_full_value, show_value};
+use crate::render::Origin;
 
 /// At most this many fields are listed; the rest are counted.
 pub const MAX_FIELDS: usize = 5;
@@ -20,10 +21,18 @@ fn short_revision(managed: &Managed<'_>) -> String {
     }
 }
 
-fn where_in_git(managed: &Managed<'_>) -> String {
+/// Where Git declares the first of `drifts` (its line in plain YAML), else the object.
+fn origin_of(managed: &Managed<'_>, drifts: &[FieldDrift]) -> Origin {
+    match drifts.first() {
+        Some(drift) => managed.object.origin_of(&drift.path),
+        None => managed.object.origin.clone(),
+    }
+}
+
+fn where_in_git(managed: &Managed<'_>, drifts: &[FieldDrift]) -> String {
     format!(
         "{} in {} ({})",
-        managed.object.origin,
+        origin_of(managed, drifts),
         managed.guard.source_url,
         short_revision(managed)
     )
@@ -58,7 +67,7 @@ pub fn drift_denied(
     let _ = write!(
         msg,
         "\nGit declares it at {}. Change it there and driftguard applies it; if another controller owns these fields, ask for an ignore rule on the Guard.",
-        where_in_git(managed)
+        where_in_git(managed, drifts)
     );
     msg
 }
@@ -69,7 +78,7 @@ pub fn delete_denied(managed: &Managed<'_>) -> String {
         "{} is managed by Git (guard {}) and cannot be deleted by hand. Remove it from Git at {} and driftguard prunes it.",
         managed.object.display_name(),
         managed.guard.id,
-        where_in_git(managed)
+        where_in_git(managed, &[])
     )
 }
 
@@ -79,11 +88,8 @@ pub fn reverted_warnings(
     drifts: &[FieldDrift],
     is_sensitive: impl Fn(&FieldDrift) -> bool,
 ) -> Vec<String> {
-    field_warnings(managed, drifts, is_sensitive, |drift, git, attempted| {
-        format!(
-            "driftguard reverted {} to Git's {git} (requested {attempted})",
-            drift.path
-        )
+    field_warnings(managed, drifts, is_sensitive, |[path, git, attempted]| {
+        format!("driftguard reverted {path} to Git's {git} (requested {attempted})")
     })
 }
 
@@ -93,11 +99,8 @@ pub fn audited_warnings(
     drifts: &[FieldDrift],
     is_sensitive: impl Fn(&FieldDrift) -> bool,
 ) -> Vec<String> {
-    field_warnings(managed, drifts, is_sensitive, |drift, git, attempted| {
-        format!(
-            "driftguard: {} drifts from Git (Git {git}, requested {attempted})",
-            drift.path
-        )
+    field_warnings(managed, drifts, is_sensitive, |[path, git, attempted]| {
+        format!("driftguard: {path} drifts from Git (Git {git}, requested {attempted})")
     })
 }
 
@@ -132,39 +135,45 @@ pub fn delete_audited_warning(managed: &Managed<'_>) -> Vec<String> {
             ),
             MAX_WARNING,
         ),
-        change_in_git_warning(managed),
+        change_in_git_warning(managed, &[]),
     ]
 }
 
+/// One warning per field (at most [`MAX_FIELDS`]), each within [`MAX_WARNING`]: `line` gets
+/// the field's path, Git's value and the attempted value, shortened in the middle when the
+/// sentence would be too long, so all three stay visible.
 fn field_warnings(
     managed: &Managed<'_>,
     drifts: &[FieldDrift],
     is_sensitive: impl Fn(&FieldDrift) -> bool,
-    line: impl Fn(&FieldDrift, String, String) -> String,
+    line: impl Fn(&[&String; 3]) -> String,
 ) -> Vec<String> {
     let mut warnings: Vec<String> = drifts
         .iter()
         .take(MAX_FIELDS)
         .map(|drift| {
             let sensitive = is_sensitive(drift);
-            let text = line(
-                drift,
-                show_value(drift.git.as_ref(), sensitive),
-                show_value(drift.attempted.as_ref(), sensitive),
-            );
-            clip(&text, MAX_WARNING)
+            let parts = [
+                drift.path.to_string(),
+                show_full_value(drift.git.as_ref(), sensitive),
+                show_full_value(drift.attempted.as_ref(), sensitive),
+            ];
+            fit(&parts, 1, MAX_WARNING, |p| match p {
+                [path, git, attempted] => line(&[path, git, attempted]),
+                _ => String::new(),
+            })
         })
         .collect();
     if drifts.len() > MAX_FIELDS {
         warnings.push(format!("driftguard: and {} more fields", drifts.len() - MAX_FIELDS));
     }
-    warnings.push(change_in_git_warning(managed));
+    warnings.push(change_in_git_warning(managed, drifts));
     warnings
 }
 
-fn change_in_git_warning(managed: &Managed<'_>) -> String {
+fn change_in_git_warning(managed: &Managed<'_>, drifts: &[FieldDrift]) -> String {
     clip(
-        &format!("driftguard: change it in Git: {}", managed.object.origin),
+        &format!("driftguard: change it in Git: {}", origin_of(managed, drifts)),
         MAX_WARNING,
     )
 }

@@ -9,7 +9,7 @@ use serde_json::value::RawValue;
 use crate::api::{GUARD_ANNOTATION, MANAGED_LABEL};
 use crate::drift::IgnorePath;
 use crate::drift::normalize::normalize_desired;
-use crate::render::{Manifest, Origin};
+use crate::render::{FieldLines, Manifest, Origin};
 use crate::source::Revision;
 
 use super::kinds::{self, ApiResources};
@@ -37,6 +37,8 @@ pub struct DesiredObject {
     pub object: Box<RawValue>,
     /// Where in Git it is declared.
     pub origin: Origin,
+    /// Where its fields are written (plain YAML; empty when unknown).
+    pub fields: FieldLines,
     /// Ignore pointers of the Guard that select this object.
     pub ignore: Arc<[IgnorePath]>,
 }
@@ -57,6 +59,18 @@ impl DesiredObject {
             .iter()
             .filter(|(group, kind, _)| *group == self.group && *kind == self.kind)
             .any(|(_, _, keys)| keys.iter().any(|k| path.starts_with_key(k)))
+    }
+
+    /// Where Git declares the field at `path`: its line when known (plain YAML), else the
+    /// object's origin.
+    pub fn origin_of(&self, path: &crate::drift::FieldPath) -> Origin {
+        match (self.origin.document, self.fields.line_of(path)) {
+            (None, Some(line)) if self.origin.line > 0 => Origin {
+                line,
+                ..self.origin.clone()
+            },
+            _ => self.origin.clone(),
+        }
     }
 
     /// `Kind namespace/name` or `Kind name`, for messages.
@@ -203,7 +217,7 @@ impl DesiredSet {
                 });
             }
             seen.insert(key, objects.len());
-            weight += object.object.get().len() + OBJECT_OVERHEAD;
+            weight += object.object.get().len() + object.fields.heap_bytes() + OBJECT_OVERHEAD;
             objects.push(object);
         }
         Ok(DesiredSet {
@@ -226,7 +240,11 @@ fn desired_object(
     manifest: Manifest,
     kinds: &ApiResources,
 ) -> Result<DesiredObject, DesiredError> {
-    let Manifest { mut object, origin } = manifest;
+    let Manifest {
+        mut object,
+        origin,
+        fields,
+    } = manifest;
     let invalid = |reason: &str| DesiredError::InvalidManifest {
         origin: origin.to_string(),
         reason: reason.to_owned(),
@@ -288,6 +306,7 @@ fn desired_object(
         name,
         object,
         origin,
+        fields,
         ignore,
     })
 }

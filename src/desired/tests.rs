@@ -25,6 +25,7 @@ fn manifest(line: u32, object: serde_json::Value) -> Manifest {
             line,
             document: None,
         },
+        fields: Default::default(),
     }
 }
 

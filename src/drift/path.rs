@@ -75,6 +75,14 @@ impl ElementKey {
 }
 
 impl FieldPath {
+    /// A path of object fields only (tests).
+    #[cfg(test)]
+    pub(crate) fn from_fields(fields: impl IntoIterator<Item = String>) -> Self {
+        FieldPath {
+            segments: fields.into_iter().map(PathSegment::Field).collect(),
+        }
+    }
+
     /// Owned path for the walk position `stack` (called only when drift is found).
     pub(crate) fn from_stack(stack: &[Seg<'_>]) -> Self {
         let segments = stack

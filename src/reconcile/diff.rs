@@ -122,6 +122,7 @@ mod tests {
                     line: 1,
                     document: None,
                 },
+                fields: Default::default(),
             })
             .collect();
         let revision = Revision {

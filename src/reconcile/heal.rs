@@ -243,6 +243,7 @@ mod tests {
                 line: 1,
                 document: None,
             },
+            fields: Default::default(),
         };
         let revision = Revision {
             commit: "c".into(),

@@ -33,6 +33,7 @@ fn desired_with(spec: Value, objects: Vec<Value>) -> Vec<DesiredObject> {
                 line: u32::try_from(i).unwrap() + 1,
                 document: None,
             },
+            fields: Default::default(),
         })
         .collect();
     let revision = Revision {

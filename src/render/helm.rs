@@ -1,6 +1,6 @@
 //! Helm rendering: `helm template` over a chart in the checkout, offline and bounded.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::ffi::OsString;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -48,8 +48,8 @@ pub struct HelmOptions {
 ///   desired state with a notice, as every renderer's hooks are (see `DesiredSet`).
 /// - Each manifest's origin is the template that produced it, from Helm's `# Source:`
 ///   comment, mapped to a repository path (`<chart_dir>/templates/x.yaml`,
-///   `<chart_dir>/charts/dep/templates/y.yaml`), with the 1-based index of its document in
-///   Helm's output; without a `# Source:`, the chart directory. Manifests are sorted by
+///   `<chart_dir>/charts/dep/templates/y.yaml`), with the 1-based index of its document
+///   within that template's output; without a `# Source:`, the chart directory. Manifests are sorted by
 ///   origin, so equal inputs give equal output.
 ///
 /// Helm's failures (template errors, invalid values) are [`RenderError::Helm`] with Helm's
@@ -140,15 +140,18 @@ pub fn render_helm(
     drop(scratch);
     let text = String::from_utf8(output).map_err(|_| fail("helm printed output that is not UTF-8".to_owned()))?;
 
-    let mut index = 0u32;
+    // Documents are numbered within their template, as a reader of that file counts them.
+    let mut per_file: HashMap<String, u32> = HashMap::new();
     let generated: Vec<Generated<'_>> = documents::split(&text)
         .into_iter()
         .filter(|document| document.content_line.is_some())
         .map(|document| {
-            index = index.saturating_add(1);
             let file = source_of(document.text)
                 .and_then(|source| repo_path(&chart, source))
                 .unwrap_or_else(|| chart.clone());
+            let count = per_file.entry(file.clone()).or_insert(0);
+            *count = count.saturating_add(1);
+            let index = *count;
             Generated {
                 text: document.text,
                 origin: Origin {
@@ -289,18 +292,23 @@ fn repo_path(chart_dir: &str, source: &str) -> Option<String> {
 }
 
 /// A private temporary directory, removed when dropped.
-struct Scratch {
-    path: PathBuf,
+pub(super) struct Scratch {
+    pub(super) path: PathBuf,
 }
 
 impl Scratch {
     fn new() -> std::io::Result<Self> {
+        Self::in_dir(&std::env::temp_dir(), "driftguard-helm")
+    }
+
+    /// A fresh directory named `<prefix>-...` in `parent`.
+    pub(super) fn in_dir(parent: &Path, prefix: &str) -> std::io::Result<Self> {
         static NEXT: AtomicU64 = AtomicU64::new(0);
         let nanos = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "driftguard-helm-{}-{}-{nanos}",
+        let path = parent.join(format!(
+            "{prefix}-{}-{}-{nanos}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
         ));

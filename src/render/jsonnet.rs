@@ -499,7 +499,7 @@ impl Walker {
         };
         let problems = identity_problems(&object);
         if problems.is_empty() {
-            self.manifests.push(Manifest { object, origin });
+            self.manifests.push(Manifest::new(object, origin));
         } else {
             self.invalid.push(RenderError::InvalidObject { origin, problems });
         }

@@ -14,6 +14,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde_json::Value;
 
+use super::helm::Scratch;
 use super::sandbox::{self, Invocation, Limits};
 use super::{Manifest, Origin, RenderError};
 use crate::source::{SourceFile, normalize_dir};
@@ -35,8 +36,9 @@ const PATH_LISTS: [&str; 7] = [
 /// Renders the kustomization in `dir` (relative to the checkout `root`).
 ///
 /// Uses `kustomize build` when `kustomize` is installed, else `kubectl kustomize`. Manifests
-/// are sorted by apiVersion, kind, namespace and name; each origin names the kustomization
-/// file and the 1-based position in that order.
+/// are sorted by apiVersion, kind, namespace and name; each origin names the file the object
+/// came from (a resource file, or for generated objects the kustomization declaring the
+/// generator), recorded by kustomize's origin annotations, which are then removed.
 pub fn render_kustomize(root: &Path, dir: &str, limits: &Limits) -> Result<Vec<Manifest>, RenderError> {
     let tool_error = |entry: &str, message: String| RenderError::Tool {
         entry: entry.to_owned(),
@@ -72,10 +74,31 @@ pub fn render_kustomize(root: &Path, dir: &str, limits: &Limits) -> Result<Vec<M
             "neither kustomize nor kubectl is installed; install one to render kustomizations".to_owned(),
         ));
     };
+    // Build a wrapper kustomization beside the checkout's files that adds origin annotations
+    // (kustomize's `buildMetadata: [originAnnotations]`): each object then names the file it
+    // came from. The wrapper only lists the entry, so the output is otherwise the same.
+    let wrapper = Scratch::in_dir(&root, ".driftguard-origins")
+        .map_err(|e| tool_error(&entry, format!("cannot create the origins kustomization: {e}")))?;
+    let wrapper_dir = wrapper
+        .path
+        .file_name()
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let target = if dir.is_empty() {
+        "..".to_owned()
+    } else {
+        format!("../{dir}")
+    };
+    let text = format!(
+        "apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nresources:\n  - {}\nbuildMetadata: [originAnnotations]\n",
+        serde_json::Value::String(target)
+    );
+    std::fs::write(wrapper.path.join("kustomization.yaml"), text)
+        .map_err(|e| tool_error(&entry, format!("cannot write the origins kustomization: {e}")))?;
     args.extend([
         "--load-restrictor".into(),
         "LoadRestrictionsRootOnly".into(),
-        if dir.is_empty() { ".".into() } else { dir.clone().into() },
+        wrapper_dir.clone().into(),
     ]);
     let output = sandbox::run(&Invocation {
         program: &program,
@@ -86,25 +109,77 @@ pub fn render_kustomize(root: &Path, dir: &str, limits: &Limits) -> Result<Vec<M
         limits: *limits,
     })
     .map_err(|e| tool_error(&entry, e.to_string()))?;
+    drop(wrapper);
 
-    parse_output(&entry, output)
+    parse_output(&entry, &wrapper_dir, output)
 }
 
-/// Parses the tool's YAML stream into sorted manifests with generated origins. Pure.
-fn parse_output(entry: &str, output: Vec<u8>) -> Result<Vec<Manifest>, RenderError> {
+/// The annotation `buildMetadata: [originAnnotations]` adds.
+const ORIGIN_ANNOTATION: &str = "config.kubernetes.io/origin";
+
+/// Parses the tool's YAML stream into sorted manifests. Each origin is the file the object
+/// came from (its `config.kubernetes.io/origin`, a path relative to `build_dir`, the
+/// repository-relative directory that was built; the annotation is removed), else the entry
+/// and the object's 1-based position in the sorted output. Pure.
+fn parse_output(entry: &str, build_dir: &str, output: Vec<u8>) -> Result<Vec<Manifest>, RenderError> {
     let mut manifests = super::plain::render(&[SourceFile {
         path: entry.to_owned(),
         content: output,
     }])?;
     manifests.sort_by(|a, b| sort_key(&a.object).cmp(&sort_key(&b.object)));
     for (index, manifest) in manifests.iter_mut().enumerate() {
-        manifest.origin = Origin {
-            file: entry.to_owned(),
-            line: 0,
-            document: Some(u32::try_from(index + 1).unwrap_or(u32::MAX)),
+        manifest.fields = Default::default();
+        manifest.origin = match take_origin(&mut manifest.object).and_then(|origin| origin_file(build_dir, &origin)) {
+            Some(file) => Origin {
+                file,
+                line: 0,
+                document: None,
+            },
+            None => Origin {
+                file: entry.to_owned(),
+                line: 0,
+                document: Some(u32::try_from(index + 1).unwrap_or(u32::MAX)),
+            },
         };
     }
     Ok(manifests)
+}
+
+/// Removes the origin annotation from `object` (and `annotations` if that leaves it empty),
+/// returning its text.
+fn take_origin(object: &mut Value) -> Option<String> {
+    let metadata = object.get_mut("metadata")?.as_object_mut()?;
+    let annotations = metadata.get_mut("annotations")?.as_object_mut()?;
+    let origin = annotations.remove(ORIGIN_ANNOTATION)?;
+    if annotations.is_empty() {
+        metadata.remove("annotations");
+    }
+    origin.as_str().map(str::to_owned)
+}
+
+/// The repository path an origin annotation names: `path` (a resource file) or
+/// `configuredIn` (the kustomization of a generator), relative to `build_dir`. `None` for
+/// remote origins (`repo`) and paths leaving the repository.
+fn origin_file(build_dir: &str, annotation: &str) -> Option<String> {
+    let origin: Value = serde_saphyr::from_str(annotation).ok()?;
+    if origin.get("repo").is_some() {
+        return None;
+    }
+    let relative = origin
+        .get("path")
+        .or_else(|| origin.get("configuredIn"))
+        .and_then(Value::as_str)?;
+    let mut parts: Vec<&str> = build_dir.split('/').filter(|p| !p.is_empty()).collect();
+    for part in relative.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            other => parts.push(other),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn sort_key(object: &Value) -> [&str; 4] {
@@ -356,9 +431,31 @@ mod tests {
     }
 
     #[test]
+    fn origin_annotations_name_repository_files_and_are_removed() {
+        assert_eq!(
+            origin_file(".w", "path: ../apps/base/deployment.yaml\n").as_deref(),
+            Some("apps/base/deployment.yaml")
+        );
+        let generated = "configuredIn: ../apps/kustomization.yaml\nconfiguredBy:\n  kind: ConfigMapGenerator\n";
+        assert_eq!(origin_file(".w", generated).as_deref(), Some("apps/kustomization.yaml"));
+        assert_eq!(origin_file(".w", "repo: https://example.com/x\npath: a.yaml\n"), None);
+        assert_eq!(origin_file(".w", "path: ../../outside.yaml\n"), None);
+
+        let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n  annotations:\n    config.kubernetes.io/origin: |\n      path: ../apps/svc.yaml\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n  annotations:\n    keep: me\n    config.kubernetes.io/origin: |\n      path: ../apps/cm.yaml\n";
+        let manifests = parse_output("apps/kustomization.yaml", ".w", yaml.as_bytes().to_vec()).unwrap();
+        let origins: Vec<String> = manifests.iter().map(|m| m.origin.to_string()).collect();
+        assert_eq!(origins, ["apps/cm.yaml", "apps/svc.yaml"]);
+        assert_eq!(
+            manifests[0].object["metadata"]["annotations"],
+            serde_json::json!({"keep": "me"})
+        );
+        assert!(manifests[1].object["metadata"].get("annotations").is_none());
+    }
+
+    #[test]
     fn output_sorted_with_origins() {
         let yaml = "apiVersion: v1\nkind: Service\nmetadata:\n  name: b\n---\napiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: a\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: c\n";
-        let manifests = parse_output("k/kustomization.yaml", yaml.as_bytes().to_vec()).unwrap();
+        let manifests = parse_output("k/kustomization.yaml", "k", yaml.as_bytes().to_vec()).unwrap();
         let kinds: Vec<&str> = manifests.iter().map(|m| m.object["kind"].as_str().unwrap()).collect();
         assert_eq!(kinds, ["Deployment", "ConfigMap", "Service"]);
         assert_eq!(manifests[2].origin.to_string(), "k/kustomization.yaml (document 3)");

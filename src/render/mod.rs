@@ -7,6 +7,7 @@
 //! manifests with origins out, sorted, every problem reported at once.
 
 mod documents;
+mod fields;
 pub mod helm;
 mod json;
 pub mod jsonnet;
@@ -16,6 +17,8 @@ mod plain;
 pub mod sandbox;
 
 use std::fmt;
+
+pub use fields::FieldLines;
 
 use crate::source::SourceFile;
 
@@ -40,6 +43,7 @@ impl fmt::Display for Origin {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.document {
             Some(document) => write!(f, "{} (document {document})", self.file),
+            None if self.line == 0 => f.write_str(&self.file),
             None => write!(f, "{}:{}", self.file, self.line),
         }
     }
@@ -52,6 +56,19 @@ pub struct Manifest {
     pub object: serde_json::Value,
     /// Where it is declared.
     pub origin: Origin,
+    /// Where its fields are written (plain YAML files; empty otherwise).
+    pub fields: FieldLines,
+}
+
+impl Manifest {
+    /// `object` declared at `origin`, field lines unknown.
+    pub fn new(object: serde_json::Value, origin: Origin) -> Self {
+        Manifest {
+            object,
+            origin,
+            fields: FieldLines::default(),
+        }
+    }
 }
 
 /// The ways of turning a directory of source files into manifests (the Guard's
