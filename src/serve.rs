@@ -250,10 +250,12 @@ async fn start(
         }
     };
     let audit_for_rotations = audit.clone();
+    let hpa = crate::desired::HpaBounds::default();
     let admission = Arc::new(Admission::new(
         store,
         AdmissionSettings {
             own_username: settings.own_username.clone(),
+            hpa: hpa.clone(),
         },
         audit,
     ));
