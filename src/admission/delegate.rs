@@ -28,11 +28,7 @@ pub(super) fn for_requester<'m>(request: &Request<'_>, managed: &Managed<'m>) ->
     let field_manager = request.field_manager();
     let names = |rule: usize| {
         managed.guard.delegate_rule(rule).is_some_and(|r| {
-            r.to.names(
-                &user.username,
-                user.groups.iter().map(|g| g.as_ref()),
-                field_manager,
-            )
+            r.to.names(&user.username, user.groups.iter().map(|g| g.as_ref()), field_manager)
         })
     };
     let mut mine: Option<Mine<'m>> = None;
@@ -106,11 +102,7 @@ pub(crate) fn resolve_bounds(
 ) -> Result<(Option<i64>, Option<i64>, String), String> {
     if bounds.from_hpa {
         return match hpa.lookup(group, kind, namespace.unwrap_or(""), name) {
-            Some((hpa_name, min, max)) => Ok((
-                Some(min),
-                Some(max),
-                format!("HorizontalPodAutoscaler {hpa_name}"),
-            )),
+            Some((hpa_name, min, max)) => Ok((Some(min), Some(max), format!("HorizontalPodAutoscaler {hpa_name}"))),
             None => Err(format!(
                 "no HorizontalPodAutoscaler targets {kind} {}{name}, so bounds fromHPA admit no value",
                 namespace.map(|n| format!("{n}/")).unwrap_or_default()
@@ -178,7 +170,10 @@ pub(crate) fn describe_rule(rule: &DelegateRule, rule_no: usize) -> String {
 
 /// The audit message of an allowed delegated change.
 pub(super) fn granted_message(managed: &Managed<'_>, split: &Split, username: &str) -> String {
-    let mut msg = format!("{username} changed delegated fields of {}:", managed.object.display_name());
+    let mut msg = format!(
+        "{username} changed delegated fields of {}:",
+        managed.object.display_name()
+    );
     for (drift, &rule_no) in split.granted.iter().zip(&split.granted_rules).take(MAX_FIELDS) {
         let rule = managed
             .guard

@@ -490,7 +490,12 @@ pub struct Delegates {
 impl Delegates {
     /// True when the writer (`username`, its `groups`, the request's `field_manager`) is one
     /// of these delegates. Allocates nothing.
-    pub fn names<'g>(&self, username: &str, mut groups: impl Iterator<Item = &'g str>, field_manager: Option<&str>) -> bool {
+    pub fn names<'g>(
+        &self,
+        username: &str,
+        mut groups: impl Iterator<Item = &'g str>,
+        field_manager: Option<&str>,
+    ) -> bool {
         self.users.iter().any(|u| u == username)
             || self.service_accounts.iter().any(|sa| is_service_account(username, sa))
             || field_manager.is_some_and(|m| self.field_managers.iter().any(|f| f == m))
@@ -499,7 +504,10 @@ impl Delegates {
 
     /// True when no writer is named.
     pub fn is_empty(&self) -> bool {
-        self.users.is_empty() && self.groups.is_empty() && self.service_accounts.is_empty() && self.field_managers.is_empty()
+        self.users.is_empty()
+            && self.groups.is_empty()
+            && self.service_accounts.is_empty()
+            && self.field_managers.is_empty()
     }
 }
 

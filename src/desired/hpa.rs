@@ -108,11 +108,17 @@ mod tests {
         });
         let (ns, entry) = HpaBounds::entry_of(&hpa).unwrap();
         bounds.upsert(&ns, entry.clone());
-        assert_eq!(bounds.lookup("apps", "Deployment", "shop", "web"), Some(("web".into(), 1, 10)));
+        assert_eq!(
+            bounds.lookup("apps", "Deployment", "shop", "web"),
+            Some(("web".into(), 1, 10))
+        );
         assert_eq!(bounds.lookup("apps", "Deployment", "other", "web"), None);
         assert_eq!(bounds.lookup("apps", "StatefulSet", "shop", "web"), None);
         bounds.upsert(&ns, HpaEntry { min: 3, ..entry });
-        assert_eq!(bounds.lookup("apps", "Deployment", "shop", "web"), Some(("web".into(), 3, 10)));
+        assert_eq!(
+            bounds.lookup("apps", "Deployment", "shop", "web"),
+            Some(("web".into(), 3, 10))
+        );
         bounds.remove("shop", "web");
         assert_eq!(bounds.lookup("apps", "Deployment", "shop", "web"), None);
     }

@@ -15,10 +15,10 @@ mod set;
 mod store;
 
 pub use cache::DesiredCache;
+pub use hpa::{HpaBounds, HpaEntry};
 pub use index::{AdmissionIndex, Conflict, Managed};
 pub use kinds::{ApiResources, KindError};
 pub use load::{LoadError, SourceSettings, load_guard};
-pub use hpa::{HpaBounds, HpaEntry};
 pub use policy::{BreakGlassPolicy, DEFAULT_BREAK_GLASS, GuardId, GuardPolicy, ObjectDelegation};
 pub use set::{DesiredObject, DesiredSet, SkipReason, Skipped};
 pub use store::DesiredStore;
