@@ -467,7 +467,7 @@ impl DelegateRule {
 /// The writers of a [`DelegateRule`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[schemars(extend("x-kubernetes-validations" = [{
-    "rule": "[has(self.users), has(self.groups), has(self.serviceAccounts), has(self.fieldManagers)].exists(x, x)",
+    "rule": "has(self.users) || has(self.groups) || has(self.serviceAccounts) || has(self.fieldManagers)",
     "message": "to must name at least one of users, groups, serviceAccounts, fieldManagers",
 }]))]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -12,6 +12,7 @@
 mod support;
 
 mod controllers;
+mod delegation;
 mod enforcer;
 mod install;
 mod kubectl;
