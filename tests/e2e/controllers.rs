@@ -30,38 +30,8 @@ fn real_controllers_are_never_blocked() {
     let pods = env.cluster.ok(&["get", "pods", "-n", "shop", "-o", "name"]);
     assert_eq!(pods.lines().count(), 3, "{pods}");
 
-    // The HPA's identity may scale through /scale (never break autoscaling). Its RBAC allows
-    // get and update of the scale subresource only: it reads the Scale and writes it back with
-    // new replicas, as the HPA controller does (`kubectl scale` would need to read the
-    // Deployment first, which that identity may not).
-    let hpa = ["--as", "system:serviceaccount:kube-system:horizontal-pod-autoscaler"];
-    let scale = crate::support::cluster::ok(env.cluster.kubectl().args(hpa).args([
-        "get",
-        "deploy",
-        "web",
-        "-n",
-        "shop",
-        "--subresource=scale",
-        "-o",
-        "json",
-    ]));
-    let mut scale: Value = serde_json::from_str(&scale).unwrap();
-    scale["spec"]["replicas"] = json!(4);
-    let file = env.cluster.scratch().join("scale.json");
-    std::fs::write(&file, scale.to_string()).unwrap();
-    let out = env
-        .cluster
-        .kubectl()
-        .args(hpa)
-        .args([
-            "replace",
-            "--raw",
-            "/apis/apps/v1/namespaces/shop/deployments/web/scale",
-            "-f",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap();
+    // The HPA's identity may scale through /scale (never break autoscaling).
+    let out = crate::scale_as_hpa(&env, "shop", 4);
     assert_ok(&out);
     // The Scale the API server answered with: the write landed (self-heal may take Git's 3
     // back at once, so the live object is not asserted).

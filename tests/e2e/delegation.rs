@@ -3,43 +3,25 @@
 //! by driftguard's watch), and a CI deployer (`--field-manager=deployer`) change replicas
 //! within fixed bounds; beyond the bounds both are denied, and a person is denied as before.
 
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::support::cluster::wait_for;
-use crate::{Env, WAIT, apply, assert_denied, assert_ok};
+use crate::{Env, WAIT, apply, assert_denied, assert_ok, scale_as_hpa};
 
-const HPA_USER: &str = "system:serviceaccount:kube-system:horizontal-pod-autoscaler";
-
-/// Writes `/scale` of Deployment `shop/web` as the HPA's identity, as the HPA controller does
-/// (read the Scale, write it back with new replicas).
-fn scale_as_hpa(env: &Env, replicas: i64) -> std::process::Output {
-    let hpa = ["--as", HPA_USER];
-    let scale = crate::support::cluster::ok(env.cluster.kubectl().args(hpa).args([
-        "get",
+/// `kubectl patch deploy web -n shop --field-manager=deployer` setting `replicas`, as alice.
+fn patch_as_deployer(env: &Env, replicas: i64) -> std::process::Output {
+    let patch = format!(r#"{{"spec":{{"replicas":{replicas}}}}}"#);
+    let args = [
+        "patch",
         "deploy",
         "web",
         "-n",
         "shop",
-        "--subresource=scale",
-        "-o",
-        "json",
-    ]));
-    let mut scale: Value = serde_json::from_str(&scale).unwrap();
-    scale["spec"]["replicas"] = json!(replicas);
-    let file = env.cluster.scratch().join(format!("scale-{replicas}.json"));
-    std::fs::write(&file, scale.to_string()).unwrap();
-    env.cluster
-        .kubectl()
-        .args(hpa)
-        .args([
-            "replace",
-            "--raw",
-            "/apis/apps/v1/namespaces/shop/deployments/web/scale",
-            "-f",
-        ])
-        .arg(&file)
-        .output()
-        .unwrap()
+        "--field-manager=deployer",
+        "-p",
+        &patch,
+    ];
+    env.kubectl_as_user(false, &args)
 }
 
 #[test]
@@ -69,11 +51,11 @@ fn delegates_write_within_bounds_and_everyone_else_is_denied() {
 
     // Within the HPA's bounds, once driftguard's watch has seen the HPA.
     wait_for("the HPA's identity allowed to scale to 4", WAIT, || {
-        let out = scale_as_hpa(&env, 4);
+        let out = scale_as_hpa(&env, "shop", 4);
         out.status.success().then_some(())
     });
     // Beyond them: denied, naming the bound and the rule.
-    let out = scale_as_hpa(&env, 9);
+    let out = scale_as_hpa(&env, "shop", 9);
     assert_denied(
         &out,
         "validate-scale.driftguard.io",
@@ -89,42 +71,30 @@ fn delegates_write_within_bounds_and_everyone_else_is_denied() {
     assert_denied(&out, "validate-scale.driftguard.io", &["spec.replicas", "Git has 3"]);
     let out = env.kubectl_as_user(
         false,
-        &["patch", "deploy", "web", "-n", "shop", "-p", r#"{"spec":{"replicas":4}}"#],
-    );
-    assert_denied(&out, "validate.driftguard.io", &["spec.replicas", "Git has 3"]);
-
-    // The CI deployer by field manager: within its bounds, then beyond them.
-    let out = env.kubectl_as_user(
-        false,
         &[
             "patch",
             "deploy",
             "web",
             "-n",
             "shop",
-            "--field-manager=deployer",
             "-p",
             r#"{"spec":{"replicas":4}}"#,
         ],
     );
+    assert_denied(&out, "validate.driftguard.io", &["spec.replicas", "Git has 3"]);
+
+    // The CI deployer by field manager: within its bounds, then beyond them.
+    let out = patch_as_deployer(&env, 4);
     assert_ok(&out);
-    let out = env.kubectl_as_user(
-        false,
-        &[
-            "patch",
-            "deploy",
-            "web",
-            "-n",
-            "shop",
-            "--field-manager=deployer",
-            "-p",
-            r#"{"spec":{"replicas":8}}"#,
-        ],
-    );
+    let out = patch_as_deployer(&env, 8);
     assert_denied(
         &out,
         "validate.driftguard.io",
-        &["above the maximum 6 (bounds)", "delegate rule 2", "fieldManagers deployer"],
+        &[
+            "above the maximum 6 (bounds)",
+            "delegate rule 2",
+            "fieldManagers deployer",
+        ],
     );
     // The deployer may not change what it was not given.
     let out = env.kubectl_as_user(
