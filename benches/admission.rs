@@ -29,6 +29,7 @@ fn admission(mode: Mode) -> Admission {
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         Arc::new(Discard),
     )

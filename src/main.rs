@@ -616,6 +616,7 @@ fn offline_guard(git: &GitArgs, mode: Option<Mode>) -> Result<(GuardId, GuardSpe
             interval: driftguard::api::GoDuration::five_minutes(),
             ignore: Vec::new(),
             exemptions: Default::default(),
+            delegate: Vec::new(),
             break_glass: None,
             suspend: false,
         },
@@ -681,6 +682,7 @@ fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, rev
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         audit.clone(),
     );

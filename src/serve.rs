@@ -5,6 +5,7 @@
 //! holder enforces, and every replica serves what the leader applied.
 
 mod cluster;
+mod hpa;
 
 pub use cluster::connect;
 
@@ -222,6 +223,7 @@ async fn start(
     metrics: Arc<Metrics>,
     audit: Arc<dyn AuditSink>,
     managed: Option<Arc<server::ServingCert>>,
+    hpa: crate::desired::HpaBounds,
 ) -> Result<Started, ServeError> {
     let (certificate, ca_file) = match (&settings.server.tls, managed) {
         (TlsSource::Files { cert, key }, _) => (
@@ -254,6 +256,7 @@ async fn start(
         store,
         AdmissionSettings {
             own_username: settings.own_username.clone(),
+            hpa,
         },
         audit,
     ));
@@ -313,7 +316,15 @@ pub async fn run(settings: Settings, embedded: bool) -> Result<(), ServeError> {
             .map_err(ServeError::Audit)?,
     );
     let counted: Arc<dyn AuditSink> = Arc::new(CountingSink::new(audit.clone(), metrics.clone()));
-    let Started { bound, ca_file } = start(&settings, store.clone(), metrics.clone(), counted, None).await?;
+    let Started { bound, ca_file } = start(
+        &settings,
+        store.clone(),
+        metrics.clone(),
+        counted,
+        None,
+        crate::desired::HpaBounds::default(),
+    )
+    .await?;
     let addr = bound.https_addr();
     if let (true, Some(ca)) = (embedded, ca_file) {
         let metrics_url = bound

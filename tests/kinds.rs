@@ -113,6 +113,7 @@ async fn cluster_scoped_custom_resource_is_keyed_by_discovery_and_its_edits_are_
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         Arc::new(MemorySink::new()),
     );

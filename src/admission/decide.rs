@@ -6,10 +6,11 @@ use serde_json::{Value, json};
 
 use crate::api::Mode;
 use crate::audit::{Actor, AuditEvent, EventKind, FieldRecord, ObjectRef, SCHEMA, now_rfc3339};
-use crate::desired::{AdmissionIndex, Managed};
-use crate::drift::{self, FieldDrift};
+use crate::desired::{AdmissionIndex, HpaBounds, Managed};
+use crate::drift::{self, FieldDrift, IgnorePath};
 
 use super::Webhook;
+use super::delegate;
 use super::exempt::{Exemption, exemption};
 use super::message;
 use super::review::{Operation, Request, ReviewError};
@@ -108,6 +109,9 @@ impl Decision {
 pub struct AdmissionSettings {
     /// driftguard's own username (`system:serviceaccount:<ns>:<name>`); its writes are exempt.
     pub own_username: String,
+    /// HorizontalPodAutoscaler bounds for delegate rules with `bounds.fromHPA` (kept current
+    /// by a watch in cluster mode; empty otherwise).
+    pub hpa: HpaBounds,
 }
 
 /// Decide one request. Errors are malformed reviews (the caller answers 400).
@@ -137,7 +141,13 @@ pub fn decide(
     if managed.guard.mode == Mode::Off {
         return Ok(Decision::pass("allowed"));
     }
-    if let Some(why) = exemption(request, &settings.own_username, &managed.guard.exemptions) {
+    // The delegate rules naming the requester (None, without allocating, when there are none).
+    let mine = delegate::for_requester(request, &managed);
+    let exempt = exemption(request, &settings.own_username, &managed.guard.exemptions)
+        // A delegate rule naming a built-in exempt controller (the HPA on /scale) is the
+        // Guard's explicit word about it: its bounds apply.
+        .filter(|why| !(*why == Exemption::System && mine.is_some()));
+    if let Some(why) = exempt {
         let mut decision = Decision::pass("exempted");
         decision.annotations = annotations("exempted", &managed, "");
         // Our own writes are the enforcer's; only others' exempt edits are worth a record,
@@ -161,10 +171,16 @@ pub fn decide(
     if request.operation == Operation::Delete {
         return Ok(decide_delete(webhook, request, &managed));
     }
-    let compared = match subresource {
-        Some(_) => scale_drift(request, &managed)?,
-        None => object_drift(request, &managed)?,
+    let delegated: &[&IgnorePath] = mine.as_ref().map_or(&[], |m| &m.pointers);
+    let mut compared = match subresource {
+        Some(_) => scale_drift(request, &managed, delegated)?,
+        None => object_drift(request, &managed, delegated)?,
     };
+    if let Some(mine) = &mine
+        && let Some(decision) = decide_delegated(webhook, request, &managed, mine, &mut compared, &settings.hpa)
+    {
+        return Ok(decision);
+    }
     if compared.drifts.is_empty() {
         // Every decision on a managed object is on record, allows included (once, from the
         // validating pass); only unmanaged objects pass unrecorded.
@@ -312,7 +328,68 @@ fn desired_tree(managed: &Managed<'_>) -> Result<Value, ReviewError> {
     })
 }
 
-fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
+/// The delegated part of a request by a delegate: denied when outside the bounds (deny and
+/// revert modes; revert mode does not clamp, since the writer meant another value), warned
+/// in audit mode; within the bounds the fields are taken out of `compared` and, when nothing
+/// else drifts, the request is allowed and recorded as `admission.delegated`. None leaves the
+/// remaining drifts to the usual judgement.
+fn decide_delegated(
+    webhook: Webhook,
+    request: &Request<'_>,
+    managed: &Managed<'_>,
+    mine: &delegate::Mine<'_>,
+    compared: &mut Compared,
+    hpa: &HpaBounds,
+) -> Option<Decision> {
+    let split = delegate::split(&mut compared.drifts, mine, managed, hpa);
+    let context = (request, managed);
+    if !split.outside.is_empty() && webhook == Webhook::Validate {
+        let outside: Vec<FieldDrift> = split.outside.iter().map(|o| o.drift.clone()).collect();
+        match managed.guard.mode {
+            Mode::Deny | Mode::Revert => {
+                let mut message = delegate::outside_denied(managed, &split.outside);
+                if !compared.drifts.is_empty() {
+                    let is_sensitive = |d: &FieldDrift| managed.object.is_sensitive(&d.path);
+                    message.push('\n');
+                    message.push_str(&message::drift_denied(managed, &compared.drifts, is_sensitive));
+                }
+                let mut all = outside;
+                all.extend(compared.drifts.iter().cloned());
+                return Some(Decision::denied(message, context, &all));
+            }
+            Mode::Audit if compared.drifts.is_empty() => {
+                return Some(Decision::audited(
+                    delegate::outside_warnings(&split.outside),
+                    context,
+                    &outside,
+                ));
+            }
+            _ => {}
+        }
+    }
+    if !compared.drifts.is_empty() || split.granted.is_empty() {
+        return None;
+    }
+    if webhook != Webhook::Validate || !split.outside.is_empty() {
+        return Some(Decision::pass("delegated"));
+    }
+    let message = delegate::granted_message(managed, &split, &request.user_info.username);
+    Some(Decision::recorded(
+        "delegated",
+        EventKind::AdmissionDelegated,
+        Verdict::Allow,
+        Vec::new(),
+        context,
+        &split.granted,
+        message,
+    ))
+}
+
+fn object_drift(
+    request: &Request<'_>,
+    managed: &Managed<'_>,
+    delegated: &[&IgnorePath],
+) -> Result<Compared, ReviewError> {
     let new = require(parse(request.object), request.operation, "object")?;
     let old = match request.operation {
         Operation::Update => Some(require(parse(request.old_object), request.operation, "oldObject")?),
@@ -324,7 +401,7 @@ fn object_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared
     if other_version.is_some() {
         desired = version_independent(desired);
     }
-    let drifts = drift::detect(&desired, old.as_ref(), &new, &managed.object.ignore);
+    let drifts = drift::detect_delegated(&desired, old.as_ref(), &new, &managed.object.ignore, delegated);
     Ok(Compared {
         drifts,
         new,
@@ -371,7 +448,11 @@ fn desired_replicas(managed: &Managed<'_>) -> Result<Option<Value>, ReviewError>
 }
 
 /// The scale subresource carries only replicas: compare them with Git's replicas.
-fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared, ReviewError> {
+fn scale_drift(
+    request: &Request<'_>,
+    managed: &Managed<'_>,
+    delegated: &[&IgnorePath],
+) -> Result<Compared, ReviewError> {
     let new = require(parse(request.object), request.operation, "object")?;
     let Some(git) = desired_replicas(managed)? else {
         return Ok(Compared {
@@ -387,11 +468,12 @@ fn scale_drift(request: &Request<'_>, managed: &Managed<'_>) -> Result<Compared,
     };
     let old = parse(request.old_object);
     let desired = json!({ "spec": { "replicas": git } });
-    let drifts = drift::detect(
+    let drifts = drift::detect_delegated(
         &desired,
         old.as_ref().map(project).as_ref(),
         &project(&new),
         &managed.object.ignore,
+        delegated,
     );
     Ok(Compared {
         drifts,

@@ -44,6 +44,7 @@ pub trait Admit: Send + Sync + 'static {
 
 pub mod break_glass;
 mod decide;
+mod delegate;
 mod exempt;
 mod message;
 pub mod review;

@@ -163,6 +163,28 @@ pub struct Request<'a> {
     /// Nothing is persisted.
     #[serde(default)]
     pub dry_run: Option<bool>,
+    /// The operation's options (CreateOptions, UpdateOptions, PatchOptions, ...).
+    #[serde(borrow, default)]
+    pub options: Option<RequestOptions<'a>>,
+}
+
+/// What admission reads of a request's options.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RequestOptions<'a> {
+    /// `fieldManager` (`kubectl --field-manager`); empty when the client set none.
+    #[serde(borrow, default)]
+    pub field_manager: Option<Cow<'a, str>>,
+}
+
+impl Request<'_> {
+    /// The request's `options.fieldManager`, when set.
+    pub fn field_manager(&self) -> Option<&str> {
+        self.options
+            .as_ref()
+            .and_then(|o| o.field_manager.as_deref())
+            .filter(|m| !m.is_empty())
+    }
 }
 
 #[derive(Deserialize)]

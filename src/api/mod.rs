@@ -249,6 +249,9 @@ pub struct GuardSpec {
     /// Identities whose edits are always allowed.
     #[serde(default)]
     pub exemptions: Exemptions,
+    /// Fields named writers may change (within bounds); everyone else is still denied.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delegate: Vec<DelegateRule>,
     /// Emergency edits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub break_glass: Option<BreakGlass>,
@@ -420,6 +423,131 @@ pub struct IgnoreRule {
     pub namespace: Option<String>,
     /// JSON pointers; `*` matches any list element or map key.
     pub json_pointers: Vec<String>,
+}
+
+/// Declared fields that named writers may change on matching objects: the selectors and
+/// pointers of an [`IgnoreRule`], who (`to`), and optional numeric `bounds`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct DelegateRule {
+    /// API group (`""` for core); any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Kind; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+    /// Object name; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// Namespace; any when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    /// JSON pointers; `*` matches any list element or map key.
+    pub json_pointers: Vec<String>,
+    /// Who may change these fields.
+    pub to: Delegates,
+    /// Numeric bounds on the values a delegate may write.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounds: Option<Bounds>,
+}
+
+impl DelegateRule {
+    /// What the rule covers, as the ignore rule with the same selectors and pointers.
+    pub fn selector(&self) -> IgnoreRule {
+        IgnoreRule {
+            group: self.group.clone(),
+            kind: self.kind.clone(),
+            name: self.name.clone(),
+            namespace: self.namespace.clone(),
+            json_pointers: self.json_pointers.clone(),
+        }
+    }
+}
+
+/// The writers of a [`DelegateRule`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [{
+    "rule": "has(self.users) || has(self.groups) || has(self.serviceAccounts) || has(self.fieldManagers)",
+    "message": "to must name at least one of users, groups, serviceAccounts, fieldManagers",
+}]))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Delegates {
+    /// Usernames.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub users: Vec<String>,
+    /// Groups.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub groups: Vec<String>,
+    /// Service accounts as `namespace/name`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub service_accounts: Vec<String>,
+    /// Field managers: the request's `options.fieldManager` (`kubectl --field-manager`), and
+    /// the managedFields manager the enforcer looks for.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub field_managers: Vec<String>,
+}
+
+impl Delegates {
+    /// True when the writer (`username`, its `groups`, the request's `field_manager`) is one
+    /// of these delegates. Allocates nothing.
+    pub fn names<'g>(
+        &self,
+        username: &str,
+        mut groups: impl Iterator<Item = &'g str>,
+        field_manager: Option<&str>,
+    ) -> bool {
+        self.users.iter().any(|u| u == username)
+            || self.service_accounts.iter().any(|sa| is_service_account(username, sa))
+            || field_manager.is_some_and(|m| self.field_managers.iter().any(|f| f == m))
+            || groups.any(|g| self.groups.iter().any(|c| c == g))
+    }
+
+    /// True when no writer is named.
+    pub fn is_empty(&self) -> bool {
+        self.users.is_empty()
+            && self.groups.is_empty()
+            && self.service_accounts.is_empty()
+            && self.field_managers.is_empty()
+    }
+}
+
+/// Is `username` the service account `reference` (`namespace/name`)?
+fn is_service_account(username: &str, reference: &str) -> bool {
+    let Some((namespace, name)) = reference.split_once('/') else {
+        return false;
+    };
+    username
+        .strip_prefix("system:serviceaccount:")
+        .and_then(|rest| rest.strip_prefix(namespace))
+        .and_then(|rest| rest.strip_prefix(':'))
+        .is_some_and(|rest| rest == name)
+}
+
+/// Bounds on a delegated numeric field: fixed `min`/`max`, or those of the
+/// HorizontalPodAutoscaler that targets the object (`fromHPA`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[schemars(extend("x-kubernetes-validations" = [
+    {
+        "rule": "!(has(self.fromHPA) && self.fromHPA) || (!has(self.min) && !has(self.max))",
+        "message": "bounds: fromHPA excludes min and max",
+    },
+    {
+        "rule": "!has(self.min) || !has(self.max) || self.min <= self.max",
+        "message": "bounds: min must not exceed max",
+    },
+]))]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Bounds {
+    /// Smallest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<i64>,
+    /// Largest value allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<i64>,
+    /// Use `minReplicas` (default 1) and `maxReplicas` of the HorizontalPodAutoscaler whose
+    /// `scaleTargetRef` is the object.
+    #[serde(default, rename = "fromHPA", skip_serializing_if = "std::ops::Not::not")]
+    pub from_hpa: bool,
 }
 
 /// Identities whose edits are always allowed.

@@ -52,6 +52,9 @@ pub enum EventKind {
     /// A managed object was changed by an exempt identity.
     #[serde(rename = "admission.exempted")]
     AdmissionExempted,
+    /// A delegate changed fields a Guard's `delegate` rule gives it, within the bounds.
+    #[serde(rename = "admission.delegated")]
+    AdmissionDelegated,
     /// The enforcer re-applied Git over a change another field manager made.
     #[serde(rename = "drift.corrected")]
     DriftCorrected,
@@ -97,6 +100,7 @@ impl EventKind {
             EventKind::AdmissionAudited => "admission.audited",
             EventKind::AdmissionAllowed => "admission.allowed",
             EventKind::AdmissionExempted => "admission.exempted",
+            EventKind::AdmissionDelegated => "admission.delegated",
             EventKind::DriftCorrected => "drift.corrected",
             EventKind::DriftFighting => "drift.fighting",
             EventKind::AdmissionBreakGlass => "admission.break_glass",

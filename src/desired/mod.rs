@@ -6,6 +6,7 @@
 //! atomically in the [`DesiredStore`] so requests never wait on a refresh.
 
 mod cache;
+mod hpa;
 mod index;
 pub mod kinds;
 mod load;
@@ -14,10 +15,11 @@ mod set;
 mod store;
 
 pub use cache::DesiredCache;
+pub use hpa::{HpaBounds, HpaEntry};
 pub use index::{AdmissionIndex, Conflict, Managed};
 pub use kinds::{ApiResources, KindError};
 pub use load::{LoadError, SourceSettings, load_guard};
-pub use policy::{BreakGlassPolicy, DEFAULT_BREAK_GLASS, GuardId, GuardPolicy};
+pub use policy::{BreakGlassPolicy, DEFAULT_BREAK_GLASS, GuardId, GuardPolicy, ObjectDelegation};
 pub use set::{DesiredObject, DesiredSet, SkipReason, Skipped};
 pub use store::DesiredStore;
 
@@ -60,6 +62,16 @@ pub enum DesiredError {
         /// The pointer as written.
         pointer: String,
         /// Parser's reason.
+        reason: String,
+    },
+    /// A delegate rule is malformed.
+    #[error("guard {guard}: delegate rule {rule}: {reason}")]
+    InvalidDelegate {
+        /// Guard id.
+        guard: String,
+        /// Position of the rule in `delegate` (from 1).
+        rule: usize,
+        /// What is wrong.
         reason: String,
     },
 }

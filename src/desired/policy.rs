@@ -3,7 +3,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::api::{Exemptions, GuardSpec, IgnoreRule, Mode, RenderSpec};
+use crate::api::{Bounds, DelegateRule, Exemptions, GuardSpec, IgnoreRule, Mode, RenderSpec};
 use crate::drift::IgnorePath;
 
 use super::DesiredError;
@@ -31,6 +31,21 @@ struct CompiledIgnore {
 }
 
 impl CompiledIgnore {
+    fn compile(guard: &GuardId, rule: IgnoreRule) -> Result<Self, DesiredError> {
+        let pointers = rule
+            .json_pointers
+            .iter()
+            .map(|p| {
+                IgnorePath::parse(p).map_err(|e| DesiredError::InvalidIgnore {
+                    guard: guard.to_string(),
+                    pointer: p.clone(),
+                    reason: e.to_string(),
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(CompiledIgnore { rule, pointers })
+    }
+
     fn selects(&self, group: &str, kind: &str, namespace: Option<&str>, name: &str) -> bool {
         let matches = |want: &Option<String>, have: &str| want.as_deref().is_none_or(|w| w == have);
         matches(&self.rule.group, group)
@@ -77,6 +92,7 @@ pub struct GuardPolicy {
     /// this off: its plan reports an empty render as Ready=False/EmptyRender and prunes nothing.
     pub reject_empty: bool,
     ignore: Vec<CompiledIgnore>,
+    delegate: Vec<CompiledDelegate>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
     fingerprint: u64,
@@ -88,23 +104,13 @@ impl GuardPolicy {
         let ignore = spec
             .ignore
             .iter()
-            .map(|rule| {
-                let pointers = rule
-                    .json_pointers
-                    .iter()
-                    .map(|p| {
-                        IgnorePath::parse(p).map_err(|e| DesiredError::InvalidIgnore {
-                            guard: id.to_string(),
-                            pointer: p.clone(),
-                            reason: e.to_string(),
-                        })
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(CompiledIgnore {
-                    rule: rule.clone(),
-                    pointers,
-                })
-            })
+            .map(|rule| CompiledIgnore::compile(&id, rule.clone()))
+            .collect::<Result<Vec<_>, DesiredError>>()?;
+        let delegate = spec
+            .delegate
+            .iter()
+            .enumerate()
+            .map(|(index, rule)| compile_delegate(&id, index, rule))
             .collect::<Result<Vec<_>, DesiredError>>()?;
         let fingerprint = {
             use std::hash::{Hash, Hasher};
@@ -129,12 +135,44 @@ impl GuardPolicy {
                 max_duration: b.max_duration.as_ref().map_or(DEFAULT_BREAK_GLASS, |d| d.0),
             }),
             ignore,
+            delegate,
         })
     }
 
     /// Identifies this compiled spec among other versions of the same Guard.
     pub fn fingerprint(&self) -> u64 {
         self.fingerprint
+    }
+
+    /// The Guard's delegate rules, in order (an [`ObjectDelegation`]'s rule numbers index this).
+    pub fn delegate_rules(&self) -> impl ExactSizeIterator<Item = &DelegateRule> {
+        self.delegate.iter().map(|c| &c.rule)
+    }
+
+    /// Delegate rule number `index` (from 0).
+    pub fn delegate_rule(&self, index: usize) -> Option<&DelegateRule> {
+        self.delegate.get(index).map(|c| &c.rule)
+    }
+
+    /// The delegated pointers that apply to one object; None when no rule selects it.
+    pub fn delegation_for(
+        &self,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Option<Arc<ObjectDelegation>> {
+        let mut pointers = Vec::new();
+        let mut rules = Vec::new();
+        for (index, c) in self.delegate.iter().enumerate() {
+            if c.what.selects(group, kind, namespace, name) {
+                for pointer in &c.what.pointers {
+                    pointers.push(pointer.clone());
+                    rules.push(index);
+                }
+            }
+        }
+        (!pointers.is_empty()).then(|| Arc::new(ObjectDelegation { pointers, rules }))
     }
 
     /// The ignore pointers that apply to one object.
@@ -145,4 +183,52 @@ impl GuardPolicy {
             .flat_map(|c| c.pointers.iter().cloned())
             .collect()
     }
+}
+
+/// A delegate rule with its selectors and pointers compiled like an ignore rule's.
+#[derive(Debug, Clone)]
+struct CompiledDelegate {
+    rule: DelegateRule,
+    what: CompiledIgnore,
+}
+
+fn compile_delegate(guard: &GuardId, index: usize, rule: &DelegateRule) -> Result<CompiledDelegate, DesiredError> {
+    let invalid = |reason: &str| DesiredError::InvalidDelegate {
+        guard: guard.to_string(),
+        rule: index + 1,
+        reason: reason.to_owned(),
+    };
+    if rule.to.is_empty() {
+        return Err(invalid(
+            "`to` must name at least one of users, groups, serviceAccounts, fieldManagers",
+        ));
+    }
+    if rule.json_pointers.is_empty() {
+        return Err(invalid("`jsonPointers` must name at least one field"));
+    }
+    if let Some(Bounds { min, max, from_hpa }) = &rule.bounds {
+        if *from_hpa && (min.is_some() || max.is_some()) {
+            return Err(invalid("bounds: fromHPA excludes min and max"));
+        }
+        if let (Some(min), Some(max)) = (min, max)
+            && min > max
+        {
+            return Err(invalid(&format!("bounds: min {min} exceeds max {max}")));
+        }
+    }
+    let what = CompiledIgnore::compile(guard, rule.selector()).map_err(|e| invalid(&e.to_string()))?;
+    Ok(CompiledDelegate {
+        rule: rule.clone(),
+        what,
+    })
+}
+
+/// The delegated pointers of one object: `pointers[i]` is delegated by rule `rules[i]` of its
+/// Guard ([`GuardPolicy::delegate_rule`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectDelegation {
+    /// Pointers, in rule order.
+    pub pointers: Vec<IgnorePath>,
+    /// The rule of each pointer.
+    pub rules: Vec<usize>,
 }

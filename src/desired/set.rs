@@ -41,6 +41,8 @@ pub struct DesiredObject {
     pub fields: FieldLines,
     /// Ignore pointers of the Guard that select this object.
     pub ignore: Arc<[IgnorePath]>,
+    /// Delegated pointers of the Guard that select this object (None: nothing delegated).
+    pub delegation: Option<Arc<super::ObjectDelegation>>,
 }
 
 /// Fields whose values are never echoed (messages, warnings, audit, diffs), per (group, kind):
@@ -297,7 +299,9 @@ fn desired_object(
     serde_json::from_str::<serde::de::IgnoredAny>(object.get())
         .map_err(|e| invalid(&format!("cannot be read back as JSON: {e}")))?;
     let ignore = guard.ignore_for(&group, &kind, namespace.as_deref(), &name);
+    let delegation = guard.delegation_for(&group, &kind, namespace.as_deref(), &name);
     Ok(DesiredObject {
+        delegation,
         group,
         version,
         kind,

@@ -1,6 +1,8 @@
 //! The drift walk: one pass over the desired object, looking up the new and old objects in
 //! step. Allocates only the path stack and the drifts it finds.
 
+use std::borrow::Borrow;
+
 use serde_json::Value;
 
 use super::FieldDrift;
@@ -9,18 +11,30 @@ use super::ignore::IgnorePath;
 use super::path::FieldPath;
 use super::schema::{KeyedLookup, METADATA_DECLARED, ROOT_EXCLUDED, Seg, keyed_list};
 
-struct Walker<'a, 'i> {
+struct Walker<'a, 'i, P> {
     ignore: &'i [IgnorePath],
+    /// Delegated pointers: drifts under one are tagged with its position.
+    delegated: &'i [P],
+    /// The delegated pointer the walk is under.
+    current: Option<usize>,
     /// False on CREATE: there is no old object, so only `N != D` counts.
     has_old: bool,
     stack: Vec<Seg<'a>>,
     out: Vec<FieldDrift>,
 }
 
-/// See [`super::detect`].
-pub(crate) fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: &[IgnorePath]) -> Vec<FieldDrift> {
+/// See [`super::detect_delegated`].
+pub(crate) fn detect<P: Borrow<IgnorePath>>(
+    desired: &Value,
+    old: Option<&Value>,
+    new: &Value,
+    ignore: &[IgnorePath],
+    delegated: &[P],
+) -> Vec<FieldDrift> {
     let mut w = Walker {
         ignore,
+        delegated,
+        current: None,
         has_old: old.is_some(),
         stack: Vec::with_capacity(16),
         out: Vec::new(),
@@ -28,6 +42,7 @@ pub(crate) fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: 
     if w.ignored() {
         return w.out;
     }
+    w.mark();
     let Some(dm) = desired.as_object() else {
         return w.out;
     };
@@ -39,11 +54,13 @@ pub(crate) fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: 
         let ov = old.and_then(|o| o.get(k));
         w.stack.push(Seg::Field(k));
         if !w.ignored() {
+            let saved = w.mark();
             if k == "metadata" {
                 w.walk_metadata(dv, nv, ov);
             } else {
                 w.walk(dv, nv, ov);
             }
+            w.current = saved;
         }
         w.stack.pop();
     }
@@ -54,7 +71,21 @@ fn child<'a>(v: Option<&'a Value>, k: &str) -> Option<&'a Value> {
     v.and_then(Value::as_object).and_then(|m| m.get(k))
 }
 
-impl<'a> Walker<'a, '_> {
+impl<'a, P: Borrow<IgnorePath>> Walker<'a, '_, P> {
+    /// Enter the current position: when it is the first delegated pointer on the way down,
+    /// the subtree is tagged with it. Returns what to restore on the way up.
+    fn mark(&mut self) -> Option<usize> {
+        let saved = self.current;
+        if saved.is_none() {
+            let depth = self.stack.len();
+            self.current = self.delegated.iter().position(|p| {
+                let p = p.borrow();
+                p.depth() == depth && p.matches(&self.stack)
+            });
+        }
+        saved
+    }
+
     fn ignored(&self) -> bool {
         let depth = self.stack.len();
         self.ignore
@@ -65,7 +96,9 @@ impl<'a> Walker<'a, '_> {
     fn walk_field(&mut self, k: &'a str, d: &'a Value, n: Option<&'a Value>, o: Option<&'a Value>) {
         self.stack.push(Seg::Field(k));
         if !self.ignored() {
+            let saved = self.mark();
             self.walk(d, child(n, k), child(o, k));
+            self.current = saved;
         }
         self.stack.pop();
     }
@@ -100,7 +133,9 @@ impl<'a> Walker<'a, '_> {
                         let oe = ol.as_mut().and_then(|l| l.find(de, index));
                         self.stack.push(Seg::Elem { list, elem: de, index });
                         if !self.ignored() {
+                            let saved = self.mark();
                             self.walk(de, ne, oe);
+                            self.current = saved;
                         }
                         self.stack.pop();
                     }
@@ -124,6 +159,7 @@ impl<'a> Walker<'a, '_> {
             git: Some(d.clone()),
             attempted: n.filter(|v| !v.is_null()).cloned(),
             previous: o.filter(|v| !v.is_null()).cloned(),
+            delegated: self.current,
         });
     }
 }

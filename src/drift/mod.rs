@@ -70,6 +70,9 @@ pub struct FieldDrift {
     pub attempted: Option<Value>,
     /// The value before the request (`O[p]`; `None` on CREATE or when absent).
     pub previous: Option<Value>,
+    /// The position in [`detect_delegated`]'s `delegated` of the pointer the field is under
+    /// (always `None` from [`detect`]).
+    pub delegated: Option<usize>,
 }
 
 /// The declared fields that the request (`old` -> `new`) moves away from `desired`, in the
@@ -77,7 +80,20 @@ pub struct FieldDrift {
 ///
 /// `desired` must be normalized ([`normalize_desired`]); `old` is `None` on CREATE.
 pub fn detect(desired: &Value, old: Option<&Value>, new: &Value, ignore: &[IgnorePath]) -> Vec<FieldDrift> {
-    detect::detect(desired, old, new, ignore)
+    detect::detect::<IgnorePath>(desired, old, new, ignore, &[])
+}
+
+/// [`detect`], tagging each drift under one of the `delegated` pointers (matched like ignore
+/// rules, the first on the way down wins) with that pointer's position in
+/// [`FieldDrift::delegated`]. With no delegated pointers it costs what [`detect`] does.
+pub fn detect_delegated<P: std::borrow::Borrow<IgnorePath>>(
+    desired: &Value,
+    old: Option<&Value>,
+    new: &Value,
+    ignore: &[IgnorePath],
+    delegated: &[P],
+) -> Vec<FieldDrift> {
+    detect::detect(desired, old, new, ignore, delegated)
 }
 
 /// RFC 6902 operations on `new` that restore `desired`'s value at every drifting path:

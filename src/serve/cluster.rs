@@ -202,7 +202,22 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
         }
         _ => None,
     };
-    let Started { bound, .. } = start(&settings, store.clone(), metrics.clone(), audit.clone(), managed).await?;
+    // HPA bounds for delegate rules with `fromHPA`, read by admission from memory.
+    let hpa = crate::desired::HpaBounds::default();
+    loops.push(tokio::spawn(super::hpa::follow(
+        client.clone(),
+        hpa.clone(),
+        stopped(stop.clone()),
+    )));
+    let Started { bound, .. } = start(
+        &settings,
+        store.clone(),
+        metrics.clone(),
+        audit.clone(),
+        managed,
+        hpa.clone(),
+    )
+    .await?;
 
     let applier = Applier::new(client.clone(), cluster.api_timeout)
         .await

@@ -13,6 +13,7 @@ mod support;
 
 mod audit;
 mod controllers;
+mod delegation;
 mod enforcer;
 mod install;
 mod kubectl;
@@ -200,14 +201,8 @@ impl Env {
 
     /// A field of an object as admin sees it (`jsonpath`).
     pub fn get(&self, namespace: &str, what: &str, jsonpath: &str) -> String {
-        self.cluster.ok(&[
-            "get",
-            what,
-            "-n",
-            namespace,
-            "-o",
-            &format!("jsonpath={jsonpath}"),
-        ])
+        self.cluster
+            .ok(&["get", what, "-n", namespace, "-o", &format!("jsonpath={jsonpath}")])
     }
 }
 
@@ -228,6 +223,36 @@ pub fn apply(cluster: &Cluster, object: &Value) {
         "-f",
         file.to_str().unwrap(),
     ]);
+}
+
+/// Writes `/scale` of Deployment `<namespace>/web` as the HPA's identity, as the HPA
+/// controller does: its RBAC allows get and update of the scale subresource only, so it reads
+/// the Scale and writes it back with new replicas (`kubectl scale` would need to read the
+/// Deployment first, which that identity may not).
+pub fn scale_as_hpa(env: &Env, namespace: &str, replicas: i64) -> std::process::Output {
+    let hpa = ["--as", "system:serviceaccount:kube-system:horizontal-pod-autoscaler"];
+    let scale = support::cluster::ok(env.cluster.kubectl().args(hpa).args([
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        namespace,
+        "--subresource=scale",
+        "-o",
+        "json",
+    ]));
+    let mut scale: Value = serde_json::from_str(&scale).unwrap();
+    scale["spec"]["replicas"] = json!(replicas);
+    let file = env.cluster.scratch().join(format!("scale-{namespace}-{replicas}.json"));
+    std::fs::write(&file, scale.to_string()).unwrap();
+    let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/web/scale");
+    env.cluster
+        .kubectl()
+        .args(hpa)
+        .args(["replace", "--raw", &path, "-f"])
+        .arg(&file)
+        .output()
+        .unwrap()
 }
 
 /// `/readyz` of a replica answers 200 (TLS not verified: only readiness is asked).

@@ -89,6 +89,7 @@ pub fn stack(spec: &GuardSpec) -> Stack {
         store.clone(),
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         audit.clone(),
     );

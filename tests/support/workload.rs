@@ -90,6 +90,7 @@ pub fn admission(
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         audit,
     )
