@@ -35,9 +35,16 @@ fn real_controllers_are_never_blocked() {
     // new replicas, as the HPA controller does (`kubectl scale` would need to read the
     // Deployment first, which that identity may not).
     let hpa = ["--as", "system:serviceaccount:kube-system:horizontal-pod-autoscaler"];
-    let scale = crate::support::cluster::ok(
-        env.cluster.kubectl().args(hpa).args(["get", "deploy", "web", "-n", "shop", "--subresource=scale", "-o", "json"]),
-    );
+    let scale = crate::support::cluster::ok(env.cluster.kubectl().args(hpa).args([
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "--subresource=scale",
+        "-o",
+        "json",
+    ]));
     let mut scale: Value = serde_json::from_str(&scale).unwrap();
     scale["spec"]["replicas"] = json!(4);
     let file = env.cluster.scratch().join("scale.json");
@@ -46,7 +53,12 @@ fn real_controllers_are_never_blocked() {
         .cluster
         .kubectl()
         .args(hpa)
-        .args(["replace", "--raw", "/apis/apps/v1/namespaces/shop/deployments/web/scale", "-f"])
+        .args([
+            "replace",
+            "--raw",
+            "/apis/apps/v1/namespaces/shop/deployments/web/scale",
+            "-f",
+        ])
         .arg(&file)
         .output()
         .unwrap();
@@ -78,7 +90,15 @@ fn real_controllers_are_never_blocked() {
         let uid = env
             .cluster
             .kubectl()
-            .args(["get", "configmap", "web-config", "-n", "shop", "-o", "jsonpath={.metadata.uid}"])
+            .args([
+                "get",
+                "configmap",
+                "web-config",
+                "-n",
+                "shop",
+                "-o",
+                "jsonpath={.metadata.uid}",
+            ])
             .output()
             .unwrap();
         // Gone, or gone and already put back by the enforcer as a new object.
@@ -90,7 +110,12 @@ fn real_controllers_are_never_blocked() {
     // The namespace controller empties a namespace of managed objects (the Guard included).
     env.cluster.ok(&["delete", "namespace", "shop", "--wait=false"]);
     wait_for("namespace shop to be gone", WAIT, || {
-        let out = env.cluster.kubectl().args(["get", "namespace", "shop"]).output().unwrap();
+        let out = env
+            .cluster
+            .kubectl()
+            .args(["get", "namespace", "shop"])
+            .output()
+            .unwrap();
         (!out.status.success()).then_some(())
     });
 }

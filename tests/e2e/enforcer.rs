@@ -19,9 +19,17 @@ fn server_side_apply_self_heal_and_prune_on_the_real_api_server() {
     env.guard("shop", "deny", json!({}));
 
     // Server-side apply: driftguard owns the declared fields in the real managedFields.
-    let live: Value =
-        serde_json::from_str(&env.cluster.ok(&["get", "deploy", "web", "-n", "shop", "-o", "json", "--show-managed-fields"]))
-            .unwrap();
+    let live: Value = serde_json::from_str(&env.cluster.ok(&[
+        "get",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "-o",
+        "json",
+        "--show-managed-fields",
+    ]))
+    .unwrap();
     let entries = live["metadata"]["managedFields"].as_array().unwrap();
     let ours = entries
         .iter()
@@ -38,14 +46,28 @@ fn server_side_apply_self_heal_and_prune_on_the_real_api_server() {
     let out = env.kubectl_as_user(false, &["scale", "deploy", "web", "-n", "shop", "--replicas=7"]);
     assert_ok(&out);
     env.installed.route();
-    wait_for("self-heal to restore 3 replicas", WAIT, || (replicas(&env, "shop") == "3").then_some(()));
+    wait_for("self-heal to restore 3 replicas", WAIT, || {
+        (replicas(&env, "shop") == "3").then_some(())
+    });
     let events = wait_for("a DriftCorrected Event", WAIT, || {
-        let events = env.cluster.ok(&["get", "events", "-n", "shop", "--field-selector", "reason=DriftCorrected", "-o", "json"]);
+        let events = env.cluster.ok(&[
+            "get",
+            "events",
+            "-n",
+            "shop",
+            "--field-selector",
+            "reason=DriftCorrected",
+            "-o",
+            "json",
+        ]);
         let events: Value = serde_json::from_str(&events).unwrap();
         let items = events["items"].as_array().cloned().unwrap_or_default();
         (!items.is_empty()).then_some(items)
     });
-    assert!(events[0]["message"].as_str().unwrap().contains("spec.replicas"), "{events:?}");
+    assert!(
+        events[0]["message"].as_str().unwrap().contains("spec.replicas"),
+        "{events:?}"
+    );
     let corrected = env
         .installed
         .replicas
@@ -53,13 +75,21 @@ fn server_side_apply_self_heal_and_prune_on_the_real_api_server() {
         .flat_map(|r| r.audit.try_iter().collect::<Vec<_>>())
         .find(|l| l.contains("\"drift.corrected\""))
         .expect("a drift.corrected audit record");
-    assert!(corrected.contains("kubectl-scale") || corrected.contains("spec.replicas"), "{corrected}");
+    assert!(
+        corrected.contains("kubectl-scale") || corrected.contains("spec.replicas"),
+        "{corrected}"
+    );
 
     // Prune: the Service leaves Git, and the next sync deletes it.
     let head = env.repo.commit("apps/web/service.yaml", None, "drop the Service");
     env.until_applied("shop", &head);
     wait_for("the Service to be pruned", WAIT, || {
-        let out = env.cluster.kubectl().args(["get", "service", "web", "-n", "shop"]).output().unwrap();
+        let out = env
+            .cluster
+            .kubectl()
+            .args(["get", "service", "web", "-n", "shop"])
+            .output()
+            .unwrap();
         (!out.status.success()).then_some(())
     });
     let guard: Value =
@@ -96,7 +126,10 @@ fn a_fight_with_the_hpa_and_leader_failover() {
     // The HPA controller's /scale writes are recorded under kube-controller-manager's field
     // manager: that is the writer the condition names.
     assert!(fighting.contains("kube-controller-manager"), "{fighting}");
-    assert!(fighting.contains("spec/replicas") || fighting.contains("spec.replicas"), "{fighting}");
+    assert!(
+        fighting.contains("spec/replicas") || fighting.contains("spec.replicas"),
+        "{fighting}"
+    );
     env.cluster.ok(&["delete", "hpa", "web", "-n", "shop"]);
 
     // Leader failover: the leader is lost without releasing its Lease; the other replica takes
@@ -115,7 +148,16 @@ fn a_fight_with_the_hpa_and_leader_failover() {
     env.installed.proxy.set_backends(Vec::new());
     let out = env.kubectl_as_user(
         false,
-        &["patch", "configmap", "web-config", "-n", "shop", "--type=merge", "-p", r#"{"data":{"greeting":"hi"}}"#],
+        &[
+            "patch",
+            "configmap",
+            "web-config",
+            "-n",
+            "shop",
+            "--type=merge",
+            "-p",
+            r#"{"data":{"greeting":"hi"}}"#,
+        ],
     );
     assert_ok(&out);
     env.installed.route();
@@ -189,7 +231,8 @@ spec:
 fn custom_resources_of_both_scopes_are_protected() {
     let env = Env::start(&[], 1);
     env.repo.commit("apps/web/crds.yaml", Some(CRDS), "CRDs");
-    env.repo.commit("apps/web/widgets.yaml", Some(OBJECTS), "a widget and a gadget");
+    env.repo
+        .commit("apps/web/widgets.yaml", Some(OBJECTS), "a widget and a gadget");
     env.guard("shop", "deny", json!({}));
 
     let widget: Value = serde_json::from_str(&env.cluster.ok(&["get", "clusterwidget", "big", "-o", "json"])).unwrap();
@@ -200,27 +243,61 @@ fn custom_resources_of_both_scopes_are_protected() {
     for machine in [false, true] {
         let out = env.kubectl_as_user(
             machine,
-            &["patch", "clusterwidget", "big", "--type=merge", "-p", r#"{"spec":{"size":9}}"#],
+            &[
+                "patch",
+                "clusterwidget",
+                "big",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"size":9}}"#,
+            ],
         );
-        crate::assert_denied(&out, "validate.driftguard.io", &["spec.size", "Git has 3, request has 9"]);
+        crate::assert_denied(
+            &out,
+            "validate.driftguard.io",
+            &["spec.size", "Git has 3, request has 9"],
+        );
         let out = env.kubectl_as_user(machine, &["delete", "clusterwidget", "big", "--wait=false"]);
         crate::assert_denied(&out, "validate.driftguard.io", &["cannot be deleted"]);
         let out = env.kubectl_as_user(
             machine,
-            &["patch", "gadget", "small", "-n", "shop", "--type=merge", "-p", r#"{"spec":{"size":5}}"#],
+            &[
+                "patch",
+                "gadget",
+                "small",
+                "-n",
+                "shop",
+                "--type=merge",
+                "-p",
+                r#"{"spec":{"size":5}}"#,
+            ],
         );
-        crate::assert_denied(&out, "validate.driftguard.io", &["spec.size", "Git has 1, request has 5"]);
+        crate::assert_denied(
+            &out,
+            "validate.driftguard.io",
+            &["spec.size", "Git has 1, request has 5"],
+        );
     }
 
     // Self-heal covers the cluster-scoped object too.
     env.installed.proxy.set_backends(Vec::new());
     let out = env.kubectl_as_user(
         false,
-        &["patch", "clusterwidget", "big", "--type=merge", "-p", r#"{"spec":{"size":9}}"#],
+        &[
+            "patch",
+            "clusterwidget",
+            "big",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"size":9}}"#,
+        ],
     );
     assert_ok(&out);
     env.installed.route();
     wait_for("self-heal to restore the ClusterWidget", WAIT, || {
-        (env.cluster.ok(&["get", "clusterwidget", "big", "-o", "jsonpath={.spec.size}"]) == "3").then_some(())
+        (env.cluster
+            .ok(&["get", "clusterwidget", "big", "-o", "jsonpath={.spec.size}"])
+            == "3")
+            .then_some(())
     });
 }

@@ -68,7 +68,14 @@ fn helm_install_upgrade_and_uninstall_on_the_real_api_server() {
             pod["metadata"]
         );
     }
-    let events = cluster.ok(&["get", "events", "-n", NAMESPACE, "--field-selector", "reason=FailedCreate"]);
+    let events = cluster.ok(&[
+        "get",
+        "events",
+        "-n",
+        NAMESPACE,
+        "--field-selector",
+        "reason=FailedCreate",
+    ]);
     assert!(!events.contains("violates PodSecurity"), "{events}");
 
     // The leader created the certificate Secret and injected its CA into all four entries.
@@ -88,7 +95,11 @@ fn helm_install_upgrade_and_uninstall_on_the_real_api_server() {
     // kube-apiserver calls the chart's webhooks for a managed object.
     env.guard("shop", "deny", serde_json::json!({}));
     let out = env.kubectl_as_user(false, &["scale", "deploy", "web", "-n", "shop", "--replicas=5"]);
-    assert_denied(&out, "validate-scale.driftguard.io", &["spec.replicas", "Git has 3, request has 5"]);
+    assert_denied(
+        &out,
+        "validate-scale.driftguard.io",
+        &["spec.replicas", "Git has 3, request has 5"],
+    );
 
     // helm upgrade: the webhook configurations are rendered again without a caBundle; the
     // leader puts it back and the webhooks keep answering.
@@ -129,7 +140,12 @@ fn helm_install_upgrade_and_uninstall_on_the_real_api_server() {
     let out = uninstall.join().unwrap();
     assert_ok(&out);
     for kind in ["validatingwebhookconfiguration", "mutatingwebhookconfiguration"] {
-        let left = env.cluster.kubectl().args(["get", kind, "driftguard"]).output().unwrap();
+        let left = env
+            .cluster
+            .kubectl()
+            .args(["get", kind, "driftguard"])
+            .output()
+            .unwrap();
         assert!(!left.status.success(), "{kind} driftguard is left after the uninstall");
     }
     // No webhook left: a scale goes straight through.
@@ -222,16 +238,15 @@ fn plain_manifests_apply_server_side_and_serve() {
         .unwrap();
     // The Namespace and CRDs come first in the file; custom resources in it (none today) would
     // need a second pass once the CRDs are established.
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let docs = documents(&std::fs::read_to_string(&manifest).unwrap());
     let installed = Installed::start(&cluster, docs, 1);
     let env = Env::adopt(cluster, installed);
     env.until_webhook_ready();
     env.guard("shop", "deny", serde_json::json!({}));
-    let out = env.kubectl_as_user(true, &["delete", "configmap", "web-config", "-n", "shop", "--wait=false"]);
+    let out = env.kubectl_as_user(
+        true,
+        &["delete", "configmap", "web-config", "-n", "shop", "--wait=false"],
+    );
     assert_denied(&out, "validate.driftguard.io", &["cannot be deleted"]);
 }

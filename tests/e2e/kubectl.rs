@@ -4,8 +4,8 @@
 
 use serde_json::{Value, json};
 
-use crate::{Env, WAIT, assert_denied, assert_ok};
 use crate::support::cluster::wait_for;
+use crate::{Env, WAIT, assert_denied, assert_ok};
 
 fn editor(env: &Env, sed: &str) -> String {
     let path = env.cluster.scratch().join(format!("editor-{}.sh", sed.len()));
@@ -53,13 +53,21 @@ fn deny_mode_through_the_real_api_server() {
         assert!(String::from_utf8_lossy(&out.stderr).starts_with("Error from server (Forbidden)"));
 
         // edit: a strategic merge patch with fieldValidation=Strict.
-        let mut edit = if machine { env.cluster.machine_kubectl() } else { env.cluster.kubectl() };
+        let mut edit = if machine {
+            env.cluster.machine_kubectl()
+        } else {
+            env.cluster.kubectl()
+        };
         let out = edit
             .env("EDITOR", editor(&env, "s/nginx:1.27.3/nginx:latest/"))
             .args(["--as", crate::USER, "edit", "deploy", "web", "-n", "deny"])
             .output()
             .unwrap();
-        assert_denied(&out, "validate.driftguard.io", &["nginx:latest", "could not be patched"]);
+        assert_denied(
+            &out,
+            "validate.driftguard.io",
+            &["nginx:latest", "could not be patched"],
+        );
 
         for (kind, patch) in [
             ("merge", r#"{"spec":{"replicas":2}}"#),
@@ -100,28 +108,62 @@ fn deny_mode_through_the_real_api_server() {
         // A server-side dry run is decided the same way.
         let out = run(
             machine,
-            &["patch", "deploy", "web", "--type", "merge", "-p", r#"{"spec":{"replicas":9}}"#, "--dry-run=server"],
+            &[
+                "patch",
+                "deploy",
+                "web",
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"replicas":9}}"#,
+                "--dry-run=server",
+            ],
         );
         assert_denied(&out, "validate.driftguard.io", &["request has 9"]);
 
         // kubectl diff asks for a server-side dry run of the change: driftguard's answer shows.
         let out = run(machine, &["diff", "-f", &file]);
         let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.code().unwrap_or(0) > 1, "diff reports the refusal as an error: {stderr}");
+        assert!(
+            out.status.code().unwrap_or(0) > 1,
+            "diff reports the refusal as an error: {stderr}"
+        );
         assert!(stderr.contains("denied the request"), "{stderr}");
     }
     let live = deployment(&env, "deny");
     assert_eq!(live["spec"]["replicas"], 3);
-    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27.3");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27.3"
+    );
 
     // What is not drift goes through.
     assert_ok(&run(false, &["rollout", "restart", "deploy", "web"]));
     assert_ok(&run(true, &["label", "deploy", "web", "owner=team-web"]));
-    assert_ok(&run(false, &["annotate", "deploy", "web", "team.example.com/pager=web-oncall"]));
-    assert_ok(&run(true, &["patch", "deploy", "web", "--type", "merge", "-p", r#"{"spec":{"minReadySeconds":5}}"#]));
+    assert_ok(&run(
+        false,
+        &["annotate", "deploy", "web", "team.example.com/pager=web-oncall"],
+    ));
+    assert_ok(&run(
+        true,
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"minReadySeconds":5}}"#,
+        ],
+    ));
     let file = edited_manifest(&env, "deny", 3, "nginx:1.27.3");
     let out = run(false, &["diff", "-f", &file]);
-    assert_eq!(out.status.code(), Some(0), "no difference: {}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "no difference: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let live = deployment(&env, "deny");
     assert_eq!(live["metadata"]["labels"]["owner"], "team-web");
     assert_eq!(live["spec"]["minReadySeconds"], 5);
@@ -129,7 +171,11 @@ fn deny_mode_through_the_real_api_server() {
 
     // Guards as users see them: the printer columns and the schema's documentation.
     for machine in [false, true] {
-        let mut get = if machine { env.cluster.machine_kubectl() } else { env.cluster.kubectl() };
+        let mut get = if machine {
+            env.cluster.machine_kubectl()
+        } else {
+            env.cluster.kubectl()
+        };
         let table = crate::support::cluster::ok(get.args(["get", "guards", "-n", "deny"]));
         let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
         assert_eq!(header, ["NAME", "READY", "REVISION", "OBJECTS", "AGE"], "{table}");
@@ -137,10 +183,17 @@ fn deny_mode_through_the_real_api_server() {
         assert_eq!(&row[..2], ["web", "True"], "{table}");
         assert!(env.repo.head().starts_with(row[2]), "{table}");
         assert_eq!(row[3], "3", "{table}");
-        let mut explain = if machine { env.cluster.machine_kubectl() } else { env.cluster.kubectl() };
+        let mut explain = if machine {
+            env.cluster.machine_kubectl()
+        } else {
+            env.cluster.kubectl()
+        };
         let doc = crate::support::cluster::ok(explain.args(["explain", "guard.spec"]));
         for field in ["sourceRef", "mode", "ignore", "exemptions", "breakGlass", "prune"] {
-            assert!(doc.contains(field), "{field} missing from kubectl explain guard.spec:\n{doc}");
+            assert!(
+                doc.contains(field),
+                "{field} missing from kubectl explain guard.spec:\n{doc}"
+            );
         }
     }
     let ready = env.get("deny", "guard/web", "{.status.conditions[?(@.type==\"Ready\")].reason}");
@@ -151,7 +204,12 @@ fn deny_mode_through_the_real_api_server() {
         .installed
         .replicas
         .iter()
-        .map(|r| r.audit.try_iter().filter(|l| l.contains("\"admission.denied\"")).count())
+        .map(|r| {
+            r.audit
+                .try_iter()
+                .filter(|l| l.contains("\"admission.denied\""))
+                .count()
+        })
         .sum();
     assert!(denied >= 2 * 13, "{denied} admission.denied records");
 }
@@ -167,19 +225,29 @@ fn revert_mode_through_the_real_api_server() {
             stderr.contains("Warning: driftguard reverted spec.replicas to Git's 3 (requested 5)"),
             "{stderr}"
         );
-        let out = env.kubectl_as_user(machine, &["set", "image", "deploy/web", "web=nginx:1.28", "-n", "revert"]);
+        let out = env.kubectl_as_user(
+            machine,
+            &["set", "image", "deploy/web", "web=nginx:1.28", "-n", "revert"],
+        );
         let stderr = assert_ok(&out);
         assert!(stderr.contains("Warning: driftguard reverted"), "{stderr}");
         assert!(stderr.contains("nginx:1.27.3"), "{stderr}");
 
-        let mut edit = if machine { env.cluster.machine_kubectl() } else { env.cluster.kubectl() };
+        let mut edit = if machine {
+            env.cluster.machine_kubectl()
+        } else {
+            env.cluster.kubectl()
+        };
         let out = edit
             .env("EDITOR", editor(&env, "s/greeting: hello from git/greeting: hi/"))
             .args(["--as", crate::USER, "edit", "configmap", "web-config", "-n", "revert"])
             .output()
             .unwrap();
         let stderr = assert_ok(&out);
-        assert!(stderr.contains("Warning: driftguard reverted data.greeting"), "{stderr}");
+        assert!(
+            stderr.contains("Warning: driftguard reverted data.greeting"),
+            "{stderr}"
+        );
 
         // Deletes are still denied in revert mode.
         let out = env.kubectl_as_user(machine, &["delete", "deploy", "web", "-n", "revert", "--wait=false"]);
@@ -187,7 +255,10 @@ fn revert_mode_through_the_real_api_server() {
     }
     let live = deployment(&env, "revert");
     assert_eq!(live["spec"]["replicas"], 3);
-    assert_eq!(live["spec"]["template"]["spec"]["containers"][0]["image"], "nginx:1.27.3");
+    assert_eq!(
+        live["spec"]["template"]["spec"]["containers"][0]["image"],
+        "nginx:1.27.3"
+    );
     let greeting = env.get("revert", "configmap/web-config", "{.data.greeting}");
     assert_eq!(greeting, "hello from git");
     // The Deployment's generation never moved: every revert left the object as Git has it.

@@ -199,14 +199,8 @@ impl Env {
 
     /// A field of an object as admin sees it (`jsonpath`).
     pub fn get(&self, namespace: &str, what: &str, jsonpath: &str) -> String {
-        self.cluster.ok(&[
-            "get",
-            what,
-            "-n",
-            namespace,
-            "-o",
-            &format!("jsonpath={jsonpath}"),
-        ])
+        self.cluster
+            .ok(&["get", what, "-n", namespace, "-o", &format!("jsonpath={jsonpath}")])
     }
 }
 

@@ -102,10 +102,10 @@ impl Cluster {
     /// its own HOME and discovery cache, nothing in the environment but PATH.
     pub fn kubectl_with(&self, kubectl: &Path, kubeconfig: &Path) -> Command {
         assert!(kubectl.exists(), "{} is missing", kubectl.display());
-        let cache = self.home.path().join(format!(
-            "cache-{}",
-            kubectl.to_string_lossy().replace('/', "_")
-        ));
+        let cache = self
+            .home
+            .path()
+            .join(format!("cache-{}", kubectl.to_string_lossy().replace('/', "_")));
         let mut command = Command::new(kubectl);
         command
             .arg("--kubeconfig")
@@ -380,10 +380,12 @@ impl Installed {
     pub fn helm(cluster: &Cluster, values: &[&str], replicas: usize) -> Installed {
         let chart = super::root().join("charts/driftguard");
         let mut install = cluster.helm();
-        install
-            .args(["install", RELEASE])
-            .arg(&chart)
-            .args(["--namespace", NAMESPACE, "--create-namespace", "--wait=false"]);
+        install.args(["install", RELEASE]).arg(&chart).args([
+            "--namespace",
+            NAMESPACE,
+            "--create-namespace",
+            "--wait=false",
+        ]);
         for value in values {
             install.args(["--set", value]);
         }
@@ -394,10 +396,8 @@ impl Installed {
 
     /// Routes the chart's Service and starts the replicas for already-applied `manifests`.
     pub fn start(cluster: &Cluster, manifests: Vec<Value>, replicas: usize) -> Installed {
-        let service: Value = serde_json::from_str(&cluster.ok(&[
-            "get", "service", RELEASE, "-n", NAMESPACE, "-o", "json",
-        ]))
-        .unwrap();
+        let service: Value =
+            serde_json::from_str(&cluster.ok(&["get", "service", RELEASE, "-n", NAMESPACE, "-o", "json"])).unwrap();
         let ip: IpAddr = service["spec"]["clusterIP"].as_str().unwrap().parse().unwrap();
         let port = service["spec"]["ports"][0]["port"].as_u64().unwrap() as u16;
         assert!(
@@ -432,8 +432,7 @@ impl Installed {
 
     /// Points the Service at the replicas still in the list.
     pub fn route(&self) {
-        self.proxy
-            .set_backends(self.replicas.iter().map(|r| r.https).collect());
+        self.proxy.set_backends(self.replicas.iter().map(|r| r.https).collect());
     }
 
     /// Removes the replica named `pod` from the endpoints and returns it.
@@ -543,7 +542,10 @@ pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Opti
         if let Some(value) = check() {
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {within:?} waiting for {what}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
