@@ -44,7 +44,7 @@ impl Identity {
         }
     }
 
-    /// The groups the API server gives that service account, impersonated with it.
+    /// The groups the API server gives that service account (for access reviews).
     pub fn groups(&self) -> Vec<String> {
         match self {
             Identity::Driftguard => Vec::new(),
@@ -206,8 +206,11 @@ impl Impersonator {
             return Ok(client.clone());
         }
         let mut config = base.clone();
+        // A service account impersonated alone gets its own groups from the API server
+        // (system:serviceaccounts, system:serviceaccounts:<ns>, system:authenticated): RBAC
+        // rule 12 needs no `impersonate` on groups.
         config.auth_info.impersonate = Some(user);
-        config.auth_info.impersonate_groups = Some(identity.groups());
+        config.auth_info.impersonate_groups = None;
         let client = kube::Client::try_from(config).map_err(|source| ImpersonateError {
             identity: identity.clone(),
             source,
