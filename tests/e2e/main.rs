@@ -15,6 +15,7 @@ mod controllers;
 mod enforcer;
 mod install;
 mod kubectl;
+mod tenants;
 
 use std::path::Path;
 use std::time::Duration;
