@@ -69,6 +69,20 @@ fn team(env: &Env, namespace: &str, user: &str) {
         "--clusterrole=admin",
         &format!("--user={user}"),
     ]);
+    // The controller manager aggregates the chart's roles into `admin` asynchronously.
+    wait_for(
+        &format!("{user} may manage Guards and GitSources in {namespace}"),
+        WAIT,
+        || {
+            ["guards.driftguard.io", "gitsources.driftguard.io"]
+                .iter()
+                .all(|resource| {
+                    let out = kubectl_as(env, user, &["auth", "can-i", "patch", resource, "-n", namespace]);
+                    out.stdout.starts_with(b"yes")
+                })
+                .then_some(())
+        },
+    );
 }
 
 /// The Ready condition of Guard `namespace/name` once it is `status` with `reason`: its message.
@@ -163,8 +177,8 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
                          "targetNamespace": "team-a", "interval": "1h"}}),
     );
     let message = until_ready(&env, "team-a", "tenant", "False", "ApplyFailed");
-    assert!(message.contains("ClusterRoleBinding/ann-is-root"), "{message}");
-    assert!(message.contains("team-b"), "{message}");
+    assert!(message.contains("ClusterRoleBinding.rbac.authorization.k8s.io ann-is-root"), "{message}");
+    assert!(message.contains("ConfigMap team-b/shared"), "{message}");
     assert!(message.contains("system:serviceaccount:team-a:deployer"), "{message}");
     assert!(message.contains("forbidden"), "{message}");
     // Neither was written; the own object was.
