@@ -177,7 +177,10 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
                          "targetNamespace": "team-a", "interval": "1h"}}),
     );
     let message = until_ready(&env, "team-a", "tenant", "False", "ApplyFailed");
-    assert!(message.contains("ClusterRoleBinding.rbac.authorization.k8s.io ann-is-root"), "{message}");
+    assert!(
+        message.contains("ClusterRoleBinding.rbac.authorization.k8s.io ann-is-root"),
+        "{message}"
+    );
     assert!(message.contains("ConfigMap team-b/shared"), "{message}");
     assert!(message.contains("system:serviceaccount:team-a:deployer"), "{message}");
     assert!(message.contains("forbidden"), "{message}");
@@ -247,6 +250,17 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
 fn cross_namespace_sources_need_consent_and_lockdown_acts_as_the_default_account() {
     let env = Env::start(&LOCKDOWN, 1);
     team(&env, "team-a", "ann@example.com");
+    // The shared source of the Env allows every namespace: here it allows none.
+    env.cluster.ok(&[
+        "patch",
+        "gitsource",
+        "apps",
+        "-n",
+        "default",
+        "--type=json",
+        "-p",
+        "[{\"op\":\"remove\",\"path\":\"/spec/accessFrom\"}]",
+    ]);
     apply_as(
         &env,
         "ann@example.com",
