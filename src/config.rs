@@ -13,6 +13,7 @@ use crate::api::{GitRefSpec, GitSourceSpec, GoDuration, GuardSpec, Mode, SourceR
 use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
 use crate::reconcile::selfheal::HealSettings;
+use crate::reconcile::tenancy::TenancySettings;
 use crate::source::GitReference;
 
 /// Why the configuration is unusable.
@@ -385,6 +386,25 @@ pub struct ClusterFile {
     /// Fight detection.
     #[serde(default)]
     pub self_heal: SelfHealFile,
+    /// Multi-tenancy lockdown (README "Multi-tenancy").
+    #[serde(default)]
+    pub tenancy: TenancyFile,
+}
+
+/// `cluster.tenancy:` who Guards act as, and which references they may make.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct TenancyFile {
+    /// Service account (in the Guard's namespace) of Guards without `serviceAccountName`:
+    /// lockdown. Omitted: such Guards act as driftguard itself.
+    #[serde(default)]
+    pub default_service_account: Option<String>,
+    /// Namespaces whose Guards without `serviceAccountName` act as driftguard itself.
+    #[serde(default)]
+    pub privileged_namespaces: Vec<String>,
+    /// Refuse every GitSource reference across namespaces.
+    #[serde(default)]
+    pub no_cross_namespace_refs: bool,
 }
 
 /// The config file as written.
@@ -642,6 +662,8 @@ pub struct ClusterSettings {
     pub api_timeout: Duration,
     /// Fight detection.
     pub self_heal: HealSettings,
+    /// Multi-tenancy lockdown.
+    pub tenancy: TenancySettings,
 }
 
 /// Everything `serve` needs, validated.
@@ -931,8 +953,38 @@ impl ConfigFile {
                 max_flips: file.self_heal.max_flips,
                 window: file.self_heal.window.0,
             },
+            tenancy: validate_tenancy(file.tenancy)?,
         })
     }
+}
+
+/// Names in `cluster.tenancy` must be DNS labels (service account and namespace names).
+fn validate_tenancy(file: TenancyFile) -> Result<TenancySettings, ConfigError> {
+    let dns_label = |name: &str| {
+        !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+    };
+    let default = file.default_service_account.filter(|name| !name.is_empty());
+    if let Some(name) = default.as_deref().filter(|name| !dns_label(name)) {
+        return Err(ConfigError::Invalid(format!(
+            "cluster.tenancy.defaultServiceAccount {name:?} is not a service account name"
+        )));
+    }
+    if let Some(name) = file.privileged_namespaces.iter().find(|name| !dns_label(name)) {
+        return Err(ConfigError::Invalid(format!(
+            "cluster.tenancy.privilegedNamespaces: {name:?} is not a namespace name"
+        )));
+    }
+    Ok(TenancySettings {
+        default_service_account: default,
+        privileged_namespaces: file.privileged_namespaces,
+        no_cross_namespace_refs: file.no_cross_namespace_refs,
+    })
 }
 
 fn validate_server(file: ServerFile, base_dir: &Path, overrides: &Overrides) -> Result<ServerSettings, ConfigError> {

@@ -619,6 +619,7 @@ fn offline_guard(git: &GitArgs, mode: Option<Mode>) -> Result<(GuardId, GuardSpe
             delegate: Vec::new(),
             break_glass: None,
             suspend: false,
+            service_account_name: None,
         },
     };
     if let Some(path) = &git.path {
@@ -791,7 +792,8 @@ async fn load_guard_desired(
     use driftguard::reconcile::controller::{ReconcileError, load_desired};
     let fetcher = driftguard::source::Fetcher::new(driftguard::config::default_git_cache_dir());
     let kinds = driftguard::reconcile::kinds::ClusterKinds::new(client.clone());
-    match load_desired(guard, client, &DesiredCache::new(u64::MAX), &fetcher, &kinds).await {
+    let tenancy = driftguard::reconcile::tenancy::TenancySettings::default();
+    match load_desired(guard, client, &DesiredCache::new(u64::MAX), &fetcher, &kinds, &tenancy).await {
         Ok(set) => Ok(set),
         Err(ReconcileError::MissingSource(source)) => {
             let namespace = source.split_once('/').map_or(id.namespace.as_str(), |(ns, _)| ns);

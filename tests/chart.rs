@@ -773,6 +773,8 @@ fn documented_rules(fullname: &str, namespace: &str) -> BTreeSet<Rule> {
             &["get", "list", "watch", "create", "update"],
             &[],
         ),
+        // 12. Write each Guard's objects as its service account (multi-tenancy).
+        rule(cluster.clone(), &[""], &["serviceaccounts"], &["impersonate"], &[]),
         // 10. The pre-delete hook deletes this release's webhook configurations.
         rule(
             hook,
@@ -900,6 +902,78 @@ fn rbac_apply_rules_narrow_what_the_enforcer_may_write() {
     expected.insert(rule(role.clone(), &[""], &["configmaps", "secrets"], &verbs, &[]));
     expected.insert(rule(role, &["apps"], &["deployments"], &verbs, &[]));
     assert_eq!(rendered, expected);
+}
+
+/// `rbac.aggregateToNamespaceRoles` adds the two aggregated ClusterRoles (rules 13 and 14,
+/// labelled for the built-in admin, edit and view roles) and nothing else; it refuses to
+/// render without the lockdown (`tenancy.defaultServiceAccount`).
+#[test]
+fn aggregated_roles_let_namespace_admins_manage_guards_only_under_lockdown() {
+    let failed = helm(&[
+        "template",
+        RELEASE,
+        CHART,
+        "--namespace",
+        NAMESPACE,
+        "--set",
+        "rbac.aggregateToNamespaceRoles=true",
+    ]);
+    assert!(!failed.status.success(), "rendered without lockdown");
+    assert!(
+        String::from_utf8_lossy(&failed.stderr).contains("tenancy.defaultServiceAccount"),
+        "{}",
+        String::from_utf8_lossy(&failed.stderr)
+    );
+    let docs = render(&[
+        "--set",
+        "rbac.aggregateToNamespaceRoles=true",
+        "--set",
+        "tenancy.defaultServiceAccount=deployer",
+    ]);
+    let mut expected = documented_rules("driftguard", NAMESPACE);
+    expected.insert(rule(
+        "ClusterRole driftguard-edit".to_owned(),
+        &["driftguard.io"],
+        &["gitsources", "guards"],
+        &[
+            "get",
+            "list",
+            "watch",
+            "create",
+            "update",
+            "patch",
+            "delete",
+            "deletecollection",
+        ],
+        &[],
+    ));
+    expected.insert(rule(
+        "ClusterRole driftguard-view".to_owned(),
+        &["driftguard.io"],
+        &["gitsources", "guards", "gitsources/status", "guards/status"],
+        &["get", "list", "watch"],
+        &[],
+    ));
+    assert_eq!(rendered_rules(&docs), expected);
+    let labels = |name: &str| find(&docs, "ClusterRole", name)["metadata"]["labels"].clone();
+    assert_eq!(
+        labels("driftguard-edit")["rbac.authorization.k8s.io/aggregate-to-admin"],
+        "true"
+    );
+    assert_eq!(
+        labels("driftguard-edit")["rbac.authorization.k8s.io/aggregate-to-edit"],
+        "true"
+    );
+    assert_eq!(
+        labels("driftguard-view")["rbac.authorization.k8s.io/aggregate-to-view"],
+        "true"
+    );
+    let config = find(&docs, "ConfigMap", "driftguard")["data"]["config.yaml"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(config.contains("defaultServiceAccount: deployer"), "{config}");
+    assert!(config.contains("privilegedNamespaces: [\"driftguard\"]"), "{config}");
 }
 
 #[test]

@@ -77,6 +77,32 @@ pub struct GitSourceSpec {
     /// once instead of at the next interval. Omitted: no receiver (such hooks get 404).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receiver: Option<ReceiverSpec>,
+    /// Which other namespaces' Guards may read this source (its Git content and credentials).
+    /// Omitted: only Guards in the source's own namespace (README "Multi-tenancy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_from: Option<AccessFrom>,
+}
+
+/// `GitSource.spec.accessFrom`: the namespaces whose Guards may reference a GitSource. A Guard
+/// is allowed when its namespace is listed or matches the selector.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AccessFrom {
+    /// Namespace names (`*`: every namespace).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
+    /// Labels a namespace must carry (all of them) for its Guards to be allowed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<NamespaceSelector>,
+}
+
+/// A namespace label selector (`matchLabels` only: every label must match).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceSelector {
+    /// Labels and their values.
+    #[serde(default)]
+    pub match_labels: BTreeMap<String, String>,
 }
 
 /// Push receiver of a GitSource.
@@ -258,6 +284,12 @@ pub struct GuardSpec {
     /// Pause the enforcer: no apply, prune or self-heal. Admission keeps `mode` (set `off` to stop it).
     #[serde(default)]
     pub suspend: bool,
+    /// Service account (in the Guard's namespace) the enforcer impersonates to apply, prune and
+    /// self-heal this Guard's objects, and whose rights bound what admission protects. Omitted:
+    /// the configured default account (lockdown), or driftguard itself for the namespaces
+    /// configured as privileged (README "Multi-tenancy").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
 }
 
 fn default_true() -> bool {

@@ -340,6 +340,9 @@ struct Pass {
 #[derive(Clone)]
 pub struct Applier {
     client: Client,
+    /// Writes (applies, prunes, break-glass cleanups) go through this client: driftguard's own
+    /// or one impersonating a Guard's identity ([`Applier::acting_as`]). Reads use `client`.
+    writer: Client,
     kinds: Arc<ClusterKinds>,
     timeout: Duration,
     crd_wait: Duration,
@@ -370,12 +373,20 @@ impl Applier {
             .await
             .map_err(ApplyError::Discovery)?;
         Ok(Applier {
+            writer: client.clone(),
             client,
             kinds,
             timeout,
             crd_wait: DEFAULT_CRD_WAIT,
             retry: RetryPolicy::default(),
         })
+    }
+
+    /// This applier writing through `writer` (a client impersonating a Guard's identity);
+    /// reads for the live snapshot, CRDs and discovery keep driftguard's own client.
+    #[must_use]
+    pub fn acting_as(&self, writer: Client) -> Self {
+        Applier { writer, ..self.clone() }
     }
 
     /// Retry transient write errors under `policy` instead of [`RetryPolicy::default`].
@@ -522,9 +533,10 @@ impl Applier {
             .ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))
     }
 
-    /// The API of a desired object's kind, in its namespace.
-    async fn api_of(&self, pass: &Pass, object: &DesiredObject) -> Result<Api<DynamicObject>, String> {
-        self.api(
+    /// The API writing a desired object's kind, in its namespace (through the writer).
+    async fn write_api_of(&self, pass: &Pass, object: &DesiredObject) -> Result<Api<DynamicObject>, String> {
+        self.api_through(
+            &self.writer,
             pass,
             &object.group,
             &object.version,
@@ -542,14 +554,27 @@ impl Applier {
         kind: &str,
         namespace: Option<&str>,
     ) -> Result<Api<DynamicObject>, String> {
+        self.api_through(&self.client, pass, group, version, kind, namespace)
+            .await
+    }
+
+    async fn api_through(
+        &self,
+        client: &Client,
+        pass: &Pass,
+        group: &str,
+        version: &str,
+        kind: &str,
+        namespace: Option<&str>,
+    ) -> Result<Api<DynamicObject>, String> {
         let gvk = GroupVersionKind::gvk(group, version, kind);
         let (resource, scope) = self
             .resolve(pass, &gvk)
             .await?
             .ok_or_else(|| format!("the cluster does not serve {kind} in {group}/{version}"))?;
         Ok(match (scope, namespace) {
-            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(self.client.clone(), ns, &resource),
-            _ => Api::all_with(self.client.clone(), &resource),
+            (Scope::Namespaced, Some(ns)) => Api::namespaced_with(client.clone(), ns, &resource),
+            _ => Api::all_with(client.clone(), &resource),
         })
     }
 
@@ -698,7 +723,7 @@ impl Applier {
 
     /// Remove the break-glass annotations of `object` (its time is up and Git is applied).
     async fn end_break_glass(&self, pass: &Pass, object: &DesiredObject) -> (Result<(), String>, Option<WriteReport>) {
-        let api = self.api_of(pass, object).await;
+        let api = self.write_api_of(pass, object).await;
         let patch = &serde_json::json!({"metadata": {"annotations": {
             break_glass::BREAK_GLASS_ANNOTATION: null,
             break_glass::EXPIRES_ANNOTATION: null,
@@ -759,7 +784,7 @@ impl Applier {
     }
 
     async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
-        let api = self.api_of(pass, object).await;
+        let api = self.write_api_of(pass, object).await;
         let (params, body) = (&PatchParams::apply(FIELD_MANAGER).force(), &object.object);
         let name = object.name.as_str();
         self.write_through(WriteVerb::Apply, &ObjectKey::of(object), api, move |api| async move {
@@ -828,7 +853,14 @@ impl Applier {
             };
             let key = &step.key;
             let api = self
-                .api(pass, &key.group, &step.version, &key.kind, key.namespace.as_deref())
+                .api_through(
+                    &self.writer,
+                    pass,
+                    &key.group,
+                    &step.version,
+                    &key.kind,
+                    key.namespace.as_deref(),
+                )
                 .await;
             let (params, name) = (&params, key.name.as_str());
             let (result, report) = self

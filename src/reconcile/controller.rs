@@ -13,6 +13,7 @@ use serde_json::json;
 use super::apply::{Applier, Failure, Sync};
 use super::events::{Events, reference};
 use super::selfheal::SelfHeal;
+use super::tenancy::{self, ImpersonateError, Impersonator, ReferenceError, TenancySettings};
 use super::{InventoryEntry, SkipReason};
 use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink};
@@ -47,6 +48,12 @@ pub enum ReconcileError {
     /// The revision could not be fetched or opened for reading.
     #[error(transparent)]
     Source(#[from] crate::source::SourceError),
+    /// The GitSource does not allow this Guard's namespace (README "Multi-tenancy").
+    #[error(transparent)]
+    Reference(#[from] ReferenceError),
+    /// No client acting as the Guard's identity.
+    #[error(transparent)]
+    Impersonate(#[from] ImpersonateError),
 }
 
 impl ReconcileError {
@@ -60,6 +67,8 @@ impl ReconcileError {
             ReconcileError::Task(_) => "task",
             ReconcileError::NotFetched(_) => "not_fetched",
             ReconcileError::Source(_) => "source",
+            ReconcileError::Reference(_) => "reference",
+            ReconcileError::Impersonate(_) => "impersonate",
         }
     }
 
@@ -73,6 +82,8 @@ impl ReconcileError {
             ReconcileError::Task(_) => "InternalError",
             ReconcileError::NotFetched(_) => "SourceNotReady",
             ReconcileError::Source(_) => "FetchFailed",
+            ReconcileError::Reference(error) => error.reason(),
+            ReconcileError::Impersonate(_) => "ImpersonationFailed",
         }
     }
 
@@ -80,7 +91,10 @@ impl ReconcileError {
     pub fn is_stalled(&self) -> bool {
         matches!(
             self,
-            ReconcileError::MissingSource(_) | ReconcileError::Spec(_) | ReconcileError::Load(_)
+            ReconcileError::MissingSource(_)
+                | ReconcileError::Spec(_)
+                | ReconcileError::Load(_)
+                | ReconcileError::Reference(_)
         )
     }
 }
@@ -115,6 +129,10 @@ pub struct Context {
     pub fetcher: Fetcher,
     /// `reconcile.applied` and `reconcile.pruned` records.
     pub audit: Arc<dyn AuditSink>,
+    /// Lockdown settings: identities of Guards, cross-namespace references.
+    pub tenancy: TenancySettings,
+    /// Clients acting as Guards' identities.
+    pub impersonator: Impersonator,
 }
 
 impl Context {
@@ -122,6 +140,8 @@ impl Context {
     pub fn new(client: Client, applier: Applier, cache: DesiredCache) -> Self {
         Context {
             events: Events::new(client.clone(), None),
+            impersonator: Impersonator::new(None, client.clone()),
+            tenancy: TenancySettings::default(),
             client,
             applier,
             cache,
@@ -154,12 +174,15 @@ fn condition(kind: ConditionType, ok: bool, reason: &str, message: String, gener
 /// Guard's namespace unless it names one) read from the cluster, and the tracked revision
 /// loaded and rendered under the Guard's policy (render settings, ignore rules,
 /// targetNamespace). `driftguard diff --guard` uses it to show exactly what a sync would do.
+/// A GitSource of another namespace is read only when it allows the Guard's namespace
+/// ([`tenancy::check_reference`]).
 pub async fn load_desired(
     guard: &Guard,
     client: &Client,
     cache: &DesiredCache,
     fetcher: &Fetcher,
     kinds: &Arc<super::kinds::ClusterKinds>,
+    tenancy: &TenancySettings,
 ) -> Result<Arc<DesiredSet>, ReconcileError> {
     let id = super::replica::guard_id(guard);
     let namespace = id.namespace.clone();
@@ -174,6 +197,24 @@ pub async fn load_desired(
         .get_opt(&guard.spec.source_ref.name)
         .await?
         .ok_or_else(|| ReconcileError::MissingSource(source_id.clone()))?;
+    let access = source.spec.access_from.as_ref();
+    // The Guard's Namespace labels matter only to a selector of another namespace's source.
+    let labels = match access.and_then(|a| a.namespace_selector.as_ref()) {
+        Some(_) if source_namespace != namespace => Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
+            .get_opt(&namespace)
+            .await?
+            .and_then(|ns| ns.metadata.labels)
+            .unwrap_or_default(),
+        _ => Default::default(),
+    };
+    tenancy::check_reference(
+        &namespace,
+        &labels,
+        &source_namespace,
+        &guard.spec.source_ref.name,
+        access,
+        tenancy,
+    )?;
     // The revision the GitSource fetched (and verified), read from where it was fetched to.
     let settings = super::source::checkout(&source, None, client, fetcher).await?;
     let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)?;
@@ -253,7 +294,22 @@ async fn record_failure(guard: &Guard, ctx: &Context, error: &ReconcileError) {
 
 async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, ReconcileError> {
     let started = std::time::Instant::now();
-    let set = load_desired(guard, &ctx.client, &ctx.cache, &ctx.fetcher, ctx.applier.kinds()).await?;
+    let set = load_desired(
+        guard,
+        &ctx.client,
+        &ctx.cache,
+        &ctx.fetcher,
+        ctx.applier.kinds(),
+        &ctx.tenancy,
+    )
+    .await?;
+    // Writes act as the Guard's identity; reads stay driftguard's.
+    let identity = tenancy::identity(
+        &set.guard.id.namespace,
+        guard.spec.service_account_name.as_deref(),
+        &ctx.tenancy,
+    );
+    let applier = ctx.applier.acting_as(ctx.impersonator.client(&identity)?);
     let id = set.guard.id.clone();
     let namespace = id.namespace.clone();
 
@@ -268,6 +324,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
     // take the new revision for drift.
     let heal_enabled = guard.spec.self_heal && !guard.spec.suspend;
     if let Some(heal) = &ctx.heal {
+        heal.act_as(&id, applier.clone());
         heal.track(&id, set.clone(), heal_enabled, previous.counts.drift_corrected);
     }
     let ready = if guard.spec.suspend {
@@ -288,8 +345,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             detached,
             detached_until,
             ended,
-        } = ctx
-            .applier
+        } = applier
             .sync_holding(&set.objects, &previous.inventory, &id, &guard.spec.prune, &held)
             .await;
         status.counts = Counts {

@@ -20,6 +20,7 @@ pub mod replica;
 pub mod run;
 pub mod selfheal;
 pub mod source;
+pub mod tenancy;
 
 #[cfg(test)]
 mod tests;

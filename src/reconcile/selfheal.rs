@@ -117,6 +117,8 @@ struct State {
     fights: HashMap<ObjectKey, (GuardId, Fight)>,
     /// driftCorrected per Guard: the status value when first tracked plus this process's count.
     corrected: HashMap<GuardId, i64>,
+    /// Appliers writing as a Guard's identity (README "Multi-tenancy"); absent: the shared one.
+    writers: HashMap<GuardId, Applier>,
 }
 
 struct Inner {
@@ -188,6 +190,11 @@ impl SelfHeal {
                 break_glass_ends: Mutex::new(None),
             }),
         }
+    }
+
+    /// Correct `guard`'s objects through `applier` (one acting as the Guard's identity).
+    pub fn act_as(&self, guard: &GuardId, applier: Applier) {
+        lock(&self.inner.state).writers.insert(guard.clone(), applier);
     }
 
     /// Heal `guard`'s objects against `set` from now on (`enabled` false: selfHeal off or
@@ -287,6 +294,7 @@ impl SelfHeal {
 
 fn forget(state: &mut State, guard: &GuardId) {
     state.guards.remove(guard);
+    state.writers.remove(guard);
     state.owners.retain(|_, owner| owner != guard);
     state.fights.retain(|_, (owner, _)| owner != guard);
     state.corrected.remove(guard);
@@ -622,20 +630,22 @@ async fn correct(
     let target = {
         let state = lock(&inner.state);
         let owner_is_guard = state.owners.get(&key) == Some(&guard);
+        let applier = state.writers.get(&guard).unwrap_or(&inner.applier).clone();
         desired_of(&state, &guard, &key)
             .filter(|_| owner_is_guard && *inner.leading.borrow())
             .map(|d| {
                 (
                     d.clone(),
                     state.guards.get(&guard).map(|t| t.set.revision.commit.clone()),
+                    applier,
                 )
             })
     };
-    let Some((desired, revision)) = target else {
+    let Some((desired, revision, applier)) = target else {
         settle(inner, &key, None);
         return;
     };
-    let (result, report) = inner.applier.apply_one(&desired).await;
+    let (result, report) = applier.apply_one(&desired).await;
     if let Some(report) = &report {
         report.observe(&inner.metrics);
     }

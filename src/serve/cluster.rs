@@ -37,6 +37,15 @@ const KEY_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 /// A client from the kubeconfig given, else the usual inference (KUBECONFIG, ~/.kube/config,
 /// in-cluster service account), and the URL it talks to (for error messages).
 pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Client, String), ServeError> {
+    let config = connect_config(kubeconfig).await?;
+    let url = config.cluster_url.to_string();
+    let client =
+        kube::Client::try_from(config).map_err(|e| ServeError::Cluster(format!("cannot build a client: {e}")))?;
+    Ok((client, url))
+}
+
+/// The client configuration [`connect`] uses (kept to build impersonating clients).
+async fn connect_config(kubeconfig: Option<&std::path::Path>) -> Result<kube::Config, ServeError> {
     let config = match kubeconfig {
         Some(path) => {
             let kubeconfig = kube::config::Kubeconfig::read_from(path)
@@ -51,10 +60,7 @@ pub async fn connect(kubeconfig: Option<&std::path::Path>) -> Result<(kube::Clie
             ))
         })?,
     };
-    let url = config.cluster_url.to_string();
-    let client =
-        kube::Client::try_from(config).map_err(|e| ServeError::Cluster(format!("cannot build a client: {e}")))?;
-    Ok((client, url))
+    Ok(config)
 }
 
 /// The self-managed certificates of `managed`, in driftguard's namespace (the Lease's).
@@ -103,7 +109,10 @@ async fn first_certificate(serving: &server::ServingCert, certs: &ManagedCerts, 
 
 /// Run until SIGTERM/Ctrl-C.
 pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<(), ServeError> {
-    let (client, url) = connect(cluster.kubeconfig.as_deref()).await?;
+    let config = connect_config(cluster.kubeconfig.as_deref()).await?;
+    let url = config.cluster_url.to_string();
+    let client = kube::Client::try_from(config.clone())
+        .map_err(|e| ServeError::Cluster(format!("cannot build a client: {e}")))?;
     let version = client
         .apiserver_version()
         .await
@@ -244,6 +253,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     ctx.metrics = metrics.clone();
     ctx.fetcher = fetcher.clone();
     ctx.audit = audit.clone();
+    ctx.tenancy = cluster.tenancy.clone();
+    ctx.impersonator = crate::reconcile::tenancy::Impersonator::new(Some(config), client.clone());
     // Push receiver: any replica verifies hooks and annotates the GitSource; the leader's
     // GitSource controller fetches.
     let hooks = match settings.server.hooks_listen {

@@ -17,6 +17,7 @@ mod delegation;
 mod enforcer;
 mod install;
 mod kubectl;
+mod tenants;
 
 use std::path::Path;
 use std::time::Duration;
@@ -83,7 +84,7 @@ impl Repo {
 
 /// A control plane with driftguard installed by helm and `replicas` processes serving it,
 /// `alice@example.com` bound to cluster-admin, and a GitSource `default/apps` on `repo` (polled
-/// every 2 s, so a commit reaches the Guards at once).
+/// every 2 s, so a commit reaches the Guards at once) that Guards of every namespace may read.
 pub struct Env {
     pub cluster: Cluster,
     pub installed: Installed,
@@ -111,7 +112,8 @@ impl Env {
             &cluster,
             &json!({"apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
                     "metadata": {"name": "apps", "namespace": "default"},
-                    "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}, "interval": "2s"}}),
+                    "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}, "interval": "2s",
+                             "accessFrom": {"namespaces": ["*"]}}}),
         );
         let env = Env {
             cluster,
