@@ -360,11 +360,8 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         audit_writes(ctx, &id, &set, &previous.inventory, &outcome);
         ctx.metrics
             .set_break_glass_active(&id.to_string(), detached.len() as u64);
-        status.break_glass_until = detached_until.and_then(|until| {
-            until
-                .format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        });
+        status.break_glass_until =
+            detached_until.and_then(|until| until.format(&time::format_description::well_known::Rfc3339).ok());
         for key in &ended {
             let version = set
                 .objects

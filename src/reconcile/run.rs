@@ -46,7 +46,11 @@ async fn reconcile(guard: Arc<Guard>, shared: Arc<Shared>) -> Result<Action, Rec
 
 /// When a Guard is reconciled next: after its interval, or just after the earliest break-glass
 /// on its objects runs out (so Git is restored then, not up to an interval later).
-fn next_guard_pass(interval: Duration, break_glass_until: Option<time::OffsetDateTime>, now: time::OffsetDateTime) -> Duration {
+fn next_guard_pass(
+    interval: Duration,
+    break_glass_until: Option<time::OffsetDateTime>,
+    now: time::OffsetDateTime,
+) -> Duration {
     let interval = interval.max(MIN_INTERVAL);
     let Some(until) = break_glass_until else {
         return interval;
@@ -72,7 +76,9 @@ fn at_break_glass_ends(
             });
         }
     });
-    futures_util::stream::unfold(wakes, |mut wakes| async move { wakes.recv().await.map(|guard| (guard, wakes)) })
+    futures_util::stream::unfold(wakes, |mut wakes| async move {
+        wakes.recv().await.map(|guard| (guard, wakes))
+    })
 }
 
 /// Run `work` only while this replica leads: losing the Lease drops it mid-flight (its
@@ -225,19 +231,28 @@ mod tests {
 
     #[test]
     fn the_next_pass_comes_when_a_break_glass_runs_out() {
-        let at = |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
+        let at =
+            |text: &str| time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339).unwrap();
         let now = at("2026-12-07T12:00:00Z");
         let hour = Duration::from_secs(3600);
         let cases = [
             (hour, None, hour),
             (hour, Some(at("2026-12-07T12:00:20Z")), Duration::from_secs(21)),
-            (Duration::from_secs(10), Some(at("2026-12-07T12:00:20Z")), Duration::from_secs(10)),
+            (
+                Duration::from_secs(10),
+                Some(at("2026-12-07T12:00:20Z")),
+                Duration::from_secs(10),
+            ),
             (hour, Some(at("2026-12-07T11:59:00Z")), Duration::from_secs(1)),
             (Duration::MAX, Some(at("2026-12-07T12:00:05Z")), Duration::from_secs(6)),
             (Duration::ZERO, None, MIN_INTERVAL),
         ];
         for (interval, until, expected) in cases {
-            assert_eq!(next_guard_pass(interval, until, now), expected, "{interval:?} {until:?}");
+            assert_eq!(
+                next_guard_pass(interval, until, now),
+                expected,
+                "{interval:?} {until:?}"
+            );
         }
     }
 

@@ -67,10 +67,18 @@ fn three_replicas_interleaved_verify_as_three_chains() {
     let stream = merged.join("\n") + "\n";
     let out = verify(&env, &stream);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("in 3 chains"), "{stdout}");
     for name in &names {
-        assert!(stdout.contains(&format!("(replica {name})")), "{name} missing:\n{stdout}");
+        assert!(
+            stdout.contains(&format!("(replica {name})")),
+            "{name} missing:\n{stdout}"
+        );
     }
     assert!(!stdout.contains("signatures NOT checked"), "{stdout}");
 
@@ -84,6 +92,11 @@ fn three_replicas_interleaved_verify_as_three_chains() {
     let stream = cut.iter().map(|l| l.as_str()).collect::<Vec<_>>().join("\n") + "\n";
     let out = verify(&env, &stream);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("cut short"), "{stdout}");
 }

@@ -282,33 +282,72 @@ fn break_glass_through_the_real_api_server() {
         "--clusterrole=cluster-admin",
         "--group=sre-oncall",
     ]);
-    env.guard("shop", "deny", json!({"breakGlass": {"groups": ["sre-oncall"], "maxDuration": "20s"}}));
-    let annotate = ["annotate", "deploy", "web", "-n", "shop", "driftguard.io/break-glass=INC-4711 checkout down"];
+    env.guard(
+        "shop",
+        "deny",
+        json!({"breakGlass": {"groups": ["sre-oncall"], "maxDuration": "20s"}}),
+    );
+    let annotate = [
+        "annotate",
+        "deploy",
+        "web",
+        "-n",
+        "shop",
+        "driftguard.io/break-glass=INC-4711 checkout down",
+    ];
     let out = env.kubectl_as_user(true, &annotate);
     assert_denied(
         &out,
         "validate.driftguard.io",
-        &["only members of sre-oncall may set driftguard.io/break-glass", crate::USER],
+        &[
+            "only members of sre-oncall may set driftguard.io/break-glass",
+            crate::USER,
+        ],
     );
 
-    let patch = r#"{"metadata":{"annotations":{"driftguard.io/break-glass":"INC-4711 checkout down"}},"spec":{"replicas":8}}"#;
+    let patch =
+        r#"{"metadata":{"annotations":{"driftguard.io/break-glass":"INC-4711 checkout down"}},"spec":{"replicas":8}}"#;
     let out = env
         .cluster
         .kubectl()
-        .args(["--as", "bob@example.com", "--as-group", "sre-oncall", "--as-group", "system:authenticated"])
+        .args([
+            "--as",
+            "bob@example.com",
+            "--as-group",
+            "sre-oncall",
+            "--as-group",
+            "system:authenticated",
+        ])
         .args(["patch", "deploy", "web", "-n", "shop", "--type", "merge", "-p", patch])
         .output()
         .unwrap();
     let stderr = assert_ok(&out);
-    assert!(stderr.contains("break-glass until"), "a warning names the end: {stderr}");
+    assert!(
+        stderr.contains("break-glass until"),
+        "a warning names the end: {stderr}"
+    );
     assert_eq!(env.get("shop", "deploy/web", "{.spec.replicas}"), "8");
-    let expires = env.get("shop", "deploy/web", "{.metadata.annotations.driftguard\\.io/break-glass-expires}");
+    let expires = env.get(
+        "shop",
+        "deploy/web",
+        "{.metadata.annotations.driftguard\\.io/break-glass-expires}",
+    );
     assert!(!expires.is_empty(), "the mutating webhook stamps the expiry");
 
     // Detached: alice's edit of a declared field passes until it runs out.
     let out = env.kubectl_as_user(
         false,
-        &["patch", "deploy", "web", "-n", "shop", "--type", "merge", "-p", r#"{"spec":{"replicas":6}}"#],
+        &[
+            "patch",
+            "deploy",
+            "web",
+            "-n",
+            "shop",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"replicas":6}}"#,
+        ],
     );
     assert_ok(&out);
     assert_eq!(env.get("shop", "deploy/web", "{.spec.replicas}"), "6");
@@ -319,6 +358,13 @@ fn break_glass_through_the_real_api_server() {
         let annotations = env.get("shop", "deploy/web", "{.metadata.annotations}");
         (replicas == "3" && !annotations.contains("driftguard.io/break-glass")).then_some(())
     });
-    let ended = env.cluster.ok(&["get", "events", "-n", "shop", "--field-selector", "reason=BreakGlassEnded"]);
+    let ended = env.cluster.ok(&[
+        "get",
+        "events",
+        "-n",
+        "shop",
+        "--field-selector",
+        "reason=BreakGlassEnded",
+    ]);
     assert!(ended.contains("BreakGlassEnded"), "{ended}");
 }

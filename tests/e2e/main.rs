@@ -38,6 +38,12 @@ pub struct Repo {
     pub dir: tempfile::TempDir,
 }
 
+impl Default for Repo {
+    fn default() -> Repo {
+        Repo::new()
+    }
+}
+
 impl Repo {
     pub fn new() -> Repo {
         let dir = tempfile::tempdir().unwrap();
