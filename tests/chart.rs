@@ -1313,7 +1313,10 @@ fn config_yaml(docs: &[Value]) -> Value {
 fn expected_config(tls: Value) -> Value {
     json!({
         "server": { "listen": "0.0.0.0:10250", "metricsListen": "0.0.0.0:9090", "tls": tls },
-        "cluster": { "leaseName": "driftguard-leader", "leaseDuration": "15s", "apiTimeout": "10s" },
+        "cluster": {
+            "leaseName": "driftguard-leader", "leaseDuration": "15s", "apiTimeout": "10s",
+            "tenancy": { "noCrossNamespaceRefs": false, "privilegedNamespaces": ["driftguard"] },
+        },
         "serviceAccount": "driftguard/driftguard",
         "desiredCacheBytes": 268435456,
         "gitCacheDir": "/var/cache/driftguard",
@@ -1412,7 +1415,8 @@ fn config_yaml_is_the_contract_for_each_certs_mode() {
     let config: Value = serde_saphyr::from_str(config).unwrap();
     assert_eq!(
         config["cluster"],
-        json!({ "leaseName": "dg-driftguard-leader", "leaseDuration": "30s", "apiTimeout": "5s" })
+        json!({ "leaseName": "dg-driftguard-leader", "leaseDuration": "30s", "apiTimeout": "5s",
+                "tenancy": { "noCrossNamespaceRefs": false, "privilegedNamespaces": ["platform"] } })
     );
     assert_eq!(config["serviceAccount"], "platform/dg-driftguard");
     assert_eq!(config["desiredCacheBytes"], 1073741824_i64);

@@ -224,6 +224,29 @@ spec:
   size: 1
 "#;
 
+const JOBS: &str = r#"apiVersion: batch/v1
+kind: Job
+metadata:
+  generateName: migrate-
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: migrate, image: busybox:1.37}]
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: presync
+  annotations:
+    argocd.argoproj.io/hook: PreSync
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers: [{name: presync, image: busybox:1.37}]
+"#;
+
 /// A Git path with a CRD of cluster scope and one of namespace scope, and an object of each:
 /// the scope and plural come from the API, so both objects are applied where they belong and
 /// both are protected by admission and by self-heal.
@@ -233,7 +256,12 @@ fn custom_resources_of_both_scopes_are_protected() {
     env.repo.commit("apps/web/crds.yaml", Some(CRDS), "CRDs");
     env.repo
         .commit("apps/web/widgets.yaml", Some(OBJECTS), "a widget and a gadget");
+    // Not desired state: a Job named by generateName and an Argo CD hook (counted as skipped).
+    env.repo
+        .commit("apps/web/jobs.yaml", Some(JOBS), "a generated Job and a hook");
     env.guard("shop", "deny", json!({}));
+    assert_eq!(env.get("shop", "guard/web", "{.status.counts.skipped}"), "2");
+    assert_eq!(env.cluster.ok(&["get", "jobs", "-n", "shop", "-o", "name"]), "");
 
     let widget: Value = serde_json::from_str(&env.cluster.ok(&["get", "clusterwidget", "big", "-o", "json"])).unwrap();
     assert!(widget["metadata"]["namespace"].is_null(), "{widget}");

@@ -251,6 +251,11 @@ pub fn scale_as_hpa(env: &Env, namespace: &str, replicas: i64) -> std::process::
     ]));
     let mut scale: Value = serde_json::from_str(&scale).unwrap();
     scale["spec"]["replicas"] = json!(replicas);
+    // An unconditional update: self-heal may have written the Deployment since the read, and
+    // the HPA controller would then just retry; this write is the one under test.
+    if let Some(metadata) = scale["metadata"].as_object_mut() {
+        metadata.remove("resourceVersion");
+    }
     let file = env.cluster.scratch().join(format!("scale-{namespace}-{replicas}.json"));
     std::fs::write(&file, scale.to_string()).unwrap();
     let path = format!("/apis/apps/v1/namespaces/{namespace}/deployments/web/scale");
