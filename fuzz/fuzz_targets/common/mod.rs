@@ -65,6 +65,7 @@ pub fn example_admission(mode: &str) -> Admission {
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
+            hpa: Default::default(),
         },
         Arc::new(Discard),
     )
