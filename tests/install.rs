@@ -10,9 +10,9 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
@@ -21,8 +21,9 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use rustls::pki_types::{CertificateDer, ServerName};
 use serde_json::{Value, json};
+use support::cluster::Replica;
 use support::guards::eventually;
-use support::process::{between, recv_until, spawn_serve_with_env};
+use support::process::recv_until;
 
 const RELEASE: &str = "driftguard";
 const NAMESPACE: &str = "driftguard";
@@ -102,77 +103,13 @@ async fn install(client: &kube::Client, docs: &[Value]) {
     }
 }
 
-/// A replica started with the Deployment's container args and env (downward API resolved for
-/// `pod`), reading the chart's config with test-only listen addresses and a short CA overlap.
-struct Replica {
-    child: Child,
-    https: std::net::SocketAddr,
-    metrics: std::net::SocketAddr,
-    audit: mpsc::Receiver<String>,
-    _logs: std::thread::JoinHandle<()>,
-}
-
-impl Drop for Replica {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
+/// A replica started as the chart's Deployment runs it, with a short CA overlap and a short
+/// Lease, so renewals (and their RBAC) happen within the test.
 fn start_replica(dir: &Path, docs: &[Value], pod: &str, kubeconfig: &Path) -> Replica {
-    let config_map = find(docs, "ConfigMap");
-    let text = config_map["data"]["config.yaml"].as_str().unwrap();
-    let mut config: Value = serde_saphyr::from_str(text).unwrap();
-    config["server"]["listen"] = json!("127.0.0.1:0");
-    config["server"]["metricsListen"] = json!("127.0.0.1:0");
-    config["server"]["tls"]["managed"]["caOverlap"] = json!("1s");
-    // A short Lease, so renewals (and their RBAC) happen within the test.
-    config["cluster"]["leaseDuration"] = json!("2s");
-    config["gitCacheDir"] = json!(dir.join(format!("{pod}-git")).to_str().unwrap());
-    let config_file = dir.join(format!("{pod}.yaml"));
-    std::fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
-
-    let container = &find(docs, "Deployment")["spec"]["template"]["spec"]["containers"][0];
-    let mut args: Vec<String> = container["args"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|a| {
-            a.as_str()
-                .unwrap()
-                .replace("/etc/driftguard/config.yaml", config_file.to_str().unwrap())
-        })
-        .collect();
-    assert_eq!(args.first().map(String::as_str), Some("serve"), "{args:?}");
-    args.remove(0);
-    args.extend(["--kubeconfig".to_owned(), kubeconfig.to_str().unwrap().to_owned()]);
-    let mut env = Vec::new();
-    for var in container["env"].as_array().into_iter().flatten() {
-        let name = var["name"].as_str().unwrap().to_owned();
-        let value = match var["valueFrom"]["fieldRef"]["fieldPath"].as_str() {
-            Some("metadata.namespace") => NAMESPACE.to_owned(),
-            Some("metadata.name") => pod.to_owned(),
-            Some(other) => panic!("unexpected fieldRef {other}"),
-            None => var["value"].as_str().unwrap_or_default().to_owned(),
-        };
-        env.push((name, value));
-    }
-    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let (child, stderr, audit) = spawn_serve_with_env(dir, &args, &env);
-    let serving = recv_until(&stderr, "the serving line", |l| {
-        l.contains("driftguard is serving admission")
-    });
-    let https = between(&serving, "addr=", " ").parse().unwrap();
-    let metrics = between(&serving, "metrics=Some(", ")").parse().unwrap();
-    let logs = std::thread::spawn(move || while stderr.recv().is_ok() {});
-    Replica {
-        child,
-        https,
-        metrics,
-        audit,
-        _logs: logs,
-    }
+    support::cluster::start_replica(dir, docs, pod, kubeconfig, |config| {
+        config["server"]["tls"]["managed"]["caOverlap"] = json!("1s");
+        config["cluster"]["leaseDuration"] = json!("2s");
+    })
 }
 
 fn secret_data(secret: &Secret) -> BTreeMap<String, Vec<u8>> {

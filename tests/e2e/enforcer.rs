@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 
 use crate::support::cluster::{metric, wait_for};
-use crate::{Env, WAIT, apply, assert_ok};
+use crate::{Env, WAIT, apply};
 
 fn replicas(env: &Env, namespace: &str) -> String {
     env.get(namespace, "deploy/web", "{.spec.replicas}")
@@ -42,10 +42,7 @@ fn server_side_apply_self_heal_and_prune_on_the_real_api_server() {
 
     // The webhook unreachable (no endpoints) with failurePolicy Ignore: an edit lands, and
     // self-heal puts Git back within seconds, naming the field manager.
-    env.installed.proxy.set_backends(Vec::new());
-    let out = env.kubectl_as_user(false, &["scale", "deploy", "web", "-n", "shop", "--replicas=7"]);
-    assert_ok(&out);
-    env.installed.route();
+    env.past_the_webhook(&["scale", "deploy", "web", "-n", "shop", "--replicas=7"]);
     wait_for("self-heal to restore 3 replicas", WAIT, || {
         (replicas(&env, "shop") == "3").then_some(())
     });
@@ -145,22 +142,16 @@ fn a_fight_with_the_hpa_and_leader_failover() {
         (metric(survivor, "driftguard_leader") == Some(1.0)).then_some(())
     });
     // An exempt-free path for drift: the webhook unreachable, so the edit lands.
-    env.installed.proxy.set_backends(Vec::new());
-    let out = env.kubectl_as_user(
-        false,
-        &[
-            "patch",
-            "configmap",
-            "web-config",
-            "-n",
-            "shop",
-            "--type=merge",
-            "-p",
-            r#"{"data":{"greeting":"hi"}}"#,
-        ],
-    );
-    assert_ok(&out);
-    env.installed.route();
+    env.past_the_webhook(&[
+        "patch",
+        "configmap",
+        "web-config",
+        "-n",
+        "shop",
+        "--type=merge",
+        "-p",
+        r#"{"data":{"greeting":"hi"}}"#,
+    ]);
     wait_for("the new leader to restore web-config", WAIT, || {
         (env.get("shop", "configmap/web-config", "{.data.greeting}") == "hello from git").then_some(())
     });
@@ -308,20 +299,14 @@ fn custom_resources_of_both_scopes_are_protected() {
     }
 
     // Self-heal covers the cluster-scoped object too.
-    env.installed.proxy.set_backends(Vec::new());
-    let out = env.kubectl_as_user(
-        false,
-        &[
-            "patch",
-            "clusterwidget",
-            "big",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"size":9}}"#,
-        ],
-    );
-    assert_ok(&out);
-    env.installed.route();
+    env.past_the_webhook(&[
+        "patch",
+        "clusterwidget",
+        "big",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"size":9}}"#,
+    ]);
     wait_for("self-heal to restore the ClusterWidget", WAIT, || {
         (env.cluster
             .ok(&["get", "clusterwidget", "big", "-o", "jsonpath={.spec.size}"])

@@ -207,6 +207,16 @@ impl Env {
             .unwrap()
     }
 
+    /// kubectl (the built one) as [`USER`] while the webhook Service has no endpoints: with
+    /// failurePolicy Ignore the change lands, as drift the enforcer must repair. Endpoints are
+    /// restored afterwards.
+    pub fn past_the_webhook(&self, args: &[&str]) {
+        self.installed.proxy.set_backends(Vec::new());
+        let out = self.kubectl_as_user(false, args);
+        self.installed.route();
+        assert_ok(&out);
+    }
+
     /// A field of an object as admin sees it (`jsonpath`).
     pub fn get(&self, namespace: &str, what: &str, jsonpath: &str) -> String {
         self.cluster

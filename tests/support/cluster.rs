@@ -434,7 +434,7 @@ impl Installed {
 
     /// Starts one more replica named `pod` and adds it to the Service's endpoints.
     pub fn add_replica(&mut self, pod: &str) {
-        let replica = start_replica(self.dir.path(), &self.manifests, pod, &self.sa_kubeconfig);
+        let replica = start_replica(self.dir.path(), &self.manifests, pod, &self.sa_kubeconfig, |_| {});
         self.replicas.push(replica);
         self.route();
     }
@@ -483,13 +483,22 @@ pub fn metric(metrics: SocketAddr, series: &str) -> Option<f64> {
     })
 }
 
-fn start_replica(dir: &Path, docs: &[Value], pod: &str, kubeconfig: &Path) -> Replica {
+/// Starts replica `pod` from the chart's rendered `docs` (its ConfigMap's config with loopback
+/// listen addresses, changed further by `tweak`; its Deployment's args and env) as `kubeconfig`.
+pub fn start_replica(
+    dir: &Path,
+    docs: &[Value],
+    pod: &str,
+    kubeconfig: &Path,
+    tweak: impl FnOnce(&mut Value),
+) -> Replica {
     let config_map = find(docs, "ConfigMap");
     let text = config_map["data"]["config.yaml"].as_str().unwrap();
     let mut config: Value = serde_saphyr::from_str(text).unwrap();
     config["server"]["listen"] = json!("127.0.0.1:0");
     config["server"]["metricsListen"] = json!("127.0.0.1:0");
     config["gitCacheDir"] = json!(dir.join(format!("{pod}-git")).to_str().unwrap());
+    tweak(&mut config);
     let config_file = dir.join(format!("{pod}.yaml"));
     std::fs::write(&config_file, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
