@@ -775,6 +775,14 @@ fn documented_rules(fullname: &str, namespace: &str) -> BTreeSet<Rule> {
         ),
         // 12. Write each Guard's objects as its service account (multi-tenancy).
         rule(cluster.clone(), &[""], &["serviceaccounts"], &["impersonate"], &[]),
+        // 15. Ask what each Guard's service account may write (admission protects only that).
+        rule(
+            cluster.clone(),
+            &["authorization.k8s.io"],
+            &["subjectaccessreviews"],
+            &["create"],
+            &[],
+        ),
         // 10. The pre-delete hook deletes this release's webhook configurations.
         rule(
             hook,

@@ -207,6 +207,8 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
             cache: driftguard::desired::DesiredCache::new(64 * 1024 * 1024),
             fetcher: Fetcher::new(replica_cache.path()),
             metrics: Arc::new(Metrics::new()),
+            tenancy: Default::default(),
+            access: driftguard::reconcile::access::AccessReviewer::new(client.clone()),
         },
         async move {
             let _ = replica_stopped.wait_for(|s| *s).await;

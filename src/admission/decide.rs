@@ -114,6 +114,16 @@ pub struct AdmissionSettings {
     pub hpa: HpaBounds,
 }
 
+/// The Guard the object being changed names in its `driftguard.io/guard` annotation (None for
+/// CREATE, and for `/scale`, whose Scale carries no annotations).
+fn live_owner(request: &Request<'_>) -> Option<String> {
+    let old: Value = serde_json::from_str(request.old_object?.get()).ok()?;
+    old.pointer("/metadata/annotations")?
+        .get(crate::api::GUARD_ANNOTATION)?
+        .as_str()
+        .map(str::to_owned)
+}
+
 /// Decide one request. Errors are malformed reviews (the caller answers 400).
 pub fn decide(
     webhook: Webhook,
@@ -129,11 +139,14 @@ pub fn decide(
     if name.is_empty() || request.operation == Operation::Connect {
         return Ok(Decision::pass("unmanaged"));
     }
-    let Some(managed) = index.lookup(
+    // Of two Guards declaring the object, the one the live object names owns it, as the
+    // enforcer decides (README "Multi-tenancy"); the old object is read only then.
+    let Some(managed) = index.lookup_owned(
         &request.resource.group,
         &request.resource.resource,
         request.namespace.as_deref(),
         name,
+        || live_owner(request),
     ) else {
         return Ok(Decision::pass("unmanaged"));
     };

@@ -21,15 +21,19 @@ pub enum ConditionType {
     /// Another field manager keeps moving declared fields away from Git; self-heal stopped for
     /// those fields and the message names the manager and the ignore rule that would settle it.
     Fighting,
+    /// Objects this Guard declares belong to another Guard, which applied them first (README
+    /// "Multi-tenancy"); they are left to it.
+    Conflicting,
 }
 
 impl ConditionType {
     /// Every condition type, in the order status lists them.
-    pub const ALL: [ConditionType; 4] = [
+    pub const ALL: [ConditionType; 5] = [
         ConditionType::Ready,
         ConditionType::Reconciling,
         ConditionType::Stalled,
         ConditionType::Fighting,
+        ConditionType::Conflicting,
     ];
 
     /// The `type` string of the condition.
@@ -39,6 +43,7 @@ impl ConditionType {
             ConditionType::Reconciling => "Reconciling",
             ConditionType::Stalled => "Stalled",
             ConditionType::Fighting => "Fighting",
+            ConditionType::Conflicting => "Conflicting",
         }
     }
 }

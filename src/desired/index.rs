@@ -7,7 +7,9 @@ use std::sync::Arc;
 use super::{DesiredObject, DesiredSet, GuardPolicy};
 use crate::source::Revision;
 
-/// Two Guards declare the same object; the first (by Guard id) keeps it.
+/// Two Guards declare the same object. The first owner keeps it (README "Multi-tenancy"): the
+/// Guard that applied it first, which the live object's `driftguard.io/guard` annotation names;
+/// where a request carries no such object (CREATE, `/scale`), the Guard created first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Conflict {
     /// `Kind namespace/name`.
@@ -41,10 +43,11 @@ pub struct AdmissionIndex {
 }
 
 impl AdmissionIndex {
-    /// Index the enforced sets, one per Guard. Objects claimed by two Guards go to the Guard
-    /// that sorts first; the others are reported.
+    /// Index the enforced sets, one per Guard. An object claimed by several Guards is indexed
+    /// for each of them, the Guard created first (then by id) ahead: [`AdmissionIndex::lookup_owned`]
+    /// picks the one the live object names. Each such claim is reported once.
     pub fn build(mut sets: Vec<Arc<DesiredSet>>) -> (Self, Vec<Conflict>) {
-        sets.sort_by(|a, b| a.guard.id.cmp(&b.guard.id));
+        sets.sort_by(|a, b| first_owner_order(&a.guard, &b.guard));
         let mut index = AdmissionIndex {
             sets: Vec::new(),
             buckets: HashMap::new(),
@@ -59,7 +62,6 @@ impl AdmissionIndex {
                         kept_by: owner.guard.id.to_string(),
                         ignored_in: set.guard.id.to_string(),
                     });
-                    continue;
                 }
                 let hash = index.hash(
                     &object.group,
@@ -101,11 +103,25 @@ impl AdmissionIndex {
     }
 
     /// The managed object with this identity, if any Guard declares it. `namespace` is None
-    /// (or empty) for cluster-scoped objects.
+    /// (or empty) for cluster-scoped objects. Of several claims, the Guard created first.
     pub fn lookup(&self, group: &str, resource: &str, namespace: Option<&str>, name: &str) -> Option<Managed<'_>> {
+        self.lookup_owned(group, resource, namespace, name, || None)
+    }
+
+    /// [`AdmissionIndex::lookup`], where several Guards claim the object, picking the one
+    /// `owner` names (the live object's `driftguard.io/guard` annotation, asked for only then);
+    /// when it names none of them, the Guard created first.
+    pub fn lookup_owned(
+        &self,
+        group: &str,
+        resource: &str,
+        namespace: Option<&str>,
+        name: &str,
+        owner: impl FnOnce() -> Option<String>,
+    ) -> Option<Managed<'_>> {
         let namespace = namespace.filter(|ns| !ns.is_empty());
         let hash = self.hash(group, resource, namespace, name);
-        self.buckets.get(&hash)?.iter().find_map(|&(s, o)| {
+        let mut claims = self.buckets.get(&hash)?.iter().filter_map(|&(s, o)| {
             let set = self.sets.get(s as usize)?;
             let object = set.objects.get(o as usize)?;
             (object.group == group
@@ -117,7 +133,21 @@ impl AdmissionIndex {
                     revision: &set.revision,
                     object,
                 })
-        })
+        });
+        let first = claims.next()?;
+        let mut others = claims.peekable();
+        if others.peek().is_none() {
+            return Some(first); // one claim: the hot path asks nothing more
+        }
+        let Some(owner) = owner() else {
+            return Some(first);
+        };
+        Some(
+            std::iter::once(first)
+                .chain(others)
+                .find(|m| m.guard.id.to_string() == owner)
+                .unwrap_or(first),
+        )
     }
 
     /// The indexed sets (one per Guard).
@@ -125,7 +155,7 @@ impl AdmissionIndex {
         &self.sets
     }
 
-    /// Number of indexed objects.
+    /// Number of indexed claims (an object two Guards declare counts twice).
     pub fn len(&self) -> usize {
         self.buckets.values().map(Vec::len).sum()
     }
@@ -134,6 +164,13 @@ impl AdmissionIndex {
     pub fn is_empty(&self) -> bool {
         self.buckets.is_empty()
     }
+}
+
+/// The fallback first owner: the Guard created first (RFC 3339 timestamps sort as text; a
+/// Guard without one, as in standalone mode, after those with one), then by id.
+fn first_owner_order(a: &GuardPolicy, b: &GuardPolicy) -> std::cmp::Ordering {
+    let created = |g: &GuardPolicy| (g.created.is_none(), g.created.clone());
+    created(a).cmp(&created(b)).then_with(|| a.id.cmp(&b.id))
 }
 
 fn pos_u32(pos: usize) -> u32 {

@@ -91,6 +91,9 @@ pub struct GuardPolicy {
     /// An empty render (without `allow_empty`) fails the load. The leader's reconcile turns
     /// this off: its plan reports an empty render as Ready=False/EmptyRender and prunes nothing.
     pub reject_empty: bool,
+    /// The Guard's creationTimestamp (RFC 3339) when known: of two Guards declaring one object
+    /// that no live annotation assigns yet, the one created first owns it.
+    pub created: Option<String>,
     ignore: Vec<CompiledIgnore>,
     delegate: Vec<CompiledDelegate>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
@@ -130,6 +133,7 @@ impl GuardPolicy {
             render: spec.render.clone(),
             allow_empty: spec.prune.allow_empty,
             reject_empty: true,
+            created: None,
             break_glass: spec.break_glass.as_ref().map(|b| BreakGlassPolicy {
                 groups: b.groups.clone(),
                 max_duration: b.max_duration.as_ref().map_or(DEFAULT_BREAK_GLASS, |d| d.0),

@@ -231,6 +231,23 @@ impl DesiredSet {
         })
     }
 
+    /// A copy holding only the objects `keep` accepts, in the same order (README
+    /// "Multi-tenancy": what a Guard's identity may not write is neither applied nor protected).
+    pub fn retain(&self, mut keep: impl FnMut(&DesiredObject) -> bool) -> DesiredSet {
+        let objects: Vec<DesiredObject> = self.objects.iter().filter(|o| keep(o)).cloned().collect();
+        let weight: usize = objects
+            .iter()
+            .map(|o| o.object.get().len() + o.fields.heap_bytes() + OBJECT_OVERHEAD)
+            .sum();
+        DesiredSet {
+            guard: self.guard.clone(),
+            revision: self.revision.clone(),
+            objects,
+            skipped: self.skipped.clone(),
+            weight: u32::try_from(weight).unwrap_or(u32::MAX),
+        }
+    }
+
     /// Approximate heap bytes held, for the cache's weigher.
     pub fn weight(&self) -> u32 {
         self.weight

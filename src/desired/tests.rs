@@ -168,10 +168,35 @@ fn index_finds_managed_objects_and_reports_cross_guard_conflicts() {
         }]
     );
     let index = store.index();
-    assert_eq!(index.len(), 2);
+    assert_eq!(index.len(), 3, "both claims of `shared` are indexed");
     let shared = index.lookup("", "configmaps", Some("default"), "shared").unwrap();
     assert_eq!(shared.guard.id.name, "a");
     assert_eq!(shared.revision.commit, "1");
+    // The live object names its owner: that Guard's declaration decides.
+    let owned = |owner: Option<&str>| {
+        index
+            .lookup_owned("", "configmaps", Some("default"), "shared", || owner.map(str::to_owned))
+            .unwrap()
+            .guard
+            .id
+            .name
+            .clone()
+    };
+    assert_eq!(owned(Some("default/b")), "b");
+    assert_eq!(owned(Some("default/a")), "a");
+    assert_eq!(
+        owned(Some("elsewhere/c")),
+        "a",
+        "an owner that does not claim it: the fallback"
+    );
+    assert_eq!(owned(None), "a");
+    // One claim: the owner is not even asked.
+    let own = index
+        .lookup_owned("", "configmaps", Some("default"), "own", || {
+            panic!("asked for a single claim")
+        })
+        .unwrap();
+    assert_eq!(own.guard.id.name, "b");
     // The very same sets again: the index is kept, not rebuilt (and the conflict not re-reported).
     assert!(store.publish(vec![b.clone(), a.clone()], true).is_empty());
     assert!(Arc::ptr_eq(&index, &store.index()));
@@ -189,6 +214,38 @@ fn index_finds_managed_objects_and_reports_cross_guard_conflicts() {
     assert!(index.lookup("", "configmaps", Some("other"), "own").is_none());
     assert!(index.lookup("", "secrets", Some("default"), "own").is_none());
     assert!(index.lookup("apps", "configmaps", Some("default"), "own").is_none());
+}
+
+/// Without a live owner to ask (CREATE, `/scale`), the Guard created first decides, whatever
+/// the names; Guards without a creation time (standalone) come after, by id.
+#[test]
+fn the_guard_created_first_is_the_fallback_owner() {
+    let created = |name: &str, at: Option<&str>| {
+        let mut policy = (*policy(name, None)).clone();
+        policy.created = at.map(str::to_owned);
+        Arc::new(DesiredSet::build(Arc::new(policy), revision("1"), vec![manifest(1, cm("shared", None))]).unwrap())
+    };
+    type Guards<'a> = &'a [(&'a str, Option<&'a str>)];
+    let cases: [(Guards, &str); 4] = [
+        (
+            &[("a", Some("2026-12-08T10:00:05Z")), ("z", Some("2026-12-08T10:00:01Z"))],
+            "z",
+        ),
+        (
+            &[("z", Some("2026-12-08T10:00:01Z")), ("a", Some("2026-12-08T10:00:05Z"))],
+            "z",
+        ),
+        (&[("a", None), ("z", Some("2026-12-08T10:00:05Z"))], "z"),
+        (&[("m", None), ("b", None)], "b"),
+    ];
+    for (guards, owner) in cases {
+        let sets = guards.iter().map(|(name, at)| created(name, *at)).collect();
+        let (index, conflicts) = AdmissionIndex::build(sets);
+        let found = index.lookup("", "configmaps", Some("default"), "shared").unwrap();
+        assert_eq!(found.guard.id.name, owner, "{guards:?}");
+        assert_eq!(conflicts.len(), 1);
+        assert_eq!(conflicts[0].kept_by, format!("default/{owner}"));
+    }
 }
 
 #[test]

@@ -54,6 +54,9 @@ pub enum ReconcileError {
     /// No client acting as the Guard's identity.
     #[error(transparent)]
     Impersonate(#[from] ImpersonateError),
+    /// What the Guard's identity may write could not be asked (README "Multi-tenancy").
+    #[error(transparent)]
+    AccessReview(#[from] super::access::AccessReviewError),
 }
 
 impl ReconcileError {
@@ -69,6 +72,7 @@ impl ReconcileError {
             ReconcileError::Source(_) => "source",
             ReconcileError::Reference(_) => "reference",
             ReconcileError::Impersonate(_) => "impersonate",
+            ReconcileError::AccessReview(_) => "access_review",
         }
     }
 
@@ -84,6 +88,7 @@ impl ReconcileError {
             ReconcileError::Source(_) => "FetchFailed",
             ReconcileError::Reference(error) => error.reason(),
             ReconcileError::Impersonate(_) => "ImpersonationFailed",
+            ReconcileError::AccessReview(_) => "AccessReviewFailed",
         }
     }
 
@@ -133,6 +138,8 @@ pub struct Context {
     pub tenancy: TenancySettings,
     /// Clients acting as Guards' identities.
     pub impersonator: Impersonator,
+    /// What Guards' identities may write (shared with the admission index's loader).
+    pub access: super::access::AccessReviewer,
 }
 
 impl Context {
@@ -141,6 +148,7 @@ impl Context {
         Context {
             events: Events::new(client.clone(), None),
             impersonator: Impersonator::new(None, client.clone()),
+            access: super::access::AccessReviewer::new(client.clone()),
             tenancy: TenancySettings::default(),
             client,
             applier,
@@ -310,6 +318,10 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         &ctx.tenancy,
     );
     let applier = ctx.applier.acting_as(ctx.impersonator.client(&identity)?);
+    // What that identity may not write is neither applied nor protected, only reported.
+    let loaded = set;
+    let permitted = ctx.access.review(&loaded, &identity).await?;
+    let set = permitted.set.clone();
     let id = set.guard.id.clone();
     let namespace = id.namespace.clone();
 
@@ -327,6 +339,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         heal.act_as(&id, applier.clone());
         heal.track(&id, set.clone(), heal_enabled, previous.counts.drift_corrected);
     }
+    let mut conflicts: Vec<String> = Vec::new();
     let ready = if guard.spec.suspend {
         condition(
             ConditionType::Ready,
@@ -337,6 +350,12 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         )
     } else {
         let held = ctx.heal.as_ref().map(|h| h.held(&id)).unwrap_or_default();
+        // An object applied before its identity lost the right stays in the inventory, unpruned.
+        let (kept_aside, reviewable): (Vec<InventoryEntry>, Vec<InventoryEntry>) = previous
+            .inventory
+            .iter()
+            .cloned()
+            .partition(|entry| permitted.denied.iter().any(|d| d.key == entry.key()));
         let Sync {
             outcome,
             inventory,
@@ -346,7 +365,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             detached_until,
             ended,
         } = applier
-            .sync_holding(&set.objects, &previous.inventory, &id, &guard.spec.prune, &held)
+            .sync_holding(&set.objects, &reviewable, &id, &guard.spec.prune, &held)
             .await;
         status.counts = Counts {
             objects: i64::try_from(set.objects.len()).unwrap_or(i64::MAX),
@@ -390,6 +409,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         ctx.metrics
             .observe_reconcile(&id.to_string(), started.elapsed(), outcome.pruned.len() as u64);
         status.inventory = inventory;
+        status.inventory.extend(kept_aside);
         let mut failures: Vec<String> = outcome
             .apply_failed
             .iter()
@@ -398,6 +418,13 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             .collect();
         failures.extend(waiting.iter().map(|(key, reason)| format!("{key}: {reason}")));
         let empty_render = skipped.iter().any(|(_, reason)| *reason == SkipReason::EmptyRender);
+        conflicts = skipped
+            .iter()
+            .filter_map(|(key, reason)| match reason {
+                SkipReason::OwnedByOtherGuard(owner) => Some(format!("{key} is owned by Guard {owner}")),
+                _ => None,
+            })
+            .collect();
         if empty_render {
             // Admission keeps enforcing the last applied revision: its objects are still there.
             condition(
@@ -407,6 +434,23 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
                 format!(
                     "{} renders no objects and prune.allowEmpty is false: nothing was pruned; fix the path or set allowEmpty to delete everything",
                     set.revision.reference
+                ),
+                generation,
+            )
+        } else if failures.is_empty() && !permitted.denied.is_empty() {
+            // Applied and protected what the identity may write: admission follows this revision.
+            status.last_applied_revision = Some(set.revision.commit.clone());
+            let denied: Vec<String> = permitted.denied.iter().map(ToString::to_string).collect();
+            condition(
+                ConditionType::Ready,
+                false,
+                "NotPermitted",
+                format!(
+                    "applied {} ({} objects); {} object(s) the Guard's identity may not write are neither applied nor protected: {}; grant {identity} the right or remove them from Git",
+                    set.revision.reference,
+                    set.objects.len(),
+                    denied.len(),
+                    denied.join("; ")
                 ),
                 generation,
             )
@@ -447,6 +491,25 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
             )
             .await;
     }
+    // Refusals and conflicts are told once, when they change, not at every reconcile.
+    let told = |kind: ConditionType, condition: &Condition| {
+        previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == kind.as_str() && c.reason == condition.reason && c.message == condition.message)
+    };
+    if ready.reason == "NotPermitted" && !told(ConditionType::Ready, &ready) {
+        for refusal in &permitted.denied {
+            ctx.events
+                .warning(
+                    &reference(&refusal.key, &refusal.version, None),
+                    "NotPermitted",
+                    "Apply",
+                    format!("not applied and not protected by Guard {id}: {}", refusal.reason),
+                )
+                .await;
+        }
+    }
     // Objects waiting for their CRD: progress is expected without a change.
     let reconciling = (ready.reason == "Waiting").then(|| {
         condition(
@@ -458,7 +521,33 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         )
     });
     let fighting = ctx.heal.as_ref().and_then(|h| h.fighting_condition(&id, generation));
-    status.conditions = std::iter::once(ready).chain(reconciling).chain(fighting).collect();
+    // Two Guards declaring one object: the first to apply it owns it (its driftguard.io/guard
+    // annotation), admission decides by the same annotation, and the other Guard says so.
+    let conflicting = (!conflicts.is_empty()).then(|| {
+        condition(
+            ConditionType::Conflicting,
+            true,
+            "OwnedByOtherGuard",
+            format!(
+                "{} declared object(s) belong to another Guard, which applied them first, and are left to it: {}; remove them from one Guard's Git",
+                conflicts.len(),
+                conflicts.join("; ")
+            ),
+            generation,
+        )
+    });
+    if let Some(conflict) = &conflicting
+        && !told(ConditionType::Conflicting, conflict)
+    {
+        ctx.events
+            .warning(&guard.object_ref(&()), "Conflicting", "Apply", conflict.message.clone())
+            .await;
+    }
+    status.conditions = std::iter::once(ready)
+        .chain(reconciling)
+        .chain(fighting)
+        .chain(conflicting)
+        .collect();
     for c in &mut status.conditions {
         c.last_transition_time = kept_transition(&previous, c);
     }

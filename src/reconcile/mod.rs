@@ -5,6 +5,7 @@
 //! effectful apply/prune/self-heal loops execute a [`Plan`] and feed their results back through
 //! [`next_inventory`]. Only the holder of the Lease ([`leader`]) writes.
 
+pub mod access;
 pub mod admission_events;
 pub mod apply;
 pub mod controller;

@@ -15,8 +15,10 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, ResourceExt};
 use tokio::sync::Notify;
 
+use super::access::AccessReviewer;
 use super::kinds::ClusterKinds;
 use super::source::checkout;
+use super::tenancy::{self, Identity, TenancySettings};
 use crate::api::{GitSource, Guard};
 use crate::desired::{ApiResources, DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
 use crate::source::Fetcher;
@@ -35,6 +37,8 @@ pub fn guard_id(guard: &Guard) -> GuardId {
 struct Wanted {
     policy: Arc<GuardPolicy>,
     settings: crate::desired::SourceSettings,
+    /// Who the Guard writes as: admission protects only what that identity may write.
+    identity: Identity,
 }
 
 /// What `guard` needs loaded (None: never applied, nothing to enforce yet), or why it cannot
@@ -45,6 +49,7 @@ async fn wanted(
     sources: &Store<GitSource>,
     client: &Client,
     fetcher: &Fetcher,
+    tenancy: &TenancySettings,
 ) -> Result<Option<Wanted>, String> {
     let Some(commit) = guard.status.as_ref().and_then(|s| s.last_applied_revision.clone()) else {
         return Ok(None);
@@ -63,17 +68,20 @@ async fn wanted(
     let settings = checkout(&source, Some(&commit), client, fetcher)
         .await
         .map_err(|e| e.to_string())?;
-    let policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
+    let identity = tenancy::identity(&id.namespace, guard.spec.service_account_name.as_deref(), tenancy);
+    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
+    policy.created = guard.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
     Ok(Some(Wanted {
         policy: Arc::new(policy),
         settings,
+        identity,
     }))
 }
 
 /// Keeps each Guard's last good set while a reload fails.
 struct Loader {
     cache: DesiredCache,
-    last_good: HashMap<GuardId, Arc<DesiredSet>>,
+    last_good: HashMap<GuardId, (Arc<DesiredSet>, Identity)>,
 }
 
 impl Loader {
@@ -87,7 +95,7 @@ impl Loader {
         for (id, wanted) in wanted {
             let loaded = wanted.and_then(|wanted| match wanted {
                 Some(w) => load_guard(w.policy, &w.settings, &self.cache, kinds)
-                    .map(Some)
+                    .map(|set| Some((set, w.identity)))
                     .map_err(|e| {
                         unknown_kind |= e.is_unknown_kind();
                         e.to_string()
@@ -95,17 +103,17 @@ impl Loader {
                 None => Ok(None),
             });
             match loaded {
-                Ok(Some(set)) => {
-                    next.insert(id, set.clone());
-                    sets.push(set);
+                Ok(Some((set, identity))) => {
+                    next.insert(id, (set.clone(), identity.clone()));
+                    sets.push((set, identity));
                 }
                 Ok(None) => {}
                 Err(message) => {
                     complete = false;
                     tracing::error!(guard = %id, %message, "cannot load the applied revision; admission keeps the last good one");
-                    if let Some(old) = self.last_good.get(&id) {
-                        next.insert(id, old.clone());
-                        sets.push(old.clone());
+                    if let Some((old, identity)) = self.last_good.get(&id) {
+                        next.insert(id, (old.clone(), identity.clone()));
+                        sets.push((old.clone(), identity.clone()));
                     }
                 }
             }
@@ -121,9 +129,42 @@ impl Loader {
 
 /// What one [`Loader::load`] produced.
 struct Loaded {
-    sets: Vec<Arc<DesiredSet>>,
+    /// Each Guard's set with the identity it writes as.
+    sets: Vec<(Arc<DesiredSet>, Identity)>,
     complete: bool,
     unknown_kind: bool,
+}
+
+/// Each loaded set cut down to what its Guard's identity may write (README "Multi-tenancy").
+/// When the API cannot answer, the Guard's last reviewed set keeps serving; a Guard never
+/// reviewed is left out and the store is not complete (not ready) until it is.
+async fn permitted(
+    access: &AccessReviewer,
+    loaded: Loaded,
+    reviewed: &mut HashMap<GuardId, Arc<DesiredSet>>,
+) -> (Vec<Arc<DesiredSet>>, bool) {
+    let mut complete = loaded.complete;
+    let mut sets = Vec::with_capacity(loaded.sets.len());
+    let mut next = HashMap::new();
+    for (set, identity) in loaded.sets {
+        let id = set.guard.id.clone();
+        match access.review(&set, &identity).await {
+            Ok(permitted) => {
+                next.insert(id, permitted.set.clone());
+                sets.push(permitted.set.clone());
+            }
+            Err(error) => {
+                complete = false;
+                tracing::error!(guard = %id, %error, "cannot review what the Guard may write; admission keeps its last reviewed set");
+                if let Some(old) = reviewed.get(&id) {
+                    next.insert(id, old.clone());
+                    sets.push(old.clone());
+                }
+            }
+        }
+    }
+    *reviewed = next;
+    (sets, complete)
 }
 
 /// What [`follow_applied`] works with.
@@ -138,6 +179,10 @@ pub struct Follow {
     pub fetcher: Fetcher,
     /// Per-Guard object gauges.
     pub metrics: Arc<Metrics>,
+    /// Lockdown settings: who each Guard writes as.
+    pub tenancy: TenancySettings,
+    /// What Guards' identities may write (shared with the leader's reconciles).
+    pub access: AccessReviewer,
 }
 
 /// Follow every Guard's applied revision into `store` until `shutdown`.
@@ -148,6 +193,8 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
         cache,
         fetcher,
         metrics,
+        tenancy,
+        access,
     } = follow;
     let (guards, guard_writer) = reflector::store::<Guard>();
     let (sources, source_writer) = reflector::store::<GitSource>();
@@ -178,6 +225,7 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
         if guards.wait_until_ready().await.is_err() || sources.wait_until_ready().await.is_err() {
             return;
         }
+        let mut reviewed = HashMap::new();
         let mut loader = Some(Loader {
             cache,
             last_good: HashMap::new(),
@@ -193,7 +241,10 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
             };
             let mut wants = Vec::new();
             for guard in guards.state() {
-                wants.push((guard_id(&guard), wanted(&guard, &sources, &client, &fetcher).await));
+                wants.push((
+                    guard_id(&guard),
+                    wanted(&guard, &sources, &client, &fetcher, &tenancy).await,
+                ));
             }
             let mut retried = false;
             let joined = loop {
@@ -220,7 +271,8 @@ pub async fn follow_applied(follow: Follow, shutdown: impl Future<Output = ()> +
             match joined {
                 Ok((back, loaded)) => {
                     loader = Some(back);
-                    store.publish_reporting(loaded.sets, loaded.complete, &metrics);
+                    let (sets, complete) = permitted(&access, loaded, &mut reviewed).await;
+                    store.publish_reporting(sets, complete, &metrics);
                 }
                 Err(error) => {
                     tracing::error!(%error, "desired-state loader failed; admission keeps the last index");

@@ -255,6 +255,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     ctx.audit = audit.clone();
     ctx.tenancy = cluster.tenancy.clone();
     ctx.impersonator = crate::reconcile::tenancy::Impersonator::new(Some(config), client.clone());
+    // One reviewer for the leader's reconciles and this replica's admission index.
+    let access = ctx.access.clone();
     // Push receiver: any replica verifies hooks and annotates the GitSource; the leader's
     // GitSource controller fetches.
     let hooks = match settings.server.hooks_listen {
@@ -274,6 +276,8 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
                 cache,
                 fetcher,
                 metrics,
+                tenancy: cluster.tenancy.clone(),
+                access,
             },
             stopped(stop.clone()),
         )),

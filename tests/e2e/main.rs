@@ -173,11 +173,16 @@ impl Env {
 
     /// Until Guard `<namespace>/web` applied `revision` and every replica holds its objects.
     pub fn until_applied(&self, namespace: &str, revision: &str) {
-        wait_for(&format!("Guard {namespace}/web to apply {revision}"), WAIT, || {
+        self.until_applied_guard(namespace, "web", revision);
+    }
+
+    /// Until Guard `<namespace>/<name>` applied `revision` and every replica holds its objects.
+    pub fn until_applied_guard(&self, namespace: &str, name: &str, revision: &str) {
+        wait_for(&format!("Guard {namespace}/{name} to apply {revision}"), WAIT, || {
             let applied = self.cluster.ok(&[
                 "get",
                 "guard",
-                "web",
+                name,
                 "-n",
                 namespace,
                 "-o",
@@ -185,9 +190,9 @@ impl Env {
             ]);
             applied.contains(revision).then_some(())
         });
-        let series = format!("driftguard_desired_objects{{guard=\"{namespace}/web\"}}");
+        let series = format!("driftguard_desired_objects{{guard=\"{namespace}/{name}\"}}");
         for replica in &self.installed.replicas {
-            wait_for(&format!("{} to load {namespace}/web", replica.name), WAIT, || {
+            wait_for(&format!("{} to load {namespace}/{name}", replica.name), WAIT, || {
                 metric(replica.metrics, &series).filter(|n| *n > 0.0).map(|_| ())
             });
         }

@@ -115,18 +115,23 @@ fn exists(env: &Env, args: &[&str]) -> bool {
 }
 
 /// A tenant with namespace-admin rights only points a Guard at a ClusterRoleBinding to
-/// cluster-admin and a ConfigMap of another team: neither is written (Forbidden for the Guard's
-/// service account), both are reported in status and Events, the other team still edits its
-/// ConfigMap; the Guard's own-namespace objects are applied.
+/// cluster-admin and a ConfigMap of another team: the access review at load says the Guard's
+/// service account may write neither, so neither is written nor protected, both are reported
+/// in status and Events; the Guard's own-namespace object is applied and protected (its
+/// revision becomes the applied one); the other team still edits its ConfigMap even though it
+/// carries the `driftguard.io/managed` label the webhooks select on.
 #[test]
 fn a_tenants_guard_writes_only_what_its_service_account_may() {
     let env = Env::start(&LOCKDOWN, 1);
     team(&env, "team-a", "ann@example.com");
     team(&env, "team-b", "ben@example.com");
+    // team-b's ConfigMap carries the managed label (copied from a template, say): the webhooks
+    // see every edit of it, so only the index decides whether team-a's Guard protects it.
     apply(
         &env.cluster,
         &json!({"apiVersion": "v1", "kind": "ConfigMap",
-                "metadata": {"name": "shared", "namespace": "team-b"}, "data": {"owner": "team-b"}}),
+                "metadata": {"name": "shared", "namespace": "team-b", "labels": {"driftguard.io/managed": "true"}},
+                "data": {"owner": "team-b"}}),
     );
     env.repo.commit(
         "tenant/escalate.yaml",
@@ -176,14 +181,20 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
                 "spec": {"sourceRef": {"name": "repo"}, "path": "tenant", "serviceAccountName": "deployer",
                          "targetNamespace": "team-a", "interval": "1h"}}),
     );
-    let message = until_ready(&env, "team-a", "tenant", "False", "ApplyFailed");
+    let message = until_ready(&env, "team-a", "tenant", "False", "NotPermitted");
     assert!(
-        message.contains("ClusterRoleBinding.rbac.authorization.k8s.io ann-is-root"),
+        message.contains(
+            "system:serviceaccount:team-a:deployer may not patch clusterrolebindings.rbac.authorization.k8s.io ann-is-root (cluster-wide)"
+        ),
         "{message}"
     );
-    assert!(message.contains("ConfigMap team-b/shared"), "{message}");
-    assert!(message.contains("system:serviceaccount:team-a:deployer"), "{message}");
-    assert!(message.contains("forbidden"), "{message}");
+    assert!(
+        message.contains("system:serviceaccount:team-a:deployer may not patch configmaps shared in namespace team-b"),
+        "{message}"
+    );
+    assert!(message.contains("2 object(s)"), "{message}");
+    // What it may write was applied: the revision is the applied one, every replica loads it.
+    env.until_applied_guard("team-a", "tenant", &env.repo.head());
     // Neither was written; the own object was.
     assert!(!exists(&env, &["clusterrolebinding", "ann-is-root"]));
     assert_eq!(env.get("team-b", "configmap/shared", "{.data.owner}"), "team-b");
@@ -196,13 +207,13 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
         ),
         "team-a/tenant"
     );
-    // The ApplyFailed Events name the refused objects.
+    // The NotPermitted Events name the refused objects.
     let events = env.cluster.ok(&[
         "get",
         "events",
         "-A",
         "--field-selector",
-        "reason=ApplyFailed",
+        "reason=NotPermitted",
         "-o",
         "jsonpath={range .items[*]}{.involvedObject.kind}/{.involvedObject.name} {end}",
     ]);
@@ -224,6 +235,23 @@ fn a_tenants_guard_writes_only_what_its_service_account_may() {
         ],
     );
     assert_eq!(env.get("team-b", "configmap/shared", "{.data.owner}"), "ben");
+    // The tenant's own object is protected: its revision is enforced.
+    let out = env
+        .cluster
+        .kubectl()
+        .args([
+            "patch",
+            "configmap",
+            "own",
+            "-n",
+            "team-a",
+            "--type=merge",
+            "-p",
+            "{\"data\":{\"owner\":\"ben\"}}",
+        ])
+        .output()
+        .unwrap();
+    crate::assert_denied(&out, "validate.driftguard.io", &["data.owner"]);
     // The tenant cannot make itself cluster-admin by hand either (the control case).
     assert!(
         !kubectl_as(
@@ -287,8 +315,11 @@ fn cross_namespace_sources_need_consent_and_lockdown_acts_as_the_default_account
         "-p",
         "{\"spec\":{\"accessFrom\":{\"namespaces\":[\"team-a\"]}}}",
     ]);
-    let message = until_ready(&env, "team-a", "web", "False", "ApplyFailed");
-    assert!(message.contains("system:serviceaccount:team-a:default"), "{message}");
+    let message = until_ready(&env, "team-a", "web", "False", "NotPermitted");
+    assert!(
+        message.contains("system:serviceaccount:team-a:default may not patch deployments.apps web in namespace team-a"),
+        "{message}"
+    );
     assert!(!exists(&env, &["deploy", "web", "-n", "team-a"]));
 
     // Given the rights in its namespace, the default account applies the Guard's objects.
@@ -303,4 +334,122 @@ fn cross_namespace_sources_need_consent_and_lockdown_acts_as_the_default_account
     ]);
     env.until_applied("team-a", &env.repo.head());
     assert_eq!(env.get("team-a", "deploy/web", "{.spec.replicas}"), "3");
+}
+
+/// Two Guards declare one ConfigMap. The one that applied it first owns it: the other's
+/// enforcer leaves it alone and says so (Conflicting), and admission judges edits by the
+/// owner's declaration, mode and exemptions — even though the other Guard was created first,
+/// its `namespace/name` sorts first and its exemptions name the editor.
+#[test]
+fn the_guard_that_applied_an_object_first_owns_it_in_admission_too() {
+    let env = Env::start(&[], 1);
+    let configmap = |name: &str, color: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: alpha\ndata:\n  color: {color}\n"
+        )
+    };
+    env.repo
+        .commit("owner/shared.yaml", Some(&configmap("shared", "blue")), "owner");
+    env.repo
+        .commit("intruder/shared.yaml", Some(&configmap("shared", "red")), "intruder");
+    env.repo
+        .commit("intruder/own.yaml", Some(&configmap("own", "red")), "intruder's own");
+    let head = env.repo.head();
+    env.cluster.ok(&["create", "namespace", "alpha"]);
+    env.cluster.ok(&[
+        "create",
+        "rolebinding",
+        "ann-admin",
+        "-n",
+        "alpha",
+        "--clusterrole=admin",
+        "--user=ann@example.com",
+    ]);
+    let guard = |name: &str, path: &str, extra: Value| {
+        let mut spec = json!({"sourceRef": {"name": "apps", "namespace": "default"}, "path": path,
+                              "targetNamespace": "alpha", "interval": "1h"});
+        if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+            spec.extend(extra.clone());
+        }
+        apply(
+            &env.cluster,
+            &json!({"apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+                    "metadata": {"name": name, "namespace": "alpha"}, "spec": spec}),
+        );
+    };
+    // The intruder is created first (so it is first by creation time and by name) but stays
+    // suspended until the owner has applied the ConfigMap: only the live annotation names the owner.
+    guard(
+        "aa-intruder",
+        "intruder",
+        json!({"exemptions": {"users": ["ann@example.com"]}, "suspend": true}),
+    );
+    guard("zz-owner", "owner", json!({}));
+    env.until_applied_guard("alpha", "zz-owner", &head);
+    env.cluster.ok(&[
+        "patch",
+        "guard",
+        "aa-intruder",
+        "-n",
+        "alpha",
+        "--type=merge",
+        "-p",
+        "{\"spec\":{\"suspend\":false}}",
+    ]);
+    env.until_applied_guard("alpha", "aa-intruder", &head);
+
+    // The intruder's enforcer left the owner's object alone and says so.
+    let conflict = wait_for("aa-intruder Conflicting", WAIT, || {
+        let out = env.get(
+            "alpha",
+            "guard/aa-intruder",
+            "{.status.conditions[?(@.type==\"Conflicting\")].status} {.status.conditions[?(@.type==\"Conflicting\")].message}",
+        );
+        out.strip_prefix("True ").map(str::to_owned)
+    });
+    assert!(
+        conflict.contains("ConfigMap alpha/shared is owned by Guard alpha/zz-owner"),
+        "{conflict}"
+    );
+    assert_eq!(env.get("alpha", "configmap/shared", "{.data.color}"), "blue");
+    assert_eq!(
+        env.get(
+            "alpha",
+            "configmap/shared",
+            "{.metadata.annotations.driftguard\\.io/guard}"
+        ),
+        "alpha/zz-owner"
+    );
+    // The intruder's revision is in the admission index: its own object is protected.
+    let patch = |user: &str, name: &str, color: &str| {
+        kubectl_as(
+            &env,
+            user,
+            &[
+                "patch",
+                "configmap",
+                name,
+                "-n",
+                "alpha",
+                "--type=merge",
+                "-p",
+                &format!("{{\"data\":{{\"color\":\"{color}\"}}}}"),
+            ],
+        )
+    };
+    crate::assert_denied(
+        &patch(crate::USER, "own", "green"),
+        "validate.driftguard.io",
+        &["data.color"],
+    );
+    // Ann, exempt only in the intruder's Guard, sets the intruder's value on the owner's object:
+    // the owner's declaration and exemptions decide, so she is denied.
+    crate::assert_denied(
+        &patch("ann@example.com", "shared", "red"),
+        "validate.driftguard.io",
+        &["data.color"],
+    );
+    assert_eq!(env.get("alpha", "configmap/shared", "{.data.color}"), "blue");
+    // Her exemption still holds on what the intruder's Guard owns.
+    crate::assert_ok(&patch("ann@example.com", "own", "green"));
 }
