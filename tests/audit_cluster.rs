@@ -1,11 +1,13 @@
-//! Signed audit digests in cluster mode, against the in-process test API server: the leader
+//! Signed audit digests in cluster mode, against the real kube-apiserver
+//! (tests/support/cluster.rs): the leader
 //! creates the signing key Secret once and publishes its public key (old keys kept across a
 //! rotation); every replica follows the Secret, signs its digests and anchors them in its own
 //! ConfigMap; `driftguard audit verify --from-cluster` checks three replicas' interleaved
 //! stdout with the cluster's keys and anchors.
 //!
-//! The replicas here are writers (`Writers`) driven by the test; the same helper runs against
-//! any API server reachable through a kubeconfig.
+//! The replicas here are writers (`Writers`) driven by the test, so the rotation happens at a
+//! chosen moment; tests/e2e/audit.rs runs the same evidence through three `driftguard serve`
+//! replicas of the installed chart.
 
 mod support;
 
@@ -20,9 +22,10 @@ use driftguard::audit::cluster::{
 use driftguard::audit::signing::SignerSlot;
 use driftguard::audit::verify::{VerifyOptions, verify_sources};
 use driftguard::audit::{AuditConfig, AuditSink, ChainSink};
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret};
-use kube::api::{Api, DeleteParams, ListParams, PostParams};
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Api, DeleteParams, ListParams};
+use support::cluster::Cluster;
+use support::guards::eventually;
 use tokio::sync::{Notify, watch};
 
 const NAMESPACE: &str = "driftguard";
@@ -40,16 +43,7 @@ impl std::io::Write for Shared {
     }
 }
 
-/// Wait (polling, bounded) until `ready`.
-async fn until(what: &str, mut ready: impl FnMut() -> bool) {
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while !ready() {
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("timed out waiting for {what}"));
-}
+const WAIT: Duration = Duration::from_secs(20);
 
 fn audit_cluster(client: &kube::Client, replica: &str) -> Arc<AuditCluster> {
     Arc::new(AuditCluster {
@@ -139,21 +133,19 @@ impl Writer {
     }
 }
 
-fn config_map_data(api: &TestApiServer, name: &str) -> Option<BTreeMap<String, String>> {
-    let object = api.object("", "configmaps", NAMESPACE, name)?;
-    serde_json::from_value(object.get("data")?.clone()).ok()
+async fn config_map_data(client: &kube::Client, name: &str) -> Option<BTreeMap<String, String>> {
+    let map = Api::<ConfigMap>::namespaced(client.clone(), NAMESPACE)
+        .get_opt(name)
+        .await
+        .unwrap()?;
+    map.data
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": NAMESPACE}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    cluster.ok(&["create", "namespace", NAMESPACE]);
+    let client = cluster.client().await;
 
     // The leader creates the key once; a second pass keeps it.
     let leader = audit_cluster(&client, "driftguard-0");
@@ -164,7 +156,7 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
         .await
         .unwrap();
     assert!(secret.data.unwrap().contains_key("ed25519.key"));
-    let published = config_map_data(&api, DEFAULT_KEYS_CONFIG_MAP).unwrap();
+    let published = config_map_data(&client, DEFAULT_KEYS_CONFIG_MAP).await.unwrap();
     assert_eq!(published.get("current"), Some(&first));
     assert!(published[&format!("{first}.pem")].starts_with("-----BEGIN PUBLIC KEY-----"));
 
@@ -172,7 +164,7 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
     let names = ["driftguard-0", "driftguard-1", "driftguard-2"];
     let writers: Vec<Writer> = names.iter().map(|n| Writer::start(&client, n, out.clone())).collect();
     for writer in &writers {
-        until("the replica to read the key", || {
+        eventually("the replica to read the key", WAIT, || async {
             writer.key_id().as_ref() == Some(&first)
         })
         .await;
@@ -184,8 +176,8 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
     }
     for name in names {
         let anchors = format!("{DEFAULT_ANCHORS_PREFIX}-{name}");
-        until("the anchor ConfigMap", || {
-            config_map_data(&api, &anchors).is_some_and(|d| d.len() == 1)
+        eventually("the anchor ConfigMap", WAIT, || async {
+            config_map_data(&client, &anchors).await.is_some_and(|d| d.len() == 1)
         })
         .await;
     }
@@ -198,10 +190,10 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
         .unwrap();
     let second = leader.ensure_key().await.unwrap();
     assert_ne!(second, first);
-    let published = config_map_data(&api, DEFAULT_KEYS_CONFIG_MAP).unwrap();
+    let published = config_map_data(&client, DEFAULT_KEYS_CONFIG_MAP).await.unwrap();
     assert!(published.contains_key(&format!("{first}.pem")) && published.contains_key(&format!("{second}.pem")));
     for writer in &writers {
-        until("the replica to swap in the new key", || {
+        eventually("the replica to swap in the new key", WAIT, || async {
             writer.key_id().as_ref() == Some(&second)
         })
         .await;
@@ -243,8 +235,7 @@ async fn three_replicas_sign_anchor_and_verify_across_a_key_rotation() {
     }
 
     // The CLI against the same cluster: intact; then one replica's tail cut.
-    let kubeconfig = dir.path().join("driftguard.kubeconfig");
-    api.write_kubeconfig(Identity::Driftguard, &kubeconfig).unwrap();
+    let kubeconfig = cluster.kubeconfig().to_owned();
     let run = |input: Vec<u8>| {
         let args = [
             "audit".into(),

@@ -1,15 +1,15 @@
 //! The GitSource and Guard CRDs: `driftguard crds` is the source of truth and
 //! manifests/crds/driftguard-crds.yaml must equal its output byte for byte (regenerate with
 //! `cargo run -q -- crds > manifests/crds/driftguard-crds.yaml`). The schemas must be
-//! structural, and the CRDs must register with an API server and work with real kubectl.
+//! structural, and the CRDs must register with the real kube-apiserver (its structural-schema
+//! and CEL validation) and work with real kubectl (the built one and the machine's).
 
 mod support;
 
 use std::path::PathBuf;
-use std::process::Output;
 
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use serde_json::Value;
+use support::cluster::{Cluster, ok};
 
 const MANIFEST: &str = "manifests/crds/driftguard-crds.yaml";
 
@@ -224,55 +224,34 @@ fn the_schema_validates_modes_renderers_and_durations() {
     );
 }
 
-/// kubectl as the cluster admin against a fresh test API server.
-struct Cluster {
-    api: TestApiServer,
-    home: tempfile::TempDir,
-    kubeconfig: PathBuf,
+fn write(cluster: &Cluster, name: &str, text: &str) -> PathBuf {
+    let path = cluster.scratch().join(name);
+    std::fs::write(&path, text).unwrap();
+    path
 }
 
-impl Cluster {
-    async fn start() -> Self {
-        let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-        let home = tempfile::tempdir().unwrap();
-        let kubeconfig = home.path().join("admin.kubeconfig");
-        api.write_kubeconfig(Identity::Admin, &kubeconfig).unwrap();
-        Cluster { api, home, kubeconfig }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::kubectl(self.home.path(), &self.kubeconfig)
-            .args(args)
-            .output()
-            .unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "kubectl {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn write(&self, name: &str, text: &str) -> PathBuf {
-        let path = self.home.path().join(name);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-
-    /// Apply manifests/crds/, a GitSource and a Guard, and give the Guard a status through the
-    /// status subresource as the enforcer would.
-    fn install(&self) {
-        let dir = support::root().join("manifests/crds");
-        let out = self.ok(&["apply", "-f", dir.to_str().unwrap()]);
-        assert!(out.contains("gitsources.driftguard.io created"), "{out}");
-        assert!(out.contains("guards.driftguard.io created"), "{out}");
-        let objects = self.write(
-            "objects.yaml",
-            "apiVersion: driftguard.io/v1alpha1
+/// Apply manifests/crds/ (kubectl, as the README says), wait until the API server serves both
+/// CRDs, apply a GitSource and a Guard, and give the Guard a status through the status
+/// subresource as the enforcer would.
+fn install(cluster: &Cluster) {
+    let dir = support::root().join("manifests/crds");
+    let out = cluster.ok(&["apply", "-f", dir.to_str().unwrap()]);
+    assert!(out.contains("gitsources.driftguard.io created"), "{out}");
+    assert!(out.contains("guards.driftguard.io created"), "{out}");
+    // The real API server serves a new CRD's resource only once it is Established (the
+    // imitation served it at once): a Guard applied straight after the CRD can meet
+    // "no matches for kind".
+    cluster.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gitsources.driftguard.io",
+        "crd/guards.driftguard.io",
+    ]);
+    let objects = write(
+        cluster,
+        "objects.yaml",
+        "apiVersion: driftguard.io/v1alpha1
 kind: GitSource
 metadata: {name: platform, namespace: default}
 spec:
@@ -287,107 +266,122 @@ spec:
   path: apps/web
   mode: revert
 ",
-        );
-        self.ok(&["apply", "-f", objects.to_str().unwrap()]);
-        let status = serde_json::json!({"status": {
-            "observedGeneration": 1,
-            "lastAppliedRevision": "main@sha1:4b825dc642cb",
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "Applied",
-                "message": "3 objects applied", "lastTransitionTime": "2026-01-01T00:00:00Z",
-            }],
-            "counts": {"objects": 3, "driftCorrected": 0, "editsDenied": 1},
-        }});
-        self.ok(&[
-            "patch",
-            "guard",
-            "web",
-            "--subresource=status",
-            "--type=merge",
-            "-p",
-            &status.to_string(),
-        ]);
-    }
+    );
+    cluster.ok(&["apply", "-f", objects.to_str().unwrap()]);
+    let status = serde_json::json!({"status": {
+        "observedGeneration": 1,
+        "lastAppliedRevision": "main@sha1:4b825dc642cb",
+        "conditions": [{
+            "type": "Ready", "status": "True", "reason": "Applied",
+            "message": "3 objects applied", "lastTransitionTime": "2026-01-01T00:00:00Z",
+        }],
+        "counts": {"objects": 3, "driftCorrected": 0, "editsDenied": 1},
+    }});
+    cluster.ok(&[
+        "patch",
+        "guard",
+        "web",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        &status.to_string(),
+    ]);
 }
 
-/// Run blocking kubectl work off the runtime threads that serve the API.
-async fn run_blocking<T: Send + 'static>(
-    cluster: Cluster,
-    f: impl FnOnce(&Cluster) -> T + Send + 'static,
-) -> (Cluster, T) {
-    tokio::task::spawn_blocking(move || {
-        let out = f(&cluster);
-        (cluster, out)
-    })
-    .await
-    .unwrap()
-}
+/// One control plane for both kubectl clients: the CRDs applied with the built kubectl, then
+/// read back, printed and written with it and with the machine's.
+#[test]
+fn kubectl_applies_the_crds_and_works_with_guards() {
+    let cluster = Cluster::start();
+    install(&cluster);
+    // Short names resolve through discovery.
+    let names = cluster.ok(&["get", "gd,gs", "-o", "name"]);
+    assert_eq!(
+        names.lines().collect::<Vec<_>>(),
+        ["guard.driftguard.io/web", "gitsource.driftguard.io/platform"]
+    );
+    let guard: Value = serde_json::from_str(&cluster.ok(&["get", "guard", "web", "-o", "json"])).unwrap();
+    assert_eq!(guard["spec"]["mode"], "revert");
+    assert_eq!(guard["status"]["counts"]["objects"], 3);
+    // The spec deserializes into the Rust type the enforcer reads.
+    let typed: driftguard::api::Guard = serde_json::from_value(guard).unwrap();
+    assert_eq!(typed.spec.path, "apps/web");
+    assert_eq!(typed.spec.mode, driftguard::api::Mode::Revert);
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_applies_the_crds_and_works_with_guards() {
-    let cluster = Cluster::start().await;
-    let (cluster, ()) = run_blocking(cluster, |c| {
-        c.install();
-        // Short names resolve through discovery.
-        let names = c.ok(&["get", "gd,gs", "-o", "name"]);
-        assert_eq!(
-            names.lines().collect::<Vec<_>>(),
-            ["guard.driftguard.io/web", "gitsource.driftguard.io/platform"]
-        );
-        let guard: Value = serde_json::from_str(&c.ok(&["get", "guard", "web", "-o", "json"])).unwrap();
-        assert_eq!(guard["spec"]["mode"], "revert");
-        assert_eq!(guard["status"]["counts"]["objects"], 3);
-        // The spec deserializes into the Rust type the enforcer reads.
-        let typed: driftguard::api::Guard = serde_json::from_value(guard).unwrap();
-        assert_eq!(typed.spec.path, "apps/web");
-        assert_eq!(typed.spec.mode, driftguard::api::Mode::Revert);
+    // Each printer column's JSONPath, evaluated by kubectl's JSONPath (the API server's),
+    // yields the value `kubectl get guards` shows.
+    let docs = manifest_docs();
+    let got: Vec<String> = columns(crd(&docs, "guards"))
+        .iter()
+        .map(|(_, path)| cluster.ok(&["get", "guard", "web", "-o", &format!("jsonpath={{{path}}}")]))
+        .collect();
+    assert_eq!(got[..3], ["True", "main@sha1:4b825dc642cb", "3"]);
+    assert!(got[3].ends_with('Z'), "creationTimestamp: {}", got[3]);
 
-        // Each printer column's JSONPath, evaluated by kubectl's JSONPath (the API server's),
-        // yields the value `kubectl get guards` shows.
-        let docs = manifest_docs();
-        let got: Vec<String> = columns(crd(&docs, "guards"))
-            .iter()
-            .map(|(_, path)| c.ok(&["get", "guard", "web", "-o", &format!("jsonpath={{{path}}}")]))
-            .collect();
-        assert_eq!(got[..3], ["True", "main@sha1:4b825dc642cb", "3"]);
-        assert!(got[3].ends_with('Z'), "creationTimestamp: {}", got[3]);
-
-        // A write to the main resource keeps the status (status subresource).
-        c.ok(&[
-            "patch",
-            "guard",
-            "web",
-            "--type=merge",
-            "-p",
-            r#"{"spec":{"mode":"deny"},"status":{"lastAppliedRevision":"forged"}}"#,
-        ]);
-        let revision = c.ok(&["get", "guard", "web", "-o", "jsonpath={.status.lastAppliedRevision}"]);
-        assert_eq!(revision, "main@sha1:4b825dc642cb");
-    })
-    .await;
-    drop(cluster.home);
-    cluster.api.stop().await;
-}
-
-/// `kubectl get guards` prints the CRD's printer columns.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn kubectl_get_guards_shows_ready_revision_objects_age() {
-    let cluster = Cluster::start().await;
-    let (cluster, ()) = run_blocking(cluster, |c| {
-        c.install();
-        let table = c.ok(&["get", "guards"]);
+    // `kubectl get guards` prints the CRD's printer columns (the API server renders the
+    // table), with either kubectl.
+    for mut kubectl in [cluster.kubectl(), cluster.machine_kubectl()] {
+        let table = ok(kubectl.args(["get", "guards"]));
         let mut lines = table.lines();
         let header: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(header, ["NAME", "READY", "REVISION", "OBJECTS", "AGE"], "{table}");
         let row: Vec<&str> = lines.next().unwrap().split_whitespace().collect();
         assert_eq!(row[..4], ["web", "True", "main@sha1:4b825dc642cb", "3"], "{table}");
-        let table = c.ok(&["get", "gitsources"]);
-        let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-        assert_eq!(header, ["NAME", "READY", "REVISION", "AGE"], "{table}");
-    })
-    .await;
-    drop(cluster.home);
-    cluster.api.stop().await;
+    }
+    let table = cluster.ok(&["get", "gitsources"]);
+    let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
+    assert_eq!(header, ["NAME", "READY", "REVISION", "AGE"], "{table}");
+
+    // A write to the main resource keeps the status (status subresource).
+    cluster.ok(&[
+        "patch",
+        "guard",
+        "web",
+        "--type=merge",
+        "-p",
+        r#"{"spec":{"mode":"deny"},"status":{"lastAppliedRevision":"forged"}}"#,
+    ]);
+    let revision = cluster.ok(&["get", "guard", "web", "-o", "jsonpath={.status.lastAppliedRevision}"]);
+    assert_eq!(revision, "main@sha1:4b825dc642cb");
+    assert_eq!(
+        cluster.ok(&["get", "guard", "web", "-o", "jsonpath={.spec.mode}"]),
+        "deny"
+    );
+
+    // The schema is enforced by the API server: an unknown mode, a malformed interval and a ref
+    // naming two things are refused with the field named.
+    for (patch, needle) in [
+        (
+            r#"{"spec":{"mode":"sideways"}}"#,
+            "spec.mode: Unsupported value: \"sideways\"",
+        ),
+        (r#"{"spec":{"interval":"soon"}}"#, "spec.interval"),
+    ] {
+        let out = cluster
+            .kubectl()
+            .args(["patch", "guard", "web", "--type=merge", "-p", patch])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && stderr.contains(needle), "{patch}: {stderr}");
+    }
+    let out = cluster
+        .kubectl()
+        .args([
+            "patch",
+            "gitsource",
+            "platform",
+            "--type=merge",
+            "-p",
+            r#"{"spec":{"ref":{"branch":"main","tag":"v1"}}}"#,
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("ref must set exactly one of branch, tag, semver, commit"),
+        "{stderr}"
+    );
 }
 
 #[test]

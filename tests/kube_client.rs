@@ -1,13 +1,13 @@
-//! kube::Client against the test API server: the client driftguard's enforcer uses must not be
-//! able to tell the server from kube-apiserver for discovery, typed and dynamic reads,
-//! server-side apply (with conflicts), identities and watches.
+//! kube::Client, the client driftguard's enforcer uses, against the real kube-apiserver
+//! (tests/support/cluster.rs): discovery, typed and dynamic reads, server-side apply (with
+//! conflicts), identities (a second user through impersonation, allowed by real RBAC) and
+//! watches.
 
 mod support;
 
 use std::time::Duration;
 
 use driftguard::api::Mode;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::Discovery;
@@ -15,16 +15,38 @@ use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::runtime::watcher;
 use serde_json::json;
+use support::cluster::{Cluster, KUBERNETES_VERSION};
+
+const USER: &str = "alice@example.com";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kube_client_discovers_applies_conflicts_and_watches() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let driftguard = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let alice = support::kube_client(&api, Identity::User, dir.path()).await;
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let driftguard = cluster.client().await;
+    // A person at kubectl: the admin credentials impersonating alice, whom real RBAC allows to
+    // edit in `default`.
+    cluster.ok(&[
+        "create",
+        "rolebinding",
+        "alice-edit",
+        "--clusterrole=edit",
+        &format!("--user={USER}"),
+        "-n",
+        "default",
+    ]);
+    let alice = {
+        let kubeconfig = kube::config::Kubeconfig::read_from(cluster.kubeconfig()).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        config.auth_info.impersonate = Some(USER.to_owned());
+        config.auth_info.impersonate_groups = Some(vec!["system:authenticated".to_owned()]);
+        kube::Client::try_from(config).unwrap()
+    };
 
     let version = driftguard.apiserver_version().await.unwrap();
-    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "32"));
+    assert_eq!(version.git_version, KUBERNETES_VERSION);
+    assert_eq!((version.major.as_str(), version.minor.as_str()), ("1", "37"));
 
     let discovery = Discovery::new(driftguard.clone()).run().await.unwrap();
     let (deployments, caps) = discovery
@@ -131,5 +153,14 @@ async fn kube_client_discovers_applies_conflicts_and_watches() {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert!(editors.contains(&"kubectl-edit".to_owned()), "{editors:?}");
-    api.stop().await;
+    // alice's write reached the API server as alice, not as the admin credentials.
+    use k8s_openapi::api::authentication::v1::SelfSubjectReview;
+    let review: SelfSubjectReview = serde_json::from_value(json!({"metadata": {}})).unwrap();
+    let whoami = Api::<SelfSubjectReview>::all(alice.clone())
+        .create(&Default::default(), &review)
+        .await
+        .unwrap();
+    let user = whoami.status.and_then(|s| s.user_info).and_then(|u| u.username);
+    assert_eq!(user.as_deref(), Some(USER));
+    drop(cluster);
 }

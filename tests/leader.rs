@@ -1,6 +1,7 @@
-//! Leader election between two replicas on a Lease in the test API server: one leader at a
-//! time, a stopped leader hands over at once, a crashed leader is replaced within the lease
-//! duration.
+//! Leader election between replicas on a Lease in the real kube-apiserver
+//! (tests/support/cluster.rs): one leader at a time, a stopped leader hands over at once, a
+//! crashed leader is replaced within the lease duration. (That the chart's RBAC allows the
+//! elector's requests is tests/install.rs's part.)
 
 mod support;
 
@@ -9,11 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use driftguard::reconcile::leader::{ElectionConfig, LeaderElector};
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::Api;
+use support::cluster::{Cluster, NAMESPACE};
 use tokio::sync::{oneshot, watch};
 
 const LEASE: Duration = Duration::from_secs(2);
@@ -30,7 +30,7 @@ fn replica(client: &Client, identity: &str) -> Replica {
     let (stop, stopped) = oneshot::channel::<()>();
     let elector = LeaderElector::new(
         client.clone(),
-        ElectionConfig::new("driftguard", "driftguard-leader", identity, LEASE),
+        ElectionConfig::new(NAMESPACE, "driftguard-leader", identity, LEASE),
     );
     let task = tokio::spawn(elector.run(tx, async move {
         let _ = stopped.await;
@@ -80,15 +80,10 @@ async fn next_renewal(leases: &Api<Lease>) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_leader_at_a_time_with_handover_and_takeover() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "driftguard"}})).unwrap();
-    Api::<Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
-        .await
-        .unwrap();
-    let leases: Api<Lease> = Api::namespaced(client.clone(), "driftguard");
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    cluster.ok(&["create", "namespace", NAMESPACE]);
+    let client = cluster.client().await;
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
 
     // A leads; B follows without ever overlapping.
     let mut a = replica(&client, "replica-a");
@@ -138,5 +133,5 @@ async fn one_leader_at_a_time_with_handover_and_takeover() {
     eprintln!("handover after release: {handover:?}; takeover after crash: {takeover:?}");
     c.stop.take().unwrap().send(()).unwrap();
     c.task.await.unwrap();
-    api.stop().await;
+    drop(cluster);
 }

@@ -374,28 +374,49 @@ guards:
     let _ = child.wait();
 }
 
-/// `driftguard serve --kubeconfig` against the test API server: the replica wins the Lease,
-/// applies the Guard, serves the applied revision (ready only then), heals a `kubectl edit`
-/// that no webhook stopped, and releases the Lease on SIGTERM.
+/// `driftguard serve --kubeconfig` against the real kube-apiserver (tests/support/cluster.rs;
+/// no webhook configuration registered, so nothing stops an edit): the replica wins the Lease,
+/// applies the Guard, serves the applied revision (ready only then), heals a `kubectl edit`,
+/// and releases the Lease on SIGTERM.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
-    use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+    use driftguard::api::Guard;
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::coordination::v1::Lease;
     use kube::api::{Api, PostParams};
 
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let namespace = serde_json::from_value(serde_json::json!({"metadata": {"name": "driftguard"}})).unwrap();
-    Api::<k8s_openapi::api::core::v1::Namespace>::all(client.clone())
-        .create(&PostParams::default(), &namespace)
+    let cluster = tokio::task::spawn_blocking(support::cluster::Cluster::start)
         .await
         .unwrap();
-    let (repo, commit, guards) = support::guards::install(&client, serde_json::json!({"interval": "1h"})).await;
+    let dir = tempfile::tempdir().unwrap();
+    let (repo, commit) = example_repo();
+    // The CRDs (served once Established), the driftguard namespace, a GitSource on the
+    // repository and a Guard over examples/app, as an admin applies them.
+    let manifests = root().join("manifests/crds/driftguard-crds.yaml");
+    cluster.ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]);
+    cluster.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/gitsources.driftguard.io",
+        "crd/guards.driftguard.io",
+    ]);
+    cluster.ok(&["create", "namespace", "driftguard"]);
+    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
+        {"apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+         "metadata": {"name": "apps", "namespace": "default"},
+         "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}},
+        {"apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+         "metadata": {"name": "example-app", "namespace": "default"},
+         "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1h"}},
+    ]});
+    let file = dir.path().join("objects.json");
+    std::fs::write(&file, objects.to_string()).unwrap();
+    cluster.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let client = cluster.client().await;
+    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
 
-    let kubeconfig = dir.path().join("driftguard.kubeconfig");
-    api.write_kubeconfig(Identity::Driftguard, &kubeconfig).unwrap();
+    let kubeconfig = cluster.kubeconfig().to_owned();
     let config = dir.path().join("driftguard.yaml");
     std::fs::write(
         &config,
@@ -461,7 +482,17 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     assert!(message.contains(&commit[..12]), "names the applied revision: {message}");
 
     // With no webhook registered, a kubectl edit lands; self-heal restores Git.
-    let out = support::guards::kubectl_edit_web(&api, dir.path(), "s/replicas: 3/replicas: 5/");
+    let editor = dir.path().join("editor.sh");
+    std::fs::write(&editor, "#!/bin/sh\nsed -i 's/replicas: 3/replicas: 5/' \"$1\"\n").unwrap();
+    std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = tokio::task::spawn_blocking({
+        let mut edit = cluster.machine_kubectl();
+        edit.args(["edit", "deploy", "web", "-n", "default"])
+            .env("EDITOR", &editor);
+        move || edit.output().unwrap()
+    })
+    .await
+    .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
     eventually("replicas back to Git's 3", || async {
@@ -535,7 +566,7 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
         .unwrap();
     assert_eq!(lease.spec.unwrap().holder_identity, None, "released on shutdown");
     drop(repo);
-    api.stop().await;
+    drop(cluster);
 }
 
 /// Standalone `serve` with a remote source behind HTTP basic auth, credentials read from

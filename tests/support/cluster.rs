@@ -567,3 +567,17 @@ pub fn wait_for<T>(what: &str, within: Duration, mut check: impl FnMut() -> Opti
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+impl Cluster {
+    /// The API server's audit log (`scripts/cluster` records every request a service account
+    /// made, at level Metadata): one JSON object per request, as the real authorizer decided it
+    /// (`annotations["authorization.k8s.io/decision"]`) and the server answered it
+    /// (`responseStatus.code`).
+    pub fn audit_events(&self) -> Vec<Value> {
+        let text = std::fs::read_to_string(self.state.path().join("audit.log")).unwrap_or_default();
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("audit line {l}: {e}")))
+            .collect()
+    }
+}
