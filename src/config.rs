@@ -14,7 +14,7 @@ use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
 use crate::reconcile::selfheal::HealSettings;
 use crate::reconcile::tenancy::TenancySettings;
-use crate::source::GitReference;
+use crate::source::{GitReference, LinkTemplate};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -820,11 +820,16 @@ guards:
         }
         let mut sources = Vec::with_capacity(self.sources.len());
         let mut source_ids = Vec::with_capacity(self.sources.len());
+        let mut source_links = Vec::with_capacity(self.sources.len());
         for entry in &self.sources {
             let id = format!("{}/{}", entry.namespace, entry.name);
             if source_ids.contains(&id) {
                 return Err(ConfigError::Invalid(format!("source {id} is declared twice")));
             }
+            source_links.push(
+                LinkTemplate::for_source(&entry.spec.url, entry.spec.web_url.as_deref())
+                    .map_err(|e| ConfigError::Invalid(format!("source {id}: {e}")))?,
+            );
             let reference = git_reference(&id, entry.spec.reference.as_ref())?;
             let receiver_secret = receiver_secret_file(&id, entry, &self.server, &server, base_dir)?;
             let secret_dir = |field: &str, name: &str| match &self.secrets_dir {
@@ -881,7 +886,8 @@ guards:
                 .get(source)
                 .map(|s| s.spec.url.as_str())
                 .unwrap_or_default();
-            let policy = GuardPolicy::new(id, &entry.spec, url)?;
+            let links = source_links.get(source).cloned().flatten();
+            let policy = GuardPolicy::new(id, &entry.spec, url)?.with_links(links);
             guards.push(Guard {
                 policy: Arc::new(policy),
                 source,

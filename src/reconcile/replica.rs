@@ -19,7 +19,7 @@ use super::kinds::ClusterKinds;
 use super::source::checkout;
 use crate::api::{GitSource, Guard};
 use crate::desired::{ApiResources, DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
-use crate::source::Fetcher;
+use crate::source::{Fetcher, LinkTemplate};
 use crate::telemetry::Metrics;
 
 /// The Guard's identity.
@@ -63,7 +63,11 @@ async fn wanted(
     let settings = checkout(&source, Some(&commit), client, fetcher)
         .await
         .map_err(|e| e.to_string())?;
-    let policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
+    let links = LinkTemplate::for_source(&source.spec.url, source.spec.web_url.as_deref())
+        .map_err(|e| format!("GitSource {namespace}/{}: {e}", guard.spec.source_ref.name))?;
+    let policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)
+        .map_err(|e| e.to_string())?
+        .with_links(links);
     Ok(Some(Wanted {
         policy: Arc::new(policy),
         settings,
