@@ -1234,6 +1234,35 @@ guards:
     }
 
     #[test]
+    fn web_urls_are_checked_when_read_and_reach_the_guards() {
+        let validate = |text: &str| {
+            ConfigFile::parse(text, "sample").and_then(|file| file.validate(Path::new("/"), &Overrides::default()))
+        };
+        // git.example.com is no host links are derived for.
+        let settings = validate(SAMPLE).unwrap();
+        assert!(settings.guards[0].policy.links().is_none());
+        let with = |web_url: &str| {
+            SAMPLE.replace(
+                "    interval: 30s\n",
+                &format!("    interval: 30s\n    webUrl: \"{web_url}\"\n"),
+            )
+        };
+        let settings = validate(&with("https://git.example.com/{repo}/src/{revision}/{path}#L{line}")).unwrap();
+        let links = settings.guards[0].policy.links().unwrap().at("abc");
+        assert_eq!(
+            links.link("a.yaml", 3),
+            "https://git.example.com/platform/src/abc/a.yaml#L3"
+        );
+        let err = validate(&with("https://git.example.com/{repo}/{branch}/{path}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source default/platform: webUrl") && err.contains("unknown placeholder {branch}"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn ref_needs_exactly_one_selector() {
         let both = GitRefSpec {
             branch: Some("main".into()),
