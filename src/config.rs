@@ -14,7 +14,7 @@ use crate::audit::{AuditConfig, FsyncPolicy};
 use crate::desired::{DesiredError, GuardId, GuardPolicy, SourceSettings};
 use crate::reconcile::selfheal::HealSettings;
 use crate::reconcile::tenancy::TenancySettings;
-use crate::source::GitReference;
+use crate::source::{GitReference, LinkTemplate};
 
 /// Why the configuration is unusable.
 #[derive(Debug, thiserror::Error)]
@@ -820,11 +820,16 @@ guards:
         }
         let mut sources = Vec::with_capacity(self.sources.len());
         let mut source_ids = Vec::with_capacity(self.sources.len());
+        let mut source_links = Vec::with_capacity(self.sources.len());
         for entry in &self.sources {
             let id = format!("{}/{}", entry.namespace, entry.name);
             if source_ids.contains(&id) {
                 return Err(ConfigError::Invalid(format!("source {id} is declared twice")));
             }
+            source_links.push(
+                LinkTemplate::for_source(&entry.spec.url, entry.spec.web_url.as_deref())
+                    .map_err(|e| ConfigError::Invalid(format!("source {id}: {e}")))?,
+            );
             let reference = git_reference(&id, entry.spec.reference.as_ref())?;
             let receiver_secret = receiver_secret_file(&id, entry, &self.server, &server, base_dir)?;
             let secret_dir = |field: &str, name: &str| match &self.secrets_dir {
@@ -881,7 +886,8 @@ guards:
                 .get(source)
                 .map(|s| s.spec.url.as_str())
                 .unwrap_or_default();
-            let policy = GuardPolicy::new(id, &entry.spec, url)?;
+            let links = source_links.get(source).cloned().flatten();
+            let policy = GuardPolicy::new(id, &entry.spec, url)?.with_links(links);
             guards.push(Guard {
                 policy: Arc::new(policy),
                 source,
@@ -1223,6 +1229,35 @@ guards:
             .to_string();
         assert!(
             err.contains("default/missing") && err.contains("default/platform"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn web_urls_are_checked_when_read_and_reach_the_guards() {
+        let validate = |text: &str| {
+            ConfigFile::parse(text, "sample").and_then(|file| file.validate(Path::new("/"), &Overrides::default()))
+        };
+        // git.example.com is no host links are derived for.
+        let settings = validate(SAMPLE).unwrap();
+        assert!(settings.guards[0].policy.links().is_none());
+        let with = |web_url: &str| {
+            SAMPLE.replace(
+                "    interval: 30s\n",
+                &format!("    interval: 30s\n    webUrl: \"{web_url}\"\n"),
+            )
+        };
+        let settings = validate(&with("https://git.example.com/{repo}/src/{revision}/{path}#L{line}")).unwrap();
+        let links = settings.guards[0].policy.links().unwrap().at("abc");
+        assert_eq!(
+            links.link("a.yaml", 3),
+            "https://git.example.com/platform/src/abc/a.yaml#L3"
+        );
+        let err = validate(&with("https://git.example.com/{repo}/{branch}/{path}"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("source default/platform: webUrl") && err.contains("unknown placeholder {branch}"),
             "{err}"
         );
     }

@@ -760,3 +760,74 @@ fn a_request_in_another_api_version_is_compared_on_labels_and_annotations_only()
         "spec is not compared across versions: {message}"
     );
 }
+
+#[test]
+fn denials_warnings_and_audit_link_to_the_line_at_the_commit() {
+    const COMMIT: &str = "4b825dc642cb6eb9a060e54bf8d69288fbee4904";
+    let linked = |mode: Mode, web_url: &str| {
+        support::stack_over(support::example_set_linked(
+            &support::example_guard(mode),
+            Some(web_url),
+        ))
+    };
+    let long = "https://git.example.com/{repo}/blob/{revision}/{path}#L{line}";
+    let replicas = format!("https://git.example.com/platform/blob/{COMMIT}/examples/app/deployment.yaml#L10");
+
+    // Deny: the message ends with the link to the replicas line; the audit field carries it.
+    let stack = linked(Mode::Deny, long);
+    let (response, decision) = ask(&stack, Webhook::Validate, "scale-deployment");
+    assert_eq!(decision, "denied");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(message.ends_with(&format!("\nOpen it in Git: {replicas}")), "{message}");
+    let event = stack.audit.events().pop().unwrap();
+    assert_eq!(event.fields[0].link.as_deref(), Some(replicas.as_str()));
+    let record = serde_json::to_value(&event).unwrap();
+    assert_eq!(record["fields"][0]["link"], replicas.as_str(), "{record}");
+    // A delete links to where the object starts.
+    let (response, _) = ask(&stack, Webhook::Validate, "delete-by-user");
+    let message = response["status"]["message"].as_str().unwrap();
+    assert!(
+        message.ends_with(&format!(
+            "Open it in Git: https://git.example.com/platform/blob/{COMMIT}/examples/app/deployment.yaml#L2"
+        )),
+        "{message}"
+    );
+
+    // No links (the host is not one links are derived for): no link member in the record.
+    let stack = support::stack_over(support::example_set(&support::example_guard(Mode::Deny)));
+    let (response, _) = ask(&stack, Webhook::Validate, "scale-deployment");
+    assert!(
+        !response["status"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Open it in Git")
+    );
+    let record = serde_json::to_value(stack.audit.events().pop().unwrap()).unwrap();
+    assert!(record["fields"][0].get("link").is_none(), "{record}");
+
+    // Warnings carry the link only when it fits in 120 characters.
+    for (web_url, fits) in [(long, false), ("https://g.example/{revision}/{path}#L{line}", true)] {
+        for (mode, webhook) in [(Mode::Revert, Webhook::Mutate), (Mode::Audit, Webhook::Validate)] {
+            let stack = linked(mode, web_url);
+            let (response, _) = ask(&stack, webhook, "scale-deployment");
+            let warnings: Vec<&str> = response["warnings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect();
+            assert!(warnings.iter().all(|w| w.chars().count() <= 120), "{warnings:?}");
+            let short = format!("driftguard: https://g.example/{COMMIT}/examples/app/deployment.yaml#L10");
+            assert_eq!(warnings.contains(&short.as_str()), fits, "{web_url}: {warnings:?}");
+            assert!(
+                warnings.iter().all(|w| !w.contains("https://git.example.com")),
+                "a link is never clipped: {warnings:?}"
+            );
+            let event = stack.audit.events().pop().unwrap();
+            assert!(
+                event.fields[0].link.as_deref().is_some_and(|l| l.ends_with("#L10")),
+                "{event:?}"
+            );
+        }
+    }
+}

@@ -596,7 +596,10 @@ fn event(
         operation: request.operation.as_str().to_owned(),
         guard: managed.guard.id.to_string(),
         revision: managed.revision.commit.clone(),
-        fields: drifts.iter().map(|d| FieldRecord::of(managed.object, d)).collect(),
+        fields: drifts
+            .iter()
+            .map(|d| FieldRecord::of(managed.object, d).with_link(managed.link_of(Some(&d.path))))
+            .collect(),
         message,
         request_uid: request.uid.to_string(),
         dry_run: request.dry_run.unwrap_or(false),

@@ -29,6 +29,19 @@ fn origin_of(managed: &Managed<'_>, drifts: &[FieldDrift]) -> Origin {
     }
 }
 
+/// The link to where Git declares the first of `drifts` (else the object) at the enforced
+/// commit, when the Guard's source has links.
+fn link_of(managed: &Managed<'_>, drifts: &[FieldDrift]) -> Option<String> {
+    managed.link_of(drifts.first().map(|d| &d.path))
+}
+
+/// The message's last line: the link, on a line of its own so nothing sticks to it.
+fn push_link(msg: &mut String, managed: &Managed<'_>, drifts: &[FieldDrift]) {
+    if let Some(link) = link_of(managed, drifts) {
+        let _ = write!(msg, "\nOpen it in Git: {link}");
+    }
+}
+
 fn where_in_git(managed: &Managed<'_>, drifts: &[FieldDrift]) -> String {
     format!(
         "{} in {} ({})",
@@ -69,17 +82,20 @@ pub fn drift_denied(
         "\nGit declares it at {}. Change it there and driftguard applies it; if another controller owns these fields, ask for an ignore rule on the Guard.",
         where_in_git(managed, drifts)
     );
+    push_link(&mut msg, managed, drifts);
     msg
 }
 
 /// The denial message for deleting a managed object.
 pub fn delete_denied(managed: &Managed<'_>) -> String {
-    format!(
+    let mut msg = format!(
         "{} is managed by Git (guard {}) and cannot be deleted by hand. Remove it from Git at {} and driftguard prunes it.",
         managed.object.display_name(),
         managed.guard.id,
         where_in_git(managed, &[])
-    )
+    );
+    push_link(&mut msg, managed, &[]);
+    msg
 }
 
 /// Warnings for reverted fields (revert mode), each within [`MAX_WARNING`].
@@ -137,6 +153,9 @@ pub fn delete_audited_warning(managed: &Managed<'_>) -> Vec<String> {
         ),
         change_in_git_warning(managed, &[]),
     ]
+    .into_iter()
+    .chain(link_warning(managed, &[]))
+    .collect()
 }
 
 /// One warning per field (at most [`MAX_FIELDS`]), each within [`MAX_WARNING`]: `line` gets
@@ -168,6 +187,7 @@ fn field_warnings(
         warnings.push(format!("driftguard: and {} more fields", drifts.len() - MAX_FIELDS));
     }
     warnings.push(change_in_git_warning(managed, drifts));
+    warnings.extend(link_warning(managed, drifts));
     warnings
 }
 
@@ -176,4 +196,12 @@ fn change_in_git_warning(managed: &Managed<'_>, drifts: &[FieldDrift]) -> String
         &format!("driftguard: change it in Git: {}", origin_of(managed, drifts)),
         MAX_WARNING,
     )
+}
+
+/// The link as a warning of its own, only when it fits in [`MAX_WARNING`] (a clipped link
+/// leads nowhere).
+fn link_warning(managed: &Managed<'_>, drifts: &[FieldDrift]) -> Option<String> {
+    link_of(managed, drifts)
+        .map(|link| format!("driftguard: {link}"))
+        .filter(|warning| warning.chars().count() <= MAX_WARNING)
 }

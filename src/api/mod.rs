@@ -81,6 +81,29 @@ pub struct GitSourceSpec {
     /// Omitted: only Guards in the source's own namespace (README "Multi-tenancy").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_from: Option<AccessFrom>,
+    /// Links to Git in denials, warnings, Events and audit records: the web page of a file's
+    /// line at a commit, with placeholders `{repo}` (the repository path of `url`),
+    /// `{revision}` (the full commit id), `{path}` (the file) and `{line}`, for example
+    /// `https://git.example.com/{repo}/blob/{revision}/{path}#L{line}`. Omitted: derived from
+    /// `url` for GitHub, GitLab, Bitbucket Cloud, Gitea/Forgejo and Codeberg hosts (README
+    /// "Links to Git"); `""`: no links.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(extend("x-kubernetes-validations" = [
+        {
+            "rule": "self == '' || self.matches('^[hH][tT][tT][pP][sS]?://[^/?#@{}]+([/?#][^ ]*)?$')",
+            "message": "webUrl must start with https:// or http:// and a host, without user information (credentials)",
+        },
+        {
+            "rule": "self == '' || (self.contains('{revision}') && self.contains('{path}'))",
+            "message": "webUrl needs {revision} and {path}: a link points at a file at the exact commit",
+        },
+        {
+            "rule": "!self.replace('{repo}', '').replace('{revision}', '').replace('{path}', '').replace('{line}', '').matches('[{}]')",
+            "message": "webUrl may only use the placeholders {repo}, {revision}, {path} and {line}",
+        },
+    ]))]
+    #[schemars(length(max = 2048))]
+    pub web_url: Option<String>,
 }
 
 /// `GitSource.spec.accessFrom`: the namespaces whose Guards may reference a GitSource. A Guard

@@ -159,6 +159,11 @@ pub struct FieldRecord {
     pub attempted: Value,
     /// The value before the request (null on create or when absent).
     pub previous: Value,
+    /// The web page of the line in Git that declares the field, at the enforced commit, when
+    /// the GitSource has links (`webUrl`, or derived from its URL). Optional: records without
+    /// it keep their form and hash.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 impl FieldRecord {
@@ -176,7 +181,14 @@ impl FieldRecord {
             git: value(&drift.git),
             attempted: value(&drift.attempted),
             previous: value(&drift.previous),
+            link: None,
         }
+    }
+
+    /// The same record with `link`.
+    pub fn with_link(mut self, link: Option<String>) -> Self {
+        self.link = link;
+        self
     }
 }
 

@@ -5,7 +5,7 @@ use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
 
 use super::{DesiredObject, DesiredSet, GuardPolicy};
-use crate::source::Revision;
+use crate::source::{Links, Revision};
 
 /// Two Guards declare the same object. The first owner keeps it (README "Multi-tenancy"): the
 /// Guard that applied it first, which the live object's `driftguard.io/guard` annotation names;
@@ -29,6 +29,15 @@ pub struct Managed<'a> {
     pub revision: &'a Revision,
     /// The desired object.
     pub object: &'a DesiredObject,
+    /// Links to Git at the revision, when the source has them.
+    pub links: Option<&'a Links>,
+}
+
+impl Managed<'_> {
+    /// The link to where Git declares the field at `path` (the object, for None), if any.
+    pub fn link_of(&self, path: Option<&crate::drift::FieldPath>) -> Option<String> {
+        self.object.link_of(self.links, path)
+    }
 }
 
 /// Lookup table from (group, resource, namespace, name) to desired objects.
@@ -132,6 +141,7 @@ impl AdmissionIndex {
                     guard: &set.guard,
                     revision: &set.revision,
                     object,
+                    links: set.links.as_ref(),
                 })
         });
         let first = claims.next()?;

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use crate::api::{Bounds, DelegateRule, Exemptions, GuardSpec, IgnoreRule, Mode, RenderSpec};
 use crate::drift::IgnorePath;
+use crate::source::LinkTemplate;
 
 use super::DesiredError;
 
@@ -96,6 +97,8 @@ pub struct GuardPolicy {
     pub created: Option<String>,
     ignore: Vec<CompiledIgnore>,
     delegate: Vec<CompiledDelegate>,
+    /// Links to Git: the GitSource's web URL template (see [`GuardPolicy::with_links`]).
+    links: Option<LinkTemplate>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
     fingerprint: u64,
@@ -140,7 +143,27 @@ impl GuardPolicy {
             }),
             ignore,
             delegate,
+            links: None,
         })
+    }
+
+    /// Links to Git for this Guard's objects: its GitSource's `webUrl` template, or the one
+    /// derived from the source URL ([`LinkTemplate::for_source`]; None: no links). Part of the
+    /// fingerprint, so a changed template rebuilds the desired set (whose links are bound to
+    /// the revision once, [`super::DesiredSet::links`]).
+    pub fn with_links(mut self, links: Option<LinkTemplate>) -> Self {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.fingerprint.hash(&mut hasher);
+        links.hash(&mut hasher);
+        self.fingerprint = hasher.finish();
+        self.links = links;
+        self
+    }
+
+    /// The link template, when the Guard's source has one.
+    pub fn links(&self) -> Option<&LinkTemplate> {
+        self.links.as_ref()
     }
 
     /// Identifies this compiled spec among other versions of the same Guard.

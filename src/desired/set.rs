@@ -10,7 +10,7 @@ use crate::api::{GUARD_ANNOTATION, MANAGED_LABEL};
 use crate::drift::IgnorePath;
 use crate::drift::normalize::normalize_desired;
 use crate::render::{FieldLines, Manifest, Origin};
-use crate::source::Revision;
+use crate::source::{Links, Revision};
 
 use super::kinds::{self, ApiResources};
 use super::{DesiredError, GuardPolicy};
@@ -73,6 +73,17 @@ impl DesiredObject {
             },
             _ => self.origin.clone(),
         }
+    }
+
+    /// The link to where Git declares the field at `path` (or the object, for None), when
+    /// `links` is given.
+    pub fn link_of(&self, links: Option<&Links>, path: Option<&crate::drift::FieldPath>) -> Option<String> {
+        let links = links?;
+        let origin = match path {
+            Some(path) => self.origin_of(path),
+            None => self.origin.clone(),
+        };
+        Some(links.link(&origin.file, if origin.document.is_some() { 0 } else { origin.line }))
     }
 
     /// `Kind namespace/name` or `Kind name`, for messages.
@@ -167,6 +178,9 @@ pub struct DesiredSet {
     pub objects: Vec<DesiredObject>,
     /// Rendered objects that are not desired state (hooks, generateName), in render order.
     pub skipped: Vec<Skipped>,
+    /// Links to Git at this revision (the Guard's template bound to the commit once here, so
+    /// a denial only writes the file and line), when the source has a template.
+    pub links: Option<Links>,
     weight: u32,
 }
 
@@ -222,7 +236,9 @@ impl DesiredSet {
             weight += object.object.get().len() + object.fields.heap_bytes() + OBJECT_OVERHEAD;
             objects.push(object);
         }
+        let links = guard.links().map(|template| template.at(&revision.commit));
         Ok(DesiredSet {
+            links,
             guard,
             revision,
             objects,
@@ -244,6 +260,7 @@ impl DesiredSet {
             revision: self.revision.clone(),
             objects,
             skipped: self.skipped.clone(),
+            links: self.links.clone(),
             weight: u32::try_from(weight).unwrap_or(u32::MAX),
         }
     }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use k8s_openapi::api::core::v1::ObjectReference;
 use tokio::sync::mpsc;
 
-use super::events::Events;
+use super::events::{Events, MAX_NOTE};
 use crate::audit::{AuditEvent, AuditSink, EventKind};
 
 /// At most one Event per object and reason in this window.
@@ -118,8 +118,38 @@ async fn publish(mut pending: mpsc::Receiver<AuditEvent>, events: Events) {
         if held > 0 {
             note.push_str(&format!(" ({held} more since the last Event)"));
         }
-        events.warning(&regarding, reason, "Admit", note).await;
+        let link = event.fields.iter().find_map(|f| f.link.as_deref());
+        events.warning(&regarding, reason, "Admit", with_link(note, link)).await;
     }
+}
+
+/// `note` ending with `link` (the first field's line in Git), unless it shows it already: a
+/// revert's warnings leave out a link too long for a warning, and a note longer than the
+/// Events API takes is cut short before the link, never through it.
+fn with_link(note: String, link: Option<&str>) -> String {
+    let Some(link) = link else {
+        return note;
+    };
+    let suffix = format!("\nOpen it in Git: {link}");
+    if note.len() + suffix.len() <= MAX_NOTE && note.contains(link) {
+        return note;
+    }
+    if suffix.len() > MAX_NOTE {
+        return note;
+    }
+    let note = note.replace(&suffix, "");
+    let mut keep = (MAX_NOTE - suffix.len()).min(note.len());
+    let mut out = if keep < note.len() {
+        keep = keep.saturating_sub(3);
+        while !note.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        format!("{}...", note.get(..keep).unwrap_or_default())
+    } else {
+        note
+    };
+    out.push_str(&suffix);
+    out
 }
 
 #[cfg(test)]
@@ -152,5 +182,25 @@ mod tests {
         assert_eq!(event_reason(EventKind::AdmissionBreakGlass), Some("BreakGlass"));
         assert_eq!(event_reason(EventKind::AdmissionAudited), None);
         assert_eq!(event_reason(EventKind::DriftCorrected), None);
+    }
+
+    #[test]
+    fn the_link_survives_into_the_note() {
+        let link = "https://git.example.com/apps/blob/0123/web.yaml#L3";
+        assert_eq!(with_link("denied".into(), None), "denied");
+        // A denial's message already ends with it.
+        let denied = format!("UPDATE by alice: denied\nOpen it in Git: {link}");
+        assert_eq!(with_link(denied.clone(), Some(link)), denied);
+        // A revert's warnings may not carry it: appended.
+        assert_eq!(
+            with_link("UPDATE by alice: reverted".into(), Some(link)),
+            format!("UPDATE by alice: reverted\nOpen it in Git: {link}")
+        );
+        // Too long for the Events API: the text is cut, the link stays whole.
+        let long = format!("UPDATE by alice: {}\nOpen it in Git: {link}", "é".repeat(700));
+        let note = with_link(long, Some(link));
+        assert!(note.len() <= MAX_NOTE, "{}", note.len());
+        assert!(note.ends_with(&format!("...\nOpen it in Git: {link}")), "{note}");
+        assert_eq!(note.matches(link).count(), 1);
     }
 }

@@ -19,7 +19,7 @@ use crate::api::{ConditionType, Counts, GitSource, Guard, GuardStatus};
 use crate::audit::{AuditEvent, AuditSink, EventKind, NullSink};
 use crate::config::ConfigError;
 use crate::desired::{DesiredCache, DesiredError, DesiredSet, GuardPolicy, LoadError};
-use crate::source::Fetcher;
+use crate::source::{Fetcher, LinkTemplate};
 use crate::telemetry::Metrics;
 
 /// Why a Guard could not be reconciled (each variant is a metric label).
@@ -225,7 +225,8 @@ pub async fn load_desired(
     )?;
     // The revision the GitSource fetched (and verified), read from where it was fetched to.
     let settings = super::source::checkout(&source, None, client, fetcher).await?;
-    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)?;
+    let links = LinkTemplate::for_source_or_none(&source_id, &source.spec.url, source.spec.web_url.as_deref());
+    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)?.with_links(links);
     // The plan reports an empty render in status (EmptyRender) and prunes nothing.
     policy.reject_empty = false;
     let policy = Arc::new(policy);

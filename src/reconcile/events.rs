@@ -12,7 +12,7 @@ use super::ObjectKey;
 pub const REPORTER: &str = "driftguard";
 
 /// Longest note the Events API accepts (1 kB); longer notes are cut at a char boundary.
-const MAX_NOTE: usize = 1024;
+pub(crate) const MAX_NOTE: usize = 1024;
 
 /// Publishes Events on behalf of one driftguard replica.
 #[derive(Clone)]

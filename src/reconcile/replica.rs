@@ -21,7 +21,7 @@ use super::source::checkout;
 use super::tenancy::{self, Identity, TenancySettings};
 use crate::api::{GitSource, Guard};
 use crate::desired::{ApiResources, DesiredCache, DesiredSet, DesiredStore, GuardId, GuardPolicy, load_guard};
-use crate::source::Fetcher;
+use crate::source::{Fetcher, LinkTemplate};
 use crate::telemetry::Metrics;
 
 /// The Guard's identity.
@@ -69,7 +69,14 @@ async fn wanted(
         .await
         .map_err(|e| e.to_string())?;
     let identity = tenancy::identity(&id.namespace, guard.spec.service_account_name.as_deref(), tenancy);
-    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url).map_err(|e| e.to_string())?;
+    let links = LinkTemplate::for_source_or_none(
+        &format!("{namespace}/{}", guard.spec.source_ref.name),
+        &source.spec.url,
+        source.spec.web_url.as_deref(),
+    );
+    let mut policy = GuardPolicy::new(id, &guard.spec, &source.spec.url)
+        .map_err(|e| e.to_string())?
+        .with_links(links);
     policy.created = guard.metadata.creation_timestamp.as_ref().map(|t| t.0.to_string());
     Ok(Some(Wanted {
         policy: Arc::new(policy),

@@ -16,6 +16,7 @@ pub mod semver;
 pub mod track;
 mod url;
 pub mod verify;
+pub mod web;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -24,6 +25,7 @@ use std::time::Duration;
 pub use credentials::Credentials;
 pub use fetch::{FetchRequest, FetchStats, Fetched, Fetcher};
 pub use local::LocalRepository;
+pub use web::{LinkTemplate, Links, WebUrlError};
 
 /// True when `url` names a repository on this machine (read in place, never fetched).
 pub fn is_local(url: &str) -> bool {

@@ -189,7 +189,7 @@ pub(crate) fn redact_userinfo(url: &str) -> String {
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`.
-fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
+pub(super) fn split_host_port(hostport: &str) -> Option<(String, Option<u16>)> {
     if let Some(rest) = hostport.strip_prefix('[') {
         let (host, after) = rest.split_once(']')?;
         let port = match after {
@@ -229,7 +229,7 @@ fn invalid(url: &str, reason: &str) -> SourceError {
     }
 }
 
-fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
+pub(super) fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
     let head = s.get(..prefix.len())?;
     if head.eq_ignore_ascii_case(prefix) {
         s.get(prefix.len()..)
@@ -239,7 +239,7 @@ fn strip_prefix_ignore_case<'a>(s: &'a str, prefix: &str) -> Option<&'a str> {
 }
 
 /// RFC 3986 scheme: a letter, then letters, digits, `+`, `-`, `.`.
-fn is_scheme(s: &str) -> bool {
+pub(super) fn is_scheme(s: &str) -> bool {
     let mut chars = s.chars();
     chars.next().is_some_and(|c| c.is_ascii_alphabetic())
         && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
@@ -247,7 +247,7 @@ fn is_scheme(s: &str) -> bool {
 
 /// Decodes `%XX` escapes; a `%` not followed by two hex digits is kept literally, as browsers
 /// and Git do.
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

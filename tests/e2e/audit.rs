@@ -11,7 +11,7 @@ use serde_json::json;
 use crate::support::cluster::NAMESPACE;
 use crate::{Env, assert_denied};
 
-fn verify(env: &Env, stream: &str) -> std::process::Output {
+pub fn verify(env: &Env, stream: &str) -> std::process::Output {
     let mut child = Command::new(env!("CARGO_BIN_EXE_driftguard"))
         .args(["audit", "verify", "--from-cluster", NAMESPACE, "--kubeconfig"])
         .arg(env.cluster.kubeconfig())

@@ -17,6 +17,7 @@ mod delegation;
 mod enforcer;
 mod install;
 mod kubectl;
+mod links;
 mod tenants;
 
 use std::path::Path;

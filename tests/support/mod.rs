@@ -60,11 +60,19 @@ pub fn example_guard(mode: Mode) -> GuardSpec {
 
 /// The example app's desired set under a Guard `default/example-app`.
 pub fn example_set(spec: &GuardSpec) -> Arc<DesiredSet> {
+    example_set_linked(spec, None)
+}
+
+/// [`example_set`] from a GitSource `https://git.example.com/platform.git` (a host without
+/// derived links) with `webUrl` set to `web_url`.
+pub fn example_set_linked(spec: &GuardSpec, web_url: Option<&str>) -> Arc<DesiredSet> {
     let id = GuardId {
         namespace: "default".into(),
         name: "example-app".into(),
     };
-    let policy = Arc::new(GuardPolicy::new(id, spec, "https://git.example.com/platform.git").unwrap());
+    let url = "https://git.example.com/platform.git";
+    let links = driftguard::source::LinkTemplate::for_source(url, web_url).unwrap();
+    let policy = Arc::new(GuardPolicy::new(id, spec, url).unwrap().with_links(links));
     let revision = Revision {
         commit: "4b825dc642cb6eb9a060e54bf8d69288fbee4904".into(),
         reference: "main@sha1:4b825dc642cb".into(),
@@ -82,8 +90,13 @@ pub struct Stack {
 
 /// Build a stack from a Guard spec.
 pub fn stack(spec: &GuardSpec) -> Stack {
+    stack_over(example_set(spec))
+}
+
+/// Build a stack over one desired set.
+pub fn stack_over(set: Arc<DesiredSet>) -> Stack {
     let store = Arc::new(DesiredStore::new());
-    store.publish(vec![example_set(spec)], true);
+    store.publish(vec![set], true);
     let audit = Arc::new(MemorySink::new());
     let admission = Admission::new(
         store.clone(),
