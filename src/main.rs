@@ -776,11 +776,18 @@ async fn connect(kubeconfig: Option<&Path>) -> Result<(kube::Client, String)> {
 
 /// The Guard `id` from the cluster, or None when there is none of that name (or the Guard CRD
 /// is not installed).
+///
+/// Without the CRD, kube-apiserver answers the GET with a plain-text `404 page not found`, not a
+/// NotFound Status, so kube's `get_opt` does not take it for a missing object: any 404 is one.
 async fn read_guard(client: &kube::Client, id: &GuardId) -> Result<Option<driftguard::api::Guard>> {
-    kube::Api::<driftguard::api::Guard>::namespaced(client.clone(), &id.namespace)
-        .get_opt(&id.name)
+    match kube::Api::<driftguard::api::Guard>::namespaced(client.clone(), &id.namespace)
+        .get(&id.name)
         .await
-        .with_context(|| format!("cannot read Guard {id} from the cluster"))
+    {
+        Ok(guard) => Ok(Some(guard)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(error) => Err(error).with_context(|| format!("cannot read Guard {id} from the cluster")),
+    }
 }
 
 /// The desired state a sync of `guard` would apply, with error messages that say what to fix.

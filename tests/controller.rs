@@ -1,18 +1,17 @@
-//! A Guard reconciled against the test API server from a real Git repository: the first sync
+//! A Guard reconciled against the real API server (tests/support/cluster.rs) from a real Git
+//! repository, by driftguard's service account with the chart's RBAC: the first sync
 //! applies everything and records status, a commit that changes a field is applied, removing a
 //! file prunes its objects, and `suspend` stops writes.
 
 mod support;
 
-use support::guards::{ElectedReplica, Installed, LeaderLoops, eventually, install, installed};
+use support::guards::{Driftguard, ElectedReplica, Installed, LeaderLoops, eventually, install_example, installed};
 
 use driftguard::api::GitSource;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 
 use std::time::Duration;
 
 use driftguard::reconcile::controller::reconcile_guard;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use kube::api::{Api, Patch, PatchParams, PostParams};
@@ -21,8 +20,8 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo,
         commit: first_commit,
@@ -41,7 +40,7 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     assert_eq!(stored.counts.objects, 5);
     assert_eq!(stored.conditions[0].type_, "Ready");
     assert_eq!(stored.conditions[0].status, "True");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(3));
 
     // A commit that changes a declared field is applied.
@@ -59,8 +58,8 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
     support::git(repo.path(), &["commit", "-qm", "drop config"]);
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 3, "{:?}", status.inventory);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let config_maps: Api<ConfigMap> = Api::namespaced(admin.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
     assert!(config_maps.get_opt("web-config").await.unwrap().is_none());
     assert!(secrets.get_opt("web-credentials").await.unwrap().is_none());
     // Every write is audited: 5 creations, the replicas change, then the two prunes.
@@ -115,22 +114,21 @@ async fn guard_applies_commits_prunes_removed_files_and_suspends() {
         .unwrap();
     support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leader_reconciles_and_a_successor_takes_over() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let namespaces: Api<k8s_openapi::api::core::v1::Namespace> = Api::all(client.clone());
-    let namespace = serde_json::from_value(json!({"metadata": {"name": "driftguard"}})).unwrap();
-    namespaces.create(&PostParams::default(), &namespace).await.unwrap();
-    let (repo, _, guards) = install(&client, json!({"interval": "1s"})).await;
+    // driftguard's namespace holds the Lease; both replicas are its service account.
+    let Driftguard {
+        cluster: _cluster,
+        admin,
+        client,
+    } = Driftguard::start().await;
+    let (repo, _, guards) = install_example(&admin, json!({"interval": "1s"})).await;
 
     let a = ElectedReplica::start(&client, "replica-a", Duration::from_secs(2)).await;
     let b = ElectedReplica::start(&client, "replica-b", Duration::from_secs(2)).await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
     eventually("the leader's first sync", Duration::from_secs(20), replicas(3)).await;
     let recorded = || {
@@ -153,7 +151,6 @@ async fn only_the_leader_reconciles_and_a_successor_takes_over() {
     eventually("the successor applies the commit", Duration::from_secs(20), replicas(4)).await;
     assert!(*follower.leading.borrow());
     follower.stop().await;
-    api.stop().await;
 }
 
 /// The Ready condition of a GitSource as (status, reason, message), if any.
@@ -165,14 +162,14 @@ fn source_ready(source: &GitSource) -> Option<(String, String, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
     let Installed {
-        api,
-        dir,
+        cluster: _cluster,
+        admin,
         client,
         repo,
         commit: first_commit,
         guards,
     } = installed(json!({"interval": "1h"})).await;
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
     sources
         .patch(
             "apps",
@@ -239,7 +236,7 @@ async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
         applied(second_commit.clone()),
     )
     .await;
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(4));
     let source = sources.get("apps").await.unwrap();
     let (status, reason, message) = source_ready(&source).unwrap();
@@ -253,6 +250,7 @@ async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
     assert!(status.last_fetch_time.is_some());
 
     // The repository disappears: Ready turns False and the last good revision stays.
+    let dir = tempfile::tempdir().unwrap();
     let moved = dir.path().join("moved-repo");
     std::fs::rename(repo.path(), &moved).unwrap();
     let failed = || {
@@ -279,18 +277,16 @@ async fn a_commit_is_applied_at_the_sources_interval_not_the_guards() {
     );
     std::fs::rename(&moved, repo.path()).unwrap();
     loops.stop().await;
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_source_at_a_missing_path_is_not_ready() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let Driftguard {
+        cluster: _cluster,
+        admin,
+        client,
+    } = Driftguard::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftguard::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
     let missing = dir.path().join("no-such-repo");
     let source: GitSource = serde_json::from_value(json!({
         "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
@@ -298,7 +294,7 @@ async fn a_source_at_a_missing_path_is_not_ready() {
         "spec": {"url": missing.to_str().unwrap(), "ref": {"branch": "main"}, "interval": "1s"}
     }))
     .unwrap();
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
     sources.create(&PostParams::default(), &source).await.unwrap();
     let loops = LeaderLoops::start(&client).await;
 
@@ -324,14 +320,13 @@ async fn a_source_at_a_missing_path_is_not_ready() {
     assert!(message.contains("check the GitSource url"), "{message}");
     assert_eq!(source.status.unwrap().last_fetched_revision, None);
     loops.stop().await;
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo,
         commit: first_commit,
@@ -348,7 +343,7 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     support::git(repo.path(), &["commit", "-qm", "everything moved"]);
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 5, "nothing forgotten");
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     assert!(deployments.get_opt("web").await.unwrap().is_some(), "nothing pruned");
     let ready = &status.conditions[0];
     assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "EmptyRender"));
@@ -371,14 +366,13 @@ async fn an_empty_render_prunes_nothing_unless_allow_empty() {
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert!(status.inventory.is_empty(), "{:?}", status.inventory);
     assert!(deployments.get_opt("web").await.unwrap().is_none());
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_show_in_status_and_the_applied_revision_stays() {
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo,
         commit: first_commit,
@@ -409,7 +403,7 @@ async fn failures_show_in_status_and_the_applied_revision_stays() {
     assert_eq!(condition(&status, "Stalled").map(|c| c.0), Some("True".to_owned()));
     assert_eq!(status.last_applied_revision.as_deref(), Some(first_commit.as_str()));
     assert_eq!(status.inventory.len(), 5);
-    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(client.clone(), "default");
+    let events: Api<k8s_openapi::api::events::v1::Event> = Api::namespaced(admin.clone(), "default");
     let warned = events
         .list(&Default::default())
         .await
@@ -445,5 +439,4 @@ async fn failures_show_in_status_and_the_applied_revision_stays() {
     let (ready, reason, message) = condition(&status, "Ready").unwrap();
     assert_eq!((ready.as_str(), reason.as_str()), ("False", "SourceNotFound"));
     assert!(message.contains("default/nope"), "{message}");
-    api.stop().await;
 }

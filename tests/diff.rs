@@ -1,4 +1,4 @@
-//! `driftguard diff` against the test API server: exit 0 when the cluster matches Git, 1 with
+//! `driftguard diff` against the real API server (tests/support/cluster.rs), run as admin: exit 0 when the cluster matches Git, 1 with
 //! each drifted declared field (cluster vs Git, Secret data hidden), each missing object and
 //! each object a sync would prune, 2 on errors. `--repo/--path` renders a local repository;
 //! `--guard NS/NAME` alone reads the Guard, its GitSource and its inventory from the cluster.
@@ -11,15 +11,14 @@ use std::process::Command;
 use std::time::Duration;
 
 use driftguard::api::{GitSource, Guard, Mode, PruneSpec};
-use driftguard::desired::DesiredCache;
 use driftguard::reconcile::apply::Applier;
-use driftguard::reconcile::controller::Context;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use serde_json::json;
+use support::cluster::Cluster;
+use support::guards::Driftguard;
 
 /// Run `driftguard` with `args`; returns (exit code, stdout, stderr).
 fn driftguard<I, S>(args: I) -> (i32, String, String)
@@ -54,8 +53,7 @@ fn diff(repo: &Path, kubeconfig: &Path) -> (i32, String, String) {
     ])
 }
 
-/// `driftguard diff --guard GUARD --kubeconfig KUBECONFIG`, off the async runtime (the test API
-/// server runs on it).
+/// `driftguard diff --guard GUARD --kubeconfig KUBECONFIG`, off the async runtime.
 async fn diff_guard(guard: &str, kubeconfig: &Path) -> (i32, String, String) {
     let args = vec![
         OsString::from("diff"),
@@ -69,15 +67,13 @@ async fn diff_guard(guard: &str, kubeconfig: &Path) -> (i32, String, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_reports_drifted_fields_and_missing_objects() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
+    let Driftguard { cluster, admin, client } = Driftguard::start().await;
     let (repo, _) = support::example_repo();
-    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
-    let kubeconfig = dir.path().join("Admin.kubeconfig");
+    let kubeconfig = cluster.kubeconfig().to_owned();
 
     // The enforcer's first sync.
     let set = support::example_set(&support::example_guard(Mode::Deny));
-    let applier = Applier::new(admin.clone(), Duration::from_secs(10)).await.unwrap();
+    let applier = Applier::new(client.clone(), Duration::from_secs(10)).await.unwrap();
     let sync = applier
         .sync(&set.objects, &[], &set.guard.id, &PruneSpec::default())
         .await;
@@ -151,7 +147,6 @@ async fn diff_reports_drifted_fields_and_missing_objects() {
     .unwrap();
     assert_eq!(code, 2);
     assert!(stderr.contains("/nonexistent/kubeconfig"), "{stderr}");
-    api.stop().await;
 }
 
 /// Create `object` through `api`.
@@ -174,17 +169,14 @@ fn guard_object(name: &str, source: &str) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let driftguard_client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
-    let kubeconfig = dir.path().join("Admin.kubeconfig");
+    let Driftguard {
+        cluster,
+        admin,
+        client: driftguard_client,
+    } = Driftguard::start().await;
+    let kubeconfig = cluster.kubeconfig().to_owned();
 
-    // The CRDs, a GitSource on a real repository (branch main) and a Guard over examples/app.
-    let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
-    for crd in driftguard::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
+    // A GitSource on a real repository (branch main) and a Guard over examples/app.
     let (repo, _) = support::example_repo();
     let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
     create(
@@ -209,13 +201,7 @@ async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
     assert!(!stdout.contains("would prune"), "{stdout}");
 
     // After a sync the cluster matches the Guard's Git revision.
-    let ctx = Context::new(
-        driftguard_client.clone(),
-        Applier::new(driftguard_client.clone(), Duration::from_secs(10))
-            .await
-            .unwrap(),
-        DesiredCache::new(64 * 1024 * 1024),
-    );
+    let ctx = support::guards::context(&driftguard_client).await;
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.inventory.len(), 5);
     let (code, stdout, stderr) = diff_guard("default/example-app", &kubeconfig).await;
@@ -298,15 +284,14 @@ async fn diff_guard_reads_the_guard_and_reports_drift_and_prunes() {
         stdout.contains("no differences: the cluster matches Git for all 3 objects"),
         "{stdout}"
     );
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn diff_guard_errors_name_what_is_missing() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let cluster = tokio::task::spawn_blocking(Cluster::start).await.unwrap();
+    let admin = cluster.client().await;
+    let kubeconfig = cluster.kubeconfig().to_owned();
     let dir = tempfile::tempdir().unwrap();
-    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
-    let kubeconfig = dir.path().join("Admin.kubeconfig");
 
     // No CRDs installed yet: the Guard cannot exist.
     let (code, stdout, stderr) = diff_guard("default/example-app", &kubeconfig).await;
@@ -317,6 +302,7 @@ async fn diff_guard_errors_name_what_is_missing() {
     for crd in driftguard::api::crds() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
+    support::guards::until_crds_served(&admin).await;
     let guards: Api<Guard> = Api::namespaced(admin.clone(), "default");
     let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
 
@@ -359,8 +345,12 @@ async fn diff_guard_errors_name_what_is_missing() {
     let (code, _, stderr) = diff_guard("nope", &kubeconfig).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("NAMESPACE/NAME"), "{stderr}");
-    api.stop().await;
-    let (code, _, stderr) = diff_guard("default/example-app", &kubeconfig).await;
+    // The control plane stops (its state, certificates included, goes with it): a kubeconfig
+    // with everything embedded still points at it.
+    let flat = dir.path().join("flat.kubeconfig");
+    std::fs::write(&flat, cluster.ok(&["config", "view", "--raw", "--flatten"])).unwrap();
+    tokio::task::spawn_blocking(move || drop(cluster)).await.unwrap();
+    let (code, _, stderr) = diff_guard("default/example-app", &flat).await;
     assert_eq!(code, 2);
     assert!(stderr.contains("cannot reach the Kubernetes API"), "{stderr}");
     let (code, _, stderr) = tokio::task::spawn_blocking(|| driftguard(["diff"])).await.unwrap();

@@ -1,5 +1,6 @@
-//! Self-heal and restarts against the test API server with no webhook registered (as when the
-//! webhook is down and failurePolicy is Ignore): a `kubectl edit` of a declared field is
+//! Self-heal and restarts against the real API server (tests/support/cluster.rs) with no
+//! webhook registered (as when the webhook is down and failurePolicy is Ignore), driftguard
+//! acting as its service account with the chart's RBAC and people as alice@example.com: a `kubectl edit` of a declared field is
 //! corrected within seconds and audited with the editor's field manager; an HPA-like writer
 //! ends in the Fighting condition instead of an endless loop; a restarted enforcer resumes from
 //! the Guard's status without recreating anything.
@@ -17,14 +18,13 @@ use driftguard::reconcile::controller::Context;
 use driftguard::reconcile::events::Events;
 use driftguard::reconcile::selfheal::{HealDeps, HealSettings, SelfHeal};
 use driftguard::telemetry::Metrics;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use futures_util::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::json;
-use support::guards::{Installed, eventually, installed};
+use support::guards::{Driftguard, Installed, eventually, installed};
 
 /// A reconcile context with self-heal, leading, auditing into memory.
 async fn enforcer(client: &kube::Client, settings: HealSettings) -> (Context, Arc<MemorySink>) {
@@ -93,8 +93,8 @@ async fn time_correction(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_manager() {
     let Installed {
-        api,
-        dir,
+        cluster,
+        admin,
         client,
         repo: _repo,
         commit,
@@ -105,9 +105,9 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     assert_eq!(status.last_applied_revision.as_deref(), Some(commit.as_str()));
 
     // A person edits replicas with kubectl; no webhook stops it. Self-heal has 5 seconds.
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let timing = time_correction(&deployments, 5, 3, Duration::from_secs(5)).await;
-    let out = support::guards::kubectl_edit_web(&api, dir.path(), "s/replicas: 3/replicas: 5/");
+    let out = support::guards::kubectl_edit_web(&cluster, cluster.scratch(), "s/replicas: 3/replicas: 5/");
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stdout).contains("edited"));
     let took = timing.await.unwrap();
@@ -141,7 +141,7 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     assert_eq!(line["field_manager"], "kubectl-edit");
 
     // A Kubernetes Event on the Deployment, and the count in the Guard's status.
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(admin.clone(), "default");
     let found = events.list(&Default::default()).await.unwrap();
     let event = found
         .items
@@ -159,15 +159,14 @@ async fn kubectl_edit_is_corrected_within_seconds_and_audited_with_the_field_man
     // The next full reconcile keeps the count and finds nothing to apply.
     let status = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(status.counts.drift_corrected, 1);
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() {
     driftguard::telemetry::init_tracing();
     let Installed {
-        api,
-        dir,
+        cluster: _cluster,
+        admin,
         client,
         repo: _repo,
         commit: _,
@@ -181,7 +180,6 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
     support::guards::reconcile(&guards, &ctx).await;
 
     // Like an HPA: whenever replicas is back at 3, set 6 again.
-    let admin = support::kube_client(&api, Identity::Admin, dir.path()).await;
     let deployments: Api<Deployment> = Api::namespaced(admin, "default");
     let hpa = {
         let deployments = deployments.clone();
@@ -268,14 +266,13 @@ async fn a_writer_flipping_replicas_back_ends_in_fighting_not_an_endless_loop() 
         status.conditions
     );
     assert_eq!(deployments.get("web").await.unwrap().spec.unwrap().replicas, Some(6));
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo: _repo,
         commit: _,
@@ -300,34 +297,49 @@ async fn a_restarted_enforcer_resumes_from_status_without_recreating_objects() {
                 None => Api::all_with(client.clone(), &resource),
             };
             let object = api.get(&entry.name).await.unwrap();
-            out.push((
-                entry.name.clone(),
-                object.metadata.uid.unwrap(),
-                object.metadata.resource_version.unwrap(),
-            ));
+            // The deployment controller writes the Deployment's status (and a revision
+            // annotation) on its own, so its resourceVersion moves without driftguard: there,
+            // what driftguard owns (its managedFields entry) and the spec's generation tell.
+            let written = match entry.kind.as_str() {
+                "Deployment" => format!(
+                    "generation {:?}, driftguard's fields {}",
+                    object.metadata.generation,
+                    serde_json::to_string(
+                        &object
+                            .metadata
+                            .managed_fields
+                            .unwrap_or_default()
+                            .into_iter()
+                            .filter(|m| m.manager.as_deref() == Some("driftguard"))
+                            .collect::<Vec<_>>()
+                    )
+                    .unwrap()
+                ),
+                _ => object.metadata.resource_version.unwrap(),
+            };
+            out.push((entry.name.clone(), object.metadata.uid.unwrap(), written));
         }
         out
     };
-    let live_before = versions(client.clone(), before.clone()).await;
+    let live_before = versions(admin.clone(), before.clone()).await;
 
     // A new process: nothing cached, only the Guard's status to go on.
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
     let after = support::guards::reconcile(&guards, &ctx).await;
     assert_eq!(after.inventory, before.inventory, "same objects, same uids");
     assert_eq!(
-        versions(client.clone(), after).await,
+        versions(admin.clone(), after).await,
         live_before,
         "no object was recreated or even written"
     );
     assert!(audit.events().is_empty());
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn deleted_and_unlabelled_objects_come_back() {
     let Installed {
-        api,
-        dir,
+        cluster,
+        admin,
         client,
         repo: _repo,
         commit: _,
@@ -335,13 +347,13 @@ async fn deleted_and_unlabelled_objects_come_back() {
     } = installed(json!({"interval": "1h"})).await;
     let (ctx, audit) = enforcer(&client, HealSettings::default()).await;
     support::guards::reconcile(&guards, &ctx).await;
-    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(client.clone(), "default");
+    let config_maps: Api<k8s_openapi::api::core::v1::ConfigMap> = Api::namespaced(admin.clone(), "default");
     let before = config_maps.get("web-config").await.unwrap().metadata.uid;
 
     // Deleted with kubectl while the webhook is away: recreated from Git.
     let out = support::guards::kubectl_as_user(
-        &api,
-        dir.path(),
+        &cluster,
+        cluster.scratch(),
         &["delete", "configmap", "web-config", "-n", "default"],
         &[],
     );
@@ -362,13 +374,13 @@ async fn deleted_and_unlabelled_objects_come_back() {
 
     // The managed label stripped (which also takes it out of the label-selected watch).
     let out = support::guards::kubectl_as_user(
-        &api,
-        dir.path(),
+        &cluster,
+        cluster.scratch(),
         &["label", "deploy", "web", "-n", "default", "driftguard.io/managed-"],
         &[],
     );
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let relabelled = || {
         let deployments = deployments.clone();
         async move {
@@ -404,7 +416,6 @@ async fn deleted_and_unlabelled_objects_come_back() {
         }
     };
     eventually("both corrections audited", Duration::from_secs(10), both).await;
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -412,9 +423,11 @@ async fn denied_edits_show_as_rate_limited_events_on_the_object() {
     use driftguard::audit::{Actor, AuditEvent, AuditSink, ObjectRef, SCHEMA};
     use driftguard::reconcile::admission_events::EventingSink;
 
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    let Driftguard {
+        cluster: _cluster,
+        admin,
+        client,
+    } = Driftguard::start().await;
     let audit = Arc::new(MemorySink::new());
     let sink = EventingSink::start(audit.clone(), Events::new(client.clone(), Some("replica-a".into())));
     let denial = |dry_run: bool| AuditEvent {
@@ -452,7 +465,7 @@ async fn denied_edits_show_as_rate_limited_events_on_the_object() {
     sink.record(denial(true));
     assert_eq!(audit.events().len(), 6, "every decision is audited");
 
-    let events: Api<Event> = Api::namespaced(client.clone(), "default");
+    let events: Api<Event> = Api::namespaced(admin.clone(), "default");
     let denied = || {
         let events = events.clone();
         async move {
@@ -474,7 +487,6 @@ async fn denied_edits_show_as_rate_limited_events_on_the_object() {
         .filter(|e| e.reason.as_deref() == Some("EditDenied"))
         .count();
     assert_eq!(count, 1, "{:?}", list.items.iter().map(|e| &e.note).collect::<Vec<_>>());
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -482,8 +494,8 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
     use driftguard::admission::break_glass::{BREAK_GLASS_ANNOTATION, EXPIRES_ANNOTATION};
 
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo: _repo,
         commit: _,
@@ -495,7 +507,7 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
     support::guards::reconcile(&guards, &ctx).await;
 
     // An on-call engineer's break-glass edit (what admission let through, expiry stamped).
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let edit = |expires: &str, replicas: i32| {
         json!({"metadata": {"annotations": {BREAK_GLASS_ANNOTATION: "INC-4711", EXPIRES_ANNOTATION: expires}},
                "spec": {"replicas": replicas}})
@@ -546,5 +558,4 @@ async fn break_glass_detaches_until_it_runs_out_then_git_is_restored() {
         "{:?}",
         audit.events()
     );
-    api.stop().await;
 }

@@ -20,7 +20,8 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use kube::core::GroupVersionKind;
 use serde_json::json;
-use support::guards::{Enforcer, Installed, condition, enforcer_client, eventually, installed, metric, patches_of};
+use support::guards::imitation::{Installed, enforcer_client, installed, patches_of};
+use support::guards::{Enforcer, condition, eventually, metric};
 
 const WEB: &str = "/apis/apps/v1/namespaces/default/deployments/web";
 const WEB_CONFIG: &str = "/api/v1/namespaces/default/configmaps/web-config";
@@ -443,7 +444,7 @@ async fn a_relist_after_a_lost_watch_event_is_not_mistaken_for_an_old_event() {
         watch_history: 40,
         ..ServerOptions::default()
     };
-    let installed = support::guards::installed_on(options, json!({"interval": "1h"})).await;
+    let installed = support::guards::imitation::installed_on(options, json!({"interval": "1h"})).await;
     let Installed {
         api,
         dir,

@@ -3,7 +3,9 @@
 //! server), and a server that goes away and comes back (real `git daemon`). While the fault
 //! lasts the GitSource says what failed, the fetch-error metric counts every failure, the
 //! mirror keeps the last good revision intact and the Guard keeps enforcing it; once the
-//! fault is gone the new commit is fetched and applied on its own.
+//! fault is gone the new commit is fetched and applied on its own. The API server is the real
+//! one (tests/support/cluster.rs); the loops act as driftguard's service account with the
+//! chart's RBAC, the test's own edits as admin.
 //!
 //! tests/sources.rs already shows, for a stopped `git daemon`, that the GitSource turns
 //! Ready=False (FetchFailed, naming the URL), keeps `lastFetchedRevision`, and that a Guard
@@ -19,13 +21,11 @@ use std::time::Duration;
 use driftguard::api::{GitSource, Guard};
 use driftguard::audit::EventKind;
 use driftguard::source::GitReference;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, Patch, PatchParams, PostParams};
 use serde_json::json;
 use support::gitservers::{GitDaemon, HttpAuth, PackFault, SmartHttp};
-use support::guards::{LeaderLoops, eventually};
+use support::guards::{Driftguard, LeaderLoops, eventually};
 
 const DEADLINE: Duration = Duration::from_secs(40);
 const SOURCE: &str = "default/remote";
@@ -41,20 +41,18 @@ struct Enforcer {
 }
 
 impl Enforcer {
-    /// CRDs, a GitSource `default/remote` on `url` (fetched every second) and a Guard
-    /// `default/example-app` on it (fully reconciled every two seconds), and the loops.
-    async fn start(client: &kube::Client, url: &str) -> Enforcer {
-        let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-        for crd in driftguard::api::crds() {
-            crds.create(&PostParams::default(), &crd).await.unwrap();
-        }
+    /// A GitSource `default/remote` on `url` (fetched every second) and a Guard
+    /// `default/example-app` on it (fully reconciled every two seconds), created by admin, and
+    /// the loops as driftguard.
+    async fn start(driftguard: &Driftguard, url: &str) -> Enforcer {
+        let (admin, client) = (&driftguard.admin, &driftguard.client);
         let source: GitSource = serde_json::from_value(json!({
             "apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
             "metadata": {"name": "remote", "namespace": "default"},
             "spec": {"url": url, "ref": {"branch": "main"}, "interval": "1s", "timeout": "10s"}
         }))
         .unwrap();
-        let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+        let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
         sources.create(&PostParams::default(), &source).await.unwrap();
         let guard: Guard = serde_json::from_value(json!({
             "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
@@ -62,14 +60,14 @@ impl Enforcer {
             "spec": {"sourceRef": {"name": "remote"}, "path": "examples/app", "interval": "2s"}
         }))
         .unwrap();
-        let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
+        let guards: Api<Guard> = Api::namespaced(admin.clone(), "default");
         guards.create(&PostParams::default(), &guard).await.unwrap();
 
         let loops = LeaderLoops::start(client).await;
         Enforcer {
             sources,
             guards,
-            deployments: Api::namespaced(client.clone(), "default"),
+            deployments: Api::namespaced(admin.clone(), "default"),
             loops,
             url: url.to_owned(),
         }
@@ -248,13 +246,12 @@ fn push_replicas(work: &Path, bare: &Path, from: u32, to: u32) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_or_truncated_pack_is_refused_and_the_next_good_fetch_applies() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let driftguard = Driftguard::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let (work, bare) = served_repo(dir.path());
     let first = support::git(work.path(), &["rev-parse", "HEAD"]);
     let http = SmartHttp::start(&dir.path().join("served"), HttpAuth::None);
-    let enforcer = Enforcer::start(&client, &http.url("apps.git")).await;
+    let enforcer = Enforcer::start(&driftguard, &http.url("apps.git")).await;
     enforcer.until_applied(&first, 3).await;
     assert_eq!(enforcer.fetch_counts().0, 0);
 
@@ -300,18 +297,16 @@ async fn a_corrupt_or_truncated_pack_is_refused_and_the_next_good_fetch_applies(
     assert_eq!(error_fetches, errors);
     enforcer.mirror_keeps(&second, "0000000000000000000000000000000000000000");
     enforcer.stop().await;
-    api.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_git_server_outage_keeps_the_last_revision_enforced_and_recovers_on_its_own() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let driftguard = Driftguard::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
     let (work, bare) = served_repo(dir.path());
     let first = support::git(work.path(), &["rev-parse", "HEAD"]);
     let mut daemon = GitDaemon::start(&dir.path().join("served"), dir.path());
-    let enforcer = Enforcer::start(&client, &daemon.url("apps.git")).await;
+    let enforcer = Enforcer::start(&driftguard, &daemon.url("apps.git")).await;
     enforcer.until_applied(&first, 3).await;
 
     // The server goes away; a commit is pushed meanwhile.
@@ -340,5 +335,4 @@ async fn a_git_server_outage_keeps_the_last_revision_enforced_and_recovers_on_it
     eventually("two more good fetches", DEADLINE, two_more).await;
     assert_eq!(enforcer.fetch_counts().0, errors);
     enforcer.stop().await;
-    api.stop().await;
 }

@@ -13,11 +13,10 @@ use driftguard::audit::MemorySink;
 use driftguard::desired::{DesiredCache, DesiredStore, GuardId, GuardPolicy, SourceSettings};
 use driftguard::reconcile::kinds::ClusterKinds;
 use driftguard::source::GitReference;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::{Value, json};
-use support::guards::eventually;
+use support::guards::{Driftguard, eventually};
 
 /// A repository holding only the ClusterIssuer (its CRD is installed separately, as
 /// cert-manager's chart does).
@@ -55,13 +54,16 @@ fn review(operation: &str, object: Option<Value>, old: Value) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cluster_scoped_custom_resource_is_keyed_by_discovery_and_its_edits_are_denied() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
+    // The real API server; driftguard's service account (the chart's RBAC) discovers.
+    let Driftguard {
+        cluster: _cluster,
+        admin,
+        client,
+    } = Driftguard::start().await;
     let crd_text =
         std::fs::read_to_string(support::root().join("tests/fixtures/layouts/cluster-scoped-cr/crd.yaml")).unwrap();
     let crd: CustomResourceDefinition = serde_saphyr::from_str(&crd_text).unwrap();
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let crds: Api<CustomResourceDefinition> = Api::all(admin);
     crds.create(&PostParams::default(), &crd).await.unwrap();
     // Discovery serves the kind once the CRD is in.
     eventually("discovery serves ClusterIssuer", Duration::from_secs(10), || async {
@@ -133,5 +135,4 @@ async fn cluster_scoped_custom_resource_is_keyed_by_discovery_and_its_edits_are_
     namespaced["request"]["namespace"] = json!("default");
     let reply = admission.admit(Webhook::Validate, &serde_json::to_vec(&namespaced).unwrap());
     assert_ne!(reply.decision, "denied");
-    api.stop().await;
 }

@@ -542,22 +542,24 @@ async fn requested_at(sources: &Api<GitSource>) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_cluster_mode_a_valid_push_annotates_the_source_and_the_controller_fetches_at_once() {
+    // The real API server: the test's objects by admin, the receiver and the GitSource
+    // controller as driftguard's service account with the chart's RBAC.
     let Installed {
-        api,
-        dir: _dir,
+        cluster: _cluster,
+        admin,
         client,
         repo,
         commit: first_commit,
         guards: _guards,
     } = installed(json!({})).await;
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), "default");
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), "default");
     let secret: Secret = serde_json::from_value(json!({
         "metadata": {"name": "apps-hook", "namespace": "default"},
         "stringData": {"token": format!("{SECRET}\n")}
     }))
     .unwrap();
     secrets.create(&PostParams::default(), &secret).await.unwrap();
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
     // An hour between fetches: only the push can explain a fetch during the test.
     sources
         .patch(
@@ -674,5 +676,4 @@ async fn in_cluster_mode_a_valid_push_annotates_the_source_and_the_controller_fe
 
     stop.send(true).unwrap();
     controller.await.unwrap();
-    api.stop().await;
 }

@@ -1,4 +1,5 @@
-//! A remote GitSource end to end against the test API server: served by a real `git daemon`,
+//! A remote GitSource end to end against the real API server (tests/support/cluster.rs), the
+//! loops acting as driftguard's service account with the chart's RBAC: served by a real `git daemon`,
 //! fetched into a mirror, every commit's SSH signature checked. An unsigned commit is refused
 //! (status, audit, metrics) and the cluster stays on the last verified revision; with the Git
 //! server gone, the last good revision keeps serving and the status says why.
@@ -13,14 +14,12 @@ use driftguard::audit::EventKind;
 use driftguard::reconcile::controller::{Context, reconcile_guard};
 use driftguard::source::Fetcher;
 use driftguard::telemetry::Metrics;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
 use support::gitservers::GitDaemon;
-use support::guards::{LeaderLoops, eventually};
+use support::guards::{Driftguard, LeaderLoops, eventually};
 
 /// Commit in `repo` (everything staged) signed with the SSH key `key`.
 fn signed_commit(repo: &std::path::Path, key: &std::path::Path, message: &str) {
@@ -72,9 +71,12 @@ async fn not_ready_because(sources: &Api<GitSource>, reason: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away() {
-    let api = TestApiServer::start(ServerOptions::default()).await.unwrap();
+    let Driftguard {
+        cluster: _cluster,
+        admin,
+        client,
+    } = Driftguard::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let client = support::kube_client(&api, Identity::Driftguard, dir.path()).await;
 
     // A working repository whose every commit is SSH-signed, pushed to a bare one the daemon serves.
     let (work, _) = support::example_repo();
@@ -105,18 +107,14 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     let mut daemon = GitDaemon::start(&served, dir.path());
     let first = support::git(work.path(), &["rev-parse", "HEAD"]);
 
-    // CRDs, the trusted key, a remote GitSource that verifies HEAD, and a Guard on it.
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    for crd in driftguard::api::crds() {
-        crds.create(&PostParams::default(), &crd).await.unwrap();
-    }
+    // The trusted key, a remote GitSource that verifies HEAD, and a Guard on it (by admin).
     let public = std::fs::read_to_string(key.with_extension("pub")).unwrap();
     let trusted: Secret = serde_json::from_value(json!({
         "metadata": {"name": "release-keys", "namespace": "default"},
         "stringData": {"release-bot": public}
     }))
     .unwrap();
-    Api::<Secret>::namespaced(client.clone(), "default")
+    Api::<Secret>::namespaced(admin.clone(), "default")
         .create(&PostParams::default(), &trusted)
         .await
         .unwrap();
@@ -127,7 +125,7 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
                  "verify": {"mode": "HEAD", "secretRef": {"name": "release-keys"}}}
     }))
     .unwrap();
-    let sources: Api<GitSource> = Api::namespaced(client.clone(), "default");
+    let sources: Api<GitSource> = Api::namespaced(admin.clone(), "default");
     sources.create(&PostParams::default(), &source).await.unwrap();
     let guard: Guard = serde_json::from_value(json!({
         "apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
@@ -135,13 +133,13 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
         "spec": {"sourceRef": {"name": "remote"}, "path": "examples/app", "interval": "1h"}
     }))
     .unwrap();
-    let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
+    let guards: Api<Guard> = Api::namespaced(admin.clone(), "default");
     guards.create(&PostParams::default(), &guard).await.unwrap();
 
     // The leader's loops, sharing one mirror cache.
     let leader = LeaderLoops::start(&client).await;
     let (audit, metrics) = (leader.audit.clone(), leader.metrics.clone());
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let deployments: Api<Deployment> = Api::namespaced(admin.clone(), "default");
     let replicas = |want: i32| support::guards::web_replicas(&deployments, want);
 
     // The signed first commit is fetched, verified and applied.
@@ -255,5 +253,4 @@ async fn a_remote_source_is_fetched_verified_and_survives_its_server_going_away(
     assert_eq!(status.last_applied_revision.as_deref(), Some(signed.as_str()));
 
     leader.stop().await;
-    api.stop().await;
 }

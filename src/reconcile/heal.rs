@@ -46,18 +46,41 @@ pub enum Heal {
     },
 }
 
-/// The newest `managedFields` writer that is not driftguard.
-pub fn last_writer(live: &Value) -> Option<String> {
+/// The newest `managedFields` writer that is not driftguard and owns one of the drifted
+/// `fields` (an entry without `fieldsV1` may own anything). Ownership matters on a real
+/// cluster: kube-controller-manager writes a Deployment's status after every change of its
+/// replicas, so the newest entry is often a writer that never touched the drifted field.
+pub fn last_writer(live: &Value, fields: &[FieldDrift]) -> Option<String> {
     live.pointer("/metadata/managedFields")?
         .as_array()?
         .iter()
         .filter(|entry| entry.get("manager").and_then(Value::as_str) != Some(FIELD_MANAGER))
+        .filter(|entry| match entry.get("fieldsV1") {
+            Some(owned) => fields.iter().any(|drift| owns(owned, &drift.path)),
+            None => true,
+        })
         .max_by(|a, b| {
             let time = |e: &Value| e.get("time").and_then(Value::as_str).unwrap_or("").to_owned();
             time(a).cmp(&time(b))
         })
         .and_then(|entry| entry.get("manager").and_then(Value::as_str))
         .map(str::to_owned)
+}
+
+/// Whether the `fieldsV1` set `owned` holds `path` (or, where the path enters a keyed list
+/// element, the list: element keys are not matched).
+fn owns(owned: &Value, path: &FieldPath) -> bool {
+    let mut node = owned;
+    for segment in path.segments() {
+        match segment {
+            PathSegment::Field(name) => match node.get(format!("f:{name}")) {
+                Some(next) => node = next,
+                None => return false,
+            },
+            PathSegment::Element(_) => return true,
+        }
+    }
+    true
 }
 
 /// The ignore pointer for `path` (keyed list elements by their first key value, as
@@ -117,7 +140,7 @@ impl Healer {
         if fields.is_empty() {
             return Heal::InSync;
         }
-        let manager = last_writer(live);
+        let manager = last_writer(live, &fields);
         self.decide(desired, key, manager, fields, now)
     }
 
@@ -394,8 +417,37 @@ mod tests {
             {"manager": "driftguard", "time": "2026-11-26T12:00:00Z"},
             {"manager": "kube-controller-manager", "time": "2026-11-26T11:00:00Z"},
         ]}});
-        assert_eq!(last_writer(&object).as_deref(), Some("kube-controller-manager"));
-        assert_eq!(last_writer(&json!({"metadata": {}})), None);
+        assert_eq!(last_writer(&object, &[]).as_deref(), Some("kube-controller-manager"));
+        assert_eq!(last_writer(&json!({"metadata": {}}), &[]), None);
+    }
+
+    #[test]
+    fn last_writer_owns_the_drifted_field() {
+        // As kube-apiserver records it: an HPA-like writer took spec.replicas, then the
+        // deployment controller wrote status and an annotation (newer, other fields).
+        let desired = web();
+        let mut live = desired.value().unwrap();
+        live["spec"]["replicas"] = json!(6);
+        live["metadata"]["managedFields"] = json!([
+            {"manager": "driftguard", "operation": "Apply", "time": "2026-11-26T10:00:00Z",
+             "fieldsV1": {"f:spec": {"f:template": {}}}},
+            {"manager": "horizontal-pod-autoscaler", "operation": "Update", "time": "2026-11-26T10:00:01Z",
+             "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "time": "2026-11-26T10:00:02Z",
+             "fieldsV1": {"f:metadata": {"f:annotations": {"f:deployment.kubernetes.io/revision": {}}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+             "time": "2026-11-26T10:00:03Z", "fieldsV1": {"f:status": {"f:replicas": {}}}},
+        ]);
+        let fields = detect(&desired.value().unwrap(), None, &live, &desired.ignore);
+        assert_eq!(
+            last_writer(&live, &fields).as_deref(),
+            Some("horizontal-pod-autoscaler")
+        );
+        // A drifted field nobody owns (as after a removal): nobody to blame.
+        live["metadata"]["managedFields"][1]["fieldsV1"] = json!({"f:spec": {"f:paused": {}}});
+        let fields = detect(&desired.value().unwrap(), None, &live, &desired.ignore);
+        assert!(!fields.is_empty());
+        assert_eq!(last_writer(&live, &fields), None, "{fields:?}");
     }
 
     #[test]

@@ -581,3 +581,68 @@ impl Cluster {
             .collect()
     }
 }
+
+/// driftguard's identity without running driftguard: its namespace and the chart's
+/// ServiceAccount, ClusterRole, ClusterRoleBinding, Role and RoleBinding (`helm template` of
+/// charts/driftguard with its defaults, release [`RELEASE`] in [`NAMESPACE`]) applied, and a
+/// kubeconfig for that service account. Waits until RBAC lets it read Guards, write
+/// Deployments and take the leader Lease.
+pub fn driftguard_identity(cluster: &Cluster) -> PathBuf {
+    let chart = super::root().join("charts/driftguard");
+    let rendered = ok(cluster
+        .helm()
+        .args(["template", RELEASE])
+        .arg(&chart)
+        .args(["--namespace", NAMESPACE]));
+    let rbac: Vec<Value> = documents(&rendered)
+        .into_iter()
+        .filter(|d| {
+            [
+                "ServiceAccount",
+                "ClusterRole",
+                "ClusterRoleBinding",
+                "Role",
+                "RoleBinding",
+            ]
+            .contains(&d["kind"].as_str().unwrap_or_default())
+                && !d["metadata"]["annotations"]["helm.sh/hook"].is_string()
+        })
+        .collect();
+    assert!(rbac.len() >= 5, "the chart's RBAC: {rbac:?}");
+    cluster.ok(&["create", "namespace", NAMESPACE]);
+    let file = cluster.scratch().join("driftguard-rbac.json");
+    let list = json!({"apiVersion": "v1", "kind": "List", "items": rbac});
+    std::fs::write(&file, list.to_string()).unwrap();
+    cluster.ok(&["apply", "-f", file.to_str().unwrap()]);
+    let sa = rbac
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .and_then(|d| d["metadata"]["name"].as_str())
+        .unwrap()
+        .to_owned();
+    let user = format!("system:serviceaccount:{NAMESPACE}:{sa}");
+    for check in [
+        ["list", "guards.driftguard.io", "--all-namespaces"],
+        ["patch", "deployments.apps", "--all-namespaces"],
+        [
+            "update",
+            "leases.coordination.k8s.io",
+            &format!("--namespace={NAMESPACE}"),
+        ],
+    ] {
+        wait_for(
+            &format!("RBAC to let {user} {check:?}"),
+            Duration::from_secs(30),
+            || {
+                let out = cluster
+                    .kubectl()
+                    .args(["auth", "can-i", "--as", &user])
+                    .args(check)
+                    .output()
+                    .unwrap();
+                out.status.success().then_some(())
+            },
+        );
+    }
+    cluster.service_account_kubeconfig(NAMESPACE, &sa)
+}

@@ -1,5 +1,8 @@
-//! A Guard installed on the test API server over a real Git repository, and waiting for
-//! conditions.
+//! A Guard over a real Git repository installed on the real control plane
+//! ([`super::cluster::Cluster`]), driftguard's identity there (the chart's service account and
+//! RBAC), a person at kubectl, and waiting for conditions. [`imitation`] keeps the same on the
+//! imitation API server (crate driftguard-testapi) for the tests that inject faults a real
+//! server cannot produce.
 
 use std::time::Duration;
 
@@ -7,7 +10,7 @@ use driftguard::api::{GitSource, Guard};
 use driftguard::desired::DesiredCache;
 use driftguard::reconcile::apply::Applier;
 use driftguard::reconcile::controller::Context;
-use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+use driftguard_testapi::{Identity, TestApiServer};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{Api, PostParams};
 use serde_json::json;
@@ -19,6 +22,15 @@ pub async fn install(client: &kube::Client, guard_spec: serde_json::Value) -> (t
     for crd in driftguard::api::crds() {
         crds.create(&PostParams::default(), &crd).await.unwrap();
     }
+    until_crds_served(client).await;
+    install_example(client, guard_spec).await
+}
+
+/// [`install`] where the CRDs are in already.
+pub async fn install_example(
+    client: &kube::Client,
+    guard_spec: serde_json::Value,
+) -> (tempfile::TempDir, String, Api<Guard>) {
     let (repo, commit) = super::example_repo();
     create_source(client, "apps", repo.path()).await;
     let mut spec = json!({"sourceRef": {"name": "apps"}, "path": "examples/app"});
@@ -82,31 +94,92 @@ where
     }
 }
 
-/// A test API server with [`install`]ed CRDs, GitSource and Guard, and a client acting as
-/// driftguard. Keep it alive: the temp dirs go with it.
+/// Until the API server serves Guards and GitSources (a CRD is served shortly after it is
+/// created, once it is Established).
+pub async fn until_crds_served(client: &kube::Client) {
+    let served = || async {
+        Api::<Guard>::all(client.clone())
+            .list(&Default::default())
+            .await
+            .is_ok()
+            && Api::<GitSource>::all(client.clone())
+                .list(&Default::default())
+                .await
+                .is_ok()
+    };
+    eventually("Guards and GitSources served", Duration::from_secs(30), served).await;
+}
+
+/// A person at kubectl: not exempt, allowed anything by RBAC (bound to cluster-admin by
+/// [`Driftguard::start`]), so that what stops them is driftguard alone.
+pub const USER: &str = "alice@example.com";
+
+/// A real control plane prepared for driftguard: its namespace, the chart's ServiceAccount
+/// and RBAC (rendered by `helm template`), driftguard's CRDs, and [`USER`] bound to
+/// cluster-admin.
+pub struct Driftguard {
+    pub cluster: super::cluster::Cluster,
+    /// system:masters.
+    pub admin: kube::Client,
+    /// driftguard's service account with the chart's RBAC (a TokenRequest token).
+    pub client: kube::Client,
+}
+
+impl Driftguard {
+    /// Starts a control plane (about seven seconds) and prepares it.
+    pub async fn start() -> Driftguard {
+        let cluster = tokio::task::spawn_blocking(super::cluster::Cluster::start)
+            .await
+            .unwrap();
+        let admin = cluster.client().await;
+        let crds: Api<CustomResourceDefinition> = Api::all(admin.clone());
+        for crd in driftguard::api::crds() {
+            crds.create(&PostParams::default(), &crd).await.unwrap();
+        }
+        let (cluster, kubeconfig) = tokio::task::spawn_blocking(move || {
+            let kubeconfig = super::cluster::driftguard_identity(&cluster);
+            cluster.ok(&[
+                "create",
+                "clusterrolebinding",
+                "alice-admin",
+                "--clusterrole=cluster-admin",
+                &format!("--user={USER}"),
+            ]);
+            (cluster, kubeconfig)
+        })
+        .await
+        .unwrap();
+        let client = super::cluster::client_for(&kubeconfig).await;
+        until_crds_served(&client).await;
+        Driftguard { cluster, admin, client }
+    }
+
+    /// `kubectl ARGS` (the machine's) as [`USER`], with `env` added; its output.
+    pub fn kubectl_as_user(&self, args: &[&str], env: &[(&str, &std::path::Path)]) -> std::process::Output {
+        kubectl_as_user(&self.cluster, self.cluster.scratch(), args, env)
+    }
+}
+
+/// A real control plane ([`Driftguard::start`]) with the example Guard [`install`]ed by admin.
 pub struct Installed {
-    pub api: TestApiServer,
-    pub dir: tempfile::TempDir,
+    pub cluster: super::cluster::Cluster,
+    /// system:masters: creates and edits Guards, GitSources and, as a person would, drift.
+    pub admin: kube::Client,
+    /// driftguard's service account: the enforcer's client.
     pub client: kube::Client,
     pub repo: tempfile::TempDir,
     pub commit: String,
+    /// The Guards of `default`, as admin.
     pub guards: Api<Guard>,
 }
 
-/// Start a test API server and [`install`] the example Guard with `guard_spec`.
+/// Start a control plane and [`install`] the example Guard with `guard_spec`.
 pub async fn installed(guard_spec: serde_json::Value) -> Installed {
-    installed_on(ServerOptions::default(), guard_spec).await
-}
-
-/// [`installed`] on a test API server started with `options`.
-pub async fn installed_on(options: ServerOptions, guard_spec: serde_json::Value) -> Installed {
-    let api = TestApiServer::start(options).await.unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let client = super::kube_client(&api, Identity::Driftguard, dir.path()).await;
-    let (repo, commit, guards) = install(&client, guard_spec).await;
+    let Driftguard { cluster, admin, client } = Driftguard::start().await;
+    let (repo, commit, guards) = install_example(&admin, guard_spec).await;
     Installed {
-        api,
-        dir,
+        cluster,
+        admin,
         client,
         repo,
         commit,
@@ -129,16 +202,38 @@ pub async fn context(client: &kube::Client) -> Context {
     )
 }
 
+/// Where a person runs kubectl: the real control plane or the imitation.
+pub trait UserKubectl {
+    /// The machine's kubectl (`/usr/bin/kubectl`) as a plain user (no driftguard exemption),
+    /// with its home and any kubeconfig under `dir`.
+    fn user_kubectl(&self, dir: &std::path::Path) -> std::process::Command;
+}
+
+impl UserKubectl for super::cluster::Cluster {
+    /// As [`USER`] (impersonated by admin; bound to cluster-admin by [`Driftguard::start`]).
+    fn user_kubectl(&self, _dir: &std::path::Path) -> std::process::Command {
+        let mut command = self.machine_kubectl();
+        command.args(["--as", USER, "--as-group", "system:authenticated"]);
+        command
+    }
+}
+
+impl UserKubectl for TestApiServer {
+    fn user_kubectl(&self, dir: &std::path::Path) -> std::process::Command {
+        let kubeconfig = dir.join("user.kubeconfig");
+        self.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
+        super::kubectl(dir, &kubeconfig)
+    }
+}
+
 /// `kubectl ARGS` as a plain user (no driftguard exemption); returns its output.
 pub fn kubectl_as_user(
-    api: &TestApiServer,
+    api: &impl UserKubectl,
     dir: &std::path::Path,
     args: &[&str],
     env: &[(&str, &std::path::Path)],
 ) -> std::process::Output {
-    let kubeconfig = dir.join("user.kubeconfig");
-    api.write_kubeconfig(Identity::User, &kubeconfig).unwrap();
-    let mut command = super::kubectl(dir, &kubeconfig);
+    let mut command = api.user_kubectl(dir);
     command.args(args);
     for (name, value) in env {
         command.env(name, value);
@@ -148,7 +243,7 @@ pub fn kubectl_as_user(
 
 /// `kubectl edit deploy/web -n default` as a plain user, the editor applying `sed`; returns
 /// kubectl's output (the caller checks it).
-pub fn kubectl_edit_web(api: &TestApiServer, dir: &std::path::Path, sed: &str) -> std::process::Output {
+pub fn kubectl_edit_web(api: &impl UserKubectl, dir: &std::path::Path, sed: &str) -> std::process::Output {
     let editor = dir.join("editor.sh");
     std::fs::write(&editor, format!("#!/bin/sh\nsed -i '{sed}' \"$1\"\n")).unwrap();
     std::fs::set_permissions(&editor, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
@@ -185,20 +280,6 @@ pub fn web_replicas(
                 == Some(want)
         })
     }
-}
-
-/// A kube::Client acting as driftguard on `api` with kube's own retry layer off
-/// (`Config::default_retry`), so that every retry of a write is the Applier's, counted in its
-/// metrics (kube's layer would absorb 429/503/504 unseen).
-pub async fn enforcer_client(api: &TestApiServer, dir: &std::path::Path) -> kube::Client {
-    let path = dir.join("enforcer.kubeconfig");
-    api.write_kubeconfig(Identity::Driftguard, &path).unwrap();
-    let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .unwrap();
-    config.default_retry = false;
-    kube::Client::try_from(config).unwrap()
 }
 
 /// A reconcile context whose metrics and audit records a test reads, with self-heal (leading)
@@ -262,14 +343,6 @@ pub fn condition(status: &driftguard::api::GuardStatus, kind: &str) -> Option<(S
         .iter()
         .find(|c| c.type_ == kind)
         .map(|c| (c.status.clone(), c.reason.clone(), c.message.clone()))
-}
-
-/// How many PATCH requests `api` received for the object at `path` (as sent, no query).
-pub fn patches_of(api: &TestApiServer, path: &str) -> usize {
-    api.requests()
-        .iter()
-        .filter(|r| r.method == "PATCH" && r.path == path)
-        .count()
 }
 
 /// The leader's GitSource and Guard loops (always leading), as `driftguard serve --cluster`
@@ -393,5 +466,68 @@ impl ElectedReplica {
         for task in self.tasks {
             task.await.unwrap();
         }
+    }
+}
+
+/// The imitation API server (crate driftguard-testapi), only for the tests of faults a real
+/// API server cannot be made to produce on cue (tests/faults.rs, tests/leader_faults.rs,
+/// tests/enforce.rs): injected failures, a short watch history, the requests it received.
+pub mod imitation {
+    use driftguard::api::Guard;
+    use driftguard_testapi::{Identity, ServerOptions, TestApiServer};
+    use kube::api::Api;
+
+    /// A test API server with [`install`](super::install)ed CRDs, GitSource and Guard, and a client acting as
+    /// driftguard. Keep it alive: the temp dirs go with it.
+    pub struct Installed {
+        pub api: TestApiServer,
+        pub dir: tempfile::TempDir,
+        pub client: kube::Client,
+        pub repo: tempfile::TempDir,
+        pub commit: String,
+        pub guards: Api<Guard>,
+    }
+
+    /// Start a test API server and [`install`](super::install) the example Guard with `guard_spec`.
+    pub async fn installed(guard_spec: serde_json::Value) -> Installed {
+        installed_on(ServerOptions::default(), guard_spec).await
+    }
+
+    /// [`installed`] on a test API server started with `options`.
+    pub async fn installed_on(options: ServerOptions, guard_spec: serde_json::Value) -> Installed {
+        let api = TestApiServer::start(options).await.unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let client = super::super::kube_client(&api, Identity::Driftguard, dir.path()).await;
+        let (repo, commit, guards) = super::install(&client, guard_spec).await;
+        Installed {
+            api,
+            dir,
+            client,
+            repo,
+            commit,
+            guards,
+        }
+    }
+
+    /// A kube::Client acting as driftguard on `api` with kube's own retry layer off
+    /// (`Config::default_retry`), so that every retry of a write is the Applier's, counted in its
+    /// metrics (kube's layer would absorb 429/503/504 unseen).
+    pub async fn enforcer_client(api: &TestApiServer, dir: &std::path::Path) -> kube::Client {
+        let path = dir.join("enforcer.kubeconfig");
+        api.write_kubeconfig(Identity::Driftguard, &path).unwrap();
+        let kubeconfig = kube::config::Kubeconfig::read_from(&path).unwrap();
+        let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .unwrap();
+        config.default_retry = false;
+        kube::Client::try_from(config).unwrap()
+    }
+
+    /// How many PATCH requests `api` received for the object at `path` (as sent, no query).
+    pub fn patches_of(api: &TestApiServer, path: &str) -> usize {
+        api.requests()
+            .iter()
+            .filter(|r| r.method == "PATCH" && r.path == path)
+            .count()
     }
 }
