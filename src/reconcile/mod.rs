@@ -8,6 +8,7 @@
 pub mod admission_events;
 pub mod apply;
 pub mod controller;
+pub mod delegation;
 pub mod diff;
 pub mod events;
 pub mod heal;
