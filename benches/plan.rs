@@ -225,6 +225,7 @@ fn bench_size(
         prune: &prune,
         held: &Default::default(),
         detached: &Default::default(),
+        hpa: &Default::default(),
     };
     let check = plan(&set.objects, inventory, live, &facts);
     assert_eq!(check.prune.len(), prunes);

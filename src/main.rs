@@ -676,6 +676,8 @@ fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, rev
         std::fs::read(review).with_context(|| format!("cannot read review {}", review.display()))?
     };
     let set = load(git, mode)?;
+    // Delegate rules with `bounds: {fromHPA: true}` are judged by the HPAs Git declares.
+    let hpa = declared_hpas(&set);
     let store = Arc::new(DesiredStore::new());
     store.publish(vec![set], true);
     let audit = Arc::new(MemorySink::new());
@@ -683,7 +685,7 @@ fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, rev
         store,
         AdmissionSettings {
             own_username: service_account_username("driftguard/driftguard"),
-            hpa: Default::default(),
+            hpa,
         },
         audit.clone(),
     );
@@ -727,6 +729,49 @@ fn run_check(git: &GitArgs, mode: Option<Mode>, webhook: Option<WebhookArg>, rev
         eprintln!("{}", serde_json::to_string(&event)?);
     }
     Ok(if denied { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// The HorizontalPodAutoscalers among `set`'s objects, as delegate rules with `fromHPA` read
+/// them.
+fn declared_hpas(set: &DesiredSet) -> driftguard::desired::HpaBounds {
+    let table = driftguard::desired::HpaBounds::default();
+    for object in &set.objects {
+        if object.group == "autoscaling"
+            && object.kind == "HorizontalPodAutoscaler"
+            && let Ok(value) = object.value()
+            && let Some((namespace, entry)) = driftguard::desired::HpaBounds::entry_of(&value)
+        {
+            table.upsert(&namespace, entry);
+        }
+    }
+    table
+}
+
+/// [`declared_hpas`], overridden by the HorizontalPodAutoscalers the cluster has (when it lets
+/// them be listed).
+async fn cluster_hpas(client: &kube::Client, set: &DesiredSet) -> driftguard::desired::HpaBounds {
+    use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
+    let table = declared_hpas(set);
+    match kube::Api::<HorizontalPodAutoscaler>::all(client.clone())
+        .list(&Default::default())
+        .await
+    {
+        Ok(list) => {
+            for hpa in list.items {
+                if let Some((namespace, entry)) = serde_json::to_value(&hpa)
+                    .ok()
+                    .as_ref()
+                    .and_then(driftguard::desired::HpaBounds::entry_of)
+                {
+                    table.upsert(&namespace, entry);
+                }
+            }
+        }
+        Err(error) => eprintln!(
+            "driftguard: note: cannot list HorizontalPodAutoscalers ({error}); delegate rules with fromHPA use those Git declares"
+        ),
+    }
+    table
 }
 
 /// The review `body` with the JSON patch of the mutating `reply` applied to `request.object`.
@@ -899,12 +944,14 @@ fn run_diff(args: &DiffArgs) -> Result<ExitCode> {
         };
         let live = applier.snapshot(&set.objects, &inventory).await;
         let established = applier.served_custom_kinds(&set.objects).await;
+        let hpa = cluster_hpas(&client, &set).await;
         let facts = PlanFacts {
             guard: &set.guard.id,
             established: &established,
             prune: &prune,
             held: &Default::default(),
             detached: &Default::default(),
+            hpa: &hpa,
         };
         let report = diff::report(&plan(&set.objects, &inventory, &live, &facts), &live);
         anyhow::Ok((set, report))

@@ -147,6 +147,7 @@ pub struct Metrics {
     certificate_passes: Family<ReloadLabels, Counter>,
     receiver_requests: Family<ReceiverLabels, Counter>,
     drift_corrections: Family<CorrectionLabels, Counter>,
+    delegate_bound_corrections: Family<CorrectionLabels, Counter>,
     reconcile_duration: Family<GuardLabels, Histogram>,
     prunes: Family<GuardLabels, Counter>,
     fetch_duration: Family<FetchLabels, Histogram>,
@@ -226,6 +227,12 @@ impl Metrics {
             "drift_corrections",
             "Managed objects self-heal re-applied after another writer drifted them, by Guard and kind",
             drift_corrections.clone(),
+        );
+        let delegate_bound_corrections = Family::<CorrectionLabels, Counter>::default();
+        registry.register(
+            "delegate_bound_corrections",
+            "Delegated fields the enforcer set to the nearest bound of their delegate rule (a delegate had written a value outside it), by Guard and kind",
+            delegate_bound_corrections.clone(),
         );
         let reconcile_duration = Family::<GuardLabels, Histogram>::new_with_constructor(|| {
             // 10 ms .. ~5 min
@@ -311,6 +318,7 @@ impl Metrics {
             certificate_passes,
             receiver_requests,
             drift_corrections,
+            delegate_bound_corrections,
             reconcile_duration,
             prunes,
             fetch_duration,
@@ -371,6 +379,16 @@ impl Metrics {
     /// Counts one drift correction of a `kind` object of `guard`.
     pub fn count_drift_correction(&self, guard: &str, kind: &str) {
         self.drift_corrections
+            .get_or_create(&CorrectionLabels {
+                guard: guard.to_owned(),
+                kind: kind.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Counts one delegated field of a `kind` object of `guard` set to its bound.
+    pub fn count_delegate_bound_correction(&self, guard: &str, kind: &str) {
+        self.delegate_bound_corrections
             .get_or_create(&CorrectionLabels {
                 guard: guard.to_owned(),
                 kind: kind.to_owned(),

@@ -176,3 +176,105 @@ fn check_without_webhook_answers_as_the_api_server_would() {
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(body["response"]["patchType"], "JSONPatch");
 }
+
+/// A Guard manifest for `--guard-file` over `examples/app`: the HPA's identity owns replicas
+/// within the bounds of the HPA Git declares (rule 1), `kubectl patch` (field manager
+/// `kubectl-patch`) between 1 and `max` (rule 2).
+fn delegating_guard(dir: &std::path::Path, max: i64) -> std::path::PathBuf {
+    let file = dir.join(format!("guard-{max}.yaml"));
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: driftguard.io/v1alpha1
+kind: Guard
+metadata: {{name: web, namespace: default}}
+spec:
+  sourceRef: {{name: apps}}
+  path: examples/app
+  delegate:
+    - kind: Deployment
+      jsonPointers: [/spec/replicas]
+      to: {{serviceAccounts: [kube-system/horizontal-pod-autoscaler]}}
+      bounds: {{fromHPA: true}}
+    - kind: Deployment
+      jsonPointers: [/spec/replicas]
+      to: {{fieldManagers: [kubectl-patch]}}
+      bounds: {{min: 1, max: {max}}}
+"
+        ),
+    )
+    .unwrap();
+    file
+}
+
+fn check_with_guard_file(repo: &str, guard: &std::path::Path, fixture: &str) -> (i32, Value, String) {
+    let review = root().join("tests/fixtures").join(fixture);
+    let out = driftguard(&[
+        "check",
+        "--repo",
+        repo,
+        "--ref",
+        "main",
+        "--guard-file",
+        guard.to_str().unwrap(),
+        "--review",
+        review.to_str().unwrap(),
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let body = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    (out.status.code().unwrap_or(-1), body, stderr)
+}
+
+/// `check --guard-file` decides with the file's delegate rules: a delegate within the bounds
+/// is allowed and recorded as `admission.delegated`, beyond them denied naming the bound and
+/// the rule; `fromHPA` takes its bounds from the HPA Git declares.
+#[test]
+fn check_decides_with_the_guard_files_delegate_rules() {
+    let (dir, _) = example_repo();
+    let repo = dir.path().to_str().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    let strict = delegating_guard(scratch.path(), 6);
+    let loose = delegating_guard(scratch.path(), 12);
+
+    // kubectl patch setting 10 replicas (Git has 3): beyond rule 2's maximum, then within it.
+    let (code, body, stderr) = check_with_guard_file(repo, &strict, "patch-merge-replicas.json");
+    assert_eq!(code, 1, "{stderr}");
+    let message = body["response"]["status"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("above the maximum 6 (bounds)") && message.contains("delegate rule 2"),
+        "{body}"
+    );
+    let (code, body, stderr) = check_with_guard_file(repo, &loose, "patch-merge-replicas.json");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(stderr.contains("admission.delegated"), "{stderr}");
+
+    // The HPA's identity scaling to 6: no HPA in Git, so fromHPA admits nothing ...
+    let (code, body, stderr) = check_with_guard_file(repo, &strict, "scale-by-hpa.json");
+    assert_eq!(code, 1, "{stderr}");
+    assert!(
+        body["response"]["status"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("no HorizontalPodAutoscaler targets Deployment default/web")),
+        "{body}"
+    );
+    // ... and with an HPA from 2 to 8 in Git, 6 is within its bounds.
+    std::fs::write(
+        dir.path().join("examples/app/hpa.yaml"),
+        "apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata: {name: web}
+spec:
+  scaleTargetRef: {apiVersion: apps/v1, kind: Deployment, name: web}
+  minReplicas: 2
+  maxReplicas: 8
+",
+    )
+    .unwrap();
+    support::git(dir.path(), &["add", "-A"]);
+    support::git(dir.path(), &["commit", "-q", "-m", "hpa"]);
+    let (code, body, stderr) = check_with_guard_file(repo, &strict, "scale-by-hpa.json");
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(body["response"]["allowed"], true);
+    assert!(stderr.contains("admission.delegated"), "{stderr}");
+}

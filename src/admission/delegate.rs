@@ -5,7 +5,7 @@
 
 use std::fmt::Write;
 
-use crate::api::{Bounds, DelegateRule};
+use crate::api::DelegateRule;
 use crate::desired::{HpaBounds, Managed};
 use crate::drift::{FieldDrift, IgnorePath};
 
@@ -91,27 +91,6 @@ pub(super) fn split(drifts: &mut Vec<FieldDrift>, mine: &Mine<'_>, managed: &Man
     out
 }
 
-/// The bounds a rule sets on `managed`, resolved: `(min, max, where they come from)`.
-pub(crate) fn resolve_bounds(
-    bounds: &Bounds,
-    group: &str,
-    kind: &str,
-    namespace: Option<&str>,
-    name: &str,
-    hpa: &HpaBounds,
-) -> Result<(Option<i64>, Option<i64>, String), String> {
-    if bounds.from_hpa {
-        return match hpa.lookup(group, kind, namespace.unwrap_or(""), name) {
-            Some((hpa_name, min, max)) => Ok((Some(min), Some(max), format!("HorizontalPodAutoscaler {hpa_name}"))),
-            None => Err(format!(
-                "no HorizontalPodAutoscaler targets {kind} {}{name}, so bounds fromHPA admit no value",
-                namespace.map(|n| format!("{n}/")).unwrap_or_default()
-            )),
-        };
-    }
-    Ok((bounds.min, bounds.max, "bounds".to_owned()))
-}
-
 /// Is `value` within a rule's bounds? Err names the bound and the rule.
 fn check_bounds(
     rule: &DelegateRule,
@@ -125,7 +104,8 @@ fn check_bounds(
     };
     let o = managed.object;
     let rule_name = describe_rule(rule, rule_no);
-    let (min, max, source) = resolve_bounds(bounds, &o.group, &o.kind, o.namespace.as_deref(), &o.name, hpa)
+    let resolved = hpa
+        .resolve(bounds, &o.group, &o.kind, o.namespace.as_deref(), &o.name)
         .map_err(|e| format!("{e} ({rule_name})"))?;
     let Some(number) = value.and_then(serde_json::Value::as_f64) else {
         return Err(format!(
@@ -133,15 +113,12 @@ fn check_bounds(
             show_value(value, false)
         ));
     };
-    if let Some(min) = min
-        && number < min as f64
-    {
-        return Err(format!("{number} is below the minimum {min} ({source}) of {rule_name}"));
-    }
-    if let Some(max) = max
-        && number > max as f64
-    {
-        return Err(format!("{number} is above the maximum {max} ({source}) of {rule_name}"));
+    if let Some((bound, which)) = resolved.outside(number) {
+        let side = if which == "minimum" { "below" } else { "above" };
+        return Err(format!(
+            "{number} is {side} the {which} {bound} ({}) of {rule_name}",
+            resolved.source
+        ));
     }
     Ok(())
 }

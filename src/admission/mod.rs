@@ -45,6 +45,7 @@ pub trait Admit: Send + Sync + 'static {
 pub mod break_glass;
 mod decide;
 mod delegate;
+pub(crate) use delegate::describe_rule;
 mod exempt;
 mod message;
 pub mod review;

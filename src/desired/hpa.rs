@@ -6,6 +6,9 @@
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
+use super::DesiredError;
+use crate::api::Bounds;
+
 /// One HorizontalPodAutoscaler's target and bounds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HpaEntry {
@@ -21,6 +24,35 @@ pub struct HpaEntry {
     pub min: i64,
     /// `maxReplicas`.
     pub max: i64,
+}
+
+/// A delegate rule's bounds on one object, resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedBounds {
+    /// Smallest value allowed.
+    pub min: Option<i64>,
+    /// Largest value allowed.
+    pub max: Option<i64>,
+    /// Where they come from: `bounds`, or `HorizontalPodAutoscaler <name>`.
+    pub source: String,
+}
+
+impl ResolvedBounds {
+    /// The value of the bound nearest to `value` when it is outside, with which bound it is
+    /// (`"minimum"` or `"maximum"`); None within.
+    pub fn outside(&self, value: f64) -> Option<(i64, &'static str)> {
+        if let Some(min) = self.min
+            && value < min as f64
+        {
+            return Some((min, "minimum"));
+        }
+        if let Some(max) = self.max
+            && value > max as f64
+        {
+            return Some((max, "maximum"));
+        }
+        None
+    }
 }
 
 /// The HPAs of the cluster by namespace; cheap to clone (shared).
@@ -68,6 +100,38 @@ impl HpaBounds {
             .filter(|e| e.group == group && e.kind == kind && e.name == name)
             .min_by(|a, b| a.hpa.cmp(&b.hpa))
             .map(|e| (e.hpa.clone(), e.min, e.max))
+    }
+
+    /// The bounds a delegate rule's `bounds` set on the object `group`/`kind`
+    /// `namespace/name`: fixed, or those of the HPA targeting it (none: [`DesiredError::NoHpa`]).
+    pub fn resolve(
+        &self,
+        bounds: &Bounds,
+        group: &str,
+        kind: &str,
+        namespace: Option<&str>,
+        name: &str,
+    ) -> Result<ResolvedBounds, DesiredError> {
+        if !bounds.from_hpa {
+            return Ok(ResolvedBounds {
+                min: bounds.min,
+                max: bounds.max,
+                source: "bounds".to_owned(),
+            });
+        }
+        match self.lookup(group, kind, namespace.unwrap_or(""), name) {
+            Some((hpa, min, max)) => Ok(ResolvedBounds {
+                min: Some(min),
+                max: Some(max),
+                source: format!("HorizontalPodAutoscaler {hpa}"),
+            }),
+            None => Err(DesiredError::NoHpa {
+                object: format!(
+                    "{kind} {}{name}",
+                    namespace.map(|n| format!("{n}/")).unwrap_or_default()
+                ),
+            }),
+        }
     }
 
     /// Parse an `autoscaling/v2` (or v1) HorizontalPodAutoscaler; None when it has no target.

@@ -15,7 +15,7 @@ mod set;
 mod store;
 
 pub use cache::DesiredCache;
-pub use hpa::{HpaBounds, HpaEntry};
+pub use hpa::{HpaBounds, HpaEntry, ResolvedBounds};
 pub use index::{AdmissionIndex, Conflict, Managed};
 pub use kinds::{ApiResources, KindError};
 pub use load::{LoadError, SourceSettings, load_guard};
@@ -73,6 +73,13 @@ pub enum DesiredError {
         rule: usize,
         /// What is wrong.
         reason: String,
+    },
+    /// A delegate rule's `bounds: {fromHPA: true}` on an object no HorizontalPodAutoscaler
+    /// targets.
+    #[error("no HorizontalPodAutoscaler targets {object}, so bounds fromHPA admit no value")]
+    NoHpa {
+        /// `Kind namespace/name`.
+        object: String,
     },
 }
 

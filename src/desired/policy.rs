@@ -99,6 +99,8 @@ pub struct GuardPolicy {
     delegate: Vec<CompiledDelegate>,
     /// Links to Git: the GitSource's web URL template (see [`GuardPolicy::with_links`]).
     links: Option<LinkTemplate>,
+    /// The delegate rules, shared by every [`ObjectDelegation`] of this Guard.
+    delegate_rules: Arc<[DelegateRule]>,
     /// Changes whenever the spec or source URL does: desired sets are cached per (Guard,
     /// commit, fingerprint), so editing `ignore` or `path` without a new commit takes effect.
     fingerprint: u64,
@@ -125,6 +127,7 @@ impl GuardPolicy {
             source_url.hash(&mut hasher);
             hasher.finish()
         };
+        let delegate_rules: Arc<[DelegateRule]> = delegate.iter().map(|c| c.rule.clone()).collect();
         Ok(GuardPolicy {
             fingerprint,
             target_namespace: spec.target_namespace.clone().unwrap_or_else(|| "default".to_owned()),
@@ -144,6 +147,7 @@ impl GuardPolicy {
             ignore,
             delegate,
             links: None,
+            delegate_rules,
         })
     }
 
@@ -199,7 +203,13 @@ impl GuardPolicy {
                 }
             }
         }
-        (!pointers.is_empty()).then(|| Arc::new(ObjectDelegation { pointers, rules }))
+        (!pointers.is_empty()).then(|| {
+            Arc::new(ObjectDelegation {
+                pointers,
+                rules,
+                definitions: self.delegate_rules.clone(),
+            })
+        })
     }
 
     /// The ignore pointers that apply to one object.
@@ -258,4 +268,13 @@ pub struct ObjectDelegation {
     pub pointers: Vec<IgnorePath>,
     /// The rule of each pointer.
     pub rules: Vec<usize>,
+    /// All the Guard's delegate rules (what `rules` index).
+    pub definitions: Arc<[DelegateRule]>,
+}
+
+impl ObjectDelegation {
+    /// Delegate rule number `index` (from 0) of the Guard.
+    pub fn rule(&self, index: usize) -> Option<&DelegateRule> {
+        self.definitions.get(index)
+    }
 }

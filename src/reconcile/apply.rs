@@ -41,13 +41,14 @@ use kube::{Client, Discovery};
 use super::kinds::ClusterKinds;
 use tokio::time::Instant;
 
+use super::delegation::{BOUNDS_MANAGER, Delegated, Held};
 use super::{
     Applied, GroupKind, InventoryEntry, LiveObject, LiveSnapshot, ObjectKey, Plan, PlanFacts, SkipReason, WaitReason,
     next_inventory, plan,
 };
 use crate::admission::break_glass;
 use crate::api::PruneSpec;
-use crate::desired::{DesiredObject, GuardId};
+use crate::desired::{DesiredObject, GuardId, HpaBounds};
 
 /// driftguard's one field manager for everything it applies.
 pub const FIELD_MANAGER: &str = "driftguard";
@@ -307,6 +308,9 @@ pub struct Outcome {
     pub waiting: Vec<(ObjectKey, WaitReason)>,
     /// Every write attempted (applies, deletes, break-glass cleanups), for metrics.
     pub writes: Vec<WriteReport>,
+    /// Delegated fields written at their bound (a delegate had set them outside it), by
+    /// object, for the audit log and Events.
+    pub clamped: Vec<(ObjectKey, Vec<Held>)>,
 }
 
 /// The result of one full pass over a Guard.
@@ -347,6 +351,9 @@ pub struct Applier {
     timeout: Duration,
     crd_wait: Duration,
     retry: RetryPolicy,
+    /// HorizontalPodAutoscaler bounds for delegate rules with `fromHPA` (empty unless
+    /// [`Applier::with_hpa`]).
+    hpa: HpaBounds,
 }
 
 /// What became of one CRD this pass waits for.
@@ -379,7 +386,20 @@ impl Applier {
             timeout,
             crd_wait: DEFAULT_CRD_WAIT,
             retry: RetryPolicy::default(),
+            hpa: HpaBounds::default(),
         })
+    }
+
+    /// Judge delegate rules with `bounds: {fromHPA: true}` by `hpa` (a table a watch keeps).
+    #[must_use]
+    pub fn with_hpa(mut self, hpa: HpaBounds) -> Self {
+        self.hpa = hpa;
+        self
+    }
+
+    /// The HorizontalPodAutoscaler bounds this applier judges delegated fields by.
+    pub fn hpa(&self) -> &HpaBounds {
+        &self.hpa
     }
 
     /// This applier writing through `writer` (a client impersonating a Guard's identity);
@@ -692,6 +712,7 @@ impl Applier {
             prune,
             held,
             detached: &detached,
+            hpa: &self.hpa,
         };
         let plan = plan(desired, inventory, &live, &facts);
         let mut outcome = self.execute_in(&pass, &plan).await;
@@ -776,23 +797,78 @@ impl Applier {
         self.execute_in(&Pass::default(), plan).await
     }
 
-    /// Server-side apply one desired object (manager `driftguard`, force), retrying transient
-    /// errors; returns the stored object's metadata, and the write's report (None when the
-    /// kind could not be resolved, so nothing was sent).
-    pub async fn apply_one(&self, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
-        self.apply_in(&Pass::default(), object).await
+    /// Server-side apply one desired object (manager `driftguard`, force) without the
+    /// delegated fields delegates hold, then write those outside their bounds at the bound
+    /// (manager [`BOUNDS_MANAGER`], force), retrying transient errors; returns the stored
+    /// object's metadata and the writes' reports (none when the kind could not be resolved,
+    /// so nothing was sent).
+    pub async fn apply_one(
+        &self,
+        object: &DesiredObject,
+        delegated: &Delegated,
+    ) -> (Result<ObjectMeta, String>, Vec<WriteReport>) {
+        self.apply_in(&Pass::default(), object, delegated).await
     }
 
-    async fn apply_in(&self, pass: &Pass, object: &DesiredObject) -> (Result<ObjectMeta, String>, Option<WriteReport>) {
+    async fn apply_in(
+        &self,
+        pass: &Pass,
+        object: &DesiredObject,
+        delegated: &Delegated,
+    ) -> (Result<ObjectMeta, String>, Vec<WriteReport>) {
+        let mut reports = Vec::new();
         let api = self.write_api_of(pass, object).await;
-        let (params, body) = (&PatchParams::apply(FIELD_MANAGER).force(), &object.object);
+        let key = ObjectKey::of(object);
         let name = object.name.as_str();
-        self.write_through(WriteVerb::Apply, &ObjectKey::of(object), api, move |api| async move {
-            api.patch(name, params, &Patch::Apply(body))
+        let (body, bounds) = if delegated.is_empty() {
+            (None, None)
+        } else {
+            match object.value() {
+                Ok(git) => (Some(delegated.apply_body(&git)), delegated.bounds_body(&git)),
+                Err(error) => return (Err(format!("unreadable desired object: {error}")), reports),
+            }
+        };
+        let params = &PatchParams::apply(FIELD_MANAGER).force();
+        let (result, report) = match &body {
+            None => {
+                let body = &object.object;
+                self.write_through(WriteVerb::Apply, &key, api, move |api| async move {
+                    api.patch(name, params, &Patch::Apply(body)).await.map(|o| o.metadata)
+                })
                 .await
-                .map(|applied| applied.metadata)
-        })
-        .await
+            }
+            Some(body) => {
+                self.write_through(WriteVerb::Apply, &key, api, move |api| async move {
+                    api.patch(name, params, &Patch::Apply(body)).await.map(|o| o.metadata)
+                })
+                .await
+            }
+        };
+        reports.extend(report);
+        let (Ok(_), Some(bounds)) = (&result, &bounds) else {
+            return (result, reports);
+        };
+        // Written as driftguard itself, also for a Guard acting as its own identity: a value
+        // other than Git's from that identity would be denied at admission, and this write
+        // only sets fields of the Guard's own objects to bounds its rules declare.
+        let own = self
+            .api(
+                pass,
+                &object.group,
+                &object.version,
+                &object.kind,
+                object.namespace.as_deref(),
+            )
+            .await;
+        let params = &PatchParams::apply(BOUNDS_MANAGER).force();
+        let (clamped, report) = self
+            .write_through(WriteVerb::Apply, &key, own, move |api| async move {
+                api.patch(name, params, &Patch::Apply(bounds)).await.map(|o| o.metadata)
+            })
+            .await;
+        reports.extend(report);
+        let clamped = clamped.map_err(|message| format!("cannot set delegated fields to their bounds: {message}"));
+        (clamped, reports)
     }
 
     async fn execute_in(&self, pass: &Pass, plan: &Plan<'_>) -> Outcome {
@@ -826,13 +902,19 @@ impl Applier {
                     continue;
                 }
             }
-            let (result, report) = self.apply_in(pass, object).await;
+            let (result, report) = self.apply_in(pass, object, &step.delegated).await;
             outcome.writes.extend(report);
             match result {
-                Ok(meta) => outcome.applied.push(Applied {
-                    key: step.key.clone(),
-                    uid: meta.uid,
-                }),
+                Ok(meta) => {
+                    let clamped: Vec<Held> = step.delegated.clamped().cloned().collect();
+                    if !clamped.is_empty() {
+                        outcome.clamped.push((step.key.clone(), clamped));
+                    }
+                    outcome.applied.push(Applied {
+                        key: step.key.clone(),
+                        uid: meta.uid,
+                    })
+                }
                 Err(message) => {
                     tracing::warn!(key = %step.key, %message, "apply failed");
                     outcome.apply_failed.push(Failure {

@@ -378,6 +378,7 @@ async fn sync_guard(guard: &Guard, ctx: &Context) -> Result<GuardStatus, Reconci
         }
         report_failures(ctx, guard, &inventory, &outcome.apply_failed, &outcome.prune_failed).await;
         audit_writes(ctx, &id, &set, &previous.inventory, &outcome);
+        report_clamps(ctx, &id, &set, &outcome).await;
         ctx.metrics
             .set_break_glass_active(&id.to_string(), detached.len() as u64);
         status.break_glass_until =
@@ -607,6 +608,39 @@ fn audit_writes(
             version,
             format!("pruned {pruned}: {} no longer declares it", set.revision.reference),
         );
+    }
+}
+
+/// Delegated fields this sync set to their bound: a `drift.corrected` record, a Normal Event
+/// `DelegateBounded` on the object, and a count.
+async fn report_clamps(
+    ctx: &Context,
+    guard: &crate::desired::GuardId,
+    set: &DesiredSet,
+    outcome: &super::apply::Outcome,
+) {
+    for (key, clamped) in &outcome.clamped {
+        let version = set
+            .objects
+            .iter()
+            .find(|o| super::ObjectKey::of(o) == *key)
+            .map_or("", |o| o.version.as_str());
+        let message = super::delegation::clamp_message(clamped);
+        let mut record = AuditEvent::new(EventKind::DriftCorrected);
+        record.object = key.audit_ref(version);
+        record.operation = "APPLY".to_owned();
+        record.guard = guard.to_string();
+        record.revision = set.revision.commit.clone();
+        record.fields = clamped.iter().map(super::delegation::clamp_record).collect();
+        record.field_manager = clamped.first().map(|h| h.manager.clone());
+        record.message = message.clone();
+        ctx.audit.record(record);
+        for _ in clamped {
+            ctx.metrics
+                .count_delegate_bound_correction(&guard.to_string(), &key.kind);
+        }
+        let regarding = reference(key, version, None);
+        ctx.events.normal(&regarding, "DelegateBounded", "Apply", message).await;
     }
 }
 

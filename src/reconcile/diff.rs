@@ -1,6 +1,7 @@
 //! `driftguard diff`: what a reconcile would change, for a person. Pure: a [`Plan`] and the
 //! live snapshot it was made from -> report lines.
 
+use super::delegation::{Call, Held};
 use super::{ApplyReason, LiveSnapshot, ObjectKey, Plan, SkipReason};
 use crate::drift::display::show_value;
 
@@ -39,6 +40,17 @@ pub fn report(plan: &Plan<'_>, live: &LiveSnapshot) -> Report {
                     let sensitive = object.is_sensitive(path);
                     let cluster = live_object.and_then(|l| path.resolve(l));
                     let git = git_object.as_ref().and_then(|o| path.resolve(o));
+                    if let Some(Held {
+                        call: Call::Clamp { value, reason },
+                        ..
+                    }) = step.delegated.at(path)
+                    {
+                        lines.push(format!(
+                            "  {path}: cluster {}, would be set to {value}: {reason}",
+                            show_value(cluster, sensitive)
+                        ));
+                        continue;
+                    }
                     lines.push(format!(
                         "  {path}: cluster {}, Git {}",
                         show_value(cluster, sensitive),
@@ -51,6 +63,18 @@ pub fn report(plan: &Plan<'_>, live: &LiveSnapshot) -> Report {
                 step.key
             )),
             ApplyReason::LiveUnknown => lines.push(format!("{}: could not be read from the cluster", step.key)),
+        }
+    }
+    for (key, delegated) in &plan.delegated {
+        for held in delegated.kept() {
+            lines.push(format!(
+                "{key}: {} left to its delegate: cluster {}, Git {} (written by {}, delegate rule {})",
+                held.path,
+                show_value(Some(&held.live), held.sensitive),
+                show_value(held.git.as_ref(), held.sensitive),
+                held.manager,
+                held.rule + 1,
+            ));
         }
     }
     for (key, why) in &plan.waiting {
@@ -170,6 +194,7 @@ mod tests {
             prune: &prune,
             held: &HashSet::new(),
             detached: &HashSet::new(),
+            hpa: &Default::default(),
         };
         report(&plan(desired, &inventory, live, &facts), live)
     }
@@ -234,5 +259,138 @@ mod tests {
             ),
             "rbac.authorization.k8s.io/v1/ClusterRole reader"
         );
+    }
+
+    /// Deployment `web` (Git: 3 replicas) of a Guard delegating replicas to the field manager
+    /// `deployer` between 1 and 6.
+    fn delegated_web() -> Vec<DesiredObject> {
+        let spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "apps"}, "path": "app",
+            "delegate": [{"kind": "Deployment", "jsonPointers": ["/spec/replicas"],
+                          "to": {"fieldManagers": ["deployer"]}, "bounds": {"min": 1, "max": 6}}]}))
+        .unwrap();
+        let policy = Arc::new(GuardPolicy::new(guard(), &spec, "file:///repo").unwrap());
+        let manifest = Manifest {
+            object: json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default"}, "spec": {"replicas": 3}}),
+            origin: Origin {
+                file: "app/web.yaml".into(),
+                line: 1,
+                document: None,
+            },
+            fields: Default::default(),
+        };
+        let revision = Revision {
+            commit: "a".repeat(40),
+            reference: "main".into(),
+        };
+        DesiredSet::build(policy, revision, vec![manifest]).unwrap().objects
+    }
+
+    /// Deployment `web` applied by driftguard, then `replicas` written by `manager`.
+    fn live_web(replicas: i64, manager: &str) -> LiveObject {
+        LiveObject {
+            key: ObjectKey::new("apps", "Deployment", Some("default"), "web"),
+            object: json!({"apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "web", "namespace": "default", "uid": "u",
+                    "labels": { MANAGED_LABEL: "true" }, "annotations": { GUARD_ANNOTATION: "default/app" },
+                    "managedFields": [
+                        {"manager": "driftguard", "operation": "Apply", "fieldsV1": {"f:metadata": {}}},
+                        {"manager": manager, "operation": "Update", "fieldsV1": {"f:spec": {"f:replicas": {}}}}]},
+                "spec": {"replicas": replicas}}),
+        }
+    }
+
+    #[test]
+    fn delegated_fields_are_left_to_their_delegates_or_set_to_the_bound() {
+        struct Case {
+            name: &'static str,
+            live: Option<LiveObject>,
+            /// Applied (with the reason's paths), or skipped.
+            applied: Option<Vec<&'static str>>,
+            /// The bound written, if any.
+            clamp: Option<i64>,
+            line: &'static str,
+        }
+        let cases = [
+            Case {
+                name: "missing: created with Git's value",
+                live: None,
+                applied: Some(vec![]),
+                clamp: None,
+                line: "missing from the cluster",
+            },
+            Case {
+                name: "the deployer's value within the bounds",
+                live: Some(live_web(4, "deployer")),
+                applied: None,
+                clamp: None,
+                line: "spec.replicas left to its delegate: cluster 4, Git 3 (written by deployer, delegate rule 1)",
+            },
+            Case {
+                name: "the deployer's value beyond the bounds",
+                live: Some(live_web(9, "deployer")),
+                applied: Some(vec!["spec.replicas"]),
+                clamp: Some(6),
+                line: "spec.replicas: cluster 9, would be set to 6: 9 written by deployer is above the maximum 6 (bounds) of delegate rule 1",
+            },
+            Case {
+                name: "a person's value",
+                live: Some(live_web(4, "kubectl-edit")),
+                applied: Some(vec!["spec.replicas"]),
+                clamp: None,
+                line: "spec.replicas: cluster 4, Git 3",
+            },
+        ];
+        let desired = delegated_web();
+        let established = HashSet::new();
+        let id = guard();
+        let prune = PruneSpec::default();
+        let facts = PlanFacts {
+            guard: &id,
+            established: &established,
+            prune: &prune,
+            held: &HashSet::new(),
+            detached: &HashSet::new(),
+            hpa: &Default::default(),
+        };
+        for case in cases {
+            let live: LiveSnapshot = case.live.into_iter().collect();
+            let plan = plan(&desired, &[], &live, &facts);
+            match &case.applied {
+                Some(paths) => {
+                    assert_eq!(plan.apply.len(), 1, "{}", case.name);
+                    let step = &plan.apply[0];
+                    if let ApplyReason::Drift(got) = &step.reason {
+                        assert_eq!(
+                            got.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                            *paths,
+                            "{}",
+                            case.name
+                        );
+                    }
+                    let clamp = step.delegated.clamped().find_map(|h| match h.call {
+                        Call::Clamp { value, .. } => Some(value),
+                        Call::Keep => None,
+                    });
+                    assert_eq!(clamp, case.clamp, "{}", case.name);
+                }
+                None => {
+                    assert!(plan.apply.is_empty(), "{}", case.name);
+                    assert!(
+                        matches!(plan.skipped.as_slice(), [(_, SkipReason::Unchanged)]),
+                        "{}",
+                        case.name
+                    );
+                }
+            }
+            let report = report(&plan, &live);
+            assert_eq!(report.differences, usize::from(case.applied.is_some()), "{}", case.name);
+            assert!(
+                report.lines.iter().any(|l| l.contains(case.line)),
+                "{}: {:?}",
+                case.name,
+                report.lines
+            );
+        }
     }
 }

@@ -4,9 +4,12 @@
 //! A change drifts when a declared field differs from Git. The writer blamed is the newest
 //! `managedFields` entry that is not driftguard's own. One writer flipping the same object back
 //! more than `max_flips` times within `window` is a fight: driftguard stops correcting that
-//! object, and the Guard gets a `Fighting` condition naming the writer and the ignore rule
-//! that would settle it (an HPA on `spec.replicas` is the classic case). Corrections of one
-//! object back off exponentially.
+//! object, and the Guard gets a `Fighting` condition naming the writer and the `delegate` rule
+//! that would let it own the fields (an HPA on `spec.replicas` is the classic case). Corrections
+//! of one object back off exponentially.
+//!
+//! Delegated fields a delegate holds ([`super::delegation::judge`]) are not drift within their
+//! bounds; outside them the correction writes the nearest bound.
 
 use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
@@ -15,6 +18,7 @@ use serde_json::Value;
 
 use super::ObjectKey;
 use super::apply::FIELD_MANAGER;
+use super::delegation::{self, BOUNDS_MANAGER, Delegated};
 use crate::desired::DesiredObject;
 use crate::drift::{FieldDrift, FieldPath, PathSegment, detect};
 
@@ -30,10 +34,13 @@ pub enum Heal {
     Correct {
         /// The writer that moved the fields (None when managedFields say nothing).
         manager: Option<String>,
-        /// Drifting fields with Git's and the live value (`attempted`).
+        /// Drifting fields with Git's (or, for a delegated field outside its bounds, the
+        /// bound's) and the live value (`attempted`).
         fields: Vec<FieldDrift>,
         /// Wait this long before writing (exponential per object).
         delay: Duration,
+        /// Delegated fields delegates hold: left out of the apply, or written at their bound.
+        delegated: Delegated,
     },
     /// Stop correcting: `manager` keeps moving `fields` back.
     Fighting {
@@ -41,7 +48,7 @@ pub enum Heal {
         manager: String,
         /// The contested fields.
         fields: Vec<FieldPath>,
-        /// The Guard ignore rule that would settle it, as YAML.
+        /// The Guard `delegate` rule that would let the writer own the fields, as YAML.
         suggestion: String,
     },
 }
@@ -51,10 +58,19 @@ pub enum Heal {
 /// cluster: kube-controller-manager writes a Deployment's status after every change of its
 /// replicas, so the newest entry is often a writer that never touched the drifted field.
 pub fn last_writer(live: &Value, fields: &[FieldDrift]) -> Option<String> {
-    live.pointer("/metadata/managedFields")?
+    last_writer_entry(live, fields).map(|(manager, _)| manager)
+}
+
+/// [`last_writer`], with the subresource it wrote (`scale` for the HPA controller).
+pub fn last_writer_entry(live: &Value, fields: &[FieldDrift]) -> Option<(String, Option<String>)> {
+    let entry = live
+        .pointer("/metadata/managedFields")?
         .as_array()?
         .iter()
-        .filter(|entry| entry.get("manager").and_then(Value::as_str) != Some(FIELD_MANAGER))
+        .filter(|entry| {
+            let manager = entry.get("manager").and_then(Value::as_str);
+            manager != Some(FIELD_MANAGER) && manager != Some(BOUNDS_MANAGER)
+        })
         .filter(|entry| match entry.get("fieldsV1") {
             Some(owned) => fields.iter().any(|drift| owns(owned, &drift.path)),
             None => true,
@@ -62,9 +78,14 @@ pub fn last_writer(live: &Value, fields: &[FieldDrift]) -> Option<String> {
         .max_by(|a, b| {
             let time = |e: &Value| e.get("time").and_then(Value::as_str).unwrap_or("").to_owned();
             time(a).cmp(&time(b))
-        })
-        .and_then(|entry| entry.get("manager").and_then(Value::as_str))
-        .map(str::to_owned)
+        })?;
+    let manager = entry.get("manager").and_then(Value::as_str)?.to_owned();
+    let subresource = entry
+        .get("subresource")
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned);
+    Some((manager, subresource))
 }
 
 /// Whether the `fieldsV1` set `owned` holds `path` (or, where the path enters a keyed list
@@ -129,35 +150,62 @@ impl Healer {
         }
     }
 
-    /// Decide for `live`, the object's current state, observed at `now`.
-    pub fn observe(&mut self, desired: &DesiredObject, live: &Value, now: Instant) -> Heal {
+    /// Decide for `live`, the object's current state, observed at `now`; `delegated` is what
+    /// [`delegation::judge`] says of it.
+    pub fn observe(&mut self, desired: &DesiredObject, live: &Value, delegated: Delegated, now: Instant) -> Heal {
         let key = ObjectKey::of(desired);
         // Unreadable cannot happen (checked when the set was built): nothing to compare.
         let Ok(git) = desired.value() else {
             return Heal::InSync;
         };
-        let fields = detect(&git, None, live, &desired.ignore);
+        let fields = delegated.filter_drifts(detect(&git, None, live, &desired.ignore));
         if fields.is_empty() {
             return Heal::InSync;
         }
-        let manager = last_writer(live, &fields);
-        self.decide(desired, key, manager, fields, now)
+        // A delegate's out-of-bounds value is that delegate's doing; otherwise the manager
+        // owning a drifting field is (the newest writer may have written something else, such
+        // as kube-controller-manager's status after the HPA's /scale), else the newest writer.
+        let writer = fields
+            .iter()
+            .find_map(|d| delegated.at(&d.path))
+            .map(|h| (h.manager.clone(), None))
+            .or_else(|| {
+                fields.iter().find_map(|d| {
+                    delegation::managers_of(live, &d.path)
+                        .into_iter()
+                        .find(|(m, _)| m != FIELD_MANAGER && m != BOUNDS_MANAGER)
+                })
+            })
+            .or_else(|| last_writer_entry(live, &fields));
+        self.decide(desired, key, writer, fields, delegated, now)
     }
 
     /// Decide for an object that is gone from the cluster although Git declares it: recreate
     /// it, with the same backoff and the same bound on a writer that keeps deleting it.
     pub fn observe_deleted(&mut self, desired: &DesiredObject, now: Instant) -> Heal {
-        self.decide(desired, ObjectKey::of(desired), None, Vec::new(), now)
+        self.decide(
+            desired,
+            ObjectKey::of(desired),
+            None,
+            Vec::new(),
+            Delegated::default(),
+            now,
+        )
     }
 
     fn decide(
         &mut self,
         desired: &DesiredObject,
         key: ObjectKey,
-        manager: Option<String>,
+        writer: Option<(String, Option<String>)>,
         fields: Vec<FieldDrift>,
+        delegated: Delegated,
         now: Instant,
     ) -> Heal {
+        let (manager, subresource) = match writer {
+            Some((manager, subresource)) => (Some(manager), subresource),
+            None => (None, None),
+        };
         let blamed = manager.clone().unwrap_or_else(|| {
             if fields.is_empty() {
                 DELETER.to_owned()
@@ -166,7 +214,7 @@ impl Healer {
             }
         });
         if let Some(fighter) = self.fighting.get(&key) {
-            return self.fighting_with(desired, fighter.clone(), fields);
+            return self.fighting_with(desired, fighter.clone(), subresource.as_deref(), fields);
         }
         let window = self.window;
         let flips = self.flips.entry((key.clone(), blamed.clone())).or_default();
@@ -176,7 +224,7 @@ impl Healer {
         }
         if flips.len() > self.max_flips {
             self.fighting.insert(key, blamed.clone());
-            return self.fighting_with(desired, blamed, fields);
+            return self.fighting_with(desired, blamed, subresource.as_deref(), fields);
         }
         // The first correction is immediate; repeats back off 200ms, 400ms, ... up to a minute,
         // even when the object was briefly back in sync in between (that is what a flip is).
@@ -194,10 +242,21 @@ impl Healer {
         };
         *attempt = attempt.saturating_add(1);
         *last = now;
-        Heal::Correct { manager, fields, delay }
+        Heal::Correct {
+            manager,
+            fields,
+            delay,
+            delegated,
+        }
     }
 
-    fn fighting_with(&self, desired: &DesiredObject, manager: String, fields: Vec<FieldDrift>) -> Heal {
+    fn fighting_with(
+        &self,
+        desired: &DesiredObject,
+        manager: String,
+        subresource: Option<&str>,
+        fields: Vec<FieldDrift>,
+    ) -> Heal {
         let fields: Vec<FieldPath> = fields.into_iter().map(|d| d.path).collect();
         if fields.is_empty() {
             // Deleted over and over: no ignore rule settles that, only Git can.
@@ -211,13 +270,7 @@ impl Healer {
             };
         }
         let pointers: Vec<String> = fields.iter().map(ignore_pointer).collect();
-        let suggestion = format!(
-            "ignore:\n  - group: {:?}\n    kind: {}\n    name: {}\n    jsonPointers: [{}]",
-            desired.group,
-            desired.kind,
-            desired.name,
-            pointers.join(", ")
-        );
+        let suggestion = delegation::suggest_rule(desired, &manager, subresource, &pointers);
         Heal::Fighting {
             manager,
             fields,
@@ -252,7 +305,12 @@ mod tests {
     use crate::source::Revision;
 
     fn web() -> DesiredObject {
-        let spec: GuardSpec = serde_json::from_value(json!({"sourceRef": {"name": "s"}})).unwrap();
+        web_with(json!([]))
+    }
+
+    fn web_with(delegate: Value) -> DesiredObject {
+        let spec: GuardSpec =
+            serde_json::from_value(json!({"sourceRef": {"name": "s"}, "delegate": delegate})).unwrap();
         let id = GuardId {
             namespace: "default".into(),
             name: "g".into(),
@@ -294,7 +352,12 @@ mod tests {
         let desired = web();
         let mut healer = Healer::new(Duration::from_secs(60), 3);
         assert_eq!(
-            healer.observe(&desired, &live(&desired, 3, "x", "t"), Instant::now()),
+            healer.observe(
+                &desired,
+                &live(&desired, 3, "x", "t"),
+                Delegated::default(),
+                Instant::now()
+            ),
             Heal::InSync
         );
     }
@@ -307,8 +370,10 @@ mod tests {
         let edited = live(&desired, 5, "kubectl-edit", "2026-11-26T12:00:00Z");
         let delays: Vec<Duration> = (0..4)
             .map(
-                |i| match healer.observe(&desired, &edited, now + Duration::from_secs(i)) {
-                    Heal::Correct { manager, fields, delay } => {
+                |i| match healer.observe(&desired, &edited, Delegated::default(), now + Duration::from_secs(i)) {
+                    Heal::Correct {
+                        manager, fields, delay, ..
+                    } => {
                         assert_eq!(manager.as_deref(), Some("kubectl-edit"));
                         assert_eq!(
                             fields.iter().map(|d| d.path.to_string()).collect::<Vec<_>>(),
@@ -323,16 +388,18 @@ mod tests {
         assert_eq!(delays, [0, 200, 400, 800].map(Duration::from_millis));
         // Back in sync in between does not reset the backoff: that is what a flip looks like.
         assert_eq!(
-            healer.observe(&desired, &live(&desired, 3, "x", "t"), now),
+            healer.observe(&desired, &live(&desired, 3, "x", "t"), Delegated::default(), now),
             Heal::InSync
         );
         let later = now + Duration::from_secs(4);
         assert!(
-            matches!(healer.observe(&desired, &edited, later), Heal::Correct { delay, .. } if delay == Duration::from_millis(1600))
+            matches!(healer.observe(&desired, &edited, Delegated::default(), later), Heal::Correct { delay, .. } if delay == Duration::from_millis(1600))
         );
         // A quiet window does.
         let quiet = later + Duration::from_secs(61);
-        assert!(matches!(healer.observe(&desired, &edited, quiet), Heal::Correct { delay, .. } if delay.is_zero()));
+        assert!(
+            matches!(healer.observe(&desired, &edited, Delegated::default(), quiet), Heal::Correct { delay, .. } if delay.is_zero())
+        );
     }
 
     #[test]
@@ -343,13 +410,13 @@ mod tests {
         let hpa = live(&desired, 6, "horizontal-pod-autoscaler", "2026-11-26T12:00:00Z");
         for i in 0..3 {
             assert!(matches!(
-                healer.observe(&desired, &hpa, now + Duration::from_secs(i)),
+                healer.observe(&desired, &hpa, Delegated::default(), now + Duration::from_secs(i)),
                 Heal::Correct { .. }
             ));
         }
         let Heal::Fighting {
             manager, suggestion, ..
-        } = healer.observe(&desired, &hpa, now + Duration::from_secs(3))
+        } = healer.observe(&desired, &hpa, Delegated::default(), now + Duration::from_secs(3))
         else {
             panic!("a fight expected")
         };
@@ -360,13 +427,13 @@ mod tests {
         );
         // It stays given up on (no endless loop) until reset.
         assert!(matches!(
-            healer.observe(&desired, &hpa, now + Duration::from_secs(4)),
+            healer.observe(&desired, &hpa, Delegated::default(), now + Duration::from_secs(4)),
             Heal::Fighting { .. }
         ));
         assert_eq!(healer.fights().count(), 1);
         healer.reset(&ObjectKey::of(&desired));
         assert!(matches!(
-            healer.observe(&desired, &hpa, now + Duration::from_secs(5)),
+            healer.observe(&desired, &hpa, Delegated::default(), now + Duration::from_secs(5)),
             Heal::Correct { .. }
         ));
     }
@@ -380,7 +447,10 @@ mod tests {
         for i in 0..5 {
             let at = now + Duration::from_secs(61 * i);
             assert!(
-                matches!(healer.observe(&desired, &edited, at), Heal::Correct { .. }),
+                matches!(
+                    healer.observe(&desired, &edited, Delegated::default(), at),
+                    Heal::Correct { .. }
+                ),
                 "flip {i}"
             );
         }
@@ -393,7 +463,9 @@ mod tests {
         let now = Instant::now();
         for (i, want) in [0u64, 200].into_iter().enumerate() {
             match healer.observe_deleted(&desired, now + Duration::from_secs(i as u64)) {
-                Heal::Correct { manager, fields, delay } => {
+                Heal::Correct {
+                    manager, fields, delay, ..
+                } => {
                     assert_eq!((manager, fields.len()), (None, 0));
                     assert_eq!(delay, Duration::from_millis(want));
                 }
@@ -460,5 +532,104 @@ mod tests {
         assert_eq!(pointer, "/spec/template/spec/containers/web/image");
         let ignore = [IgnorePath::parse(&pointer).unwrap()];
         assert!(detect(&desired.value().unwrap(), None, &edited, &ignore).is_empty());
+    }
+
+    /// The live object after the HPA controller set replicas through `/scale`.
+    fn scaled_by_hpa(desired: &DesiredObject, replicas: i64) -> Value {
+        let mut live = desired.value().unwrap();
+        live["spec"]["replicas"] = json!(replicas);
+        live["metadata"]["managedFields"] = json!([
+            {"manager": "driftguard", "operation": "Apply", "time": "2026-11-26T10:00:00Z",
+             "fieldsV1": {"f:spec": {"f:template": {}}}},
+            {"manager": "kube-controller-manager", "operation": "Update", "subresource": "scale",
+             "time": "2026-11-26T12:00:00Z", "fieldsV1": {"f:spec": {"f:replicas": {}}}},
+        ]);
+        live
+    }
+
+    fn hpa_bounds(min: i64, max: i64) -> crate::desired::HpaBounds {
+        let table = crate::desired::HpaBounds::default();
+        table.upsert(
+            "default",
+            crate::desired::HpaEntry {
+                hpa: "web".into(),
+                group: "apps".into(),
+                kind: "Deployment".into(),
+                name: "web".into(),
+                min,
+                max,
+            },
+        );
+        table
+    }
+
+    #[test]
+    fn a_delegate_within_bounds_is_never_fought_and_outside_them_gets_the_bound() {
+        let rule = json!([{"kind": "Deployment", "jsonPointers": ["/spec/replicas"],
+            "to": {"serviceAccounts": ["kube-system/horizontal-pod-autoscaler"]}, "bounds": {"fromHPA": true}}]);
+        let desired = web_with(rule);
+        let hpa = hpa_bounds(2, 8);
+        let mut healer = Healer::new(Duration::from_secs(60), 3);
+        let now = Instant::now();
+        let within = scaled_by_hpa(&desired, 6);
+        for i in 0..5 {
+            let judged = delegation::judge(&desired, &within, &hpa);
+            assert_eq!(
+                healer.observe(&desired, &within, judged, now + Duration::from_secs(i)),
+                Heal::InSync
+            );
+        }
+        let beyond = scaled_by_hpa(&desired, 9);
+        match healer.observe(&desired, &beyond, delegation::judge(&desired, &beyond, &hpa), now) {
+            Heal::Correct {
+                manager,
+                fields,
+                delegated,
+                ..
+            } => {
+                assert_eq!(manager.as_deref(), Some("kube-controller-manager"));
+                assert_eq!(fields.len(), 1);
+                assert_eq!(fields[0].git, Some(json!(8)));
+                assert_eq!(fields[0].attempted, Some(json!(9)));
+                assert_eq!(delegated.clamped().count(), 1);
+            }
+            other => panic!("{other:?}"),
+        }
+        // No HPA targets it any more: Git's value is restored.
+        let gone = crate::desired::HpaBounds::default();
+        assert!(matches!(
+            healer.observe(&desired, &within, delegation::judge(&desired, &within, &gone), now),
+            Heal::Correct { delegated, .. } if delegated.is_empty()
+        ));
+    }
+
+    #[test]
+    fn a_fight_with_the_hpa_proposes_delegating_replicas_to_it() {
+        let desired = web();
+        let mut healer = Healer::new(Duration::from_secs(60), 1);
+        let now = Instant::now();
+        let mut live = scaled_by_hpa(&desired, 6);
+        // The deployment controller's newer status write is not what moved replicas.
+        live["metadata"]["managedFields"].as_array_mut().unwrap().push(
+            json!({"manager": "kube-controller-manager", "operation": "Update", "subresource": "status",
+                         "time": "2026-11-26T12:00:05Z", "fieldsV1": {"f:status": {"f:replicas": {}}}}),
+        );
+        assert!(matches!(
+            healer.observe(&desired, &live, Delegated::default(), now),
+            Heal::Correct { .. }
+        ));
+        let Heal::Fighting {
+            manager, suggestion, ..
+        } = healer.observe(&desired, &live, Delegated::default(), now)
+        else {
+            panic!("a fight expected")
+        };
+        assert_eq!(manager, "kube-controller-manager");
+        assert!(
+            suggestion.contains("to: { serviceAccounts: [kube-system/horizontal-pod-autoscaler] }")
+                && suggestion.contains("bounds: { fromHPA: true }")
+                && suggestion.contains("jsonPointers: [/spec/replicas]"),
+            "{suggestion}"
+        );
     }
 }

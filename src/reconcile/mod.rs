@@ -9,6 +9,7 @@ pub mod access;
 pub mod admission_events;
 pub mod apply;
 pub mod controller;
+pub mod delegation;
 pub mod diff;
 pub mod events;
 pub mod heal;

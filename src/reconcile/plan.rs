@@ -7,8 +7,10 @@ use serde_json::Value;
 
 use crate::api::{GUARD_ANNOTATION, MANAGED_LABEL, PruneSpec};
 use crate::desired::kinds;
-use crate::desired::{DesiredObject, GuardId};
+use crate::desired::{DesiredObject, GuardId, HpaBounds};
 use crate::drift::{self, FieldPath};
+
+use super::delegation::{self, Delegated};
 
 use super::inventory::{GroupKind, InventoryEntry, LiveSnapshot, ObjectKey};
 use super::order::Tier;
@@ -35,6 +37,8 @@ pub struct PlanFacts<'a> {
     pub held: &'a HashSet<ObjectKey>,
     /// Objects an on-call engineer detached with break-glass (not expired): left alone.
     pub detached: &'a HashSet<ObjectKey>,
+    /// HorizontalPodAutoscaler bounds, for delegate rules with `bounds: {fromHPA: true}`.
+    pub hpa: &'a HpaBounds,
 }
 
 /// Why an object is applied.
@@ -65,6 +69,8 @@ pub struct ApplyStep<'a> {
     /// (custom resources of a CRD that is new or not yet Established). The applier waits for
     /// it, bounded; if it times out the step fails and the next reconcile retries.
     pub requires_crd: Option<String>,
+    /// Delegated fields delegates hold: left out of the apply, or written at their bound.
+    pub delegated: Delegated,
 }
 
 /// Why an object is deleted.
@@ -174,6 +180,8 @@ pub struct Plan<'a> {
     pub skipped: Vec<(ObjectKey, SkipReason)>,
     /// Desired objects that cannot be applied yet, and why.
     pub waiting: Vec<(ObjectKey, WaitReason)>,
+    /// Objects with delegated fields that delegates hold (applied or not), in desired order.
+    pub delegated: Vec<(ObjectKey, Delegated)>,
     /// The next inventory before apply and prune results: every desired object plus the
     /// inventory entries kept without being pruned.
     base_inventory: Vec<InventoryEntry>,
@@ -189,8 +197,8 @@ pub struct Applied {
 }
 
 enum Decision {
-    Apply(ApplyReason),
-    Skip(SkipReason),
+    Apply(ApplyReason, Delegated),
+    Skip(SkipReason, Delegated),
 }
 
 /// A desired object with its place in the order, before the decision says apply or skip.
@@ -202,18 +210,31 @@ struct Placed<'a> {
 }
 
 impl<'a> Placed<'a> {
-    fn place(self, decision: Decision, apply: &mut Vec<ApplyStep<'a>>, skipped: &mut Vec<(ObjectKey, SkipReason)>) {
+    fn place(self, decision: Decision, out: &mut Placing<'a>) {
+        let (Decision::Apply(_, delegated) | Decision::Skip(_, delegated)) = &decision;
+        if !delegated.is_empty() {
+            out.delegated.push((self.key.clone(), delegated.clone()));
+        }
         match decision {
-            Decision::Apply(reason) => apply.push(ApplyStep {
+            Decision::Apply(reason, delegated) => out.apply.push(ApplyStep {
                 object: self.object,
                 key: self.key,
                 tier: self.tier,
                 reason,
                 requires_crd: self.requires_crd,
+                delegated,
             }),
-            Decision::Skip(reason) => skipped.push((self.key, reason)),
+            Decision::Skip(reason, _) => out.skipped.push((self.key, reason)),
         }
     }
+}
+
+/// What the desired objects are sorted into.
+#[derive(Default)]
+struct Placing<'a> {
+    apply: Vec<ApplyStep<'a>>,
+    skipped: Vec<(ObjectKey, SkipReason)>,
+    delegated: Vec<(ObjectKey, Delegated)>,
 }
 
 fn str_at<'v>(object: &'v Value, path: &[&str]) -> Option<&'v str> {
@@ -248,40 +269,48 @@ fn decide(
     guard: &str,
     facts: &PlanFacts<'_>,
 ) -> Decision {
+    let none = Delegated::default;
     if live.is_unknown(key) {
-        return Decision::Apply(ApplyReason::LiveUnknown);
+        return Decision::Apply(ApplyReason::LiveUnknown, none());
     }
     let Some(current) = live.get(key) else {
-        return Decision::Apply(ApplyReason::Create);
+        // Created with Git's values, delegated fields included.
+        return Decision::Apply(ApplyReason::Create, none());
     };
     if facts.detached.contains(key) {
-        return Decision::Skip(SkipReason::BreakGlass);
+        return Decision::Skip(SkipReason::BreakGlass, none());
     }
     if facts.held.contains(key) {
-        return Decision::Skip(SkipReason::Fighting);
+        return Decision::Skip(SkipReason::Fighting, none());
     }
     if let Some(owner) = annotation(current, GUARD_ANNOTATION)
         && owner != guard
     {
         // Two Guards declaring one object would overwrite each other forever; the first owner
         // keeps it until its Guard lets go (the admission index reports the conflict).
-        return Decision::Skip(SkipReason::OwnedByOtherGuard(owner.to_owned()));
+        return Decision::Skip(SkipReason::OwnedByOtherGuard(owner.to_owned()), none());
     }
     // With no old object, detect reports exactly the declared fields where live != Git.
     // Unreadable cannot happen (checked when the set was built); applying Git's text is safe.
     let Ok(desired) = object.value() else {
-        return Decision::Apply(ApplyReason::Drift(Vec::new()));
+        return Decision::Apply(ApplyReason::Drift(Vec::new()), none());
     };
-    let drifts = drift::detect(&desired, None, current, &object.ignore);
+    // Delegated fields a delegate holds within the bounds are not drift; outside them, the
+    // bound is what is written.
+    let delegated = delegation::judge(object, current, facts.hpa);
+    let drifts = delegated.filter_drifts(drift::detect(&desired, None, current, &object.ignore));
     if !drifts.is_empty() {
-        return Decision::Apply(ApplyReason::Drift(drifts.into_iter().map(|d| d.path).collect()));
+        return Decision::Apply(
+            ApplyReason::Drift(drifts.into_iter().map(|d| d.path).collect()),
+            delegated,
+        );
     }
     let stamped = str_at(current, &["metadata", "labels", MANAGED_LABEL]) == Some("true")
         && annotation(current, GUARD_ANNOTATION) == Some(guard);
     if stamped {
-        Decision::Skip(SkipReason::Unchanged)
+        Decision::Skip(SkipReason::Unchanged, delegated)
     } else {
-        Decision::Apply(ApplyReason::Ownership)
+        Decision::Apply(ApplyReason::Ownership, delegated)
     }
 }
 
@@ -305,8 +334,10 @@ pub fn plan<'a>(
     facts: &PlanFacts<'_>,
 ) -> Plan<'a> {
     let guard = facts.guard.to_string();
-    let mut apply = Vec::with_capacity(desired.len());
-    let mut skipped = Vec::new();
+    let mut placing = Placing {
+        apply: Vec::with_capacity(desired.len()),
+        ..Placing::default()
+    };
     let mut waiting = Vec::new();
     let old_uids: HashMap<KeyRef<'_>, &str> = inventory
         .iter()
@@ -343,11 +374,12 @@ pub fn plan<'a>(
             requires_crd: None,
         };
         let decision = decide(object, &step.key, live, &guard, facts);
-        step.place(decision, &mut apply, &mut skipped);
+        step.place(decision, &mut placing);
     }
 
     // CRDs this plan applies, by the kind they define.
-    let applied_crds: HashMap<GroupKind, &str> = apply
+    let applied_crds: HashMap<GroupKind, &str> = placing
+        .apply
         .iter()
         .filter(|step| is_crd(&step.key))
         .filter_map(|step| Some((crd_defines(&step.object.value().ok()?)?, step.object.name.as_str())))
@@ -386,9 +418,14 @@ pub fn plan<'a>(
             requires_crd,
         };
         let decision = decide(object, &step.key, live, &guard, facts);
-        step.place(decision, &mut apply, &mut skipped);
+        step.place(decision, &mut placing);
     }
 
+    let Placing {
+        mut apply,
+        mut skipped,
+        delegated,
+    } = placing;
     // Keys are unique, so an unstable sort is still deterministic.
     apply.sort_unstable_by(|a, b| order_key(a.tier, &a.key).cmp(&order_key(b.tier, &b.key)));
 
@@ -401,6 +438,7 @@ pub fn plan<'a>(
         prune: pruning.steps,
         skipped,
         waiting,
+        delegated,
         base_inventory,
     }
 }

@@ -27,6 +27,7 @@ use tokio::sync::watch;
 
 use super::ObjectKey;
 use super::apply::Applier;
+use super::delegation::{self, Delegated};
 use super::events::{Events, reference};
 use super::heal::{Heal, Healer};
 use crate::api::{ConditionType, Guard, MANAGED_LABEL};
@@ -68,7 +69,7 @@ pub struct Fight {
     pub manager: String,
     /// Contested fields.
     pub fields: Vec<String>,
-    /// The ignore rule that would settle it, as YAML.
+    /// The `delegate` rule that would let the writer own the fields, as YAML.
     pub suggestion: String,
 }
 
@@ -81,10 +82,11 @@ impl Fight {
             );
         }
         format!(
-            "{} keeps changing {} of {}; driftguard stopped correcting it. Drop the field from Git or add to the Guard's spec:\n{}",
+            "{} keeps changing {} of {}; driftguard stopped correcting it. To let that writer own the field{} (anyone else is still denied), add to the Guard's spec:\n{}\nor drop the field from Git.",
             self.manager,
             self.fields.join(", "),
             self.key,
+            if self.fields.len() == 1 { "" } else { "s" },
             self.suggestion
         )
     }
@@ -377,6 +379,7 @@ enum Act {
         manager: Option<String>,
         records: Vec<FieldRecord>,
         delay: Duration,
+        delegated: Delegated,
     },
     ReportFight {
         guard: GuardId,
@@ -516,12 +519,20 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             return;
         }
         let decision = match &seen {
-            Seen::Live { object, .. } => lock(&inner.healer).observe(desired, object, Instant::now()),
+            Seen::Live { object, .. } => {
+                let delegated = delegation::judge(desired, object, inner.applier.hpa());
+                lock(&inner.healer).observe(desired, object, delegated, Instant::now())
+            }
             Seen::Gone => lock(&inner.healer).observe_deleted(desired, Instant::now()),
         };
         match decision {
             Heal::InSync => return,
-            Heal::Correct { manager, fields, delay } => {
+            Heal::Correct {
+                manager,
+                fields,
+                delay,
+                delegated,
+            } => {
                 let records = fields
                     .iter()
                     .map(|d: &FieldDrift| FieldRecord::of(desired, d))
@@ -538,6 +549,7 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
                     manager,
                     records,
                     delay,
+                    delegated,
                 }
             }
             Heal::Fighting {
@@ -563,8 +575,16 @@ fn observe_live(inner: &Arc<Inner>, key: ObjectKey, seen: Seen) {
             manager,
             records,
             delay,
+            delegated,
         } => {
-            tokio::spawn(async move { correct(&inner, guard, key, manager, records, delay).await });
+            let correction = Correction {
+                guard,
+                key,
+                manager,
+                records,
+                delegated,
+            };
+            tokio::spawn(async move { correct(&inner, correction, delay).await });
         }
         Act::ReportFight { guard, fight } => {
             tokio::spawn(async move { report_fight(&inner, guard, fight).await });
@@ -615,14 +635,25 @@ fn desired_of<'s>(state: &'s State, guard: &GuardId, key: &ObjectKey) -> Option<
     tracked.index.get(key).map(|&i| &tracked.set.objects[i])
 }
 
-async fn correct(
-    inner: &Arc<Inner>,
+/// One correction to write.
+struct Correction {
     guard: GuardId,
     key: ObjectKey,
+    /// The writer blamed.
     manager: Option<String>,
     records: Vec<FieldRecord>,
-    delay: Duration,
-) {
+    /// Delegated fields delegates hold: left out of the apply, or written at their bound.
+    delegated: Delegated,
+}
+
+async fn correct(inner: &Arc<Inner>, correction: Correction, delay: Duration) {
+    let Correction {
+        guard,
+        key,
+        manager,
+        records,
+        delegated,
+    } = correction;
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
     }
@@ -645,8 +676,8 @@ async fn correct(
         settle(inner, &key, None);
         return;
     };
-    let (result, report) = applier.apply_one(&desired).await;
-    if let Some(report) = &report {
+    let (result, reports) = applier.apply_one(&desired, &delegated).await;
+    for report in &reports {
         report.observe(&inner.metrics);
     }
     let meta = match result {
@@ -675,12 +706,30 @@ async fn correct(
         *total
     };
     let blamed = manager.clone().unwrap_or_else(|| "an unknown writer".to_owned());
-    let paths: Vec<&str> = records.iter().map(|r| r.path.as_str()).collect();
-    let message = if paths.is_empty() {
+    let clamped: Vec<_> = delegated.clamped().cloned().collect();
+    let paths: Vec<&str> = records
+        .iter()
+        .map(|r| r.path.as_str())
+        .filter(|p| !clamped.iter().any(|h| h.path.to_string() == *p))
+        .collect();
+    let mut message = if paths.is_empty() && clamped.is_empty() {
         "recreated from Git (it was deleted outside Git)".to_owned()
+    } else if paths.is_empty() {
+        String::new()
     } else {
         format!("restored {} to Git (changed by {blamed})", paths.join(", "))
     };
+    if !clamped.is_empty() {
+        if !message.is_empty() {
+            message.push_str("; ");
+        }
+        message.push_str(&delegation::clamp_message(&clamped));
+        for _ in &clamped {
+            inner
+                .metrics
+                .count_delegate_bound_correction(&guard.to_string(), &key.kind);
+        }
+    }
     tracing::info!(%key, guard = %guard, manager = %blamed, fields = ?paths, "drift corrected");
     inner.metrics.count_drift_correction(&guard.to_string(), &key.kind);
     inner.audit.record(AuditEvent {
@@ -784,7 +833,7 @@ mod tests {
             key: ObjectKey::new("apps", "Deployment", Some("default"), "web"),
             manager: "horizontal-pod-autoscaler".into(),
             fields: vec!["spec.replicas".into()],
-            suggestion: "ignore:\n  - kind: Deployment".into(),
+            suggestion: "delegate:\n  - kind: Deployment".into(),
         };
         assert!(fighting_condition(&[], None).is_none());
         let condition = fighting_condition(&[fight], Some(3)).unwrap();
@@ -795,7 +844,7 @@ mod tests {
             condition
                 .message
                 .starts_with("horizontal-pod-autoscaler keeps changing spec.replicas of Deployment.apps default/web")
-                && condition.message.contains("ignore:\n  - kind: Deployment"),
+                && condition.message.contains("To let that writer own the field (anyone else is still denied), add to the Guard's spec:\ndelegate:\n  - kind: Deployment"),
             "{}",
             condition.message
         );

@@ -207,6 +207,7 @@ fn run_holding<'a>(
             prune: &prune,
             held,
             detached: &HashSet::new(),
+            hpa: &Default::default(),
         },
     )
 }

@@ -228,9 +228,11 @@ pub(super) async fn run(settings: Settings, cluster: ClusterSettings) -> Result<
     )
     .await?;
 
+    // The enforcer judges delegated fields by the same HPA table.
     let applier = Applier::new(client.clone(), cluster.api_timeout)
         .await
-        .map_err(|e| ServeError::Cluster(e.to_string()))?;
+        .map_err(|e| ServeError::Cluster(e.to_string()))?
+        .with_hpa(hpa);
     let heal = SelfHeal::new(
         HealDeps {
             client: client.clone(),

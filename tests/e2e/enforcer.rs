@@ -127,6 +127,13 @@ fn a_fight_with_the_hpa_and_leader_failover() {
         fighting.contains("spec/replicas") || fighting.contains("spec.replicas"),
         "{fighting}"
     );
+    // It proposes the delegate rule that lets the HPA own replicas within its bounds.
+    assert!(
+        fighting.contains("to: { serviceAccounts: [kube-system/horizontal-pod-autoscaler] }")
+            && fighting.contains("bounds: { fromHPA: true }")
+            && fighting.contains("jsonPointers: [/spec/replicas]"),
+        "{fighting}"
+    );
     env.cluster.ok(&["delete", "hpa", "web", "-n", "shop"]);
 
     // Leader failover: the leader is lost without releasing its Lease; the other replica takes
