@@ -234,20 +234,9 @@ fn write(cluster: &Cluster, name: &str, text: &str) -> PathBuf {
 /// CRDs, apply a GitSource and a Guard, and give the Guard a status through the status
 /// subresource as the enforcer would.
 fn install(cluster: &Cluster) {
-    let dir = support::root().join("manifests/crds");
-    let out = cluster.ok(&["apply", "-f", dir.to_str().unwrap()]);
+    let out = cluster.install_crds();
     assert!(out.contains("gitsources.driftguard.io created"), "{out}");
     assert!(out.contains("guards.driftguard.io created"), "{out}");
-    // The real API server serves a new CRD's resource only once it is Established (the
-    // imitation served it at once): a Guard applied straight after the CRD can meet
-    // "no matches for kind".
-    cluster.ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gitsources.driftguard.io",
-        "crd/guards.driftguard.io",
-    ]);
     let objects = write(
         cluster,
         "objects.yaml",

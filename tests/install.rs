@@ -277,17 +277,7 @@ async fn self_mode_install_injects_the_ca_and_renews_without_a_failed_request() 
 
     // A Guard, so the leader's enforcer also runs under the chart's service account.
     let (repo, commit) = support::example_repo();
-    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-         "metadata": {"name": "apps", "namespace": "default"},
-         "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}},
-        {"apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
-         "metadata": {"name": "example-app", "namespace": "default"},
-         "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1h"}},
-    ]});
-    let file = cluster.scratch().join("objects.json");
-    std::fs::write(&file, objects.to_string()).unwrap();
-    cluster.ok(&["apply", "-f", file.to_str().unwrap()]);
+    cluster.apply_example_guard(repo.path());
 
     // Both start at once; neither serves before the leader has written the Secret.
     let dir = tempfile::tempdir().unwrap();

@@ -392,27 +392,9 @@ async fn cluster_mode_enforces_the_guard_and_serves_what_it_applied() {
     let (repo, commit) = example_repo();
     // The CRDs (served once Established), the driftguard namespace, a GitSource on the
     // repository and a Guard over examples/app, as an admin applies them.
-    let manifests = root().join("manifests/crds/driftguard-crds.yaml");
-    cluster.ok(&["apply", "--server-side", "-f", manifests.to_str().unwrap()]);
-    cluster.ok(&[
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/gitsources.driftguard.io",
-        "crd/guards.driftguard.io",
-    ]);
+    cluster.install_crds();
     cluster.ok(&["create", "namespace", "driftguard"]);
-    let objects = serde_json::json!({"apiVersion": "v1", "kind": "List", "items": [
-        {"apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
-         "metadata": {"name": "apps", "namespace": "default"},
-         "spec": {"url": repo.path().to_str().unwrap(), "ref": {"branch": "main"}}},
-        {"apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
-         "metadata": {"name": "example-app", "namespace": "default"},
-         "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1h"}},
-    ]});
-    let file = dir.path().join("objects.json");
-    std::fs::write(&file, objects.to_string()).unwrap();
-    cluster.ok(&["apply", "-f", file.to_str().unwrap()]);
+    cluster.apply_example_guard(repo.path());
     let client = cluster.client().await;
     let guards: Api<Guard> = Api::namespaced(client.clone(), "default");
 

@@ -84,41 +84,87 @@ pub(super) fn split(drifts: &mut Vec<FieldDrift>, mine: &Mine<'_>, managed: &Man
                 out.granted.push(drift);
                 out.granted_rules.push(rule_no);
             }
-            Err(reason) => out.outside.push(Outside { drift, reason }),
+            Err(why) => out.outside.push(Outside {
+                drift,
+                reason: why.to_string(),
+            }),
         }
     }
     *drifts = rest;
     out
 }
 
-/// Is `value` within a rule's bounds? Err names the bound and the rule.
+/// Why a delegate's value is not within its rule's bounds: names the bound and the rule.
+#[derive(Debug, thiserror::Error)]
+enum OutOfBounds {
+    /// The bounds could not be resolved (`fromHPA` with no HPA targeting the object).
+    #[error("{error} ({rule})")]
+    Unresolved {
+        /// Why.
+        error: crate::desired::DesiredError,
+        /// The rule, as messages name it.
+        rule: String,
+    },
+    /// The value is not a number.
+    #[error("{value} is not a number within the bounds of {rule}")]
+    NotANumber {
+        /// The value, as messages show it.
+        value: String,
+        /// The rule.
+        rule: String,
+    },
+    /// Below the minimum or above the maximum.
+    #[error("{number} is {side} the {which} {bound} ({from}) of {rule}")]
+    Outside {
+        /// The value.
+        number: f64,
+        /// `below` or `above`.
+        side: &'static str,
+        /// `minimum` or `maximum`.
+        which: &'static str,
+        /// The bound.
+        bound: i64,
+        /// Where the bound comes from (the rule or the HPA).
+        from: String,
+        /// The rule.
+        rule: String,
+    },
+}
+
+/// Is `value` within a rule's bounds?
 fn check_bounds(
     rule: &DelegateRule,
     rule_no: usize,
     value: Option<&serde_json::Value>,
     managed: &Managed<'_>,
     hpa: &HpaBounds,
-) -> Result<(), String> {
+) -> Result<(), OutOfBounds> {
     let Some(bounds) = &rule.bounds else {
         return Ok(());
     };
     let o = managed.object;
-    let rule_name = describe_rule(rule, rule_no);
+    let rule_name = || describe_rule(rule, rule_no);
     let resolved = hpa
         .resolve(bounds, &o.group, &o.kind, o.namespace.as_deref(), &o.name)
-        .map_err(|e| format!("{e} ({rule_name})"))?;
+        .map_err(|error| OutOfBounds::Unresolved {
+            error,
+            rule: rule_name(),
+        })?;
     let Some(number) = value.and_then(serde_json::Value::as_f64) else {
-        return Err(format!(
-            "{} is not a number within the bounds of {rule_name}",
-            show_value(value, false)
-        ));
+        return Err(OutOfBounds::NotANumber {
+            value: show_value(value, false),
+            rule: rule_name(),
+        });
     };
     if let Some((bound, which)) = resolved.outside(number) {
-        let side = if which == "minimum" { "below" } else { "above" };
-        return Err(format!(
-            "{number} is {side} the {which} {bound} ({}) of {rule_name}",
-            resolved.source
-        ));
+        return Err(OutOfBounds::Outside {
+            number,
+            side: if which == "minimum" { "below" } else { "above" },
+            which,
+            bound,
+            from: resolved.source,
+            rule: rule_name(),
+        });
     }
     Ok(())
 }

@@ -646,3 +646,38 @@ pub fn driftguard_identity(cluster: &Cluster) -> PathBuf {
     }
     cluster.service_account_kubeconfig(NAMESPACE, &sa)
 }
+
+impl Cluster {
+    /// driftguard's CRDs applied from `manifests/crds` (client-side, as a user would) and
+    /// served: the real API server serves a new CRD's resources only once it is Established
+    /// (the imitation served them at once), so a Guard applied straight after its CRD can meet
+    /// "no matches for kind". Returns kubectl apply's output.
+    pub fn install_crds(&self) -> String {
+        let dir = super::root().join("manifests/crds");
+        let out = self.ok(&["apply", "-f", dir.to_str().unwrap()]);
+        self.ok(&[
+            "wait",
+            "--for=condition=Established",
+            "--timeout=60s",
+            "crd/gitsources.driftguard.io",
+            "crd/guards.driftguard.io",
+        ]);
+        out
+    }
+
+    /// GitSource `default/apps` on the local repository `repo` and Guard `default/example-app`
+    /// over `examples/app`, applied as admin.
+    pub fn apply_example_guard(&self, repo: &Path) {
+        let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "driftguard.io/v1alpha1", "kind": "GitSource",
+             "metadata": {"name": "apps", "namespace": "default"},
+             "spec": {"url": repo.to_str().unwrap(), "ref": {"branch": "main"}}},
+            {"apiVersion": "driftguard.io/v1alpha1", "kind": "Guard",
+             "metadata": {"name": "example-app", "namespace": "default"},
+             "spec": {"sourceRef": {"name": "apps"}, "path": "examples/app", "interval": "1h"}},
+        ]});
+        let file = self.scratch().join("example-guard.json");
+        std::fs::write(&file, objects.to_string()).unwrap();
+        self.ok(&["apply", "-f", file.to_str().unwrap()]);
+    }
+}
